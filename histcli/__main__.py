@@ -1,0 +1,3 @@
+from histcli.cli.main import main
+
+main()

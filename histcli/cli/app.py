@@ -1,0 +1,40 @@
+"""The `histcli` Typer application: one module per command under histcli/cli/."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from histcli import __version__
+from histcli.cli import prepare, store_cmd
+
+app = typer.Typer(
+    name="histcli",
+    help="Predict gene expression from histone modification signals: prepare data, train CRNN, "
+    "DeepChrome and AttentiveChrome models, evaluate and compare them across cell types.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    # Rich help panels on a terminal; plain text (no box drawing) in pipes and files.
+    rich_markup_mode="rich" if sys.stdout.isatty() else None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"histcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    """Predict gene expression from histone modification signals."""
+
+
+app.add_typer(prepare.app, name="prepare")
+app.add_typer(store_cmd.app, name="store")

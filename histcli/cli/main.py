@@ -1,0 +1,29 @@
+"""Entry point: run the Typer app and turn errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    from histcli.errors import EXIT_PIPE_CLOSED, StdoutClosed, describe
+
+    from histcli.cli.app import app
+
+    try:
+        app(prog_name="histcli")
+    except StdoutClosed:
+        # The reader (e.g. `head -1`) has all it wanted; stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_PIPE_CLOSED)
+    except Exception as exc:  # noqa: BLE001 - mapped to a message below, or re-raised as a bug
+        message, code = describe(exc)
+        if code < 0:
+            raise
+        print(f"histcli: error: {message}", file=sys.stderr)
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

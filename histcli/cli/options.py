@@ -1,0 +1,143 @@
+"""Options shared by several commands, defined once (like deepTools' parserCommon).
+
+Only typer and the standard library are imported here: ``histcli --help`` and
+shell completion load this module and must stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DEFAULT_STORE = Path("histcli-data") / "store.h5"
+DEFAULT_MODELS = Path("histcli-data") / "models"
+
+
+class OutputFormat(str, Enum):
+    auto = "auto"
+    table = "table"
+    tsv = "tsv"
+    json = "json"
+
+
+class TableFormat(str, Enum):
+    auto = "auto"
+    table = "table"
+    tsv = "tsv"
+    csv = "csv"
+    json = "json"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _store_from_context(ctx: typer.Context) -> Path:
+    value = ctx.params.get("store") if ctx is not None else None
+    return Path(value or os.environ.get("HISTCLI_STORE") or DEFAULT_STORE)
+
+
+def _models_from_context(ctx: typer.Context) -> Path:
+    value = ctx.params.get("models") if ctx is not None else None
+    return Path(value or os.environ.get("HISTCLI_MODELS") or DEFAULT_MODELS)
+
+
+def complete_cells(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Cell names in the store; completion must never print or fail."""
+    try:
+        from histcli.store import Store
+
+        names = Store(_store_from_context(ctx)).cell_names()
+    except Exception:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_model_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    try:
+        from histcli.registry import Registry
+
+        names = Registry(_models_from_context(ctx)).names()
+    except Exception:
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def complete_architectures(incomplete: str) -> list[str]:
+    from histcli.models import names
+
+    return [name for name in names() if name.startswith(incomplete)]
+
+
+StoreOption = Annotated[
+    Path,
+    typer.Option(
+        "--store",
+        envvar="HISTCLI_STORE",
+        help="HDF5 dataset store [env HISTCLI_STORE; default histcli-data/store.h5].",
+        show_default=False,
+        rich_help_panel="Locations",
+    ),
+]
+ModelsOption = Annotated[
+    Path,
+    typer.Option(
+        "--models",
+        envvar="HISTCLI_MODELS",
+        help="Model registry folder [env HISTCLI_MODELS; default histcli-data/models].",
+        show_default=False,
+        rich_help_panel="Locations",
+    ),
+]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format: auto is a table on a terminal and TSV in a pipe.",
+        case_sensitive=False,
+        rich_help_panel="Output",
+    ),
+]
+TableFormatOption = Annotated[
+    TableFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="Output format: auto is a table on a terminal and TSV in a pipe.",
+        case_sensitive=False,
+        rich_help_panel="Output",
+    ),
+]
+QuietOption = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.", rich_help_panel="Output"),
+]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace what is already stored under this name.")
+]
+CellsOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--cell", "-c", help="Cell type (repeat for several).", autocompletion=complete_cells),
+]
+CellOption = Annotated[
+    str, typer.Option("--cell", "-c", help="Cell type.", autocompletion=complete_cells)
+]
+DeviceOption = Annotated[
+    Device,
+    typer.Option("--device", help="auto uses CUDA when available.", case_sensitive=False),
+]
+MarksOption = Annotated[
+    Optional[str],
+    typer.Option("--marks", help="Mark names of the value columns, in file order, comma-separated."),
+]
+DropMissingOption = Annotated[
+    bool,
+    typer.Option("--drop-missing", help="Leave out genes without expression or tracks (reported), instead of failing."),
+]

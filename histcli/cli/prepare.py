@@ -1,0 +1,256 @@
+"""`histcli prepare deepchrome|deepdiff|tracks|simulate`: bring data into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.options import (
+    DEFAULT_STORE,
+    CellsOption,
+    DropMissingOption,
+    FormatOption,
+    MarksOption,
+    OutputFormat,
+    OverwriteOption,
+    QuietOption,
+    StoreOption,
+)
+
+app = typer.Typer(help="Bring data into the dataset store (one sub-command per input layout).",
+                  no_args_is_help=True)
+
+
+def _marks(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    from histcli.marks import parse_marks
+
+    if value is None:
+        return default
+    marks = parse_marks([name for name in value.split(",") if name.strip()])
+    if len(marks) != len(default):
+        from histcli.errors import UsageError
+
+        raise UsageError(f"--marks: this layout has {len(default)} mark columns, {len(marks)} names given")
+    return marks
+
+
+def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_format: OutputFormat,
+           description: str) -> None:
+    """Stage cells one by one behind a progress bar, commit them together, print their summaries."""
+    from histcli.cli import console
+    from histcli.cli.store_cmd import print_summaries
+    from histcli.store import Store
+
+    store = Store(store_path)
+    with console.progress() as bar:
+        task = bar.add_task(description, total=len(names))
+        written = store.write(cells, overwrite=overwrite, on_staged=lambda name: bar.advance(task))
+    summaries = {s.name: s for s in store.summaries()}
+    print_summaries([summaries[name] for name in written], output_format, title=f"prepared in {store_path}")
+
+
+@app.command("deepchrome")
+def deepchrome(
+    path: Annotated[Path, typer.Argument(help="Folder of <cell>/classification/{train,valid,test}.csv, "
+                                              "or one folder holding train.csv, valid.csv and test.csv.")],
+    cells: CellsOption = None,
+    marks: MarksOption = None,
+    bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp (DeepChrome: 100).")] = 100,
+    overwrite: OverwriteOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """The DeepChrome CSV layout: gene_id,bin,H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K9me3,label."""
+    from histcli.cli import console
+    from histcli.marks import DEEPCHROME_ORDER
+    from histcli.sources import deepchrome as layout
+    from histcli.store import Store
+
+    console.setup(quiet)
+    mark_names = _marks(marks, DEEPCHROME_ORDER)
+    found = layout.find_cells(path, cells)
+    names = [name for name, _ in found]
+    Store(store).check_writable(names, overwrite)
+    parsed = (layout.read_cell(name, files, marks=mark_names, bin_size=bin_size) for name, files in found)
+    _write(store, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
+
+
+@app.command("deepdiff")
+def deepdiff(
+    path: Annotated[Path, typer.Argument(help="Folder holding <cell>.{train,valid,test}.csv and <cell>.expr.csv.")],
+    cell: Annotated[str, typer.Option("--cell", "-c", help="File prefix of the cell (e.g. Cell1).")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Name in the store (default: the --cell prefix).")] = None,
+    marks: MarksOption = None,
+    bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp (DeepDiff: 100).")] = 100,
+    drop_missing: DropMissingOption = False,
+    overwrite: OverwriteOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """The AttentiveChrome/DeepDiff layout: <ENSG>_<SYMBOL>_<bin>,H3K4me1,H3K4me3,H3K9me3,H3K27me3,H3K36me3."""
+    from histcli.cli import console
+    from histcli.marks import DEEPDIFF_ORDER
+    from histcli.sources import deepdiff as layout
+    from histcli.store import Store, check_cell_name
+
+    console.setup(quiet)
+    stored_name = check_cell_name(name or cell)
+    mark_names = _marks(marks, DEEPDIFF_ORDER)
+    splits, expression = layout.find_files(path, cell)
+    Store(store).check_writable([stored_name], overwrite)
+    notes: list[str] = []
+    parsed = layout.read_cell(stored_name, splits, expression, marks=mark_names, bin_size=bin_size,
+                              drop_missing=drop_missing, notes=notes)
+    for message in notes:
+        console.note(message)
+    _write(store, [parsed], [stored_name], overwrite, output_format, "preparing DeepDiff cell")
+
+
+def parse_tracks(values: list[str]) -> dict[str, Path]:
+    """``MARK=FILE`` pairs, keyed by canonical mark name."""
+    from histcli.errors import UsageError
+    from histcli.marks import parse_marks
+
+    tracks: dict[str, Path] = {}
+    for value in values:
+        mark, sep, file = value.partition("=")
+        if not sep or not mark or not file:
+            raise UsageError(f"--track {value!r}: expected MARK=FILE, e.g. H3K4me3=E116.H3K4me3.bedGraph.gz")
+        (canonical,) = parse_marks([mark], source="--track")
+        if canonical in tracks:
+            raise UsageError(f"--track: mark {canonical} is given twice")
+        tracks[canonical] = Path(file)
+    return tracks
+
+
+TrackOption = Annotated[
+    list[str],
+    typer.Option("--track", "-t", help="MARK=FILE: a bedGraph(.gz) or bigWig track (repeat per mark).",
+                 rich_help_panel="Tracks"),
+]
+GenesOption = Annotated[
+    Path,
+    typer.Option("--genes", help="Genes: BED (TSS-centred windows or TSS positions, strand in column 6) or GTF.",
+                 rich_help_panel="Tracks"),
+]
+AggregateOption = Annotated[
+    str,
+    typer.Option("--aggregate", help="sum: values are read counts spread over their interval; "
+                                     "mean: values are signal averaged over the bin.",
+                 rich_help_panel="Tracks"),
+]
+
+
+def parse_chromosome_split(values: list[str]) -> dict[str, list[str]]:
+    from histcli.errors import UsageError
+
+    result: dict[str, list[str]] = {}
+    for value in values:
+        split, sep, chroms = value.partition("=")
+        if not sep or split not in ("train", "valid", "test", "none") or not chroms:
+            raise UsageError(f"--split-by-chromosome {value!r}: expected SPLIT=CHROM[,CHROM...], "
+                             "e.g. test=chr8,chr9 (SPLIT is valid, test, train or none)")
+        result.setdefault(split, []).extend(c for c in chroms.split(",") if c)
+    return result
+
+
+def parse_fractions(value: str) -> tuple[float, float, float]:
+    from histcli.errors import UsageError
+
+    try:
+        fractions = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        fractions = ()
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise UsageError(f"--split-fractions {value!r}: expected three fractions summing to 1, e.g. 0.6,0.2,0.2")
+    return fractions
+
+
+@app.command("tracks")
+def tracks(
+    cell: Annotated[str, typer.Option("--cell", "-c", help="Name of the new cell in the store.")],
+    track: TrackOption,
+    genes: GenesOption,
+    bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp.", rich_help_panel="Tracks")],
+    window: Annotated[int, typer.Option("--window", min=1, help="Bp on each side of the TSS.", rich_help_panel="Tracks")],
+    expression: Annotated[Optional[Path], typer.Option("--expression", help="gene_id<TAB>value; labels are "
+                                                                           "value > median of all genes in it.")] = None,
+    split: Annotated[Optional[Path], typer.Option("--split", help="gene_id<TAB>train|valid|test table.",
+                                                  rich_help_panel="Split")] = None,
+    split_by_chromosome: Annotated[Optional[list[str]], typer.Option(
+        "--split-by-chromosome", help="SPLIT=CHROM,... (repeat); other chromosomes are train.",
+        rich_help_panel="Split")] = None,
+    split_fractions: Annotated[Optional[str], typer.Option(
+        "--split-fractions", help="TRAIN,VALID,TEST fractions of a random split, e.g. 0.6,0.2,0.2.",
+        rich_help_panel="Split")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --split-fractions.", rich_help_panel="Split")] = 0,
+    aggregate: AggregateOption = "sum",
+    drop_missing: DropMissingOption = False,
+    overwrite: OverwriteOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
+    from histcli.cli import console
+    from histcli.errors import UsageError
+    from histcli.sources.tracks import read_tracks_cell
+    from histcli.store import Store, check_cell_name
+
+    console.setup(quiet)
+    check_cell_name(cell)
+    if aggregate not in ("sum", "mean"):
+        raise UsageError(f"--aggregate {aggregate!r}: expected sum or mean")
+    chosen = [option for option, value in (("--split", split), ("--split-by-chromosome", split_by_chromosome),
+                                           ("--split-fractions", split_fractions)) if value]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot be combined: choose one way to split")
+    Store(store).check_writable([cell], overwrite)
+    notes: list[str] = []
+    parsed = read_tracks_cell(
+        cell,
+        tracks=parse_tracks(track),
+        genes=genes,
+        expression=expression,
+        split=split,
+        split_by_chromosome=parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None,
+        split_fractions=parse_fractions(split_fractions) if split_fractions else None,
+        seed=seed,
+        bin_size=bin_size,
+        window=window,
+        aggregate=aggregate,
+        drop_missing=drop_missing,
+        notes=notes,
+    )
+    for message in notes:
+        console.note(message)
+    _write(store, [parsed], [cell], overwrite, output_format, "preparing tracks")
+
+
+@app.command("simulate")
+def simulate(
+    cells: Annotated[int, typer.Option("--cells", min=1, help="Number of cells.")] = 3,
+    genes: Annotated[int, typer.Option("--genes", min=3, help="Genes per cell (split in thirds).")] = 2000,
+    bins: Annotated[int, typer.Option("--bins", min=1, help="Bins per gene.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same cells.")] = 0,
+    prefix: Annotated[str, typer.Option("--prefix", help="Cell names are PREFIX01, PREFIX02, ...")] = "sim",
+    bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp.")] = 100,
+    overwrite: OverwriteOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Synthetic cells with realistic, learnable signal (for demos, tests and benchmarks)."""
+    from histcli.cli import console
+    from histcli.sources.simulate import cell_names, simulate_cells
+    from histcli.store import Store
+
+    console.setup(quiet)
+    names = cell_names(cells, prefix)
+    Store(store).check_writable(names, overwrite)
+    generated = simulate_cells(cells, genes, bins, seed, bin_size=bin_size, prefix=prefix)
+    _write(store, generated, names, overwrite, output_format, "simulating cells")

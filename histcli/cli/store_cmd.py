@@ -1,0 +1,122 @@
+"""`histcli store list|show|rm`: what the dataset store holds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from histcli.cli.options import FormatOption, OutputFormat, StoreOption, complete_cells, DEFAULT_STORE
+
+app = typer.Typer(help="Inspect the dataset store.", no_args_is_help=True)
+
+
+def summary_columns():
+    from histcli.output import Column
+
+    return [
+        Column("cell", justify="left"),
+        Column("genes"),
+        Column("train"),
+        Column("valid"),
+        Column("test"),
+        Column("unsplit"),
+        Column("bins"),
+        Column("bin_size"),
+        Column("marks", justify="left"),
+        Column("positive_fraction", "positive", percent=True),
+    ]
+
+
+def summary_row(summary) -> dict:
+    sizes = summary.split_sizes
+    return {
+        "cell": summary.name,
+        "genes": summary.n_genes,
+        "train": sizes["train"],
+        "valid": sizes["valid"],
+        "test": sizes["test"],
+        "unsplit": sizes["none"],
+        "bins": summary.n_bins,
+        "bin_size": summary.bin_size,
+        "marks": ",".join(summary.marks),
+        "positive_fraction": summary.positive_fraction,
+    }
+
+
+def print_summaries(summaries, fmt: OutputFormat, title: str) -> None:
+    from histcli.output import render_rows
+
+    render_rows([summary_row(s) for s in summaries], summary_columns(), fmt.value, title=title)
+
+
+@app.command("list")
+def list_cells(store: StoreOption = DEFAULT_STORE, output_format: FormatOption = OutputFormat.auto) -> None:
+    """One row per cell: genes per split, bins, bin size, marks and the fraction of positive labels."""
+    from histcli.store import Store
+
+    s = Store(store)
+    if not s.exists():
+        from histcli.errors import StoreError
+
+        raise StoreError(f"store {store} does not exist; create it with 'histcli prepare'")
+    print_summaries(s.summaries(), output_format, title=f"{store}")
+
+
+@app.command("show")
+def show_cell(
+    cell: Annotated[str, typer.Argument(help="Cell name.", autocompletion=complete_cells)],
+    store: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
+) -> None:
+    """One cell in detail: shape, splits, labels, attributes and source files with SHA-256."""
+    from dataclasses import asdict
+
+    from histcli.output import Column, render_rows
+    from histcli.store import Store
+
+    summary = Store(store).summary(cell)
+    details = asdict(summary)
+    fields = {
+        "cell": summary.name,
+        "genes": summary.n_genes,
+        **{f"genes_{split}": count for split, count in summary.split_sizes.items()},
+        "bins": summary.n_bins,
+        "bin_size": summary.bin_size,
+        "window": summary.window,
+        "tss_offset": summary.tss_offset,
+        "marks": ",".join(summary.marks),
+        "counts_dtype": summary.counts_dtype,
+        "positive_fraction": summary.positive_fraction,
+        "expression": summary.has_expression,
+        "source_format": summary.source_format,
+        **{key: value for key, value in summary.attrs.items()},
+        "created": summary.created,
+        "fingerprint": summary.fingerprint,
+        "encoding_version": summary.encoding_version,
+        "stored_bytes": summary.stored_bytes,
+    }
+    for index, source in enumerate(summary.sources, start=1):
+        fields[f"source_{index}"] = source["path"]
+        fields[f"source_{index}_sha256"] = source["sha256"]
+    rows = [{"field": key, "value": value} for key, value in fields.items()]
+    render_rows(
+        rows,
+        [Column("field", justify="left"), Column("value", justify="left")],
+        output_format.value,
+        title=f"{cell} in {store}",
+        json_payload=details,
+    )
+
+
+@app.command("rm")
+def remove_cells(
+    cells: Annotated[list[str], typer.Argument(help="Cells to remove.", autocompletion=complete_cells)],
+    store: StoreOption = DEFAULT_STORE,
+) -> None:
+    """Remove cells from the store (atomically; other cells are untouched)."""
+    from histcli.cli.console import note
+    from histcli.store import Store
+
+    Store(store).remove(cells)
+    note(f"removed {', '.join(cells)} from {store}")

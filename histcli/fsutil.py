@@ -1,0 +1,157 @@
+"""Atomic writes and inter-process locks shared by the store and the model registry.
+
+Everything histcli keeps (store files, registry entries, prediction caches,
+output files) is first written under a temporary name in the destination's
+folder and then renamed into place, so a killed process never leaves a
+half-written file behind and readers always see a complete old or new version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import secrets
+import shutil
+import socket
+from pathlib import Path
+
+from histcli.errors import StoreError
+
+
+def _host() -> str:
+    return socket.gethostname().split(".")[0] or "host"
+
+
+def temp_name(final: Path, kind: str) -> Path:
+    """A unique hidden sibling of ``final``; host and pid let a cleaner tell stale ones."""
+    return final.with_name(f".{final.name}.{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale(final: Path, kind: str) -> None:
+    """Remove temporaries of ``final`` left by processes of this host that have died."""
+    prefix = f".{final.name}.{kind}-{_host()}-"
+    for temp in final.parent.glob(f".{final.name}.{kind}-*"):
+        pid_text = temp.name[len(prefix):].split("-")[0]
+        if not temp.name.startswith(prefix) or not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            remove_path(temp)
+        except PermissionError:
+            pass
+
+
+def remove_path(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+
+
+def fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path):
+    """Yield a temporary path beside ``final``; on success it replaces ``final`` atomically."""
+    final = Path(final)
+    temp = temp_name(final, "tmp")
+    try:
+        yield temp
+        fsync_file(temp)
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+    finally:
+        remove_path(temp)
+
+
+@contextlib.contextmanager
+def atomic_open(final: Path, mode: str = "w", **kwargs):
+    """Open a temporary file for writing that replaces ``final`` when closed without error."""
+    with atomic_path(final) as temp:
+        with open(temp, mode, **kwargs) as handle:
+            yield handle
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path):
+    """Block until this process holds the lock file; released on exit or on death."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def exchange_paths(first: Path, second: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(second))
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Put the complete folder ``new`` at ``final``, replacing any folder there.
+
+    With an existing ``final`` the two are swapped atomically where the kernel
+    allows it, so readers never see the entry missing; elsewhere the old folder
+    is moved aside first.
+    """
+    if not final.exists():
+        os.rename(new, final)
+        fsync_dir(final.parent)
+        return
+    if exchange_paths(new, final):
+        remove_path(new)  # now holds the old folder
+    else:
+        old = temp_name(final, "old")
+        os.rename(final, old)
+        os.rename(new, final)
+        remove_path(old)
+    fsync_dir(final.parent)
+
+
+def ensure_writable_dir(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and fail early, with a clear message, if it is not writable."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{what} {folder}: cannot create folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"{what} {folder}: folder is not writable")

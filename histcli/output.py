@@ -1,0 +1,155 @@
+"""Tables for people (rich) and for machines (TSV, CSV, JSON), written to stdout.
+
+Machine formats carry stable column names, full precision and ``NA`` (TSV/CSV)
+or ``null`` (JSON) for undefined values; they never contain colour codes.
+The rich table is drawn without box characters or colour when stdout is not
+a terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from histcli.errors import StdoutClosed
+
+FORMATS = ("auto", "table", "tsv", "csv", "json")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str | None = None
+    digits: int | None = None  # decimals shown in the rich table for floats
+    percent: bool = False
+    justify: str = "right"
+
+    @property
+    def title(self) -> str:
+        return self.header or self.key
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def resolve_format(fmt: str) -> str:
+    """``auto`` is a rich table on a terminal and TSV in a pipe or file."""
+    if fmt == "auto":
+        return "table" if stdout_is_terminal() else "tsv"
+    return fmt
+
+
+def clean(value: Any) -> Any:
+    """JSON-ready value: NaN and infinities become None, numpy scalars plain Python."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(item) for item in value]
+    return value
+
+
+def machine_text(value: Any) -> str:
+    value = clean(value)
+    if value is None:
+        return "NA"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(round(value, 10)) if abs(value) >= 1e-4 or value == 0 else f"{value:.6g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(machine_text(item) for item in value)
+    return str(value)
+
+
+def human_text(value: Any, column: Column) -> str:
+    value = clean(value)
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if column.percent:
+            return f"{100 * value:.1f}%"
+        if column.digits is not None:
+            if value != 0 and abs(value) < 10 ** (-column.digits):
+                return f"{value:.1e}"
+            return f"{value:.{column.digits}f}"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def write(text: str, stream=None) -> None:
+    """Write to stdout; a reader that went away becomes StdoutClosed (handled in main)."""
+    stream = stream or sys.stdout
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        raise StdoutClosed() from None
+
+
+def render_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str, *, title: str | None = None,
+                footer_rows: Sequence[dict] = (), json_payload: Any = None) -> None:
+    """Print rows in ``fmt``. ``footer_rows`` (e.g. summaries) appear below a rule in the
+    rich table only; JSON prints ``json_payload`` when given, else the rows."""
+    fmt = resolve_format(fmt)
+    if fmt == "json":
+        write(json.dumps(clean(json_payload if json_payload is not None else list(rows)), indent=2) + "\n")
+    elif fmt in ("tsv", "csv"):
+        write(delimited(rows, columns, "\t" if fmt == "tsv" else ","))
+    else:
+        write_rich_table(rows, columns, title=title, footer_rows=footer_rows)
+
+
+def delimited(rows: Iterable[dict], columns: Sequence[Column], sep: str) -> str:
+    lines = [sep.join(column.key for column in columns)]
+    for row in rows:
+        cells = [machine_text(row.get(column.key)) for column in columns]
+        if sep == ",":
+            cells = [f'"{cell}"' if "," in cell or '"' in cell else cell for cell in cells]
+        lines.append(sep.join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    terminal = stream.isatty()
+    return Console(file=stream, force_terminal=terminal, no_color=not terminal, highlight=False,
+                   soft_wrap=not terminal, width=None if terminal else 200)
+
+
+def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -> None:
+    from rich import box
+    from rich.table import Table
+
+    terminal = stdout_is_terminal()
+    table = Table(title=title, box=box.SIMPLE_HEAD if terminal else None,
+                  header_style="bold" if terminal else None, title_style="bold" if terminal else None,
+                  show_edge=False)
+    for column in columns:
+        table.add_column(column.title, justify=column.justify, no_wrap=True)
+    for row in rows:
+        table.add_row(*(human_text(row.get(c.key), c) for c in columns))
+    if footer_rows:
+        table.add_section()
+        for row in footer_rows:
+            table.add_row(*(human_text(row.get(c.key), c) for c in columns), style="italic" if terminal else None)
+    out = console()
+    try:
+        out.print(table)
+        if extra is not None:
+            out.print(extra)
+    except BrokenPipeError:
+        raise StdoutClosed() from None

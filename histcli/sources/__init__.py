@@ -1,0 +1,1 @@
+"""Readers that turn user files into cells for the store."""

@@ -1,0 +1,270 @@
+"""Row-per-bin CSV layouts (DeepChrome, DeepDiff): parse in chunks, check, and group into genes.
+
+Both layouts hold one row per (gene, bin). Rows are read with pandas' C
+parser in chunks, so memory stays near the size of the final counts, and are
+grouped into genes x bins x marks blocks with vectorised checks. When a check
+fails, the offending line is read again as text to say exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from histcli.errors import InputError
+from histcli.sources.common import CountBlocks, is_gzip
+
+CHUNK_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str  # "id", "bin", "count", "label", "id_bin" (ENSG_SYMBOL_bin)
+
+
+def _problem(text: str, field: Field) -> str | None:
+    """What is wrong with one field's text, or None."""
+    if field.kind == "id":
+        return "empty gene id" if not text.strip() else None
+    if field.kind == "id_bin":
+        gene, sep, bin_text = text.rpartition("_")
+        if not sep or not gene:
+            return f"{text!r} is not <gene>_<bin>"
+        return _problem(bin_text, Field(field.name, "bin"))
+    try:
+        value = float(text)
+    except ValueError:
+        return f"{text!r} is not a number"
+    if value != value:
+        return "NaN is not allowed; expected a count"
+    if value in (float("inf"), float("-inf")):
+        return f"{text!r} is not a finite number"
+    if field.kind == "bin":
+        if value != int(value) or value < 1:
+            return f"bin {text!r} is not a positive whole number"
+    elif field.kind == "label":
+        if value not in (0.0, 1.0):
+            return f"label {text!r} is not 0 or 1"
+    elif value < 0:
+        return f"negative value {text}; expected a non-negative count"
+    return None
+
+
+def diagnose_line(path: Path, text: str, line: int, schema: list[Field]) -> InputError | None:
+    """An exact error for one raw line, or None if the line is valid."""
+    fields = text.rstrip("\r\n").split(",")
+    if len(fields) != len(schema):
+        names = ", ".join(f.name for f in schema)
+        return InputError(
+            path, f"expected {len(schema)} comma-separated fields ({names}), found {len(fields)}", line=line
+        )
+    for value, field in zip(fields, schema):
+        problem = _problem(value, field)
+        if problem is not None:
+            return InputError(path, problem, line=line, field=field.name)
+    return None
+
+
+def _open_lines(path: Path):
+    opener = gzip.open if is_gzip(path) else open
+    return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
+
+
+def first_bad_line(path: Path, schema: list[Field], start: int = 1) -> InputError | None:
+    """Scan the file as text for the first invalid line at or after ``start`` (error path only)."""
+    with _open_lines(path) as handle:
+        for number, text in enumerate(handle, start=1):
+            if number < start:
+                continue
+            error = diagnose_line(path, text, number, schema)
+            if error is not None:
+                return error
+    return None
+
+
+def read_chunks(path: Path, schema: list[Field]):
+    """Yield (first_line, DataFrame) chunks; any parse failure becomes an exact InputError."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
+    gzipped = is_gzip(path)
+    dtypes = {f.name: (str if f.kind in ("id", "id_bin") else np.float64) for f in schema}
+    reader = pd.read_csv(
+        path,
+        header=None,
+        names=[f.name for f in schema],
+        dtype=dtypes,
+        na_filter=False,
+        skip_blank_lines=False,
+        chunksize=CHUNK_ROWS,
+        compression="gzip" if gzipped else None,
+        engine="c",
+    )
+    first_line = 1
+    try:
+        for chunk in reader:
+            yield first_line, chunk
+            first_line += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(path, f"truncated or corrupt gzip data ({exc})") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        error = first_bad_line(path, schema, start=first_line)
+        raise error or InputError(path, f"cannot be parsed ({exc})") from None
+    finally:
+        reader.close()
+    if first_line == 1:
+        raise InputError(path, "no data lines")
+
+
+def _bins_problem(bins: np.ndarray, n_bins: int) -> str:
+    expected = set(range(1, n_bins + 1))
+    values = bins.astype(np.int64).tolist()
+    seen = set()
+    for value in values:
+        if value not in expected:
+            return f"bin {value} is outside 1..{n_bins}"
+        if value in seen:
+            return f"bin {value} appears twice"
+        seen.add(value)
+    missing = sorted(expected - seen)
+    return f"bin {missing[0]} is missing" + (f" ({len(missing)} bins missing)" if len(missing) > 1 else "")
+
+
+class GeneBlocks:
+    """Group consecutive rows of one gene into a bins x marks matrix, chunk by chunk.
+
+    Every gene must have the same bins 1..N (N is taken from the first chunk,
+    or given); rows of a gene may come in any bin order and are placed by bin
+    number. A gene's rows must be consecutive: a gene seen again later is a
+    duplicate (found by the caller across files).
+    """
+
+    def __init__(self, path: Path, schema: list[Field], n_bins: int | None = None,
+                 counts: CountBlocks | None = None):
+        self.path = Path(path)
+        self.schema = schema
+        self.n_bins = n_bins
+        # Shared across a cell's files so that all of them get one storage type.
+        self.counts = counts if counts is not None else CountBlocks()
+        self.gene_ids: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.gene_lines: list[np.ndarray] = []
+        self._carry: tuple | None = None
+
+    def add(self, genes: np.ndarray, bins: np.ndarray, values: np.ndarray, labels, first_line: int) -> None:
+        lines = first_line + np.arange(len(genes))
+        self._check_values(bins, values, labels, lines)
+        if self._carry is not None:
+            c_genes, c_bins, c_values, c_labels, c_lines = self._carry
+            genes = np.concatenate([c_genes, genes])
+            bins = np.concatenate([c_bins, bins])
+            values = np.concatenate([c_values, values])
+            labels = None if labels is None else np.concatenate([c_labels, labels])
+            lines = np.concatenate([c_lines, lines])
+        starts = np.concatenate(([0], np.flatnonzero(genes[1:] != genes[:-1]) + 1))
+        # The last gene may go on in the next chunk.
+        cut = starts[-1]
+        self._carry = (genes[cut:], bins[cut:], values[cut:], None if labels is None else labels[cut:], lines[cut:])
+        if cut:
+            self._group(genes[:cut], bins[:cut], values[:cut], None if labels is None else labels[:cut], lines[:cut], starts[:-1])
+
+    def finish(self) -> None:
+        if self._carry is not None and len(self._carry[0]):
+            genes, bins, values, labels, lines = self._carry
+            self._group(genes, bins, values, labels, lines, np.array([0]))
+        self._carry = None
+
+    def _check_values(self, bins, values, labels, lines) -> None:
+        bad = np.isnan(bins) | (bins < 1) | (bins != np.floor(bins))
+        bad |= ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+        if labels is not None:
+            bad |= (labels != 0) & (labels != 1)
+        if bad.any():
+            self.fail_at(int(lines[np.argmax(bad)]))
+
+    def fail_at(self, line: int):
+        error = first_bad_line(self.path, self.schema, start=line)
+        raise error or InputError(self.path, "invalid values", line=line)
+
+    def _group(self, genes, bins, values, labels, lines, starts) -> None:
+        lengths = np.diff(np.append(starts, len(genes)))
+        if self.n_bins is None:
+            counts = np.bincount(lengths)
+            self.n_bins = int(np.argmax(counts))
+        n = self.n_bins
+        wrong = np.flatnonzero(lengths != n)
+        if len(wrong):
+            start = starts[wrong[0]]
+            stop = start + lengths[wrong[0]]
+            raise InputError(
+                self.path,
+                f"gene {genes[start]}: expected bins 1..{n}, {_bins_problem(bins[start:stop], n)}",
+                line=int(lines[start]),
+            )
+        n_genes = len(starts)
+        bin_matrix = bins.reshape(n_genes, n)
+        values = values.reshape(n_genes, n, -1)
+        expected = np.arange(1, n + 1)
+        unordered = np.flatnonzero((bin_matrix != expected).any(axis=1))
+        if len(unordered):
+            order = np.argsort(bin_matrix[unordered], axis=1, kind="stable")
+            placed = np.take_along_axis(bin_matrix[unordered], order, axis=1)
+            broken = np.flatnonzero((placed != expected).any(axis=1))
+            if len(broken):
+                gene_index = unordered[broken[0]]
+                start = gene_index * n
+                raise InputError(
+                    self.path,
+                    f"gene {genes[start]}: expected bins 1..{n}, {_bins_problem(bin_matrix[gene_index], n)}",
+                    line=int(lines[start]),
+                )
+            values[unordered] = np.take_along_axis(values[unordered], order[:, :, None], axis=1)
+        if labels is not None:
+            label_matrix = labels.reshape(n_genes, n)
+            changing = np.flatnonzero(label_matrix.min(axis=1) != label_matrix.max(axis=1))
+            if len(changing):
+                gene_index = changing[0]
+                row = gene_index * n + int(np.argmax(label_matrix[gene_index] != label_matrix[gene_index, 0]))
+                raise InputError(
+                    self.path,
+                    f"gene {genes[gene_index * n]}: label changes within the gene "
+                    f"(from {int(label_matrix[gene_index, 0])} to {int(labels[row])})",
+                    line=int(lines[row]),
+                    field="label",
+                )
+            self.labels.append(label_matrix[:, 0].astype(np.int8))
+        self.counts.add(values)
+        self.gene_ids.append(genes[starts])
+        self.gene_lines.append(lines[starts])
+
+    def result(self):
+        """(gene_ids, labels or None, first line of each gene); the counts are in ``self.counts``."""
+        genes = np.concatenate(self.gene_ids) if self.gene_ids else np.array([], dtype=object)
+        labels = np.concatenate(self.labels) if self.labels else None
+        lines = np.concatenate(self.gene_lines) if self.gene_lines else np.array([], dtype=np.int64)
+        return genes.astype(object), labels, lines
+
+
+def check_unique_genes(parts: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
+    """Genes must not repeat within or across files; parts are (path, gene ids, first lines)."""
+    all_ids = np.concatenate([ids for _, ids, _ in parts])
+    unique, first_index, counts = np.unique(all_ids, return_index=True, return_counts=True)
+    if (counts == 1).all():
+        return
+    duplicate = unique[np.argmax(counts > 1)]
+    where = []
+    for path, ids, lines in parts:
+        for position in np.flatnonzero(ids == duplicate):
+            where.append((path, int(lines[position])))
+    (first_path, first_line), (second_path, second_line) = where[:2]
+    also = f"line {first_line}" if first_path == second_path else f"{first_path.name} line {first_line}"
+    raise InputError(second_path, f"gene {duplicate} appears again (first at {also})", line=second_line)
