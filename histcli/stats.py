@@ -1,0 +1,498 @@
+"""Statistics for comparing expression models: within a cell and across cells.
+
+* DeLong's test for two correlated ROC curves (same genes, same labels),
+  using the O(n log n) midrank algorithm of Sun & Xu (2014).
+* Benjamini-Hochberg and Holm adjustment of many p-values.
+* Paired tests and effect sizes on per-cell AUCs of two models.
+
+Every function returns defined values for degenerate input and documents
+them; inputs that make a quantity meaningless raise ``ValueError`` or come
+back as NaN together with a reason, never as a silent number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from histcli.metrics import binary_labels, midranks
+
+# Sample-size boundaries of scipy.stats.wilcoxon(method="auto") since scipy 1.15
+# (which also renamed method "approx" to "asymptotic"): exact null distribution
+# without ties or zeros up to 50 pairs; with them, a permutation test that
+# enumerates all 2**n sign flips up to 13 pairs.
+_WILCOXON_EXACT_MAX_N = 50
+_WILCOXON_ENUMERATION_MAX_N = 13
+
+
+# --------------------------------------------------------------------------
+# DeLong's test
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeLongResult:
+    """DeLong's test of AUC(a) - AUC(b) on one set of labelled samples.
+
+    ``p`` is two-sided; (ci_low, ci_high) is the normal confidence interval
+    of ``delta``. ``note`` explains a degenerate case (zero standard error),
+    otherwise it is None.
+    """
+
+    auc_a: float
+    auc_b: float
+    delta: float
+    se: float
+    z: float
+    p: float
+    ci_low: float
+    ci_high: float
+    note: str | None = None
+
+
+def _placement_counts(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample placement counts for k score rows, by Sun & Xu's midranks.
+
+    Returns (positive_counts (k, m), negative_counts (k, n)): for each
+    positive, how many negatives score below it; for each negative, how many
+    positives score above it; ties count 1/2. Dividing by n and m gives
+    DeLong's structural components V10 and V01. The counts are half-integers,
+    so they are exact in floating point.
+    """
+    positive = binary_labels(labels)
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim == 1:
+        scores = scores[np.newaxis, :]
+    if scores.ndim != 2 or scores.shape[1] != positive.size:
+        raise ValueError(
+            f"scores must have shape (models, {positive.size}) to match the labels; "
+            f"got {scores.shape}"
+        )
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite (found NaN or infinity)")
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(
+            f"labels hold only one class ({n_pos} positive, {n_neg} negative): "
+            "AUC and its DeLong variance are undefined"
+        )
+    if n_pos < 2 or n_neg < 2:
+        raise ValueError(
+            f"DeLong's variance needs at least 2 positives and 2 negatives "
+            f"(got {n_pos} positive, {n_neg} negative)"
+        )
+
+    positive_scores = scores[:, positive]
+    negative_scores = scores[:, ~positive]
+    combined_ranks = midranks(np.concatenate([positive_scores, negative_scores], axis=1))
+    # A sample's rank among all samples minus its rank within its own class
+    # is the number of other-class samples below it (ties counting 1/2).
+    positive_counts = combined_ranks[:, :n_pos] - midranks(positive_scores)
+    negative_counts = n_pos - (combined_ranks[:, n_pos:] - midranks(negative_scores))
+    return positive_counts, negative_counts
+
+
+def _row_covariance(rows: np.ndarray) -> np.ndarray:
+    """Sample covariance (denominator count - 1) between the rows of a (k, count) array."""
+    centered = rows - rows.mean(axis=1, keepdims=True)
+    return centered @ centered.T / (rows.shape[1] - 1)
+
+
+def delong_covariance(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of k models and DeLong's estimate of their covariance matrix.
+
+    ``scores`` has shape (k, n) (a 1-D vector counts as k = 1), one row per
+    model over the same n labelled samples. Returns (aucs of shape (k,),
+    covariance of shape (k, k)); covariance = S10 / m + S01 / n with S10, S01
+    the sample covariances (denominators m - 1 and n - 1) of the structural
+    components over the m positives and n negatives.
+
+    Raises ValueError when labels hold one class only, or fewer than 2
+    positives or 2 negatives (the n - 1 denominators would be zero).
+    """
+    positive_counts, negative_counts = _placement_counts(labels, scores)
+    n_pos = positive_counts.shape[1]
+    n_neg = negative_counts.shape[1]
+    aucs = positive_counts.sum(axis=1) / (n_pos * n_neg)
+    covariance = _row_covariance(positive_counts) / (n_neg**2 * n_pos) + _row_covariance(
+        negative_counts
+    ) / (n_pos**2 * n_neg)
+    return aucs, covariance
+
+
+def delong_test(labels, scores_a, scores_b, level: float = 0.95) -> DeLongResult:
+    """DeLong's two-sided test that two models scored on the same samples have equal AUC.
+
+    delta = auc_a - auc_b; z = delta / se; p = 2 * (1 - Phi(|z|)); the CI is
+    delta -/+ Phi^-1((1 + level) / 2) * se.
+
+    Zero standard error happens when every sample's placement value moves by
+    the same amount from model b to model a:
+      * delta == 0 too (e.g. identical scores, or scores with the same
+        ranking): z = 0, p = 1.0, CI = (0, 0);
+      * delta != 0 (e.g. a perfect model against a constant one): the normal
+        approximation degenerates; z = +/-inf and p = 0.0, its limit (as R's
+        pROC reports), CI = (delta, delta), and ``note`` says that p is not
+        an exact probability.
+
+    Raises ValueError for one-class labels, fewer than 2 positives or
+    negatives, mismatched lengths, non-finite scores or level outside (0, 1).
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1; got {level}")
+    scores_a = np.asarray(scores_a, dtype=float)
+    scores_b = np.asarray(scores_b, dtype=float)
+    if scores_a.ndim != 1 or scores_a.shape != scores_b.shape:
+        raise ValueError(
+            f"scores_a and scores_b must be 1-D and equally long; "
+            f"got shapes {scores_a.shape} and {scores_b.shape}"
+        )
+    positive_counts, negative_counts = _placement_counts(labels, np.stack([scores_a, scores_b]))
+    n_pos = positive_counts.shape[1]
+    n_neg = negative_counts.shape[1]
+    auc_a, auc_b = positive_counts.sum(axis=1) / (n_pos * n_neg)
+    delta = float(auc_a - auc_b)
+    # Var(a - b) from the differences of the exact counts, rather than
+    # var_a + var_b - 2 cov_ab: it is never negative and is exactly zero
+    # whenever the differences are constant, so degeneracy is detected exactly.
+    positive_shift = positive_counts[0] - positive_counts[1]
+    negative_shift = negative_counts[0] - negative_counts[1]
+    variance = float(
+        np.var(positive_shift, ddof=1) / (n_neg**2 * n_pos)
+        + np.var(negative_shift, ddof=1) / (n_pos**2 * n_neg)
+    )
+    se = math.sqrt(variance)
+    note = None
+    if se > 0.0:
+        z = delta / se
+        p = math.erfc(abs(z) / math.sqrt(2.0))
+    elif delta == 0.0:
+        z, p = 0.0, 1.0
+        note = "the AUC difference and its standard error are both 0"
+    else:
+        z, p = math.copysign(math.inf, delta), 0.0
+        note = (
+            "standard error of the AUC difference is 0 although the AUCs differ "
+            "(every sample's placement shifts by the same amount): the normal "
+            "approximation degenerates, z is infinite and p = 0 is its limit, "
+            "not an exact probability"
+        )
+    half_width = NormalDist().inv_cdf(0.5 + level / 2.0) * se
+    return DeLongResult(
+        auc_a=float(auc_a),
+        auc_b=float(auc_b),
+        delta=delta,
+        se=se,
+        z=z,
+        p=p,
+        ci_low=delta - half_width,
+        ci_high=delta + half_width,
+        note=note,
+    )
+
+
+# --------------------------------------------------------------------------
+# Multiple testing
+# --------------------------------------------------------------------------
+
+
+def _check_p_values(p) -> np.ndarray:
+    p = np.asarray(p, dtype=float)
+    present = p[~np.isnan(p)]
+    if ((present < 0.0) | (present > 1.0)).any():
+        raise ValueError("p-values must lie in [0, 1] (NaN marks a missing one)")
+    return p
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini-Hochberg q-values (step-up FDR adjustment), same shape as ``p``.
+
+    q_(i) = min over j >= i of m * p_(j) / j, capped at 1, where p_(1) <= ...
+    <= p_(m) are the m non-NaN p-values. NaN entries stay NaN and do not count
+    towards m. Raises ValueError for values outside [0, 1].
+    """
+    p = _check_p_values(p)
+    q = np.full(p.shape, np.nan)
+    present = ~np.isnan(p)
+    values = p[present]
+    m = values.size
+    if m == 0:
+        return q
+    order = np.argsort(values, kind="stable")
+    scaled = values[order] * m / np.arange(1, m + 1)
+    step_up = np.minimum.accumulate(scaled[::-1])[::-1]
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(step_up, 1.0)
+    q[present] = adjusted
+    return q
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), same shape as ``p``.
+
+    adjusted_(i) = max over j <= i of (m - j + 1) * p_(j), capped at 1, where
+    p_(1) <= ... <= p_(m) are the m non-NaN p-values. NaN entries stay NaN
+    and do not count towards m. Raises ValueError for values outside [0, 1].
+    """
+    p = _check_p_values(p)
+    adjusted_all = np.full(p.shape, np.nan)
+    present = ~np.isnan(p)
+    values = p[present]
+    m = values.size
+    if m == 0:
+        return adjusted_all
+    order = np.argsort(values, kind="stable")
+    scaled = values[order] * (m - np.arange(m))
+    step_down = np.maximum.accumulate(scaled)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(step_down, 1.0)
+    adjusted_all[present] = adjusted
+    return adjusted_all
+
+
+# --------------------------------------------------------------------------
+# Across-cell paired statistics
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedTestResult:
+    """A paired test on per-cell values of two models.
+
+    ``statistic`` and ``p`` are NaN when the test is undefined, and ``note``
+    then says why; ``note`` also records fallbacks and degenerate cases.
+    """
+
+    statistic: float
+    p: float
+    method: str
+    note: str | None = None
+
+
+def _check_paired(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(
+            f"a and b must be 1-D and equally long (one value per cell); "
+            f"got shapes {a.shape} and {b.shape}"
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("per-cell values must be finite (drop cells whose value is undefined)")
+    return a, b
+
+
+def _too_few_cells(n: int) -> str:
+    return f"{n} cell{'' if n == 1 else 's'}: no across-cell test (needs at least 2)"
+
+
+def wilcoxon_signed_rank(a, b) -> PairedTestResult:
+    """Two-sided Wilcoxon signed-rank test of a - b, wrapping scipy.stats.wilcoxon.
+
+    Zero differences are dropped (Wilcoxon's method); no continuity
+    correction. The method is the one scipy's ``method="auto"`` picks, named
+    in the result:
+      * "exact": no zeros or tied |differences| and at most 50 cells;
+      * "exact permutation": zeros or ties and at most 13 cells (all 2**n sign
+        flips enumerated, so still exact and deterministic);
+      * "normal approximation": otherwise, with tie correction.
+    Edge cases: fewer than 2 cells -> statistic and p NaN, method "none", and
+    ``note`` gives the reason; all differences zero -> statistic 0.0, p 1.0.
+    """
+    from scipy import stats
+
+    a, b = _check_paired(a, b)
+    differences = a - b
+    n = differences.size
+    if n < 2:
+        return PairedTestResult(math.nan, math.nan, "none", _too_few_cells(n))
+    nonzero = differences[differences != 0.0]
+    if nonzero.size == 0:
+        return PairedTestResult(0.0, 1.0, "none", "all differences are zero")
+
+    n_zeros = n - nonzero.size
+    has_ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    note = None
+    if n_zeros == 0 and not has_ties:
+        method = "exact" if n <= _WILCOXON_EXACT_MAX_N else "normal approximation"
+        scipy_method = "exact" if method == "exact" else "asymptotic"
+    else:
+        reasons = []
+        if n_zeros:
+            reasons.append(f"{n_zeros} zero difference{'' if n_zeros == 1 else 's'} dropped")
+        if has_ties:
+            reasons.append("tied absolute differences")
+        if n <= _WILCOXON_ENUMERATION_MAX_N:
+            method, scipy_method = "exact permutation", stats.PermutationMethod()
+            note = "; ".join(reasons) + ": p from all sign flips"
+        else:
+            method, scipy_method = "normal approximation", "asymptotic"
+            note = "; ".join(reasons) + ": normal approximation with tie correction"
+    result = stats.wilcoxon(differences, method=scipy_method)
+    return PairedTestResult(float(result.statistic), float(result.pvalue), method, note)
+
+
+def paired_ttest(a, b) -> PairedTestResult:
+    """Two-sided paired t-test of mean(a - b) = 0 (scipy.stats.ttest_rel).
+
+    Edge cases: fewer than 2 cells -> NaN statistic and p with a reason.
+    Differences all equal (zero variance): if they are all zero, statistic
+    0.0 and p 1.0; otherwise t = +/-inf and p = 0.0, the limit of the test,
+    with a note that it is not an exact probability.
+    """
+    from scipy import stats
+
+    a, b = _check_paired(a, b)
+    differences = a - b
+    n = differences.size
+    if n < 2:
+        return PairedTestResult(math.nan, math.nan, "none", _too_few_cells(n))
+    if np.ptp(differences) == 0.0:
+        shift = float(differences[0])
+        if shift == 0.0:
+            return PairedTestResult(0.0, 1.0, "paired t", "all differences are zero")
+        return PairedTestResult(
+            math.copysign(math.inf, shift),
+            0.0,
+            "paired t",
+            f"every difference equals {shift:g}: zero variance makes t infinite; "
+            "p = 0 is its limit, not an exact probability",
+        )
+    result = stats.ttest_rel(a, b)
+    return PairedTestResult(float(result.statistic), float(result.pvalue), "paired t")
+
+
+def rank_biserial(a, b) -> float:
+    """Matched-pairs rank-biserial correlation of a - b (Kerby 2014), in [-1, 1].
+
+    (sum of ranks of positive differences - sum of ranks of negative
+    differences) / sum of all ranks, ranking |differences| with midranks after
+    dropping zeros as Wilcoxon does. +1: a beats b in every cell that differs.
+    Returns 0.0 when every difference is zero, NaN for no cells.
+    """
+    a, b = _check_paired(a, b)
+    differences = a - b
+    if differences.size == 0:
+        return math.nan
+    nonzero = differences[differences != 0.0]
+    if nonzero.size == 0:
+        return 0.0
+    ranks = midranks(np.abs(nonzero))
+    favourable = ranks[nonzero > 0].sum()
+    unfavourable = ranks[nonzero < 0].sum()
+    return float((favourable - unfavourable) / ranks.sum())
+
+
+def wins_ties_losses(a, b, tol: float = 0.0) -> tuple[int, int, int]:
+    """Count cells where a beats b by more than ``tol``, is within ``tol``, or loses."""
+    if tol < 0:
+        raise ValueError(f"tol must be non-negative; got {tol}")
+    a, b = _check_paired(a, b)
+    differences = a - b
+    wins = int(np.count_nonzero(differences > tol))
+    losses = int(np.count_nonzero(differences < -tol))
+    return wins, differences.size - wins - losses, losses
+
+
+def bootstrap_median_ci(
+    diffs, n_boot: int = 10000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the median of ``diffs``.
+
+    Resamples cells with replacement ``n_boot`` times in one (n_boot, n)
+    index draw from ``numpy.random.default_rng(seed)``, so the result is
+    deterministic for a seed. Returns (NaN, NaN) for no values; one value v
+    gives (v, v).
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    if diffs.ndim != 1:
+        raise ValueError(f"diffs must be 1-D; got shape {diffs.shape}")
+    if not np.isfinite(diffs).all():
+        raise ValueError("diffs must be finite (found NaN or infinity)")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1; got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1; got {level}")
+    if diffs.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    resampled = diffs[rng.integers(0, diffs.size, size=(n_boot, diffs.size))]
+    medians = np.median(resampled, axis=1)
+    low, high = np.quantile(medians, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return float(low), float(high)
+
+
+def _json_number(value) -> float | None:
+    """A plain float, or None where the value is undefined (NaN or infinite)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def paired_summary(a, b, *, seed: int = 0, level: float = 0.95) -> dict:
+    """Across-cell comparison of per-cell values (e.g. AUCs) of model a against model b.
+
+    Differences are a - b; "wins" are cells where a is higher. Keys: n_cells,
+    mean_a, mean_b, median_delta, median_delta_ci_low, median_delta_ci_high
+    (percentile bootstrap at ``level``), wins, ties, losses,
+    wilcoxon_statistic, wilcoxon_p, wilcoxon_method, ttest_statistic,
+    ttest_p, rank_biserial, notes. All values are plain ints, floats, str or
+    None, ready for JSON: an undefined number is None, never NaN, and
+    ``notes`` (a list of strings) says why, along with test fallbacks.
+    """
+    a, b = _check_paired(a, b)
+    n = a.size
+    differences = a - b
+    wins, ties, losses = wins_ties_losses(a, b)
+    summary = {
+        "n_cells": n,
+        "mean_a": None,
+        "mean_b": None,
+        "median_delta": None,
+        "median_delta_ci_low": None,
+        "median_delta_ci_high": None,
+        "wins": wins,
+        "ties": ties,
+        "losses": losses,
+        "wilcoxon_statistic": None,
+        "wilcoxon_p": None,
+        "wilcoxon_method": None,
+        "ttest_statistic": None,
+        "ttest_p": None,
+        "rank_biserial": None,
+        "notes": [],
+    }
+    notes = summary["notes"]
+    if n == 0:
+        notes.append("0 cells: nothing to compare")
+        return summary
+
+    summary["mean_a"] = float(a.mean())
+    summary["mean_b"] = float(b.mean())
+    summary["median_delta"] = float(np.median(differences))
+    summary["rank_biserial"] = rank_biserial(a, b)
+    if n < 2:
+        notes.append(_too_few_cells(n))
+        notes.append("1 cell: no bootstrap interval for the median difference")
+        return summary
+
+    low, high = bootstrap_median_ci(differences, level=level, seed=seed)
+    summary["median_delta_ci_low"] = low
+    summary["median_delta_ci_high"] = high
+
+    wilcoxon = wilcoxon_signed_rank(a, b)
+    summary["wilcoxon_statistic"] = _json_number(wilcoxon.statistic)
+    summary["wilcoxon_p"] = _json_number(wilcoxon.p)
+    summary["wilcoxon_method"] = wilcoxon.method
+    if wilcoxon.note:
+        notes.append(f"Wilcoxon: {wilcoxon.note}")
+
+    ttest = paired_ttest(a, b)
+    summary["ttest_statistic"] = _json_number(ttest.statistic)
+    summary["ttest_p"] = _json_number(ttest.p)
+    if ttest.note:
+        notes.append(f"t-test: {ttest.note}")
+    return summary
