@@ -148,10 +148,18 @@ def replace_dir(new: Path, final: Path) -> None:
 
 
 def ensure_writable_dir(folder: Path, what: str) -> None:
-    """Create ``folder`` if needed and fail early, with a clear message, if it is not writable."""
+    """Create ``folder`` if needed and fail early, with a clear message, if it is not writable.
+
+    A real probe file is created because permission bits do not tell the whole
+    story (root, read-only mounts, special file systems).
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"{what} {folder}: cannot create folder ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StoreError(f"{what} {folder}: folder is not writable")
+    probe = temp_name(folder / "probe", "tmp")
+    try:
+        probe.touch(exist_ok=False)
+    except OSError as exc:
+        raise StoreError(f"{what} {folder}: folder is not writable ({exc.strerror})") from None
+    probe.unlink()

@@ -32,18 +32,18 @@ def canonical_mark(name: str) -> str | None:
 
 
 def parse_marks(names, *, source: str = "--marks") -> tuple[str, ...]:
-    """Canonicalise a list of mark names; unknown or repeated names are errors."""
-    from histcli.errors import UsageError
+    """Canonicalise a list of mark names; unknown or repeated names are errors (exit code 1)."""
+    from histcli.errors import HistcliError
 
     result = []
     for name in names:
         mark = canonical_mark(name)
         if mark is None:
-            raise UsageError(
+            raise HistcliError(
                 f"{source}: {name!r} is not a histone mark name (expected names like "
                 f"{', '.join(CORE_MARKS)})"
             )
         if mark in result:
-            raise UsageError(f"{source}: mark {mark} is given twice")
+            raise HistcliError(f"{source}: mark {mark} is given twice")
         result.append(mark)
     return tuple(result)

@@ -462,7 +462,7 @@ class Store:
 
     def _commit(self, staging: Path | None, names: list[str], *, overwrite: bool = False, remove=()) -> None:
         h5py = _h5py()
-        with exclusive_lock(self.path.with_name(self.path.name + ".lock")):
+        with exclusive_lock(self.path.with_name(f".{self.path.name}.lock")):
             # Anything left under our temporary names by a killed writer is garbage now.
             remove_stale(self.path, "tmp")
             remove_stale(self.path, "staging")

@@ -1,0 +1,68 @@
+"""Shared test helpers: the real-data folder and running the installed command line."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    """A folder of real REMC excerpts from ../shared/data, or skip the test."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data {name} not found at {path} (../shared/data beside the repository)")
+    return path
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, cwd=None, env=None, stdin: str | None = None, timeout: float = 600) -> Result:
+    """Run `python -m histcli ARGS` in a subprocess, like a user's shell would."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    full_env.pop("HISTCLI_STORE", None)
+    full_env.pop("HISTCLI_MODELS", None)
+    full_env.update(env or {})
+    process = subprocess.run(
+        [sys.executable, "-m", "histcli", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Result(process.returncode, process.stdout, process.stderr)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> None:
+    """A failure reported as one line on stderr, without a traceback, naming the fragments."""
+    assert result.code == code, (result.code, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("histcli: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def parse_tsv(text: str) -> list[dict]:
+    lines = text.strip("\n").split("\n")
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]

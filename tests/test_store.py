@@ -1,0 +1,255 @@
+"""The HDF5 store: round trips, format versions, golden fixture, atomicity and concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REPO, assert_one_line_error, file_digest, run_cli
+from histcli.errors import CellExistsError, StoreError
+from histcli.store import SPLIT_CODES, CellData, Store, fingerprint_cell
+
+GOLDEN = Path(__file__).with_name("data") / "golden_store_v1.0.h5"
+
+
+def make_cell(name: str, n_genes: int = 6, n_bins: int = 4, seed: int = 0, dtype=np.int32) -> CellData:
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 50, size=(n_genes, n_bins, 3)).astype(dtype)
+    return CellData(
+        name=name,
+        counts=counts,
+        gene_ids=np.array([f"gene{i}" for i in range(n_genes)], dtype=object),
+        marks=("H3K4me3", "H3K36me3", "H3K27me3"),
+        bin_size=100,
+        window=n_bins * 50,
+        tss_offset=n_bins * 50,
+        split=np.array([SPLIT_CODES[("train", "valid", "test")[i % 3]] for i in range(n_genes)], dtype=np.uint8),
+        expression=rng.uniform(0, 10, n_genes),
+        labels=(np.arange(n_genes) % 2).astype(np.int8),
+    )
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    cell = make_cell("E001")
+    store = Store(tmp_path / "s.h5")
+    store.write([cell])
+    loaded = store.load("E001")
+    np.testing.assert_array_equal(loaded.counts, cell.counts)
+    assert loaded.counts.dtype == np.int32
+    assert list(loaded.gene_ids) == list(cell.gene_ids)
+    np.testing.assert_array_equal(loaded.split, cell.split)
+    np.testing.assert_array_equal(loaded.labels, cell.labels)
+    np.testing.assert_allclose(loaded.expression, cell.expression)
+    assert loaded.marks == cell.marks
+    assert (loaded.bin_size, loaded.window, loaded.tss_offset) == (100, 200, 200)
+    assert loaded.fingerprint == fingerprint_cell(cell)
+
+    test_only = store.load("E001", splits=["test"])
+    assert list(test_only.gene_ids) == ["gene2", "gene5"]
+    np.testing.assert_array_equal(test_only.counts, cell.counts[[2, 5]])
+
+    summary = store.summary("E001")
+    assert summary.split_sizes == {"none": 0, "train": 2, "valid": 2, "test": 2}
+    assert summary.positive_fraction == pytest.approx(0.5)
+
+
+def test_float_counts_are_stored_as_float32(tmp_path):
+    cell = make_cell("F", dtype=np.float32)
+    cell.counts = cell.counts + np.float32(0.25)
+    Store(tmp_path / "s.h5").write([cell])
+    loaded = Store(tmp_path / "s.h5").load("F")
+    assert loaded.counts.dtype == np.float32
+    np.testing.assert_array_equal(loaded.counts, cell.counts)
+
+
+def test_fingerprint_changes_with_data():
+    cell = make_cell("E001")
+    before = fingerprint_cell(cell)
+    cell.counts[0, 0, 0] += 1
+    assert fingerprint_cell(cell) != before
+
+
+def test_schema_attributes_on_root_and_every_group(tmp_path):
+    path = tmp_path / "s.h5"
+    Store(path).write([make_cell("E001"), make_cell("E002")])
+    with h5py.File(path, "r") as handle:
+        assert handle.attrs["encoding-type"] == "histcli-store"
+        assert handle.attrs["encoding-version"] == "1.0"
+        for name in ("E001", "E002"):
+            group = handle["cells"][name]
+            assert group.attrs["encoding-type"] == "histcli-cell"
+            assert group.attrs["encoding-version"] == "1.0"
+            counts = group["counts"]
+            assert counts.compression == "gzip"
+            assert counts.chunks[1:] == counts.shape[1:]  # chunked along genes only
+
+
+def test_newer_format_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "s.h5"
+    Store(path).write([make_cell("E001")])
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["encoding-version"] = "2.0"
+    with pytest.raises(StoreError, match="newer than this histcli"):
+        Store(path).cell_names()
+
+
+def test_golden_store_stays_readable():
+    store = Store(GOLDEN)
+    assert store.cell_names() == ["E000", "float-cell"]
+    cell = store.load("E000")
+    np.testing.assert_array_equal(cell.counts, np.arange(24, dtype=np.int32).reshape(4, 3, 2))
+    assert list(cell.gene_ids) == ["ENSG00000000003_TSPAN6", "ENSG00000000005_TNMD", "g3", "g4"]
+    assert cell.marks == ("H3K4me3", "H3K27me3")
+    assert list(cell.split) == [1, 2, 3, 0]
+    assert list(cell.labels) == [0, 1, 1, 0]
+    np.testing.assert_array_equal(cell.expression, [0.5, 7.25, 3.0, 0.0])
+    assert list(cell.coordinates["chrom"]) == ["chr1", "chr1", "chr2", "chrX"]
+    assert list(cell.coordinates["tss"]) == [1000, 5000, 42, 7]
+    assert list(cell.coordinates["strand"]) == ["+", "-", "+", "-"]
+    assert cell.attrs["label_threshold"] == 1.75
+    assert cell.fingerprint == "e02addc7f2d7873b68c1f6505edb54d3458a1c5ebf94684d39606294f00a00ec"
+    # The fingerprint algorithm must not drift either: registries rely on it.
+    assert fingerprint_cell(cell) == cell.fingerprint
+    other = store.load("float-cell")
+    assert other.counts.dtype == np.float32
+    np.testing.assert_array_equal(other.counts[:, :, 0], [[0.5, 1.25], [2.0, 0.0]])
+    assert other.labels is None and other.expression is None
+    assert store.summary("E000").sources == [{"path": "/data/E000.csv", "sha256": "0" * 64}]
+
+
+def test_existing_cell_needs_overwrite_and_others_survive(tmp_path):
+    store = Store(tmp_path / "s.h5")
+    store.write([make_cell("E001"), make_cell("E002", seed=2)])
+    digest = file_digest(store.path)
+    with pytest.raises(CellExistsError, match="--overwrite"):
+        store.write([make_cell("E001", seed=5)])
+    assert file_digest(store.path) == digest
+    replacement = make_cell("E001", seed=5)
+    store.write([replacement], overwrite=True)
+    np.testing.assert_array_equal(store.load("E001").counts, replacement.counts)
+    np.testing.assert_array_equal(store.load("E002").counts, make_cell("E002", seed=2).counts)
+
+
+def test_remove_keeps_other_cells(tmp_path):
+    store = Store(tmp_path / "s.h5")
+    store.write([make_cell("E001"), make_cell("E002", seed=2)])
+    store.remove(["E001"])
+    assert store.cell_names() == ["E002"]
+    with pytest.raises(StoreError, match="no cell 'E001'"):
+        store.load("E001")
+
+
+def test_unsafe_cell_names_are_refused(tmp_path):
+    for name in ("a/b", "../x", "", ".hidden", "sp ace", "x" * 200):
+        with pytest.raises(StoreError, match="not allowed"):
+            Store(tmp_path / "s.h5").write([make_cell(name)])
+    assert not (tmp_path / "s.h5").exists()
+
+
+def _store_fingerprints(path: Path) -> dict[str, str]:
+    store = Store(path)
+    return {name: store.fingerprint(name) for name in store.cell_names()}
+
+
+def test_sigkill_during_prepare_leaves_the_store_intact(tmp_path):
+    path = tmp_path / "s.h5"
+    run = run_cli("prepare", "simulate", "--cells", 2, "--genes", 300, "--bins", 20, "--store", path, "-q")
+    assert run.code == 0, run.stderr
+    before = _store_fingerprints(path)
+    before_counts = Store(path).load("sim01").counts
+    # Kill writers at several moments: while simulating, staging, and committing.
+    for delay in (0.3, 0.9, 1.5, 2.2, 3.0):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "histcli", "prepare", "simulate", "--cells", "3", "--genes", "20000",
+             "--bins", "100", "--prefix", "big", "--store", str(path), "-q"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        after = _store_fingerprints(path)
+        # Either the write landed completely or not at all, and the old cells are intact.
+        assert {k: v for k, v in after.items() if k in before} == before
+        assert set(after) in (set(before), set(before) | {"big01", "big02", "big03"})
+        np.testing.assert_array_equal(Store(path).load("sim01").counts, before_counts)
+    # A later write cleans up what the killed writers left behind.
+    run = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--prefix", "after",
+                  "--store", path, "-q")
+    assert run.code == 0, run.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".staging-" in p.name]
+    assert leftovers == []
+
+
+def test_concurrent_prepares_from_a_bash_loop_all_land(tmp_path):
+    path = tmp_path / "s.h5"
+    script = (
+        "set -e\n"
+        f"for cell in A B C D E F; do\n"
+        f"  {sys.executable} -m histcli prepare simulate --cells 1 --genes 3000 --bins 50 --seed 7 "
+        f"--prefix $cell --store {path} -q >/dev/null &\n"
+        "done\n"
+        "wait\n"
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert Store(path).cell_names() == [f"{c}01" for c in "ABCDEF"]
+    for cell in "ABCDEF":
+        assert Store(path).load(f"{cell}01").counts.shape == (3000, 50, 5)
+
+
+def test_readers_work_while_another_process_writes(tmp_path):
+    path = tmp_path / "s.h5"
+    Store(path).write([make_cell("E001")])
+    expected = Store(path).load("E001").counts
+    writer = subprocess.Popen(
+        ["bash", "-c", " && ".join(
+            f"{sys.executable} -m histcli prepare simulate --cells 2 --genes 4000 --bins 50 --prefix w{i} "
+            f"--store {path} -q >/dev/null" for i in range(3))],
+    )
+    reads = 0
+    try:
+        while writer.poll() is None:
+            np.testing.assert_array_equal(Store(path).load("E001").counts, expected)
+            reads += 1
+    finally:
+        writer.wait()
+    assert writer.returncode == 0
+    assert reads > 0
+    assert len(Store(path).cell_names()) == 7
+
+
+def test_unwritable_store_path_is_one_line_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        # Root may write anywhere on a normal file system; /proc refuses even root.
+        target = locked if not os.access(locked, os.W_OK) else Path("/proc/1")
+        result = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5,
+                         "--store", target / "s.h5")
+        assert_one_line_error(result, str(target), "not writable")
+    finally:
+        locked.chmod(0o700)
+
+
+def test_store_path_under_a_file_is_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5,
+                     "--store", blocker / "s.h5")
+    assert_one_line_error(result, str(blocker))
+
+
+def test_store_that_is_not_hdf5_is_reported(tmp_path):
+    path = tmp_path / "s.h5"
+    path.write_text("not hdf5")
+    result = run_cli("store", "list", "--store", path)
+    assert_one_line_error(result, str(path), "HDF5")
