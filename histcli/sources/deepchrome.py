@@ -75,7 +75,7 @@ def read_cell(name: str, files: dict[str, Path], *, marks: tuple[str, ...] = DEE
     counts = CountBlocks()
     parts = []
     for split, path in files.items():
-        blocks = GeneBlocks(path, schema, n_bins, counts)
+        blocks = GeneBlocks(path, schema, counts=counts)
         for first_line, chunk in read_chunks(path, schema):
             blocks.add(
                 chunk["gene_id"].to_numpy(dtype=object),

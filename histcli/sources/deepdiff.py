@@ -56,7 +56,7 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
     n_bins = None
     parts = []
     for split, path in splits.items():
-        blocks = GeneBlocks(path, schema, n_bins, counts)
+        blocks = GeneBlocks(path, schema, counts=counts)
         for first_line, chunk in read_chunks(path, schema):
             gene_bin = chunk["gene_bin"].str.rpartition("_")
             valid = (gene_bin[2].str.isdigit() & (gene_bin[0] != "")).to_numpy()

@@ -98,19 +98,20 @@ def read_chunks(path: Path, schema: list[Field]):
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
     gzipped = is_gzip(path)
     dtypes = {f.name: (str if f.kind in ("id", "id_bin") else np.float64) for f in schema}
-    reader = pd.read_csv(
-        path,
-        header=None,
-        names=[f.name for f in schema],
-        dtype=dtypes,
-        na_filter=False,
-        skip_blank_lines=False,
-        chunksize=CHUNK_ROWS,
-        compression="gzip" if gzipped else None,
-        engine="c",
-    )
     first_line = 1
+    reader = None
     try:
+        reader = pd.read_csv(
+            path,
+            header=None,
+            names=[f.name for f in schema],
+            dtype=dtypes,
+            na_filter=False,
+            skip_blank_lines=False,
+            chunksize=CHUNK_ROWS,
+            compression="gzip" if gzipped else None,
+            engine="c",
+        )
         for chunk in reader:
             yield first_line, chunk
             first_line += len(chunk)
@@ -120,7 +121,8 @@ def read_chunks(path: Path, schema: list[Field]):
         error = first_bad_line(path, schema, start=first_line)
         raise error or InputError(path, f"cannot be parsed ({exc})") from None
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
     if first_line == 1:
         raise InputError(path, "no data lines")
 
@@ -171,6 +173,11 @@ class GeneBlocks:
             labels = None if labels is None else np.concatenate([c_labels, labels])
             lines = np.concatenate([c_lines, lines])
         starts = np.concatenate(([0], np.flatnonzero(genes[1:] != genes[:-1]) + 1))
+        if self.n_bins is None:
+            # The most common gene length (the larger on a tie), so that one
+            # damaged gene is reported as damaged rather than setting N.
+            lengths = np.bincount(np.diff(np.append(starts, len(genes))))
+            self.n_bins = int(np.flatnonzero(lengths == lengths.max())[-1])
         # The last gene may go on in the next chunk.
         cut = starts[-1]
         self._carry = (genes[cut:], bins[cut:], values[cut:], None if labels is None else labels[cut:], lines[cut:])
@@ -197,9 +204,6 @@ class GeneBlocks:
 
     def _group(self, genes, bins, values, labels, lines, starts) -> None:
         lengths = np.diff(np.append(starts, len(genes)))
-        if self.n_bins is None:
-            counts = np.bincount(lengths)
-            self.n_bins = int(np.argmax(counts))
         n = self.n_bins
         wrong = np.flatnonzero(lengths != n)
         if len(wrong):
