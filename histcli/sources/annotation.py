@@ -1,0 +1,213 @@
+"""Gene annotation (where each gene's TSS lies) from BED or GTF files.
+
+BED (plain or gzip): ``chrom start end name [score strand ...]``, 0-based
+half-open; ``#``, ``track`` and ``browser`` lines and blank lines are skipped.
+
+* An interval of width 1 is the TSS base itself: TSS = start.
+* A wider interval is a window centred on the TSS (the DeepChrome gene files
+  give TSS +/- 10 kb): TSS = start + width // 2.
+* The strand comes from column 6 when present. ``.`` (unknown) is treated as
+  ``+``, and so is every gene of a file without a strand column;
+  ``GeneTable.n_unstranded`` counts such genes so callers can say so.
+
+GTF (plain or gzip): only ``gene`` records are read. GTF is 1-based inclusive,
+so the 0-based TSS is start - 1 on ``+`` and end - 1 on ``-``. The gene's name
+is its ``gene_id``; ``gene_name`` is kept as ``symbol`` when present.
+
+The format is taken from the extension (``.bed``, ``.gtf``, optionally
+``.gz``) and otherwise from the first data line (nine tab-separated columns
+with a ``gene_id`` attribute mean GTF).
+
+Genes are matched to other files by ``ensembl_id(name)`` (``key``). A key
+listed again with the same TSS and strand is the same gene under another name
+(the DeepChrome gene set lists seven genes twice, e.g. ENSG00000062370_ZFP112
+and ENSG00000062370_ZNF285): the first line is kept and ``GeneTable.repeated``
+records the pair. A key listed again with another TSS is an error. GENCODE's
+second copies of pseudo-autosomal genes (ids ending in ``_PAR_Y``) keep that
+suffix in their key so they stay distinct from the chrX copy.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from histcli.errors import InputError
+from histcli.sources.common import ensembl_id, read_bytes
+
+_SKIPPED_PREFIXES = ("#", "track", "browser")
+_GTF_ATTRIBUTE = re.compile(r'(\w+)\s+"([^"]*)"')
+_STRANDS = ("+", "-", ".")
+
+
+@dataclass
+class GeneTable:
+    """Genes in file order; every field is an array with one entry per gene."""
+
+    path: Path
+    name: np.ndarray  # as written in the file
+    key: np.ndarray  # ensembl_id(name), used to match other files
+    chrom: np.ndarray
+    tss: np.ndarray  # int64, 0-based position of the TSS base
+    strand: np.ndarray  # "+" or "-"
+    line: np.ndarray  # int64, line of the file each gene came from
+    symbol: np.ndarray | None = None  # GTF gene_name ("" where absent)
+    n_unstranded: int = 0  # genes whose strand was not given and were taken as "+"
+    repeated: list[tuple[str, str]] = field(default_factory=list)  # (kept name, dropped name)
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    def select(self, mask: np.ndarray) -> "GeneTable":
+        return GeneTable(
+            path=self.path,
+            name=self.name[mask],
+            key=self.key[mask],
+            chrom=self.chrom[mask],
+            tss=self.tss[mask],
+            strand=self.strand[mask],
+            line=self.line[mask],
+            symbol=None if self.symbol is None else self.symbol[mask],
+            n_unstranded=self.n_unstranded,
+            repeated=self.repeated,
+        )
+
+
+def gene_key(name: str) -> str:
+    """The identifier genes are matched by: the Ensembl id, keeping a ``_PAR_Y`` suffix."""
+    key = ensembl_id(name)
+    return key + "_PAR_Y" if name.endswith("_PAR_Y") and key != name else key
+
+
+def read_genes(path: Path) -> GeneTable:
+    """Read a BED or GTF gene annotation (see the module docstring for the rules)."""
+    path = Path(path)
+    lines = read_bytes(path).decode("utf-8", errors="replace").splitlines()
+    if _is_gtf(path, lines):
+        records = _gtf_records(path, lines)
+    else:
+        records = _bed_records(path, lines)
+    if not records:
+        raise InputError(path, "no genes found (expected BED or GTF gene records)")
+    records, repeated = _merge_repeats(path, records)
+    names, chroms, tss, strands, line_numbers, symbols, unstranded = zip(*records)
+    return GeneTable(
+        path=path,
+        name=np.asarray(names, dtype=object),
+        key=np.asarray([gene_key(name) for name in names], dtype=object),
+        chrom=np.asarray(chroms, dtype=object),
+        tss=np.asarray(tss, dtype=np.int64),
+        strand=np.asarray(strands, dtype=object),
+        line=np.asarray(line_numbers, dtype=np.int64),
+        symbol=None if all(s is None for s in symbols) else np.asarray([s or "" for s in symbols], dtype=object),
+        n_unstranded=int(sum(unstranded)),
+        repeated=repeated,
+    )
+
+
+def _is_data_line(line: str) -> bool:
+    return bool(line.strip()) and not line.startswith(_SKIPPED_PREFIXES)
+
+
+def _is_gtf(path: Path, lines: list[str]) -> bool:
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if suffixes and suffixes[-1] == ".gtf":
+        return True
+    if suffixes and suffixes[-1] == ".bed":
+        return False
+    first = next((line for line in lines if _is_data_line(line)), "")
+    fields = first.split("\t")
+    return len(fields) == 9 and "gene_id" in fields[8]
+
+
+def _integer(path: Path, text: str, number: int, field: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field) from None
+
+
+def _bed_records(path: Path, lines: list[str]) -> list[tuple]:
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not _is_data_line(line):
+            continue
+        fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if len(fields) < 4:
+            raise InputError(
+                path, f"expected at least 4 columns (chrom start end name), found {len(fields)}", line=number
+            )
+        chrom, name = fields[0].strip(), fields[3].strip()
+        if not name:
+            raise InputError(path, "empty gene name", line=number, field="name")
+        start = _integer(path, fields[1].strip(), number, "start")
+        end = _integer(path, fields[2].strip(), number, "end")
+        if start < 0:
+            raise InputError(path, f"negative start {start}", line=number, field="start")
+        if end <= start:
+            raise InputError(path, f"end {end} is not after start {start}", line=number, field="end")
+        strand = fields[5].strip() if len(fields) >= 6 else "."
+        if strand not in _STRANDS:
+            raise InputError(path, f"strand {strand!r} is not '+', '-' or '.'", line=number, field="strand")
+        width = end - start
+        tss = start if width == 1 else start + width // 2
+        records.append((name, chrom, tss, "-" if strand == "-" else "+", number, None, strand == "."))
+    return records
+
+
+def _gtf_records(path: Path, lines: list[str]) -> list[tuple]:
+    records = []
+    for number, line in enumerate(lines, start=1):
+        # Most GTF lines are transcripts and exons: skip them before splitting.
+        if "\tgene\t" not in line or not _is_data_line(line):
+            continue
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) != 9:
+            raise InputError(path, f"expected 9 tab-separated GTF columns, found {len(fields)}", line=number)
+        if fields[2] != "gene":
+            continue
+        start = _integer(path, fields[3], number, "start")
+        end = _integer(path, fields[4], number, "end")
+        if start < 1:
+            raise InputError(path, f"start {start} is below 1 (GTF is 1-based)", line=number, field="start")
+        if end < start:
+            raise InputError(path, f"end {end} is before start {start}", line=number, field="end")
+        strand = fields[6]
+        if strand not in _STRANDS:
+            raise InputError(path, f"strand {strand!r} is not '+', '-' or '.'", line=number, field="strand")
+        attributes = dict(_GTF_ATTRIBUTE.findall(fields[8]))
+        if "gene_id" not in attributes:
+            raise InputError(path, "gene record without a gene_id attribute", line=number, field="attributes")
+        tss = end - 1 if strand == "-" else start - 1
+        records.append(
+            (attributes["gene_id"], fields[0], tss, "-" if strand == "-" else "+", number,
+             attributes.get("gene_name"), strand == ".")
+        )
+    return records
+
+
+def _merge_repeats(path: Path, records: list[tuple]) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """Keep the first of several records of one gene at one TSS; other repeats are errors."""
+    first_of: dict[str, tuple] = {}
+    kept, repeated = [], []
+    for record in records:
+        name, chrom, tss, strand, number = record[:5]
+        first = first_of.setdefault(gene_key(name), record)
+        if first is record:
+            kept.append(record)
+        elif first[1:4] == (chrom, tss, strand):
+            repeated.append((first[0], name))
+        else:
+            what = f"gene {name}" + ("" if name == first[0] else f" (the same gene as {first[0]})")
+            raise InputError(
+                path,
+                f"{what} appears twice with different TSS positions: {chrom}:{tss} ({strand}) here, "
+                f"{first[1]}:{first[2]} ({first[3]}) on line {first[4]}",
+                line=number,
+            )
+    return kept, repeated

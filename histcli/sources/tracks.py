@@ -1,0 +1,676 @@
+"""Genome-wide signal tracks (bedGraph, bigWig) binned around each gene's TSS.
+
+Reading
+    bedGraph (plain or gzip): ``chrom start end value``, 0-based half-open,
+    separated by tabs or spaces; ``track``/``browser`` lines, blank lines and
+    anything after ``#`` are skipped. bigWig is read with pyBigWig (the
+    ``bigwig`` extra). Values must be finite and non-negative and the
+    intervals of one chromosome must not overlap.
+
+Bins
+    ``window`` bp on each side of the TSS are cut into ``2 * window / bin_size``
+    bins (the division must be exact). Bins run 5' to 3', so bin 0 is the most
+    upstream one and the TSS lies ``tss_offset = window`` bp from its 5' end:
+
+    * ``+`` strand: bin k covers [tss - window + k*bin_size, tss - window + (k+1)*bin_size).
+    * ``-`` strand: the same bins mirrored around the TSS base, so bin k covers
+      [tss + 1 + window - (k+1)*bin_size, tss + 1 + window - k*bin_size).
+
+Aggregation
+    * ``sum`` (read counts, the default): an interval's value is spread evenly
+      over its bases, so a bin gets sum(value_i * overlap_i / length_i). A track
+      coarser than the bins is split in proportion to the overlap; bins that
+      coincide with the track's intervals reproduce their values exactly.
+    * ``mean`` (signal such as fold enrichment): sum(value_i * overlap_i) / bin_size.
+
+Missing data
+    Bases of a chromosome that no interval covers count as 0 (bedGraph files
+    leave out bins without reads), and so do bin positions before the
+    chromosome start. A chromosome is present in a bedGraph when it has at
+    least one line, in a bigWig when its header lists it. Genes on a
+    chromosome missing from a track are never zeroed: ``bin_tracks`` refuses
+    them and ``read_tracks_cell`` refuses them or, with ``drop_missing``,
+    leaves them out with a note.
+
+Genes, expression, splits
+    Gene files are read by :mod:`histcli.sources.annotation`; genes keep the
+    order of that file. Expression and split tables hold ``gene value`` rows
+    (whitespace or comma separated, an optional header line) and are matched
+    to genes by Ensembl id (``ENSG00000000003_TSPAN6`` = ``ENSG00000000003.12``
+    = ``ENSG00000000003``). A gene repeated with the same value is used once;
+    with another value it is an error. Labels follow DeepChrome: 1 where
+    expression is above the median over every row of the expression table,
+    whether or not its gene is in the cell.
+
+The binning is vectorised: per chromosome and track, the cumulative integral
+of the piecewise-constant signal is evaluated at every bin edge of every gene
+with one ``np.searchsorted``, and bin values are differences of it. Genes are
+processed in blocks of consecutive genes to bound memory.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from histcli.errors import InputError, MissingExtraError, UsageError
+from histcli.marks import CORE_MARKS, canonical_mark
+from histcli.sources.annotation import GeneTable, gene_key, read_genes
+from histcli.sources.common import CountBlocks, labels_from_expression, read_bytes
+from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
+
+AGGREGATES = ("sum", "mean")
+
+_BIGWIG_MAGIC = (b"\x26\xfc\x8f\x88", b"\x88\x8f\xfc\x26")  # little- and big-endian
+_BIGWIG_SUFFIXES = (".bw", ".bigwig")
+_HEADER_LINE = re.compile(rb"^(?=(?:track|browser)\b)", re.MULTILINE)
+# Genes are binned in blocks of about this many float64 values (32 MiB).
+_BLOCK_VALUES = 1 << 22
+_STARTS_WITH_ENSEMBL_ID = re.compile(r"ENS[A-Z]*G\d{11}")
+
+
+@dataclass
+class Intervals:
+    """One chromosome of a track: sorted, non-overlapping [start, end) intervals."""
+
+    starts: np.ndarray  # int64
+    ends: np.ndarray  # int64
+    values: np.ndarray  # float64
+
+
+@dataclass
+class Track:
+    path: Path
+    format: str  # "bedGraph" or "bigWig"
+    chroms: dict[str, Intervals]
+
+
+# reading tracks ----------------------------------------------------------------
+
+
+def read_track(path: Path) -> Track:
+    """Read a bedGraph (plain or gzip) or bigWig track, checking every interval."""
+    path = Path(path)
+    if _is_bigwig(path):
+        return Track(path, "bigWig", _read_bigwig(path))
+    return Track(path, "bedGraph", _read_bedgraph(path))
+
+
+def _is_bigwig(path: Path) -> bool:
+    if path.suffix.lower() in _BIGWIG_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) in _BIGWIG_MAGIC
+    except OSError:
+        return False  # read_bytes reports missing files and folders
+
+
+def _read_bigwig(path: Path) -> dict[str, Intervals]:
+    try:
+        import pyBigWig
+    except ImportError:
+        raise MissingExtraError("pyBigWig", "bigwig", "reading bigWig tracks") from None
+    if not path.is_file():
+        read_bytes(path)  # raises the usual "no such file" / "is a folder" error
+    try:
+        handle = pyBigWig.open(str(path))
+    except RuntimeError:
+        handle = None
+    if handle is None:
+        raise InputError(path, "cannot be read as bigWig")
+    try:
+        if not handle.isBigWig():
+            raise InputError(path, "is a bigBed file, expected bigWig")
+        return {chrom: _bigwig_intervals(path, chrom, handle.intervals(chrom)) for chrom in handle.chroms()}
+    finally:
+        handle.close()
+
+
+def _bigwig_intervals(path: Path, chrom: str, found) -> Intervals:
+    """Check one chromosome's (start, end, value) tuples; None means a listed chromosome without data."""
+    table = np.array(found or (), dtype=np.float64).reshape(-1, 3)
+    order = np.argsort(table[:, 0], kind="stable")
+    starts, ends, values = table[order, 0].astype(np.int64), table[order, 1].astype(np.int64), table[order, 2]
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    if len(bad):
+        i = bad[0]
+        raise InputError(
+            path, f"{chrom}:{starts[i]}-{ends[i]}: value {values[i]} is not a finite non-negative number"
+        )
+    overlap = np.flatnonzero(starts[1:] < ends[:-1])
+    if len(overlap):
+        i = overlap[0]
+        raise InputError(
+            path, f"intervals {chrom}:{starts[i]}-{ends[i]} and {chrom}:{starts[i + 1]}-{ends[i + 1]} overlap"
+        )
+    return Intervals(starts, ends, values)
+
+
+def _read_bedgraph(path: Path) -> dict[str, Intervals]:
+    data = read_bytes(path)
+    if data.startswith((b"track", b"browser")) or b"\ntrack" in data or b"\nbrowser" in data:
+        data = _HEADER_LINE.sub(b"#", data)  # the C parser then skips them as comments
+    parsed = _parse_bedgraph_fast(data)
+    if parsed is None:
+        # Something is wrong: find the exact line (slow, but only on the error path).
+        raise _bedgraph_problem(path, data)
+    if not parsed:
+        raise InputError(path, "no intervals found (empty bedGraph)")
+    return parsed
+
+
+def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
+    """Parse well-formed bedGraph data with pandas; None when any line is bad."""
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            sep=r"\s+",
+            header=None,
+            comment="#",
+            engine="c",
+            dtype={0: object},
+            keep_default_na=False,  # "NA" could be a contig; "nan" values must fail below
+        )
+    except pd.errors.EmptyDataError:
+        return {}
+    except (pd.errors.ParserError, ValueError):
+        return None
+    if frame.shape[1] != 4:
+        return None
+    if not all(pd.api.types.is_integer_dtype(frame[column]) for column in (1, 2)):
+        return None
+    if not pd.api.types.is_numeric_dtype(frame[3]) or pd.api.types.is_bool_dtype(frame[3]):
+        return None
+    starts = frame[1].to_numpy(np.int64)
+    ends = frame[2].to_numpy(np.int64)
+    values = frame[3].to_numpy(np.float64)
+    if (starts < 0).any() or (ends <= starts).any() or not np.isfinite(values).all() or (values < 0).any():
+        return None
+    codes, names = pd.factorize(frame[0], sort=False)
+    order = np.lexsort((starts, codes))
+    codes, starts, ends, values = codes[order], starts[order], ends[order], values[order]
+    if (starts[1:] < ends[:-1])[codes[1:] == codes[:-1]].any():
+        return None
+    bounds = np.searchsorted(codes, np.arange(len(names) + 1))
+    return {
+        str(name): Intervals(starts[lo:hi], ends[lo:hi], values[lo:hi])
+        for name, lo, hi in zip(names, bounds[:-1], bounds[1:])
+    }
+
+
+def _bedgraph_problem(path: Path, data: bytes) -> InputError:
+    """The first bad line of a bedGraph that the fast parser refused, as an InputError."""
+    records = []
+    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        fields = raw.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 4:
+            return InputError(path, f"expected 4 columns (chrom start end value), found {len(fields)}", line=number)
+        chrom, start_text, end_text, value_text = fields
+        coordinates = []
+        for field, text in (("start", start_text), ("end", end_text)):
+            try:
+                coordinates.append(int(text))
+            except ValueError:
+                return InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field)
+        start, end = coordinates
+        if start < 0:
+            return InputError(path, f"negative start {start}", line=number, field="start")
+        if end <= start:
+            return InputError(path, f"end {end} is not after start {start}", line=number, field="end")
+        try:
+            value = float(value_text)
+        except ValueError:
+            return InputError(path, f"{value_text!r} is not a number", line=number, field="value")
+        if math.isnan(value):
+            return InputError(path, "value is NaN", line=number, field="value")
+        if math.isinf(value):
+            return InputError(path, f"value {value_text} is infinite", line=number, field="value")
+        if value < 0:
+            return InputError(path, f"negative value {value_text}", line=number, field="value")
+        records.append((chrom, start, end, number))
+    records.sort()
+    for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in zip(records, records[1:]):
+        if chrom == next_chrom and next_start < end:
+            first, second = sorted((number, next_number))
+            return InputError(
+                path,
+                f"intervals {chrom}:{start}-{end} and {chrom}:{next_start}-{next_end} overlap "
+                f"(lines {first} and {second})",
+                line=second,
+            )
+    return InputError(path, "cannot be parsed as bedGraph (chrom start end value)")
+
+
+# binning -------------------------------------------------------------------------
+
+
+def bin_count(*, bin_size: int, window: int, aggregate: str = "sum") -> int:
+    """The number of bins, after checking that the settings fit together."""
+    if aggregate not in AGGREGATES:
+        raise UsageError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {aggregate!r}")
+    if bin_size <= 0 or window <= 0:
+        raise UsageError(f"bin size ({bin_size}) and window ({window}) must be positive")
+    if (2 * window) % bin_size:
+        raise UsageError(
+            f"a window of {window} bp on each side ({2 * window} bp) is not a whole number of "
+            f"{bin_size} bp bins"
+        )
+    return 2 * window // bin_size
+
+
+def bin_tracks(
+    tracks: dict[str, Track], genes: GeneTable, *, bin_size: int, window: int, aggregate: str = "sum"
+) -> np.ndarray:
+    """Bin every track around every gene's TSS: float64 (genes, bins, marks), marks in dict order.
+
+    Every gene's chromosome must be present in every track (InputError otherwise).
+    """
+    n_bins = bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
+    blocks = list(iter_binned(tracks, genes, bin_size=bin_size, window=window, aggregate=aggregate))
+    return np.concatenate(blocks) if blocks else np.zeros((0, n_bins, len(tracks)))
+
+
+def iter_binned(
+    tracks: dict[str, Track], genes: GeneTable, *, bin_size: int, window: int, aggregate: str = "sum"
+):
+    """``bin_tracks`` in blocks of consecutive genes, so a big cell never sits in memory as float64."""
+    n_bins = bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
+    if not tracks:
+        raise UsageError("no tracks given")
+    for track in tracks.values():
+        absent = ~np.isin(genes.chrom, list(track.chroms))
+        if absent.any():
+            first = int(np.argmax(absent))
+            raise InputError(
+                genes.path,
+                f"gene {genes.name[first]} lies on {genes.chrom[first]}, which track {track.path} "
+                f"does not cover ({int(absent.sum())} genes on such chromosomes)",
+                line=int(genes.line[first]),
+            )
+    integrals = [_Integral(track, aggregate) for track in tracks.values()]
+    block_genes = max(1, _BLOCK_VALUES // ((n_bins + 1) * len(tracks)))
+    for start in range(0, len(genes), block_genes):
+        block = slice(start, start + block_genes)
+        binned = _bin_block(
+            integrals, genes.chrom[block], genes.tss[block], genes.strand[block], n_bins, bin_size, window
+        )
+        if aggregate == "mean":
+            binned /= bin_size
+        # Differences of large cumulative sums can round a little below zero.
+        np.maximum(binned, 0.0, out=binned)
+        yield binned
+
+
+def _bin_block(integrals, chrom, tss, strand, n_bins: int, bin_size: int, window: int) -> np.ndarray:
+    plus = strand == "+"
+    sign = np.where(plus, 1, -1)
+    # The 5' edge of bin 0; see the module docstring.
+    first_edge = np.where(plus, tss - window, tss + 1 + window)
+    codes, chrom_names = pd.factorize(chrom, sort=False)
+    # Work in chromosome and position order: searchsorted is much faster on ordered keys.
+    order = np.lexsort((first_edge, codes))
+    sign = sign[order, None]
+    edges = first_edge[order, None] + sign * (np.arange(n_bins + 1, dtype=np.int64) * bin_size)
+    bounds = np.searchsorted(codes[order], np.arange(len(chrom_names) + 1))
+    by_mark = np.empty((len(integrals), len(order), n_bins))
+    for code, name in enumerate(chrom_names):
+        rows = slice(bounds[code], bounds[code + 1])
+        for mark, integral in enumerate(integrals):
+            by_mark[mark, rows] = np.diff(integral.at(name, edges[rows]), axis=1) * sign[rows]
+    binned = np.empty((len(order), n_bins, len(integrals)))
+    binned[order] = by_mark.transpose(1, 2, 0)
+    return binned
+
+
+class _Integral:
+    """The cumulative integral of one track's piecewise-constant signal, chromosome by chromosome."""
+
+    def __init__(self, track: Track, aggregate: str):
+        self.track = track
+        self.aggregate = aggregate
+        self._prefix: dict[str, tuple] = {}
+
+    def at(self, chrom: str, positions: np.ndarray) -> np.ndarray:
+        """The signal integrated from the chromosome start up to each position (exclusive)."""
+        if chrom not in self._prefix:
+            intervals = self.track.chroms[chrom]
+            lengths = intervals.ends - intervals.starts
+            # Sum mode spreads each value over its bases, so a whole interval contributes its value.
+            mass = intervals.values if self.aggregate == "sum" else intervals.values * lengths
+            before = np.concatenate(([0.0], np.cumsum(mass)[:-1]))
+            self._prefix[chrom] = (intervals.starts, lengths, intervals.values, before)
+        starts, lengths, values, before = self._prefix[chrom]
+        if len(starts) == 0:
+            return np.zeros(positions.shape)
+        index = np.searchsorted(starts, positions, side="right") - 1
+        inside = index >= 0
+        index = np.maximum(index, 0)
+        covered = np.clip(positions - starts[index], 0, lengths[index])
+        if self.aggregate == "sum":
+            # value * covered / length (not density * covered) keeps whole intervals exact.
+            partial = values[index] * covered / lengths[index]
+        else:
+            partial = values[index] * covered
+        return np.where(inside, before[index] + partial, 0.0)
+
+
+# cells ---------------------------------------------------------------------------
+
+
+def read_tracks_cell(
+    name: str,
+    *,
+    tracks: dict[str, Path],
+    genes: Path,
+    expression: Path | None = None,
+    split: Path | None = None,
+    split_by_chromosome: dict[str, list[str]] | None = None,
+    split_fractions: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    bin_size: int,
+    window: int,
+    aggregate: str = "sum",
+    drop_missing: bool = False,
+    notes: list[str] | None = None,
+) -> CellData:
+    """Build one cell from genome-wide tracks (one per mark) and a gene annotation.
+
+    Problems the user should hear about but that do not stop the run are
+    appended to ``notes``.
+    """
+    notes = [] if notes is None else notes
+    marks = _track_marks(tracks)
+    track_paths = [Path(path) for path in tracks.values()]
+    genes_path = Path(genes)
+    bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
+    _check_split_options(split, split_by_chromosome, split_fractions)
+
+    table = read_genes(genes_path)
+    loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths)}
+    if table.repeated:
+        kept, dropped = table.repeated[0]
+        notes.append(
+            f"{genes_path.name}: {len(table.repeated)} genes are listed twice at the same TSS under "
+            f"different names (for example {kept} and {dropped}); the first name is kept"
+        )
+    if table.n_unstranded:
+        notes.append(
+            f"{genes_path.name}: no strand for {table.n_unstranded} genes; they are read as '+' "
+            "(bins run left to right along the chromosome)"
+        )
+    keys_in_genes_file = table.key
+    table = _drop_missing_chromosomes(table, loaded, drop_missing, notes)
+
+    expression_values = labels = None
+    attrs: dict = {"source_format": "tracks", "aggregate": aggregate}
+    if expression is not None:
+        expression = Path(expression)
+        table, expression_values, labels, threshold, n_table = _match_expression(
+            table, keys_in_genes_file, expression, drop_missing, notes
+        )
+        attrs["label_threshold"] = threshold
+        attrs["label_rule"] = (
+            f"label 1 where expression is above {threshold:g}, the median over all {n_table} rows "
+            f"of {expression.name}"
+        )
+
+    if split is not None:
+        split_codes = _split_from_file(table, Path(split), notes)
+    elif split_by_chromosome is not None:
+        split_codes = _split_by_chromosome(table, split_by_chromosome, notes)
+    elif split_fractions is not None:
+        split_codes = _split_by_fractions(len(table), split_fractions, seed)
+    else:
+        split_codes = np.full(len(table), SPLIT_CODES["none"], dtype=np.uint8)
+
+    counts = CountBlocks()
+    for block in iter_binned(loaded, table, bin_size=bin_size, window=window, aggregate=aggregate):
+        counts.add(block)
+    inputs = [*track_paths, genes_path] + [Path(p) for p in (expression, split) if p is not None]
+    return CellData(
+        name=name,
+        counts=counts.blocks,
+        gene_ids=table.name.copy(),
+        marks=marks,
+        bin_size=bin_size,
+        window=window,
+        tss_offset=window,
+        split=split_codes,
+        expression=expression_values,
+        labels=labels,
+        sources=[SourceFile.of(path) for path in inputs],
+        attrs=attrs,
+        coordinates={"chrom": table.chrom.copy(), "tss": table.tss.copy(), "strand": table.strand.copy()},
+    )
+
+
+def _track_marks(tracks: dict) -> tuple[str, ...]:
+    marks: list[str] = []
+    for name in tracks:
+        mark = canonical_mark(name)
+        if mark is None:
+            raise UsageError(
+                f"tracks: {name!r} is not a histone mark name (expected names like {', '.join(CORE_MARKS)})"
+            )
+        if mark in marks:
+            raise UsageError(f"tracks: mark {mark} is given twice")
+        marks.append(mark)
+    if not marks:
+        raise UsageError("no tracks given")
+    return tuple(marks)
+
+
+def _check_split_options(split, split_by_chromosome, split_fractions) -> None:
+    given = [option for option in (split, split_by_chromosome, split_fractions) if option is not None]
+    if len(given) > 1:
+        raise UsageError("give at most one of a split file, a chromosome split and split fractions")
+    if split_by_chromosome is not None:
+        unknown = set(split_by_chromosome) - {"valid", "test"}
+        if unknown:
+            raise UsageError(
+                f"a chromosome split names chromosomes for 'valid' and 'test' only, not {sorted(unknown)[0]!r}"
+            )
+        seen: set[str] = set()
+        for chroms in split_by_chromosome.values():
+            for chrom in chroms:
+                if chrom in seen:
+                    raise UsageError(f"chromosome {chrom} is listed twice in the chromosome split")
+                seen.add(chrom)
+    if split_fractions is not None:
+        fractions = tuple(split_fractions)
+        if len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions):
+            raise UsageError(f"split fractions must be three numbers between 0 and 1, not {fractions}")
+        if abs(sum(fractions) - 1) > 1e-6:
+            raise UsageError(f"split fractions (train, valid, test) must sum to 1, not {sum(fractions):g}")
+
+
+def _per_chromosome(chroms: np.ndarray, shown: int = 10) -> str:
+    """Gene counts per chromosome, largest first: "chrX 850, chrY 52"."""
+    names, counts = np.unique(chroms.astype(str), return_counts=True)
+    order = np.lexsort((names, -counts))
+    listed = ", ".join(f"{names[i]} {counts[i]}" for i in order[:shown])
+    return listed + (f" and {len(order) - shown} more chromosomes" if len(order) > shown else "")
+
+
+def _drop_missing_chromosomes(
+    table: GeneTable, tracks: dict[str, Track], drop_missing: bool, notes: list[str]
+) -> GeneTable:
+    present = set.intersection(*(set(track.chroms) for track in tracks.values()))
+    missing = ~np.isin(table.chrom, list(present))
+    if not missing.any():
+        return table
+    summary = (
+        f"{int(missing.sum())} of {len(table)} genes lie on chromosomes absent from the tracks "
+        f"({_per_chromosome(table.chrom[missing])})"
+    )
+    if missing.all():
+        shared = sorted(present)
+        listed = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
+        raise InputError(table.path, f"{summary}; chromosomes in every track: {listed or 'none'}")
+    if not drop_missing:
+        raise InputError(table.path, f"{summary}; pass --drop-missing to leave them out")
+    notes.append(f"{table.path.name}: {summary}; left out")
+    return table.select(~missing)
+
+
+@dataclass
+class _GeneValues:
+    """A two-column gene table (expression or split), one entry per distinct gene key."""
+
+    path: Path
+    keys: pd.Index
+    values: np.ndarray
+    rows: np.ndarray  # the value of every data row as written, repeats included
+    repeated: int  # rows that repeat an earlier row's gene and value
+
+
+def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
+    """Read ``gene value`` rows (separated by whitespace or a comma; an optional header line).
+
+    ``parse`` turns a value's text into a value or raises ValueError. A first
+    line whose value does not parse is a header unless it starts with an
+    Ensembl id. A gene given twice with the same value is kept once (the
+    DeepChrome tables repeat seven genes); with two values it is an error.
+    """
+    text = read_bytes(path).decode("utf-8", errors="replace")
+    first_row: dict[str, int] = {}
+    keys, values, lines, rows = [], [], [], []
+    header_possible = True
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) == 1 and "," in line:
+            fields = [field.strip() for field in line.split(",")]
+        if len(fields) != 2:
+            raise InputError(path, f"expected 2 columns (gene id, {value_name}), found {len(fields)}", line=number)
+        gene, value_text = fields
+        try:
+            value = parse(value_text)
+        except ValueError as exc:
+            if header_possible and not _STARTS_WITH_ENSEMBL_ID.match(gene):
+                header_possible = False
+                continue
+            raise InputError(path, str(exc), line=number, field=value_name) from None
+        header_possible = False
+        rows.append(value)
+        key = gene_key(gene)
+        first = first_row.setdefault(key, len(keys))
+        if first == len(keys):
+            keys.append(key)
+            values.append(value)
+            lines.append(number)
+        elif values[first] != value:
+            raise InputError(
+                path,
+                f"gene {gene} has {value_name} {value_text} here but {values[first]} on line {lines[first]}",
+                line=number,
+                field=value_name,
+            )
+    if not keys:
+        raise InputError(path, f"no data lines, expected gene ids with {value_name}")
+    return _GeneValues(
+        path=path,
+        keys=pd.Index(keys),
+        values=np.asarray(values),
+        rows=np.asarray(rows),
+        repeated=len(rows) - len(keys),
+    )
+
+
+def _expression_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def _split_value(text: str) -> str:
+    value = text.lower()
+    if value not in SPLITS:
+        raise ValueError(f"split {text!r} is not one of {', '.join(SPLITS)}")
+    return value
+
+
+def _repeat_note(table: _GeneValues, what: str) -> list[str]:
+    if not table.repeated:
+        return []
+    return [f"{table.path.name}: {table.repeated} rows repeat a gene with the same {what}; each gene is used once"]
+
+
+def _match_expression(
+    table: GeneTable, keys_in_genes_file: np.ndarray, path: Path, drop_missing: bool, notes: list[str]
+):
+    """Expression and labels for the table's genes; returns the (possibly smaller) table too."""
+    expression = _read_gene_values(path, value_name="expression", parse=_expression_value)
+    notes.extend(_repeat_note(expression, "expression value"))
+    # DeepChrome: the median over every gene of the table (every row, as DeepChrome
+    # counted them), whether or not the gene is in the cell.
+    _, threshold = labels_from_expression(expression.rows)
+    position = expression.keys.get_indexer(table.key)
+    unmatched = position < 0
+    if unmatched.all():
+        raise InputError(path, f"none of the {len(table)} genes of {table.path.name} has an expression value here")
+    if unmatched.any():
+        summary = (
+            f"no expression value for {int(unmatched.sum())} of {len(table)} genes of "
+            f"{table.path.name} (for example {table.name[np.argmax(unmatched)]})"
+        )
+        if not drop_missing:
+            raise InputError(path, f"{summary}; pass --drop-missing to leave them out")
+        notes.append(f"{path.name}: {summary}; left out")
+        table = table.select(~unmatched)
+        position = position[~unmatched]
+    extra = int((~expression.keys.isin(keys_in_genes_file)).sum())
+    if extra:
+        notes.append(f"{path.name}: {extra} of {len(expression.keys)} genes are not in {table.path.name}")
+    values = expression.values[position]
+    labels = (values > threshold).astype(np.int8)
+    return table, values, labels, threshold, len(expression.rows)
+
+
+def _split_from_file(table: GeneTable, path: Path, notes: list[str]) -> np.ndarray:
+    split = _read_gene_values(path, value_name="split", parse=_split_value)
+    notes.extend(_repeat_note(split, "split"))
+    codes_in_file = np.asarray([SPLIT_CODES[value] for value in split.values], dtype=np.uint8)
+    position = split.keys.get_indexer(table.key)
+    unmatched = position < 0
+    if unmatched.any():
+        notes.append(
+            f"{path.name}: {int(unmatched.sum())} of {len(table)} genes are not in the split file "
+            f"(for example {table.name[np.argmax(unmatched)]}); their split is 'none'"
+        )
+    return np.where(unmatched, SPLIT_CODES["none"], codes_in_file[position]).astype(np.uint8)
+
+
+def _split_by_chromosome(table: GeneTable, by_chromosome: dict[str, list[str]], notes: list[str]) -> np.ndarray:
+    codes = np.full(len(table), SPLIT_CODES["train"], dtype=np.uint8)
+    for split_name, chroms in by_chromosome.items():
+        for chrom in chroms:
+            on_chrom = table.chrom == chrom
+            if not on_chrom.any():
+                notes.append(f"chromosome split: no gene of the cell lies on {chrom} ({split_name})")
+            codes[on_chrom] = SPLIT_CODES[split_name]
+    return codes
+
+
+def _split_by_fractions(n_genes: int, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    n_train = min(n_genes, round(fractions[0] * n_genes))
+    n_valid = min(n_genes - n_train, round(fractions[1] * n_genes))
+    order = np.random.default_rng(seed).permutation(n_genes)
+    codes = np.full(n_genes, SPLIT_CODES["test"], dtype=np.uint8)
+    codes[order[:n_train]] = SPLIT_CODES["train"]
+    codes[order[n_train : n_train + n_valid]] = SPLIT_CODES["valid"]
+    return codes
