@@ -1,0 +1,106 @@
+"""`histcli models list|show|rm`: what the model registry holds."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    FormatOption,
+    ModelsOption,
+    OutputFormat,
+    complete_cells,
+    complete_model_names,
+)
+
+app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
+
+ModelName = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
+
+
+def entry_row(entry) -> dict:
+    config, metadata = entry.config, entry.metadata
+    return {
+        "model": entry.name,
+        "cell": entry.cell,
+        "arch": config["architecture"],
+        "marks": ",".join(config["input"]["marks"]),
+        "bins": config["input"]["n_bins"],
+        "bin_size": config["input"]["bin_size"],
+        "seed": config["training"]["seed"],
+        "best_epoch": metadata["best_epoch"],
+        "valid_auc": metadata["best_valid_auc"],
+        "interrupted": metadata["interrupted"],
+        "created": metadata["created"],
+    }
+
+
+@app.command("list")
+def list_models(
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Only this model name.",
+                                                autocompletion=complete_model_names)] = None,
+    cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Only this cell.",
+                                                autocompletion=complete_cells)] = None,
+    models: ModelsOption = DEFAULT_MODELS,
+    output_format: FormatOption = OutputFormat.auto,
+) -> None:
+    """One row per registry entry (model name x cell)."""
+    from histcli.output import Column, render_rows
+    from histcli.registry import Registry
+
+    rows = [entry_row(entry) for entry in Registry(models).entries(name, cell)]
+    columns = [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
+               Column("marks", justify="left"), Column("bins"), Column("bin_size"), Column("seed"),
+               Column("best_epoch"), Column("valid_auc", digits=4), Column("interrupted"),
+               Column("created", justify="left")]
+    render_rows(rows, columns, output_format.value, title=f"models in {models}")
+
+
+@app.command("show")
+def show_model(
+    name: ModelName,
+    cell: Annotated[str, typer.Option("--cell", "-c", help="Cell of the entry.", autocompletion=complete_cells)],
+    models: ModelsOption = DEFAULT_MODELS,
+    output_format: FormatOption = OutputFormat.auto,
+) -> None:
+    """One entry in detail: architecture, hyperparameters, training settings, data and results."""
+    from histcli.output import Column, render_rows
+    from histcli.registry import Registry
+
+    entry = Registry(models).get(name, cell)
+    fields = {"path": str(entry.path)}
+    for section in ("architecture", "hyperparameters", "training", "input", "data"):
+        value = entry.config[section]
+        if isinstance(value, dict):
+            fields.update({f"{section}.{key}": item for key, item in value.items()})
+        else:
+            fields[section] = value
+    fields.update({key: value for key, value in entry.metadata.items() if key != "history"})
+    fields["history"] = " ".join(f"{h['epoch']}:{h['valid_auc']:.4f}" for h in entry.metadata["history"])
+    rows = [{"field": key, "value": _flat(value)} for key, value in fields.items()]
+    render_rows(rows, [Column("field", justify="left"), Column("value", justify="left")], output_format.value,
+                title=f"{name} for {cell}",
+                json_payload={"path": str(entry.path), "config": entry.config, "metadata": entry.metadata})
+
+
+def _flat(value):
+    if isinstance(value, dict):
+        return ",".join(f"{key}={item}" for key, item in value.items())
+    return value
+
+
+@app.command("rm")
+def remove_model(
+    name: ModelName,
+    cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Only this cell (default: every cell).",
+                                                autocompletion=complete_cells)] = None,
+    models: ModelsOption = DEFAULT_MODELS,
+) -> None:
+    """Remove a model's entries (one cell, or all of them)."""
+    from histcli.cli.console import note
+    from histcli.registry import Registry
+
+    removed = Registry(models).remove(name, cell)
+    note(f"removed {name} for {', '.join(removed)}")

@@ -1,0 +1,149 @@
+"""`histcli train`: fit a model per cell and save it in the registry."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    DEFAULT_STORE,
+    CellsOption,
+    Device,
+    DeviceOption,
+    FormatOption,
+    ModelsOption,
+    OutputFormat,
+    OverwriteOption,
+    QuietOption,
+    StoreOption,
+    complete_architectures,
+)
+
+
+def _architecture_help() -> str:
+    from histcli.models import names
+
+    return f"Architecture: {', '.join(names())}."
+
+
+def parse_params(values: list[str]) -> dict[str, str]:
+    from histcli.errors import UsageError
+
+    params = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
+        params[key.strip()] = setting.strip()
+    return params
+
+
+def train_columns():
+    from histcli.output import Column
+
+    return [
+        Column("model", justify="left"),
+        Column("cell", justify="left"),
+        Column("arch", justify="left"),
+        Column("seed"),
+        Column("best_epoch"),
+        Column("epochs_run", "epochs"),
+        Column("valid_auc", digits=4),
+        Column("train_genes"),
+        Column("valid_genes"),
+        Column("seconds", digits=1),
+        Column("interrupted"),
+    ]
+
+
+def train(
+    arch: Annotated[str, typer.Option("--arch", "-a", help=_architecture_help(), autocompletion=complete_architectures)],
+    cells: CellsOption = None,
+    all_cells: Annotated[bool, typer.Option("--all-cells", help="Train on every cell in the store.")] = False,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name (default: the architecture).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs (early stopping may end sooner).")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation AUC.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Genes per batch (paper: 200).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Adam learning rate.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.")] = None,
+    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat), e.g. dropout=0.3.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, dropout and batch order.")] = 0,
+    device: DeviceOption = Device.auto,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    overwrite: OverwriteOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = DEFAULT_MODELS,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Train an architecture on each cell: keep the best validation-AUC epoch, save it in the registry."""
+    from histcli.cli import console
+    from histcli.errors import EXIT_INTERRUPTED, UsageError
+    from histcli.output import render_rows
+    from histcli.registry import Registry, check_model_name
+    from histcli.store import Store
+    from histcli.training import resolve_device, settings_for, train_and_save
+
+    console.setup(quiet)
+    if bool(cells) == all_cells:
+        raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
+    data = Store(store)
+    chosen = data.cell_names() if all_cells else list(dict.fromkeys(cells))
+    if all_cells and not chosen:
+        raise UsageError(f"--all-cells: the store {store} holds no cells")
+    known = set(data.cell_names())
+    for cell in chosen:
+        if cell not in known:
+            data.load(cell)  # raises the store's message listing the known cells
+    model_name = check_model_name(name or arch)
+    registry = Registry(models)
+    registry.check_writable(model_name, chosen, overwrite)
+    settings = settings_for(
+        arch,
+        overrides=parse_params(params or []),
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        max_epochs=epochs,
+        patience=patience,
+        seed=seed,
+        device=resolve_device(device.value),
+        threads=threads,
+    )
+    rows = []
+    interrupted = False
+    with console.progress("status") as bar:
+        for cell in chosen:
+            task = bar.add_task(f"{model_name} {cell}", total=settings.max_epochs, status="")
+
+            def report(epoch, task=task):
+                bar.update(task, completed=epoch.epoch,
+                           status=f"loss {epoch.loss:.4f}  valid AUC {epoch.valid_auc:.4f}  "
+                                  f"best {epoch.best_valid_auc:.4f} (epoch {epoch.best_epoch})")
+
+            entry, result = train_and_save(data, cell, settings, registry, model_name,
+                                           overwrite=overwrite, on_epoch=report)
+            bar.update(task, total=result.epochs_run or 1, completed=result.epochs_run or 1)
+            if entry is None:
+                console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")
+            else:
+                sizes = entry.config["data"]["split_sizes"]
+                rows.append({
+                    "model": model_name, "cell": cell, "arch": arch, "seed": seed,
+                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                    "valid_auc": result.best_valid_auc, "train_genes": sizes["train"],
+                    "valid_genes": sizes["valid"], "seconds": result.seconds,
+                    "interrupted": result.interrupted,
+                })
+            if result.interrupted:
+                interrupted = True
+                if entry is not None:
+                    console.note(f"{model_name} {cell}: interrupted; saved the best epoch so far "
+                                 f"({result.best_epoch}) marked as interrupted")
+                break
+    if rows:
+        render_rows(rows, train_columns(), output_format.value, title=f"trained into {models}")
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)

@@ -1,0 +1,235 @@
+"""The model registry: one folder per (model name, cell).
+
+    <models>/<name>/<cell>/
+        weights.safetensors    the module's parameters (never pickle)
+        config.json            everything needed to rebuild and feed the model:
+                               architecture, hyperparameters, training settings,
+                               input description (marks, bins, bin size,
+                               transform) and the data it was trained on
+        metadata.json          results and provenance: best epoch, validation
+                               AUC, history, timings, versions, weights SHA-256
+        predictions/           cached predictions (see histcli.evaluation)
+
+An entry is built in a hidden temporary folder and moved into place in one
+rename (an atomic swap when it replaces an older entry), so readers and
+parallel trainers never see a half-written entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from histcli.errors import ModelError
+from histcli.fsutil import ensure_writable_dir, exclusive_lock, remove_path, remove_stale, replace_dir, temp_name
+
+ENTRY_FORMAT = "histcli-model"
+ENTRY_VERSION = "1.0"
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+METADATA = "metadata.json"
+DEFAULT_MODELS = Path("histcli-data") / "models"
+MODELS_ENV = "HISTCLI_MODELS"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+
+def default_models_path() -> Path:
+    return Path(os.environ.get(MODELS_ENV) or DEFAULT_MODELS)
+
+
+def check_model_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ModelError(
+            f"model name {name!r} is not allowed: use letters, digits, '.', '_', '+' or '-' "
+            "(starting with a letter or digit)"
+        )
+    return name
+
+
+@dataclass
+class Entry:
+    """A registry entry on disk: its folder, configuration and metadata."""
+
+    path: Path
+    config: dict
+    metadata: dict
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def cell(self) -> str:
+        return self.config["cell"]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS
+
+    @property
+    def input(self) -> dict:
+        return self.config["input"]
+
+    def load_state(self, device: str = "cpu") -> dict:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(self.weights_path, device=device)
+        except SafetensorError as exc:
+            raise ModelError(f"{self.weights_path}: damaged weights file ({exc})") from None
+
+    def build_module(self, device: str = "cpu"):
+        """The trained torch module, in eval mode, on ``device``."""
+        from histcli import models
+
+        arch = models.get(self.config["architecture"])
+        module = arch.build(self.input["n_bins"], len(self.input["marks"]), self.config["hyperparameters"])
+        try:
+            module.load_state_dict(self.load_state(device))
+        except RuntimeError as exc:
+            raise ModelError(f"{self.path}: weights do not fit the {arch.name} architecture ({exc})") from None
+        return module.to(device).eval()
+
+
+def read_entry(path: Path) -> Entry:
+    """Open an entry folder (from the registry or copied elsewhere) and check it is complete."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"{path}: no such model folder")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+        metadata = json.loads((path / METADATA).read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"{path}: not a histcli model ({Path(exc.filename).name} is missing)") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: damaged model configuration ({exc})") from None
+    if config.get("format") != ENTRY_FORMAT:
+        raise ModelError(f"{path}: not a histcli model folder")
+    major = int(str(config.get("format_version", "0")).split(".")[0])
+    if major > int(ENTRY_VERSION.split(".")[0]):
+        raise ModelError(f"{path}: written by a newer histcli (model format {config['format_version']}); upgrade")
+    if not (path / WEIGHTS).is_file():
+        raise ModelError(f"{path}: {WEIGHTS} is missing")
+    return Entry(path, config, metadata)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Registry:
+    """Model entries under ``root``; safe for parallel writers of different entries."""
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else default_models_path()
+
+    def entry_path(self, name: str, cell: str) -> Path:
+        from histcli.store import check_cell_name
+
+        return self.root / check_model_name(name) / check_cell_name(cell)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def cells(self, name: str) -> list[str]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def exists(self, name: str, cell: str) -> bool:
+        return (self.entry_path(name, cell) / CONFIG).is_file()
+
+    def get(self, name: str, cell: str) -> Entry:
+        path = self.entry_path(name, cell)
+        if not path.is_dir():
+            known = self.cells(name)
+            if known:
+                hint = f"; model {name!r} exists for {', '.join(known)}"
+            elif self.names():
+                hint = f"; models in {self.root}: {', '.join(self.names())}"
+            else:
+                hint = f"; the registry {self.root} is empty (train one with 'histcli train')"
+            raise ModelError(f"no model {name!r} for cell {cell!r}{hint}")
+        return read_entry(path)
+
+    def entries(self, name: str | None = None, cell: str | None = None) -> list[Entry]:
+        found = []
+        for model in [name] if name else self.names():
+            for entry_cell in self.cells(model):
+                if cell is None or entry_cell == cell:
+                    try:
+                        found.append(read_entry(self.root / model / entry_cell))
+                    except ModelError:
+                        continue  # a foreign folder; `models show` reports it in detail
+        return found
+
+    def check_writable(self, name: str, cells, overwrite: bool) -> None:
+        ensure_writable_dir(self.root.resolve(), "model registry")
+        for cell in cells:
+            if not overwrite and self.exists(name, cell):
+                raise ModelError(
+                    f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
+                )
+
+    def save(self, name: str, cell: str, state: dict, config: dict, metadata: dict, *, overwrite: bool) -> Entry:
+        """Write an entry atomically; returns it as read back from disk."""
+        from safetensors.torch import save_file
+
+        final = self.entry_path(name, cell)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_name(final, "tmp")
+        try:
+            temp.mkdir()
+            tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+            save_file(tensors, temp / WEIGHTS, metadata={"format": ENTRY_FORMAT, "architecture": config["architecture"]})
+            metadata = {**metadata, "weights_sha256": file_sha256(temp / WEIGHTS)}
+            config = {"format": ENTRY_FORMAT, "format_version": ENTRY_VERSION, "name": name, "cell": cell, **config}
+            for filename, content in ((CONFIG, config), (METADATA, metadata)):
+                with open(temp / filename, "w") as handle:
+                    json.dump(content, handle, indent=2, sort_keys=False)
+                    handle.write("\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            with exclusive_lock(final.parent / ".lock"):
+                remove_stale(final, "tmp")
+                if final.exists() and not overwrite:
+                    raise ModelError(
+                        f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
+                    )
+                replace_dir(temp, final)
+        finally:
+            remove_path(temp)
+        return read_entry(final)
+
+    def remove(self, name: str, cell: str | None = None) -> list[str]:
+        """Remove one entry, or every cell of a model; returns the removed cells."""
+        cells = [cell] if cell else self.cells(name)
+        if not cells or (cell and not self.entry_path(name, cell).is_dir()):
+            raise ModelError(f"no model {name!r}" + (f" for cell {cell!r}" if cell else "") + f" in {self.root}")
+        folder = self.root / check_model_name(name)
+        with exclusive_lock(folder / ".lock"):
+            for entry_cell in cells:
+                path = self.entry_path(name, entry_cell)
+                doomed = temp_name(path, "old")
+                os.rename(path, doomed)
+                remove_path(doomed)
+            if not self.cells(name):
+                remove_path(folder / ".lock")
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # something else lives there; leave it
+        return cells

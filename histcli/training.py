@@ -1,0 +1,274 @@
+"""Training: mini-batch Adam on binary cross-entropy, model selection by validation AUC.
+
+The data go to the device once as tensors; batches are index slices of them
+(no DataLoader, no per-sample Python). Validation runs in inference mode in
+large batches, and its AUC is computed by ranks. The weights of the best
+validation epoch are kept; training stops after ``patience`` epochs without
+improvement. Runs are deterministic on the CPU for a given seed and thread
+count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from histcli.errors import HistcliError, ModelError
+from histcli.store import CellData
+
+EVAL_BATCH = 4096
+
+
+@dataclass
+class TrainSettings:
+    """Everything that decides a training run besides the data."""
+
+    architecture: str
+    hyperparameters: dict
+    lr: float
+    batch_size: int
+    weight_decay: float
+    max_epochs: int
+    patience: int
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    transform: str = "log1p"
+
+    def as_config(self) -> dict:
+        return {
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "seed": self.seed,
+            "device": self.device,
+            "threads": self.threads,
+            "optimizer": "Adam",
+            "loss": "binary cross-entropy",
+            "selection": "best validation AUC",
+        }
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    loss: float
+    valid_auc: float
+    best_epoch: int
+    best_valid_auc: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    state: dict | None  # weights of the best epoch; None if no epoch finished
+    best_epoch: int
+    best_valid_auc: float
+    epochs_run: int
+    history: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    n_parameters: int = 0
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise HistcliError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+    return requested
+
+
+def settings_for(architecture: str, *, overrides: dict | None = None, **training) -> TrainSettings:
+    """Resolve an architecture's defaults with the user's choices (None keeps a default)."""
+    from histcli import models
+
+    arch = models.get(architecture)
+    defaults = arch.training
+    chosen = {key: value for key, value in training.items() if value is not None}
+    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform"}
+    if unknown:
+        raise ModelError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    return TrainSettings(
+        architecture=architecture,
+        hyperparameters=models.resolve_hyperparameters(arch, overrides or {}),
+        lr=float(chosen.get("lr", defaults["lr"])),
+        batch_size=int(chosen.get("batch_size", defaults["batch_size"])),
+        weight_decay=float(chosen.get("weight_decay", defaults["weight_decay"])),
+        max_epochs=int(chosen.get("max_epochs", defaults["max_epochs"])),
+        patience=int(chosen.get("patience", defaults["patience"])),
+        seed=int(chosen.get("seed", 0)),
+        device=chosen.get("device", "cpu"),
+        threads=chosen.get("threads"),
+        transform=chosen.get("transform", arch.transform),
+    )
+
+
+def split_arrays(cell: CellData, split: str, transform: str) -> tuple[np.ndarray, np.ndarray]:
+    """Transformed inputs and labels of one split, checked to be usable for training."""
+    from histcli.transforms import apply_transform
+
+    if cell.labels is None:
+        raise HistcliError(f"cell {cell.name} has no labels (prepared without expression); it cannot be trained on")
+    mask = cell.split_mask(split)
+    if not mask.any():
+        raise HistcliError(f"cell {cell.name} has no {split} genes; prepare it with a split")
+    labels = cell.labels[mask]
+    if labels.min() == labels.max():
+        raise HistcliError(f"cell {cell.name}: every {split} gene has label {int(labels[0])}; AUC is undefined")
+    return apply_transform(transform, cell.counts[mask]), labels.astype(np.float32)
+
+
+def predict_logits(module, inputs, batch_size: int = EVAL_BATCH):
+    """Logits of a module in eval mode over an input tensor already on its device."""
+    import torch
+
+    module.eval()
+    with torch.inference_mode():
+        return torch.cat([module(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)])
+
+
+def train(cell: CellData, settings: TrainSettings, *,
+          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Train on the cell's train split, select on its valid split.
+
+    Ctrl-C ends training early: the result then holds the best weights so far
+    (``interrupted`` is set), or no weights if no epoch finished.
+    """
+    import torch
+
+    from histcli import models
+    from histcli.metrics import roc_auc
+
+    started = time.perf_counter()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(settings.seed)
+    torch.use_deterministic_algorithms(settings.device == "cpu", warn_only=True)
+    device = torch.device(settings.device)
+
+    train_x, train_y = split_arrays(cell, "train", settings.transform)
+    valid_x, valid_y = split_arrays(cell, "valid", settings.transform)
+    n_bins, n_marks = train_x.shape[1:]
+    module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters).to(device)
+    n_parameters = sum(p.numel() for p in module.parameters())
+    optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    loss_function = torch.nn.BCEWithLogitsLoss()
+    train_inputs = torch.from_numpy(train_x).to(device)
+    train_targets = torch.from_numpy(train_y).to(device)
+    valid_inputs = torch.from_numpy(valid_x).to(device)
+    valid_labels = valid_y.astype(np.int8)
+    order_generator = torch.Generator().manual_seed(settings.seed)
+
+    best_state, best_epoch, best_auc = None, 0, -math.inf
+    history: list[dict] = []
+    interrupted = False
+    epoch = 0
+    try:
+        for epoch in range(1, settings.max_epochs + 1):
+            epoch_start = time.perf_counter()
+            module.train()
+            order = torch.randperm(len(train_inputs), generator=order_generator).to(device)
+            total_loss = torch.zeros((), device=device)
+            for start in range(0, len(order), settings.batch_size):
+                batch = order[start : start + settings.batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_function(module(train_inputs[batch]), train_targets[batch])
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.detach() * len(batch)
+            mean_loss = float(total_loss) / len(order)
+            valid_scores = predict_logits(module, valid_inputs).float().cpu().numpy()
+            valid_auc = roc_auc(valid_labels, valid_scores)
+            if not math.isfinite(mean_loss):
+                raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss}); try a smaller --lr")
+            if valid_auc > best_auc:
+                best_auc, best_epoch = valid_auc, epoch
+                best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
+            history.append({"epoch": epoch, "loss": mean_loss, "valid_auc": valid_auc})
+            if on_epoch is not None:
+                on_epoch(EpochReport(epoch, mean_loss, valid_auc, best_epoch, best_auc,
+                                     time.perf_counter() - epoch_start))
+            if epoch - best_epoch >= settings.patience:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    return TrainResult(
+        state=best_state,
+        best_epoch=best_epoch,
+        best_valid_auc=best_auc if best_state is not None else math.nan,
+        epochs_run=len(history),
+        history=history,
+        interrupted=interrupted,
+        seconds=time.perf_counter() - started,
+        n_parameters=n_parameters,
+    )
+
+
+def versions() -> dict:
+    import platform
+
+    import torch
+
+    from histcli import __version__
+
+    return {"histcli": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
+                   overwrite: bool = False, on_epoch: Callable[[EpochReport], None] | None = None):
+    """Train a model on one stored cell and write its registry entry.
+
+    Returns (entry or None, result): no entry when training was interrupted
+    before the first epoch finished. An interrupted run that has a best epoch
+    is saved with ``interrupted: true`` in its metadata.
+    """
+    from datetime import datetime, timezone
+
+    cell = store.load(cell_name)
+    result = train(cell, settings, on_epoch=on_epoch)
+    if result.state is None:
+        return None, result
+    split_sizes = {split: int(cell.split_mask(split).sum()) for split in ("train", "valid", "test")}
+    config = {
+        "architecture": settings.architecture,
+        "hyperparameters": settings.hyperparameters,
+        "training": settings.as_config(),
+        "input": {
+            "marks": list(cell.marks),
+            "n_bins": cell.n_bins,
+            "bin_size": cell.bin_size,
+            "window": cell.window,
+            "tss_offset": cell.tss_offset,
+            "transform": settings.transform,
+        },
+        "data": {
+            "store": str(store.path.resolve()),
+            "cell": cell.name,
+            "fingerprint": cell.fingerprint,
+            "split_sizes": split_sizes,
+        },
+    }
+    metadata = {
+        "best_epoch": result.best_epoch,
+        "best_valid_auc": result.best_valid_auc,
+        "epochs_run": result.epochs_run,
+        "interrupted": result.interrupted,
+        "train_seconds": round(result.seconds, 3),
+        "n_parameters": result.n_parameters,
+        "seed": settings.seed,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+        "history": result.history,
+    }
+    entry = registry.save(name, cell.name, result.state, config, metadata, overwrite=overwrite)
+    return entry, result

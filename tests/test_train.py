@@ -1,0 +1,248 @@
+"""`histcli train` and the model registry."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli, shared_data
+from histcli.registry import Registry, read_entry
+from histcli.store import Store
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    """Three simulated cells of 900 genes x 20 bins."""
+    folder = tmp_path_factory.mktemp("train")
+    store = folder / "store.h5"
+    result = run_cli("prepare", "simulate", "--cells", 3, "--genes", 900, "--bins", 20, "--seed", 5,
+                     "--store", store, "-q")
+    assert result.code == 0, result.stderr
+    return store
+
+
+def train(store, models, *args):
+    return run_cli("train", "--store", store, "--models", models, "--device", "cpu", "-q", "-f", "tsv", *args)
+
+
+def test_entry_holds_weights_config_and_metadata(small_store, tmp_path):
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 6, "--seed", 3)
+    assert result.code == 0, result.stderr
+    (row,) = parse_tsv(result.stdout)
+    assert row["model"] == "logistic" and row["cell"] == "sim01" and row["seed"] == "3"
+    entry = Registry(models).get("logistic", "sim01")
+    assert sorted(p.name for p in entry.path.iterdir()) == ["config.json", "metadata.json", "weights.safetensors"]
+    # safetensors: an 8-byte little-endian header length, then a JSON header; never a pickle.
+    raw = entry.weights_path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"]["architecture"] == "logistic"
+    config, metadata = entry.config, entry.metadata
+    assert config["architecture"] == "logistic"
+    assert config["input"] == {"marks": ["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3"],
+                               "n_bins": 20, "bin_size": 100, "window": 1000, "tss_offset": 1000,
+                               "transform": "log1p"}
+    assert config["data"]["fingerprint"] == Store(small_store).fingerprint("sim01")
+    assert config["data"]["split_sizes"] == {"train": 300, "valid": 300, "test": 300}
+    assert config["training"]["seed"] == 3 and config["training"]["batch_size"] == 200
+    assert config["training"]["max_epochs"] == 6
+    assert config["hyperparameters"] == {}  # logistic has no shape hyperparameters
+    assert config["training"]["lr"] == 0.01 and config["training"]["weight_decay"] == 1e-4  # its defaults
+    assert metadata["weights_sha256"] == file_digest(entry.weights_path)
+    assert set(metadata["versions"]) == {"histcli", "torch", "numpy", "python"}
+    history = metadata["history"]
+    assert [h["epoch"] for h in history] == list(range(1, metadata["epochs_run"] + 1))
+    best = max(history, key=lambda h: h["valid_auc"])
+    assert metadata["best_epoch"] == best["epoch"]
+    assert metadata["best_valid_auc"] == pytest.approx(best["valid_auc"])
+    assert float(row["valid_auc"]) == pytest.approx(best["valid_auc"])
+
+
+def test_saved_weights_are_the_best_epoch(small_store, tmp_path):
+    """Re-scoring the validation split with the saved weights reproduces the recorded best AUC."""
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "sim02", "--arch", "deepchrome", "--epochs", 5)
+    assert result.code == 0, result.stderr
+    evaluated = run_cli("evaluate", "deepchrome", "--split", "valid", "--store", small_store, "--models", models,
+                        "-f", "json", "-q")
+    assert evaluated.code == 0, evaluated.stderr
+    (row,) = json.loads(evaluated.stdout)["rows"]
+    metadata = Registry(models).get("deepchrome", "sim02").metadata
+    assert row["auc"] == pytest.approx(metadata["best_valid_auc"], abs=1e-6)
+
+
+def test_early_stopping_follows_patience(small_store, tmp_path):
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 300,
+                   "--patience", 3, "--lr", "0.05")
+    assert result.code == 0, result.stderr
+    metadata = Registry(models).get("logistic", "sim01").metadata
+    history = [h["valid_auc"] for h in metadata["history"]]
+    best_epoch = metadata["best_epoch"]
+    assert metadata["epochs_run"] < 300, "a learning rate of 0.05 plateaus long before 300 epochs"
+    assert metadata["epochs_run"] == best_epoch + 3
+    assert all(auc <= metadata["best_valid_auc"] for auc in history[best_epoch:])
+
+
+@pytest.mark.parametrize("arch", ["crnn", "attentivechrome"])
+def test_cpu_training_is_deterministic_for_a_seed(small_store, tmp_path, arch):
+    runs = []
+    for folder, seed in (("a", 1), ("b", 1), ("c", 2)):
+        models = tmp_path / folder
+        result = train(small_store, models, "--cell", "sim03", "--arch", arch, "--epochs", 2, "--seed", seed,
+                       "--threads", 2)
+        assert result.code == 0, result.stderr
+        runs.append(Registry(models).get(arch, "sim03").load_state())
+    assert runs[0].keys() == runs[1].keys()
+    # Identical weights, bit for bit (the safetensors header order may differ, so compare tensors).
+    assert all(np.array_equal(runs[0][key].numpy(), runs[1][key].numpy()) for key in runs[0])
+    assert not all(np.array_equal(runs[0][key].numpy(), runs[2][key].numpy()) for key in runs[0])
+
+
+def test_retraining_needs_overwrite(small_store, tmp_path):
+    models = tmp_path / "models"
+    assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2).code == 0
+    digest = file_digest(Registry(models).get("logistic", "sim01").weights_path)
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2, "--seed", 9)
+    assert_one_line_error(result, "'logistic' for cell 'sim01' already exists", "--overwrite")
+    assert file_digest(Registry(models).get("logistic", "sim01").weights_path) == digest
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2, "--seed", 9,
+                   "--overwrite")
+    assert result.code == 0, result.stderr
+    assert file_digest(Registry(models).get("logistic", "sim01").weights_path) != digest
+
+
+def test_parallel_training_from_a_bash_loop_into_one_registry(small_store, tmp_path):
+    models = tmp_path / "models"
+    script = (
+        "set -e\n"
+        "for cell in sim01 sim02 sim03; do\n"
+        "  for arch in logistic deepchrome; do\n"
+        f"    {sys.executable} -m histcli train --cell $cell --arch $arch --epochs 2 --device cpu "
+        f"--store {small_store} --models {models} -q >/dev/null &\n"
+        "  done\n"
+        "done\n"
+        "wait\n"
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    registry = Registry(models)
+    assert registry.names() == ["deepchrome", "logistic"]
+    for name in registry.names():
+        assert registry.cells(name) == ["sim01", "sim02", "sim03"]
+        for cell in registry.cells(name):
+            registry.get(name, cell).build_module()  # complete and loadable
+    assert not [p for p in models.rglob(".*tmp-*")]
+
+
+def test_models_list_show_and_rm(small_store, tmp_path):
+    models = tmp_path / "models"
+    for cell in ("sim01", "sim02"):
+        assert train(small_store, models, "--cell", cell, "--arch", "logistic", "--epochs", 2).code == 0
+    listed = parse_tsv(run_cli("models", "list", "--models", models, "-f", "tsv").stdout)
+    assert [(r["model"], r["cell"]) for r in listed] == [("logistic", "sim01"), ("logistic", "sim02")]
+    filtered = parse_tsv(run_cli("models", "list", "--models", models, "--cell", "sim02", "-f", "tsv").stdout)
+    assert [r["cell"] for r in filtered] == ["sim02"]
+    shown = json.loads(run_cli("models", "show", "logistic", "--cell", "sim01", "--models", models, "-f", "json").stdout)
+    assert shown["config"]["architecture"] == "logistic"
+    assert shown["metadata"]["best_epoch"] >= 1
+    assert run_cli("models", "rm", "logistic", "--cell", "sim01", "--models", models).code == 0
+    assert Registry(models).cells("logistic") == ["sim02"]
+    result = run_cli("models", "show", "logistic", "--cell", "sim01", "--models", models)
+    assert_one_line_error(result, "no model 'logistic' for cell 'sim01'", "sim02")
+
+
+def test_training_needs_labels_and_known_cells(small_store, tmp_path):
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "nope", "--arch", "logistic")
+    assert_one_line_error(result, "no cell 'nope'", "sim01")
+    result = train(small_store, models, "--cell", "sim01", "--arch", "transformer")
+    assert_one_line_error(result, "unknown architecture 'transformer'", "crnn")
+    result = train(small_store, models, "--cell", "sim01", "--arch", "crnn", "--param", "units=many")
+    assert_one_line_error(result, "units")
+    result = train(small_store, models, "--arch", "crnn")
+    assert_one_line_error(result, "--all-cells", code=2)
+
+
+def test_ctrl_c_saves_the_best_epoch_marked_interrupted(small_store, tmp_path):
+    models = tmp_path / "models"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "histcli", "train", "--cell", "sim01", "--arch", "logistic", "--epochs", "100000",
+         "--patience", "100000", "--store", str(small_store), "--models", str(models), "-q", "-f", "json",
+         "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(8)  # imports, then many short epochs
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    entry = Registry(models).get("logistic", "sim01")
+    assert entry.metadata["interrupted"] is True
+    assert entry.metadata["epochs_run"] > 1
+    assert json.loads(stdout)[0]["interrupted"] is True
+
+
+def test_ctrl_c_before_the_first_epoch_saves_nothing(small_store, tmp_path):
+    models = tmp_path / "models"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "histcli", "train", "--cell", "sim01", "--arch", "logistic",
+         "--store", str(small_store), "--models", str(models), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert Registry(models).names() == [] or not Registry(models).cells("logistic")
+
+
+def test_loading_checks_the_entry_against_the_data(small_store, tmp_path):
+    models = tmp_path / "models"
+    assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2).code == 0
+    other = tmp_path / "other.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 300, "--bins", 10, "--store", other,
+                   "--prefix", "ten", "-q").code == 0
+    result = run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "ten01", "--store", other,
+                     "--models", models)
+    assert_one_line_error(result, "expects 20 bins of 100 bp", "ten01 has 10 bins")
+    entry_folder = Registry(models).get("logistic", "sim01").path
+    (entry_folder / "weights.safetensors").write_bytes(b"broken")
+    result = run_cli("evaluate", "logistic", "--store", small_store, "--models", models)
+    assert result.code == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_every_deep_architecture_beats_chance_on_deepdiff_cell1(tmp_path):
+    data = shared_data("deepdiff-cell1")
+    store, models = tmp_path / "s.h5", tmp_path / "models"
+    assert run_cli("prepare", "deepdiff", data, "--cell", "Cell1", "--store", store, "-q").code == 0
+    for arch in ("crnn", "cnn", "rnn", "deepchrome", "attentivechrome"):
+        result = train(store, models, "--cell", "Cell1", "--arch", arch, "--epochs", 15, "--patience", 5)
+        assert result.code == 0, result.stderr
+    evaluated = run_cli("evaluate", "crnn", "cnn", "rnn", "deepchrome", "attentivechrome", "--store", store,
+                        "--models", models, "-f", "json", "-q")
+    rows = {row["model"]: row for row in json.loads(evaluated.stdout)["rows"]}
+    for arch, row in rows.items():
+        assert row["n"] == 200
+        assert row["auc"] > 0.65, (arch, row["auc"])
+
+
+def test_read_entry_of_a_copied_folder(small_store, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2).code == 0
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(Registry(models).get("logistic", "sim01").path, copy)
+    entry = read_entry(copy)
+    assert entry.name == "logistic" and entry.cell == "sim01"
+    state = entry.load_state()
+    assert all(np.isfinite(t.numpy()).all() for t in state.values())
