@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from histcli import __version__
-from histcli.cli import prepare, store_cmd
+from histcli.cli import compare, demo, evaluate, models_cmd, predict, prepare, store_cmd, train
 
 app = typer.Typer(
     name="histcli",
@@ -36,5 +36,11 @@ def root(
     """Predict gene expression from histone modification signals."""
 
 
+app.command("demo")(demo.demo)
 app.add_typer(prepare.app, name="prepare")
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
+app.command("compare")(compare.compare)
+app.command("predict")(predict.predict)
 app.add_typer(store_cmd.app, name="store")
+app.add_typer(models_cmd.app, name="models")

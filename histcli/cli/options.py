@@ -32,6 +32,11 @@ class TableFormat(str, Enum):
     json = "json"
 
 
+class Aggregate(str, Enum):
+    sum = "sum"
+    mean = "mean"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -140,4 +145,39 @@ MarksOption = Annotated[
 DropMissingOption = Annotated[
     bool,
     typer.Option("--drop-missing", help="Leave out genes without expression or tracks (reported), instead of failing."),
+]
+
+
+def parse_tracks(values: list[str]) -> dict[str, Path]:
+    """``MARK=FILE`` pairs, keyed by canonical mark name."""
+    from histcli.errors import UsageError
+    from histcli.marks import parse_marks
+
+    tracks: dict[str, Path] = {}
+    for value in values:
+        mark, sep, file = value.partition("=")
+        if not sep or not mark or not file:
+            raise UsageError(f"--track {value!r}: expected MARK=FILE, e.g. H3K4me3=E116.H3K4me3.bedGraph.gz")
+        (canonical,) = parse_marks([mark], source="--track")
+        if canonical in tracks:
+            raise UsageError(f"--track: mark {canonical} is given twice")
+        tracks[canonical] = Path(file)
+    return tracks
+
+
+TrackOption = Annotated[
+    list[str],
+    typer.Option("--track", "-t", help="MARK=FILE: a bedGraph(.gz) or bigWig track (repeat per mark).",
+                 rich_help_panel="Tracks"),
+]
+GenesOption = Annotated[
+    Path,
+    typer.Option("--genes", help="Genes: BED (TSS-centred windows or TSS positions, strand in column 6) or GTF.",
+                 rich_help_panel="Tracks"),
+]
+AggregateOption = Annotated[
+    Aggregate,
+    typer.Option("--aggregate", help="sum: values are read counts spread over their interval; "
+                                     "mean: values are signal averaged over the bin.",
+                 rich_help_panel="Tracks"),
 ]

@@ -9,7 +9,12 @@ import typer
 
 from histcli.cli.options import (
     DEFAULT_STORE,
+    Aggregate,
+    AggregateOption,
     CellsOption,
+    GenesOption,
+    TrackOption,
+    parse_tracks,
     DropMissingOption,
     FormatOption,
     MarksOption,
@@ -110,41 +115,6 @@ def deepdiff(
     _write(store, [parsed], [stored_name], overwrite, output_format, "preparing DeepDiff cell")
 
 
-def parse_tracks(values: list[str]) -> dict[str, Path]:
-    """``MARK=FILE`` pairs, keyed by canonical mark name."""
-    from histcli.errors import UsageError
-    from histcli.marks import parse_marks
-
-    tracks: dict[str, Path] = {}
-    for value in values:
-        mark, sep, file = value.partition("=")
-        if not sep or not mark or not file:
-            raise UsageError(f"--track {value!r}: expected MARK=FILE, e.g. H3K4me3=E116.H3K4me3.bedGraph.gz")
-        (canonical,) = parse_marks([mark], source="--track")
-        if canonical in tracks:
-            raise UsageError(f"--track: mark {canonical} is given twice")
-        tracks[canonical] = Path(file)
-    return tracks
-
-
-TrackOption = Annotated[
-    list[str],
-    typer.Option("--track", "-t", help="MARK=FILE: a bedGraph(.gz) or bigWig track (repeat per mark).",
-                 rich_help_panel="Tracks"),
-]
-GenesOption = Annotated[
-    Path,
-    typer.Option("--genes", help="Genes: BED (TSS-centred windows or TSS positions, strand in column 6) or GTF.",
-                 rich_help_panel="Tracks"),
-]
-AggregateOption = Annotated[
-    str,
-    typer.Option("--aggregate", help="sum: values are read counts spread over their interval; "
-                                     "mean: values are signal averaged over the bin.",
-                 rich_help_panel="Tracks"),
-]
-
-
 def parse_chromosome_split(values: list[str]) -> dict[str, list[str]]:
     from histcli.errors import UsageError
 
@@ -188,7 +158,7 @@ def tracks(
         "--split-fractions", help="TRAIN,VALID,TEST fractions of a random split, e.g. 0.6,0.2,0.2.",
         rich_help_panel="Split")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of --split-fractions.", rich_help_panel="Split")] = 0,
-    aggregate: AggregateOption = "sum",
+    aggregate: AggregateOption = Aggregate.sum,
     drop_missing: DropMissingOption = False,
     overwrite: OverwriteOption = False,
     store: StoreOption = DEFAULT_STORE,
@@ -203,8 +173,6 @@ def tracks(
 
     console.setup(quiet)
     check_cell_name(cell)
-    if aggregate not in ("sum", "mean"):
-        raise UsageError(f"--aggregate {aggregate!r}: expected sum or mean")
     chosen = [option for option, value in (("--split", split), ("--split-by-chromosome", split_by_chromosome),
                                            ("--split-fractions", split_fractions)) if value]
     if len(chosen) > 1:
@@ -222,7 +190,7 @@ def tracks(
         seed=seed,
         bin_size=bin_size,
         window=window,
-        aggregate=aggregate,
+        aggregate=aggregate.value,
         drop_missing=drop_missing,
         notes=notes,
     )

@@ -55,13 +55,16 @@ def _problem(text: str, field: Field) -> str | None:
     return None
 
 
-def diagnose_line(path: Path, text: str, line: int, schema: list[Field]) -> InputError | None:
+def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: str = ",") -> InputError | None:
     """An exact error for one raw line, or None if the line is valid."""
-    fields = text.rstrip("\r\n").split(",")
+    fields = text.rstrip("\r\n").split(sep)
     if len(fields) != len(schema):
         names = ", ".join(f.name for f in schema)
+        if len(names) > 80:
+            names = names[:77] + "..."
+        kind = "comma" if sep == "," else "tab"
         return InputError(
-            path, f"expected {len(schema)} comma-separated fields ({names}), found {len(fields)}", line=line
+            path, f"expected {len(schema)} {kind}-separated fields ({names}), found {len(fields)}", line=line
         )
     for value, field in zip(fields, schema):
         problem = _problem(value, field)
@@ -75,20 +78,24 @@ def _open_lines(path: Path):
     return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
 
 
-def first_bad_line(path: Path, schema: list[Field], start: int = 1) -> InputError | None:
+def first_bad_line(path: Path, schema: list[Field], start: int = 1, sep: str = ",") -> InputError | None:
     """Scan the file as text for the first invalid line at or after ``start`` (error path only)."""
     with _open_lines(path) as handle:
         for number, text in enumerate(handle, start=1):
             if number < start:
                 continue
-            error = diagnose_line(path, text, number, schema)
+            error = diagnose_line(path, text, number, schema, sep)
             if error is not None:
                 return error
     return None
 
 
-def read_chunks(path: Path, schema: list[Field]):
-    """Yield (first_line, DataFrame) chunks; any parse failure becomes an exact InputError."""
+def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: int = 0,
+                chunk_rows: int = CHUNK_ROWS):
+    """Yield (first_line, DataFrame) chunks; any parse failure becomes an exact InputError.
+
+    ``skip_lines`` header lines are skipped; line numbers count them.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -98,17 +105,19 @@ def read_chunks(path: Path, schema: list[Field]):
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
     gzipped = is_gzip(path)
     dtypes = {f.name: (str if f.kind in ("id", "id_bin") else np.float64) for f in schema}
-    first_line = 1
+    first_line = skip_lines + 1
     reader = None
     try:
         reader = pd.read_csv(
             path,
+            sep=sep,
             header=None,
+            skiprows=skip_lines,
             names=[f.name for f in schema],
             dtype=dtypes,
             na_filter=False,
             skip_blank_lines=False,
-            chunksize=CHUNK_ROWS,
+            chunksize=chunk_rows,
             compression="gzip" if gzipped else None,
             engine="c",
         )
@@ -118,12 +127,12 @@ def read_chunks(path: Path, schema: list[Field]):
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(path, f"truncated or corrupt gzip data ({exc})") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        error = first_bad_line(path, schema, start=first_line)
+        error = first_bad_line(path, schema, start=first_line, sep=sep)
         raise error or InputError(path, f"cannot be parsed ({exc})") from None
     finally:
         if reader is not None:
             reader.close()
-    if first_line == 1:
+    if first_line == skip_lines + 1:
         raise InputError(path, "no data lines")
 
 
@@ -151,12 +160,16 @@ class GeneBlocks:
     """
 
     def __init__(self, path: Path, schema: list[Field], n_bins: int | None = None,
-                 counts: CountBlocks | None = None):
+                 counts: CountBlocks | None = None, *, sep: str = ",", sink=None):
         self.path = Path(path)
         self.schema = schema
         self.n_bins = n_bins
+        self.sep = sep
         # Shared across a cell's files so that all of them get one storage type.
         self.counts = counts if counts is not None else CountBlocks()
+        # With a sink, finished genes are handed on, (gene ids, float64 counts,
+        # first lines), instead of being collected: for streaming predictions.
+        self.sink = sink
         self.gene_ids: list[np.ndarray] = []
         self.labels: list[np.ndarray] = []
         self.gene_lines: list[np.ndarray] = []
@@ -199,7 +212,7 @@ class GeneBlocks:
             self.fail_at(int(lines[np.argmax(bad)]))
 
     def fail_at(self, line: int):
-        error = first_bad_line(self.path, self.schema, start=line)
+        error = first_bad_line(self.path, self.schema, start=line, sep=self.sep)
         raise error or InputError(self.path, "invalid values", line=line)
 
     def _group(self, genes, bins, values, labels, lines, starts) -> None:
@@ -246,6 +259,9 @@ class GeneBlocks:
                     field="label",
                 )
             self.labels.append(label_matrix[:, 0].astype(np.int8))
+        if self.sink is not None:
+            self.sink(genes[starts], values, lines[starts])
+            return
         self.counts.add(values)
         self.gene_ids.append(genes[starts])
         self.gene_lines.append(lines[starts])

@@ -1,0 +1,208 @@
+"""`histcli compare`: per-cell DeLong tests and across-cell paired tests between models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.evaluate import AllowChangedOption, SplitOption
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    DEFAULT_STORE,
+    CellsOption,
+    Device,
+    DeviceOption,
+    ModelsOption,
+    QuietOption,
+    StoreOption,
+    TableFormat,
+    TableFormatOption,
+    complete_cells,
+    complete_model_names,
+)
+
+CELL_KEYS = ["cell", "n", "positives", "auc_a", "auc_b", "delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q"]
+SUMMARY_KEYS = [
+    "n_cells", "mean_a", "mean_b", "median_delta", "median_delta_ci_low", "median_delta_ci_high", "wins", "ties",
+    "losses", "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_method", "wilcoxon_p_holm", "ttest_statistic",
+    "ttest_p", "ttest_p_holm", "rank_biserial",
+]
+
+
+def _cell_object(pair, row) -> dict:
+    """A per-cell JSON object with the model names in the AUC keys."""
+    obj = {"cell": row["cell"], "n": row["n"], "positives": row["positives"],
+           f"auc_{pair.model_a}": row["auc_a"], f"auc_{pair.model_b}": row["auc_b"]}
+    obj.update({key: row[key] for key in ("delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q")})
+    return obj
+
+
+def _summary_object(pair) -> dict:
+    summary = {key: pair.summary.get(key) for key in SUMMARY_KEYS}
+    summary["median_delta_ci"] = [summary["median_delta_ci_low"], summary["median_delta_ci_high"]]
+    summary["verdict"] = pair.verdict()
+    return summary
+
+
+def json_payload(result) -> dict:
+    if len(result.pairs) == 1:
+        (pair,) = result.pairs
+        return {"models": result.models, "cells": [_cell_object(pair, row) for row in pair.cells],
+                "summary": _summary_object(pair), "notes": result.notes}
+    return {"models": result.models,
+            "pairs": [{"model_a": pair.model_a, "model_b": pair.model_b,
+                       "cells": [_cell_object(pair, row) for row in pair.cells],
+                       "summary": _summary_object(pair)} for pair in result.pairs],
+            "notes": result.notes}
+
+
+def _print_rich(result) -> None:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from histcli.output import Column, stdout_is_terminal, write_rich_table
+
+    models = result.models
+    columns = [Column("cell", justify="left"), Column("n")]
+    columns += [Column(f"auc_{m}", f"AUC {m}", digits=4) for m in models]
+    rows = []
+    for index, cell in enumerate(result.cells):
+        row = {"cell": cell, "n": result.pairs[0].cells[index]["n"]}
+        row.update({f"auc_{m}": result.auc[cell][m] for m in models})
+        for pair in result.pairs:
+            data = pair.cells[index]
+            tag = "" if len(result.pairs) == 1 else f" {pair.model_a}-{pair.model_b}"
+            row[f"delta{tag}"] = data["delta_auc"]
+            row[f"ci{tag}"] = (None if data["ci_low"] is None
+                               else f"[{data['ci_low']:+.4f}, {data['ci_high']:+.4f}]")
+            row[f"p{tag}"] = data["delong_p"]
+            row[f"q{tag}"] = data["q"]
+        rows.append(row)
+    for pair in result.pairs:
+        tag = "" if len(result.pairs) == 1 else f" {pair.model_a}-{pair.model_b}"
+        columns += [Column(f"delta{tag}", f"ΔAUC{tag}", digits=4), Column(f"ci{tag}", "95% CI"),
+                    Column(f"p{tag}", "DeLong p", digits=3), Column(f"q{tag}", "q (BH)", digits=3)]
+    lines = []
+    for pair in result.pairs:
+        s = pair.summary
+        lines.append(pair.verdict())
+        if s["n_cells"]:
+            ci = ("n/a" if s["median_delta_ci_low"] is None
+                  else f"[{s['median_delta_ci_low']:+.4f}, {s['median_delta_ci_high']:+.4f}]")
+            lines.append(
+                f"  wins/ties/losses {s['wins']}/{s['ties']}/{s['losses']}; mean AUC {s['mean_a']:.4f} vs "
+                f"{s['mean_b']:.4f}; median ΔAUC 95% bootstrap CI {ci}; paired t p = "
+                f"{_p(s['ttest_p'])}; rank-biserial r = {_num(s['rank_biserial'])}; Wilcoxon {s['wilcoxon_method']}"
+            )
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    text = Text("\n".join(lines))
+    extra = Panel(text, title="summary", expand=False) if stdout_is_terminal() else text
+    write_rich_table(rows, columns, title=f"{' vs '.join(models)} on {len(result.cells)} cells", extra=extra)
+
+
+def _p(value) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:+.3f}"
+
+
+def write_plot(result, store, registry, path: Path, roc_cell: str | None) -> None:
+    from histcli.comparison import roc_points
+    from histcli.errors import MissingExtraError, UsageError
+
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"--plot {path}: expected a .png, .svg or .pdf file name")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        raise MissingExtraError("matplotlib", "plot", "--plot") from None
+    from histcli.fsutil import atomic_path
+
+    pair = result.pairs[0]
+    usable = [r for r in pair.cells if r["auc_a"] is not None]
+    cell = roc_cell or (max(usable, key=lambda r: abs(r["delta_auc"] or 0))["cell"] if usable else result.cells[0])
+    if cell not in result.cells:
+        raise UsageError(f"--roc-cell {cell}: not among the compared cells")
+    figure, (scatter, roc) = pyplot.subplots(1, 2, figsize=(10, 4.8))
+    a = [r["auc_a"] for r in usable]
+    b = [r["auc_b"] for r in usable]
+    scatter.scatter(b, a, s=18)
+    low = min(a + b + [0.5]) - 0.01
+    scatter.plot([low, 1], [low, 1], color="grey", linewidth=1, linestyle="--")
+    scatter.set_xlabel(f"AUC {pair.model_b}")
+    scatter.set_ylabel(f"AUC {pair.model_a}")
+    scatter.set_title(pair.verdict().split(";")[0], fontsize=9)
+    for model, fpr, tpr in roc_points(store, registry, result.models, cell):
+        roc.plot(fpr, tpr, label=f"{model} (AUC {result.auc[cell][model]:.3f})")
+    roc.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    roc.set_title(f"ROC, {cell}", fontsize=9)
+    roc.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format=path.suffix.lstrip(".").lower())
+    pyplot.close(figure)
+
+
+def compare(
+    names: Annotated[list[str], typer.Argument(help="Two or more model names.", autocompletion=complete_model_names)],
+    cells: CellsOption = None,
+    split: SplitOption = "test",
+    summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print the across-cell summary (one row per "
+                                                            "pair) instead of the per-cell rows.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG/SVG/PDF: per-cell AUC scatter of the "
+                                                               "first two models and ROC curves of one cell.")] = None,
+    roc_cell: Annotated[Optional[str], typer.Option("--roc-cell", help="Cell of the ROC plot (default: largest ΔAUC).",
+                                                    autocompletion=complete_cells)] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap CI.")] = 0,
+    device: DeviceOption = Device.auto,
+    allow_changed_data: AllowChangedOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = DEFAULT_MODELS,
+    output_format: TableFormatOption = TableFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Per cell: AUCs, ΔAUC with DeLong CI and p, BH q. Across cells: Wilcoxon, paired t, wins, median ΔAUC."""
+    import json
+
+    from histcli.cli import console
+    from histcli.comparison import compare as run_compare
+    from histcli.output import Column, clean, delimited, resolve_format, write
+    from histcli.registry import Registry
+    from histcli.store import Store
+
+    console.setup(quiet)
+    data, registry = Store(store), Registry(models)
+    with console.progress() as bar:
+        task = bar.add_task("comparing", total=None)
+        result = run_compare(data, registry, list(names), cells, split=split, device=device.value,
+                             allow_changed=allow_changed_data, seed=seed, on_cell=lambda c: bar.advance(task))
+    fmt = resolve_format(output_format.value)
+    if fmt == "json":
+        write(json.dumps(clean(json_payload(result)), indent=2) + "\n")
+    elif fmt in ("tsv", "csv"):
+        sep = "\t" if fmt == "tsv" else ","
+        if summary:
+            rows = [{"model_a": p.model_a, "model_b": p.model_b, **{k: p.summary.get(k) for k in SUMMARY_KEYS}}
+                    for p in result.pairs]
+            columns = [Column(k) for k in ["model_a", "model_b", *SUMMARY_KEYS]]
+        else:
+            rows = [{"model_a": p.model_a, "model_b": p.model_b, **row} for p in result.pairs for row in p.cells]
+            columns = [Column(k) for k in ["model_a", "model_b", *CELL_KEYS]]
+        write(delimited(rows, columns, sep))
+        for note in result.notes:
+            console.note(note)
+    else:
+        _print_rich(result)
+    if plot is not None:
+        write_plot(result, data, registry, plot, roc_cell)
+        console.note(f"plot written to {plot}")

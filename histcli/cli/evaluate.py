@@ -1,0 +1,105 @@
+"""`histcli evaluate`: per-cell AUC, AUPRC and accuracy of registry models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    DEFAULT_STORE,
+    CellsOption,
+    Device,
+    DeviceOption,
+    ModelsOption,
+    QuietOption,
+    StoreOption,
+    TableFormat,
+    TableFormatOption,
+    complete_cells,
+    complete_model_names,
+)
+
+SplitOption = Annotated[
+    str,
+    typer.Option("--split", help="Genes to evaluate on: test, valid, train, none (unsplit) or all."),
+]
+AllowChangedOption = Annotated[
+    bool,
+    typer.Option("--allow-changed-data", help="Evaluate even if the model's cell changed since training."),
+]
+
+
+def evaluate_columns():
+    from histcli.output import Column
+
+    return [
+        Column("model", justify="left"),
+        Column("cell", justify="left"),
+        Column("trained_on", justify="left"),
+        Column("split", justify="left"),
+        Column("n"),
+        Column("positives"),
+        Column("auc", digits=4),
+        Column("auprc", digits=4),
+        Column("accuracy", digits=4),
+    ]
+
+
+def chosen_entries(registry, names: list[str], cells: list[str] | None):
+    """(entry) for every model name and cell asked for; by default every cell of each name."""
+    from histcli.errors import ModelError
+
+    entries = []
+    for name in names:
+        model_cells = cells or registry.cells(name)
+        if not model_cells:
+            known = registry.names()
+            hint = f"; models: {', '.join(known)}" if known else "; the registry is empty"
+            raise ModelError(f"no model {name!r} in {registry.root}{hint}")
+        entries.extend(registry.get(name, cell) for cell in model_cells)
+    return entries
+
+
+def evaluate(
+    names: Annotated[list[str], typer.Argument(help="Model names in the registry.", autocompletion=complete_model_names)],
+    cells: CellsOption = None,
+    on_cell: Annotated[Optional[str], typer.Option("--on-cell", help="Evaluate on this cell's genes instead of "
+                                                   "each model's own cell (transfer).", autocompletion=complete_cells)] = None,
+    split: SplitOption = "test",
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off for accuracy.")] = 0.5,
+    device: DeviceOption = Device.auto,
+    allow_changed_data: AllowChangedOption = False,
+    store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = DEFAULT_MODELS,
+    output_format: TableFormatOption = TableFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """AUC, AUPRC and accuracy per (model, cell), sorted by cell, with mean/median/min/max rows."""
+    from histcli.cli import console
+    from histcli.evaluation import SPLIT_CHOICES, metrics_row, predictions_for, summary_rows
+    from histcli.errors import UsageError
+    from histcli.output import render_rows
+    from histcli.registry import Registry
+    from histcli.store import Store
+
+    console.setup(quiet)
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+    data = Store(store)
+    entries = chosen_entries(Registry(models), list(dict.fromkeys(names)), cells)
+    rows = []
+    with console.progress() as bar:
+        task = bar.add_task("evaluating", total=len(entries))
+        for entry in entries:
+            predictions = predictions_for(entry, data, on_cell or entry.cell, split, device=device.value,
+                                          allow_changed=allow_changed_data)
+            rows.append(metrics_row(predictions, threshold))
+            bar.advance(task)
+    rows.sort(key=lambda row: (row["cell"], row["model"], row["trained_on"]))
+    summaries = summary_rows(rows)
+    payload = {"rows": rows, "summary": summaries}
+    render_rows(rows, evaluate_columns(), output_format.value, title=f"{split} split",
+                footer_rows=summaries, json_payload=payload)
+

@@ -1,0 +1,139 @@
+"""`histcli predict`: probabilities for new genes from TSV, genome-wide tracks or the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    DEFAULT_STORE,
+    Aggregate,
+    AggregateOption,
+    Device,
+    DeviceOption,
+    DropMissingOption,
+    ModelsOption,
+    QuietOption,
+    StoreOption,
+    complete_cells,
+    complete_model_names,
+)
+from histcli.cli.options import parse_tracks
+
+
+def predict(
+    arguments: Annotated[Optional[list[str]], typer.Argument(
+        help="NAME INPUT: the registry model and a TSV file (gzip allowed, '-' for stdin). "
+             "With --model, only INPUT. With --track or --from-store, no INPUT.",
+        autocompletion=complete_model_names, metavar="[NAME] [INPUT]")] = None,
+    cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Cell the model was trained on.",
+                                                autocompletion=complete_cells)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="A model entry folder (e.g. copied from the registry).",
+                                                  rich_help_panel="Model")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output TSV (written atomically; default stdout).")] = None,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="prediction = probability >= threshold.")] = 0.5,
+    output_format: Annotated[str, typer.Option("--format", "-f", help="tsv or json.")] = "tsv",
+    track: Annotated[Optional[list[str]], typer.Option("--track", "-t", help="MARK=FILE bedGraph/bigWig (repeat per mark).",
+                                                       rich_help_panel="Tracks")] = None,
+    genes: Annotated[Optional[Path], typer.Option("--genes", help="BED or GTF genes for --track.", rich_help_panel="Tracks")] = None,
+    bin_size: Annotated[Optional[int], typer.Option("--bin-size", min=1, help="Default: the model's.", rich_help_panel="Tracks")] = None,
+    window: Annotated[Optional[int], typer.Option("--window", min=1, help="Bp each side of the TSS; default: the model's.",
+                                                  rich_help_panel="Tracks")] = None,
+    aggregate: AggregateOption = Aggregate.sum,
+    drop_missing: DropMissingOption = False,
+    from_store: Annotated[Optional[str], typer.Option("--from-store", help="Predict on a stored cell's genes.",
+                                                      autocompletion=complete_cells, rich_help_panel="Store")] = None,
+    split: Annotated[str, typer.Option("--split", help="With --from-store: test, valid, train, none or all.",
+                                       rich_help_panel="Store")] = "test",
+    device: DeviceOption = Device.auto,
+    store: StoreOption = DEFAULT_STORE,
+    models: ModelsOption = DEFAULT_MODELS,
+    quiet: QuietOption = False,
+) -> None:
+    """Predict expression (probability above the cell's median) for every gene of the input, in input order."""
+    import contextlib
+    import sys
+
+    from histcli.cli import console
+    from histcli.errors import UsageError
+    from histcli.fsutil import atomic_open
+    from histcli.prediction import PredictionWriter, Predictor, predict_table
+    from histcli.registry import Registry, read_entry
+    from histcli.training import resolve_device
+
+    console.setup(quiet)
+    arguments = list(arguments or [])
+    if output_format not in ("tsv", "json"):
+        raise UsageError(f"--format {output_format!r}: expected tsv or json")
+    sources = [name for name, used in (("an INPUT file", None), ("--track", track), ("--from-store", from_store)) if used]
+    if model is not None:
+        if cell is not None:
+            raise UsageError("--model and --cell cannot be combined: --model names the entry folder itself")
+        entry_args, input_args = [], arguments
+    else:
+        if not arguments or cell is None:
+            raise UsageError("name the model: NAME --cell CELL, or --model DIR")
+        entry_args, input_args = arguments[:1], arguments[1:]
+    if len(input_args) > 1:
+        raise UsageError(f"expected one INPUT, got {len(input_args)}: {' '.join(input_args)}")
+    if input_args:
+        sources.insert(0, "an INPUT file")
+    if len(sources) != 1:
+        raise UsageError("give exactly one input: an INPUT TSV, --track ... --genes FILE, or --from-store CELL"
+                         + (f" (got {' and '.join(sources)})" if sources else ""))
+    if track and genes is None:
+        raise UsageError("--track needs --genes FILE (BED or GTF)")
+    entry = read_entry(model) if model is not None else Registry(models).get(entry_args[0], cell)
+    predictor = Predictor(entry, resolve_device(device.value))
+
+    target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
+    with target as stream:
+        writer = PredictionWriter(stream, output_format, threshold)
+        if input_args:
+            count = predict_table(predictor, input_args[0], writer)
+        else:
+            cell_data = _cell_for(entry, track, genes, bin_size, window, aggregate.value, drop_missing,
+                                  from_store, split, store)
+            from histcli.evaluation import match_inputs
+
+            inputs = match_inputs(entry, cell_data)
+            from histcli.evaluation import predict_probabilities
+
+            writer.add(cell_data.gene_ids, predict_probabilities(entry, inputs, predictor.device, predictor.module))
+            count = cell_data.n_genes
+        writer.close()
+    console.note(f"predicted {count} genes with {entry.name} ({entry.cell})"
+                 + (f" into {output}" if output else ""))
+
+
+def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, from_store, split, store):
+    """The genes to predict on, as a cell: from tracks (no expression needed) or from the store."""
+    from histcli.cli import console
+
+    if from_store:
+        from histcli.evaluation import SPLIT_CHOICES
+        from histcli.errors import UsageError
+        from histcli.store import Store
+
+        if split not in SPLIT_CHOICES:
+            raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+        return Store(store).load(from_store, splits=None if split == "all" else [split])
+    from histcli.sources.tracks import read_tracks_cell
+
+    notes: list[str] = []
+    cell = read_tracks_cell(
+        "predict",
+        tracks=parse_tracks(track),
+        genes=genes,
+        bin_size=bin_size or entry.input["bin_size"],
+        window=window or entry.input["window"],
+        aggregate=aggregate,
+        drop_missing=drop_missing,
+        notes=notes,
+    )
+    for message in notes:
+        console.note(message)
+    return cell

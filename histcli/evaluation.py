@@ -1,0 +1,195 @@
+"""Apply registry models to stored cells: inputs matched by mark name, cached predictions, metrics.
+
+Predictions for a (model entry, cell, split) are cached in the entry folder,
+``predictions/<cell>.<split>.npz``, keyed by the SHA-256 of the weights and
+the cell's fingerprint. A retrained model or a re-prepared cell misses the
+cache, so ``compare`` never reuses stale numbers and never retrains.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from histcli.errors import HistcliError, ModelError
+from histcli.fsutil import atomic_path
+from histcli.registry import Entry
+from histcli.store import CellData, Store
+
+log = logging.getLogger("histcli")
+
+SPLIT_CHOICES = ("test", "valid", "train", "none", "all")
+CACHE_FOLDER = "predictions"
+
+
+@dataclass
+class Predictions:
+    model: str
+    trained_on: str
+    cell: str
+    split: str
+    gene_ids: np.ndarray
+    labels: np.ndarray | None
+    probabilities: np.ndarray
+
+
+def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
+    """The cell's counts in the model's mark order and transform; shape and names are checked."""
+    from histcli.transforms import apply_transform
+
+    wanted = entry.input
+    where = f"model {entry.name!r} (trained on {entry.cell})"
+    missing = [mark for mark in wanted["marks"] if mark not in cell.marks]
+    if missing:
+        raise ModelError(f"{where} needs mark(s) {', '.join(missing)}, which cell {cell.name} lacks "
+                         f"(it has {', '.join(cell.marks)})")
+    extra = [mark for mark in cell.marks if mark not in wanted["marks"]]
+    if extra:
+        log.info("cell %s: mark(s) %s not used by %s", cell.name, ", ".join(extra), entry.name)
+    if cell.n_bins != wanted["n_bins"] or cell.bin_size != wanted["bin_size"]:
+        raise ModelError(f"{where} expects {wanted['n_bins']} bins of {wanted['bin_size']} bp, but cell "
+                         f"{cell.name} has {cell.n_bins} bins of {cell.bin_size} bp")
+    if cell.tss_offset != wanted["tss_offset"]:
+        raise ModelError(f"{where} expects the TSS {wanted['tss_offset']} bp into the window, but cell "
+                         f"{cell.name} has it at {cell.tss_offset} bp")
+    order = [cell.marks.index(mark) for mark in wanted["marks"]]
+    counts = cell.counts if order == list(range(len(cell.marks))) else cell.counts[:, :, order]
+    return apply_transform(wanted["transform"], counts)
+
+
+def predict_probabilities(entry: Entry, inputs: np.ndarray, device: str = "cpu", module=None,
+                          batch_size: int = 4096) -> np.ndarray:
+    """Sigmoid outputs of the model for transformed inputs (genes x bins x marks)."""
+    import torch
+
+    from histcli.training import predict_logits
+
+    module = module if module is not None else entry.build_module(device)
+    if len(inputs) == 0:
+        return np.zeros(0, dtype=np.float32)
+    logits = predict_logits(module, torch.from_numpy(inputs).to(device), batch_size)
+    return torch.sigmoid(logits).float().cpu().numpy()
+
+
+def check_trained_data(entry: Entry, store: Store, cell: str, allow_changed: bool) -> None:
+    """The model's own cell must still hold the data it was trained on (its test genes unseen)."""
+    if cell != entry.cell:
+        return
+    trained = entry.config["data"].get("fingerprint")
+    current = store.fingerprint(cell)
+    if trained != current and not allow_changed:
+        raise ModelError(
+            f"cell {cell} in {store.path} changed since model {entry.name!r} was trained on it "
+            f"(fingerprint {trained[:12]} then, {current[:12]} now); retrain it, or pass "
+            "--allow-changed-data to evaluate anyway"
+        )
+
+
+def _cache_path(entry: Entry, cell: str, split: str) -> Path:
+    return entry.path / CACHE_FOLDER / f"{cell}.{split}.npz"
+
+
+def _read_cache(path: Path, weights: str, fingerprint: str) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            if str(cached["weights_sha256"]) != weights or str(cached["fingerprint"]) != fingerprint:
+                return None
+            return {key: cached[key] for key in ("gene_ids", "labels", "probabilities")}
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", *, device: str = "auto",
+                    allow_changed: bool = False, use_cache: bool = True) -> Predictions:
+    """Predictions of a registry model for one stored cell and split, from the cache when valid.
+
+    torch is imported only on a cache miss, so comparing cached models stays fast.
+    """
+    if split not in SPLIT_CHOICES:
+        raise HistcliError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+    check_trained_data(entry, store, cell, allow_changed)
+    fingerprint = store.fingerprint(cell)
+    weights = entry.metadata["weights_sha256"]
+    path = _cache_path(entry, cell, split)
+    cached = _read_cache(path, weights, fingerprint) if use_cache else None
+    if cached is None:
+        data = store.load(cell, splits=None if split == "all" else [split])
+        from histcli.training import resolve_device
+
+        probabilities = predict_probabilities(entry, match_inputs(entry, data), resolve_device(device))
+        labels = data.labels if data.labels is not None else np.zeros(0, dtype=np.int8)
+        cached = {"gene_ids": np.asarray(data.gene_ids, dtype=str), "labels": labels,
+                  "probabilities": probabilities}
+        _write_cache(path, cached, weights, fingerprint)
+    labels = cached["labels"]
+    return Predictions(
+        model=entry.name,
+        trained_on=entry.cell,
+        cell=cell,
+        split=split,
+        gene_ids=cached["gene_ids"],
+        labels=labels if len(labels) == len(cached["probabilities"]) else None,
+        probabilities=cached["probabilities"],
+    )
+
+
+def _write_cache(path: Path, arrays: dict, weights: str, fingerprint: str) -> None:
+    try:
+        path.parent.mkdir(exist_ok=True)
+        with atomic_path(path) as temp:
+            with open(temp, "wb") as handle:
+                np.savez(handle, weights_sha256=np.array(weights), fingerprint=np.array(fingerprint), **arrays)
+    except OSError as exc:
+        # A read-only registry still evaluates; it only cannot remember the result.
+        log.info("could not cache predictions in %s (%s)", path.parent, exc.strerror)
+
+
+def metrics_row(predictions: Predictions, threshold: float = 0.5) -> dict:
+    """AUC, AUPRC, accuracy and counts; undefined metrics are None with a note."""
+    from histcli.metrics import accuracy, average_precision, roc_auc
+
+    labels = predictions.labels
+    if labels is None:
+        raise HistcliError(f"cell {predictions.cell} has no labels (prepared without expression); "
+                           "use 'histcli predict --from-store' for predictions without evaluation")
+    scores = predictions.probabilities
+    n, positives = len(labels), int(labels.sum())
+    row = {
+        "model": predictions.model,
+        "cell": predictions.cell,
+        "trained_on": predictions.trained_on,
+        "split": predictions.split,
+        "n": n,
+        "positives": positives,
+        "auc": None,
+        "auprc": None,
+        "accuracy": None,
+    }
+    if n == 0:
+        log.warning("%s on %s: the %s split has no genes", predictions.model, predictions.cell, predictions.split)
+        return row
+    row["accuracy"] = accuracy(labels, scores, threshold)
+    if 0 < positives < n:
+        row["auc"] = roc_auc(labels, scores)
+        row["auprc"] = average_precision(labels, scores)
+    else:
+        log.warning("%s on %s: every %s gene has label %d, so AUC and AUPRC are undefined",
+                    predictions.model, predictions.cell, predictions.split, int(labels[0]))
+    return row
+
+
+def summary_rows(rows: list[dict], metric: str = "auc") -> list[dict]:
+    """Mean, median, min and max of ``metric`` per model, over the cells where it is defined."""
+    summaries = []
+    for model in dict.fromkeys(row["model"] for row in rows):
+        values = np.array([row[metric] for row in rows if row["model"] == model and row[metric] is not None])
+        for label, function in (("mean", np.mean), ("median", np.median), ("min", np.min), ("max", np.max)):
+            value = float(function(values)) if len(values) else None
+            summaries.append({"model": model, "cell": label, metric: value,
+                              "n": len(values) if label == "mean" else None})
+    return summaries
+

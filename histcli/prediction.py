@@ -1,0 +1,244 @@
+"""Predictions for new data: TSV tables (streamed), genome-wide tracks, or stored cells.
+
+TSV layouts, told apart by the header:
+
+* long: ``gene_id  bin  <mark>  <mark> ...``, one row per gene and bin (bins 1..N);
+* wide: ``gene_id  <mark>_<bin> ...``, one row per gene.
+
+Mark columns are matched to the model's marks by name in any order; extra
+marks are ignored (with a note). Rows are read in chunks and predicted as
+soon as a chunk's genes are complete, so memory does not grow with the input,
+and output lines come in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from histcli.errors import InputError, StdoutClosed
+from histcli.marks import canonical_mark
+from histcli.registry import Entry
+from histcli.sources.common import is_gzip
+from histcli.sources.rows import Field, GeneBlocks, first_bad_line, read_chunks
+from histcli.transforms import apply_transform
+
+log = logging.getLogger("histcli")
+
+GENES_PER_CHUNK = 20_000
+
+
+class PredictionWriter:
+    """Writes ``gene_id  probability  prediction`` rows (TSV) or a JSON array, as they come."""
+
+    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = 0.5):
+        self.stream = stream
+        self.fmt = fmt
+        self.threshold = threshold
+        self.count = 0
+        self._write("gene_id\tprobability\tprediction\n" if fmt == "tsv" else "[")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+        except BrokenPipeError:
+            raise StdoutClosed() from None
+
+    def add(self, gene_ids, probabilities: np.ndarray) -> None:
+        calls = (probabilities >= self.threshold).astype(int)
+        if self.fmt == "tsv":
+            lines = [f"{gene}\t{p:.6g}\t{c}\n" for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+            self._write("".join(lines))
+        else:
+            items = [json.dumps({"gene_id": str(gene), "probability": p, "prediction": c})
+                     for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+            if items:
+                self._write(("," if self.count else "") + "\n  " + ",\n  ".join(items))
+        self.count += len(probabilities)
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self._write("\n]\n" if self.count else "]\n")
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise StdoutClosed() from None
+
+
+class Predictor:
+    """A registry model ready to score count arrays in its own mark order."""
+
+    def __init__(self, entry: Entry, device: str = "cpu"):
+        self.entry = entry
+        self.device = device
+        self.module = entry.build_module(device)
+        self.marks = list(entry.input["marks"])
+        self.n_bins = int(entry.input["n_bins"])
+
+    def probabilities(self, counts: np.ndarray) -> np.ndarray:
+        """``counts``: genes x bins x model marks, untransformed."""
+        from histcli.evaluation import predict_probabilities
+
+        inputs = apply_transform(self.entry.input["transform"], counts)
+        return predict_probabilities(self.entry, inputs, self.device, self.module)
+
+
+@contextmanager
+def readable_path(source: str):
+    """A path for ``source``; ``-`` (stdin) is spooled to a temporary file first so that
+    errors can quote exact lines and memory stays bounded."""
+    if source != "-":
+        path = Path(source)
+        if not path.exists():
+            raise InputError(path, "no such file")
+        if path.is_dir():
+            raise InputError(path, "is a folder, expected a TSV file")
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="histcli-stdin-", suffix=".tsv") as spool:
+        shutil.copyfileobj(sys.stdin.buffer, spool, length=1 << 20)
+        spool.flush()
+        yield Path(spool.name)
+
+
+def _header(path: Path, shown: str) -> list[str]:
+    import gzip
+    import zlib
+
+    if path.stat().st_size == 0:
+        raise InputError(shown, "empty file, expected a header line")
+    try:
+        if is_gzip(path):
+            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
+                line = handle.readline()
+        else:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                line = handle.readline()
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) < 2:
+        raise InputError(shown, "expected a tab-separated header: gene_id, bin, <marks>... "
+                                "or gene_id, <mark>_<bin>...", line=1)
+    return fields
+
+
+def _mark_of(name: str, shown: str, column: str) -> str:
+    mark = canonical_mark(name)
+    if mark is None:
+        raise InputError(shown, f"unknown mark name {name!r} in the header", line=1, field=column)
+    return mark
+
+
+def _check_marks(found: list[str], predictor: Predictor, shown: str) -> None:
+    missing = [mark for mark in predictor.marks if mark not in found]
+    if missing:
+        raise InputError(shown, f"mark(s) {', '.join(missing)} needed by the model are missing from the header "
+                                f"(found {', '.join(dict.fromkeys(found)) or 'none'})", line=1)
+    extra = sorted(set(found) - set(predictor.marks))
+    if extra:
+        log.info("%s: ignoring mark(s) %s, which the model does not use", shown, ", ".join(extra))
+
+
+class _DuplicateCheck:
+    def __init__(self, shown: str):
+        self.shown = shown
+        self.seen: dict[str, int] = {}
+
+    def add(self, gene_ids, lines) -> None:
+        for gene, line in zip(gene_ids, lines):
+            earlier = self.seen.setdefault(gene, int(line))
+            if earlier != int(line):
+                raise InputError(self.shown, f"gene {gene} appears again (first at line {earlier})", line=int(line))
+
+
+def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,
+                  genes_per_chunk: int = GENES_PER_CHUNK) -> int:
+    """Stream a long or wide TSV through the model; returns the number of genes."""
+    with readable_path(source) as path:
+        shown = "<stdin>" if source == "-" else source
+        header = _header(path, shown)
+        if header[1].strip().lower() == "bin":
+            return _predict_long(predictor, path, shown, header, writer, genes_per_chunk)
+        return _predict_wide(predictor, path, shown, header, writer, genes_per_chunk)
+
+
+def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> int:
+    marks = [_mark_of(name, shown, name) for name in header[2:]]
+    if len(set(marks)) != len(marks):
+        raise InputError(shown, "a mark column appears twice in the header", line=1)
+    _check_marks(marks, predictor, shown)
+    order = [marks.index(mark) for mark in predictor.marks]
+    schema = [Field(header[0] or "gene_id", "id"), Field("bin", "bin")] + [Field(m, "count") for m in marks]
+    duplicates = _DuplicateCheck(shown)
+
+    def score(gene_ids, counts, lines):
+        duplicates.add(gene_ids, lines)
+        writer.add(gene_ids, predictor.probabilities(counts[:, :, order]))
+
+    blocks = GeneBlocks(path, schema, predictor.n_bins, sep="\t", sink=score)
+    columns = [field.name for field in schema]
+    try:
+        for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1,
+                                             chunk_rows=genes_per_chunk * predictor.n_bins):
+            blocks.add(chunk[columns[0]].to_numpy(dtype=object), chunk["bin"].to_numpy(),
+                       chunk[columns[2:]].to_numpy(), None, first_line)
+        blocks.finish()
+    except InputError as error:
+        raise _renamed(error, path, shown) from None
+    return len(duplicates.seen)
+
+
+def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> int:
+    positions: dict[tuple[str, int], int] = {}
+    found = []
+    for index, column in enumerate(header[1:], start=1):
+        name, sep, bin_text = column.rpartition("_")
+        if not sep or not bin_text.isdigit():
+            raise InputError(shown, f"column {column!r} is neither 'bin' (long layout) nor <mark>_<bin> "
+                                    "(wide layout)", line=1, field=column)
+        mark = _mark_of(name, shown, column)
+        if (mark, int(bin_text)) in positions:
+            raise InputError(shown, f"column {column!r} appears twice", line=1, field=column)
+        positions[(mark, int(bin_text))] = index
+        found.append(mark)
+    _check_marks(found, predictor, shown)
+    for mark in predictor.marks:
+        bins = sorted(b for (m, b) in positions if m == mark)
+        if bins != list(range(1, predictor.n_bins + 1)):
+            raise InputError(shown, f"mark {mark} has {len(bins)} bin columns ({mark}_{bins[0]}..{mark}_{bins[-1]}); "
+                                    f"the model expects {mark}_1..{mark}_{predictor.n_bins}", line=1)
+    # Value columns in the model's order: bin-major, then mark, matching (genes, bins, marks).
+    take = np.array([[positions[(mark, b)] for mark in predictor.marks]
+                     for b in range(1, predictor.n_bins + 1)]).ravel()
+    schema = [Field(header[0] or "gene_id", "id")] + [Field(column, "count") for column in header[1:]]
+    duplicates = _DuplicateCheck(shown)
+    try:
+        for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
+            values = chunk.iloc[:, 1:].to_numpy(np.float64)
+            bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+            if bad.any():
+                line = first_line + int(np.argmax(bad))
+                raise first_bad_line(path, schema, start=line, sep="\t") or InputError(path, "invalid value", line=line)
+            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
+            duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
+            counts = values[:, take - 1].reshape(len(values), predictor.n_bins, len(predictor.marks))
+            writer.add(gene_ids, predictor.probabilities(counts))
+    except InputError as error:
+        raise _renamed(error, path, shown) from None
+    return len(duplicates.seen)
+
+
+def _renamed(error: InputError, path: Path, shown: str) -> InputError:
+    """Name the user's input (e.g. <stdin>) instead of a temporary spool file."""
+    if error.path == str(path) and shown != str(path):
+        return InputError(shown, error.problem, line=error.line, field=error.field)
+    return error
