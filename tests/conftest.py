@@ -66,3 +66,28 @@ def parse_tsv(text: str) -> list[dict]:
     lines = text.strip("\n").split("\n")
     header = lines[0].split("\t")
     return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+
+
+@dataclass
+class Workspace:
+    """A store of simulated cells with trained models, shared by the command tests."""
+
+    folder: Path
+    store: Path
+    models: Path
+
+    def run(self, *args, **kwargs) -> Result:
+        return run_cli(*args, env={"HISTCLI_STORE": str(self.store), "HISTCLI_MODELS": str(self.models)}, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Workspace:
+    """Three simulated cells (900 genes x 20 bins) with logistic and deepchrome trained on each."""
+    folder = tmp_path_factory.mktemp("workspace")
+    ws = Workspace(folder, folder / "store.h5", folder / "models")
+    result = ws.run("prepare", "simulate", "--cells", 3, "--genes", 900, "--bins", 20, "--seed", 11, "-q")
+    assert result.code == 0, result.stderr
+    for arch in ("logistic", "deepchrome"):
+        result = ws.run("train", "--all-cells", "--arch", arch, "--epochs", 4, "--device", "cpu", "-q")
+        assert result.code == 0, result.stderr
+    return ws

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from histcli.cli.options import Device, DeviceOption, OutputFormat, TableFormat
+from histcli.cli.options import Device, DeviceOption, OutputFormat, Precision, TableFormat
 
 DEMO_MODELS = ("logistic", "deepchrome", "crnn")
 
@@ -43,7 +43,7 @@ def demo(
         step(f"train --all-cells --arch {arch} --epochs {epochs} --seed {seed} --overwrite")
         train.train(arch=arch, cells=None, all_cells=True, name=None, epochs=epochs, patience=None,
                     batch_size=None, lr=None, weight_decay=None, params=None, seed=seed, device=device,
-                    threads=None, overwrite=True, store=store, models=models, output_format=OutputFormat.auto,
+                    threads=None, precision=Precision.fp32, overwrite=True, store=store, models=models, output_format=OutputFormat.auto,
                     quiet=False)
     step(f"evaluate {' '.join(DEMO_MODELS)}")
     evaluate.evaluate(names=list(DEMO_MODELS), cells=None, on_cell=None, split="test", threshold=0.5,

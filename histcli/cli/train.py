@@ -13,6 +13,7 @@ from histcli.cli.options import (
     Device,
     DeviceOption,
     FormatOption,
+    Precision,
     ModelsOption,
     OutputFormat,
     OverwriteOption,
@@ -72,6 +73,9 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, dropout and batch order.")] = 0,
     device: DeviceOption = Device.auto,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    precision: Annotated[Precision, typer.Option("--precision", case_sensitive=False,
+                                                 help="Training arithmetic: bf16 autocast is faster where the "
+                                                      "hardware has it; auto picks it then.")] = Precision.fp32,
     overwrite: OverwriteOption = False,
     store: StoreOption = DEFAULT_STORE,
     models: ModelsOption = DEFAULT_MODELS,
@@ -84,7 +88,7 @@ def train(
     from histcli.output import render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
-    from histcli.training import resolve_device, settings_for, train_and_save
+    from histcli.training import resolve_device, resolve_precision, settings_for, train_and_save
 
     console.setup(quiet)
     if bool(cells) == all_cells:
@@ -109,8 +113,9 @@ def train(
         max_epochs=epochs,
         patience=patience,
         seed=seed,
-        device=resolve_device(device.value),
+        device=(resolved := resolve_device(device.value)),
         threads=threads,
+        precision=resolve_precision(precision.value, resolved),
     )
     rows = []
     interrupted = False

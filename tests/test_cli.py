@@ -1,0 +1,157 @@
+"""The shell experience: completions, start-up imports, exit codes, pipes and plain output."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, assert_one_line_error, parse_tsv, run_cli
+from histcli.store import Store
+
+BOX_DRAWING = re.compile("[\u2500-\u257f]")
+
+
+def _complete_env(**extra) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in ("HISTCLI_STORE", "HISTCLI_MODELS")}
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize("shell, file", [("bash", "histcli.bash"), ("zsh", "_histcli"), ("fish", "histcli.fish")])
+def test_completion_scripts_are_up_to_date(shell, file):
+    generated = subprocess.run([sys.executable, "-m", "histcli"], env=_complete_env(_HISTCLI_COMPLETE=f"source_{shell}"),
+                               capture_output=True, text=True)
+    # The scripts name the program, not the module the test runs.
+    expected = (REPO / "completions" / file).read_text()
+    assert generated.stdout.replace("__main__.py", "histcli") == expected, (
+        f"completions/{file} is out of date: regenerate it with "
+        f"_HISTCLI_COMPLETE=source_{shell} histcli > completions/{file}")
+
+
+def _complete(words: str, env: dict) -> subprocess.CompletedProcess:
+    """Ask the program for bash completions of the last word of ``words``."""
+    return subprocess.run(
+        ["histcli"], env=_complete_env(COMP_WORDS=words, COMP_CWORD=str(len(words.split(" ")) - 1),
+                                       _HISTCLI_COMPLETE="complete_bash", **env),
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_completion_offers_cells_models_and_architectures(workspace):
+    env = {"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(workspace.models)}
+    cells = _complete("histcli train --cell ", env)
+    assert cells.stdout.split() == ["sim01", "sim02", "sim03"] and cells.stderr == ""
+    partial = _complete("histcli store show sim0", env)
+    assert partial.stdout.split() == ["sim01", "sim02", "sim03"]
+    models = _complete("histcli evaluate ", env)
+    assert models.stdout.split() == ["deepchrome", "logistic"] and models.stderr == ""
+    archs = _complete("histcli train --arch ", {})
+    assert archs.stdout.split() == ["attentivechrome", "cnn", "crnn", "deepchrome", "logistic", "rnn"]
+    # The --store given on the command line wins over the environment.
+    other = workspace.folder / "other.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--prefix", "x",
+                   "--store", other, "-q").code == 0
+    chosen = _complete(f"histcli train --store {other} --cell ", env)
+    assert chosen.stdout.split() == ["x01"]
+    # No store at all: nothing offered, nothing printed.
+    missing = _complete("histcli train --cell ", {"HISTCLI_STORE": str(workspace.folder / "none.h5")})
+    assert missing.stdout.split() == [] and missing.stderr == ""
+
+
+def _imported_modules(*args, env=None) -> set[str]:
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "histcli", *args],
+                            env=_complete_env(**(env or {})), capture_output=True, text=True, timeout=60)
+    names = set()
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    assert names, result.stderr
+    return names
+
+
+@pytest.mark.parametrize("args, env", [
+    (("--help",), {}),
+    (("predict", "--help"), {}),
+    (("train", "--help"), {}),
+    ((), {"COMP_WORDS": "histcli train --arch ", "COMP_CWORD": "3", "_HISTCLI_COMPLETE": "complete_bash"}),
+    ((), {"COMP_WORDS": "histcli evaluate ", "COMP_CWORD": "2", "_HISTCLI_COMPLETE": "complete_bash"}),
+])
+def test_help_and_completion_do_not_import_heavy_packages(args, env):
+    imported = _imported_modules(*args, env=env)
+    assert not imported & {"torch", "scipy", "pandas", "matplotlib"}, imported & {"torch", "scipy", "pandas"}
+
+
+def test_exit_codes(tmp_path):
+    store = tmp_path / "s.h5"
+    ok = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", store, "-q")
+    assert ok.code == 0
+    assert_one_line_error(run_cli("store", "list", "--store", tmp_path / "none.h5"), "does not exist", code=1)
+    bad_usage = run_cli("store", "list", "--no-such-option")
+    assert bad_usage.code == 2 and "Traceback" not in bad_usage.stderr
+    bad_value = run_cli("prepare", "simulate", "--cells", "many")
+    assert bad_value.code == 2 and "Traceback" not in bad_value.stderr
+    assert run_cli("--version").stdout.startswith("histcli ")
+
+
+def test_interrupted_prepare_exits_130_and_keeps_the_store(tmp_path):
+    store = tmp_path / "s.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", store, "-q").code == 0
+    before = Store(store).fingerprint("sim01")
+    process = subprocess.Popen([sys.executable, "-m", "histcli", "prepare", "simulate", "--cells", "4",
+                                "--genes", "20000", "--bins", "100", "--prefix", "big", "--store", str(store), "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert Store(store).cell_names() == ["sim01"]
+    assert Store(store).fingerprint("sim01") == before
+
+
+def test_closed_pipe_ends_quietly(workspace):
+    # Tens of thousands of lines, so that the writer meets the closed pipe.
+    script = (f"set -o pipefail; {sys.executable} -m histcli predict logistic --cell sim01 --from-store sim01 "
+              "--split all -q | head -1; echo \"status=${PIPESTATUS[0]}\"")
+    big = workspace.folder / "big.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 60000, "--bins", 20, "--prefix", "sim",
+                   "--store", big, "-q").code == 0
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HISTCLI_STORE": str(big), "HISTCLI_MODELS": str(workspace.models)})
+    lines = result.stdout.splitlines()
+    assert lines[0] == "gene_id\tprobability\tprediction"
+    assert lines[-1] in ("status=141", "status=0")
+    assert result.stderr == "", result.stderr
+
+
+def test_machine_output_has_no_colour_or_box_drawing(workspace):
+    for args in (("store", "list", "-f", "table"), ("models", "list", "-f", "table"),
+                 ("evaluate", "logistic", "-f", "table"), ("compare", "logistic", "deepchrome", "-f", "table"),
+                 ("store", "show", "sim01", "-f", "table"), ("--help",), ("evaluate", "--help")):
+        result = workspace.run(*args)
+        assert result.code == 0, (args, result.stderr)
+        assert "\x1b[" not in result.stdout, args
+        assert not BOX_DRAWING.search(result.stdout), (args, result.stdout[:400])
+
+
+def test_tsv_output_parses_with_cut_and_awk(workspace):
+    env = {**os.environ, "HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(workspace.models)}
+    run = lambda script: subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                                        timeout=300).stdout
+    histcli = f"{sys.executable} -m histcli"
+    assert run(f"{histcli} store list | cut -f1 | tail -n +2").split() == ["sim01", "sim02", "sim03"]
+    genes = run(f"{histcli} store list | awk -F'\\t' 'NR>1 {{s += $2}} END {{print s}}'")
+    assert genes.strip() == "2700"
+    header = run(f"{histcli} evaluate logistic deepchrome | head -1").rstrip("\n").split("\t")
+    assert header[:3] == ["model", "cell", "trained_on"] and {"n", "auc", "auprc", "accuracy"} <= set(header)
+    aucs = run(f"{histcli} evaluate logistic | awk -F'\\t' 'NR==1 {{for (i=1;i<=NF;i++) if ($i==\"auc\") c=i}} "
+               f"NR>1 {{print $c}}'").split()
+    assert len(aucs) == 3 and all(0.5 < float(a) <= 1 for a in aucs)
+    rows = parse_tsv(run(f"{histcli} compare logistic deepchrome"))
+    assert [r["cell"] for r in rows] == ["sim01", "sim02", "sim03"]
