@@ -1,0 +1,141 @@
+"""`histcli compare`: numbers cross-checked with scipy and the edge cases."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import assert_one_line_error, parse_tsv, run_cli
+from histcli.registry import Registry
+from histcli.stats import delong_test
+
+
+def _cached(models, model, cell):
+    with np.load(Registry(models).get(model, cell).path / "predictions" / f"{cell}.test.npz") as data:
+        return data["labels"], data["probabilities"]
+
+
+def test_two_models_json_matches_independent_statistics(workspace):
+    result = workspace.run("compare", "logistic", "deepchrome", "-f", "json", "-q")
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["models"] == ["logistic", "deepchrome"]
+    cells = payload["cells"]
+    assert [c["cell"] for c in cells] == ["sim01", "sim02", "sim03"]
+    evaluated = {(r["model"], r["cell"]): r["auc"] for r in json.loads(
+        workspace.run("evaluate", "logistic", "deepchrome", "-f", "json", "-q").stdout)["rows"]}
+    p_values = []
+    for c in cells:
+        assert set(c) >= {"cell", "auc_logistic", "auc_deepchrome", "delta_auc", "delong_p", "q", "ci_low", "ci_high"}
+        assert c["auc_logistic"] == pytest.approx(evaluated[("logistic", c["cell"])])
+        assert c["auc_deepchrome"] == pytest.approx(evaluated[("deepchrome", c["cell"])])
+        assert c["delta_auc"] == pytest.approx(c["auc_logistic"] - c["auc_deepchrome"])
+        labels, a = _cached(workspace.models, "logistic", c["cell"])
+        _, b = _cached(workspace.models, "deepchrome", c["cell"])
+        test = delong_test(labels, a, b)
+        assert c["delong_p"] == pytest.approx(test.p)
+        assert c["ci_low"] < c["delta_auc"] < c["ci_high"]
+        p_values.append(c["delong_p"])
+    assert [c["q"] for c in cells] == pytest.approx(list(stats.false_discovery_control(p_values)))
+    a = np.array([c["auc_logistic"] for c in cells])
+    b = np.array([c["auc_deepchrome"] for c in cells])
+    summary = payload["summary"]
+    assert summary["n_cells"] == 3
+    assert summary["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    assert summary["ttest_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert summary["median_delta"] == pytest.approx(np.median(a - b))
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (int((a > b).sum()), 0, int((a < b).sum()))
+    low, high = summary["median_delta_ci"]
+    assert low <= summary["median_delta"] <= high
+
+
+def test_three_models_compare_every_pair_with_holm(workspace, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models)
+    env = {"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(models)}
+    trained = run_cli("train", "--all-cells", "--arch", "logistic", "--name", "logistic-s2", "--seed", 2,
+                      "--epochs", 2, "-q", env=env)
+    assert trained.code == 0, trained.stderr
+    payload = json.loads(run_cli("compare", "logistic", "deepchrome", "logistic-s2", "-f", "json", "-q",
+                                 env=env).stdout)
+    pairs = [(p["model_a"], p["model_b"]) for p in payload["pairs"]]
+    assert pairs == [("logistic", "deepchrome"), ("logistic", "logistic-s2"), ("deepchrome", "logistic-s2")]
+    raw = np.array([p["summary"]["wilcoxon_p"] for p in payload["pairs"]])
+    order = np.argsort(raw)
+    expected = np.minimum(1, np.maximum.accumulate(raw[order] * (3 - np.arange(3))))
+    holm = np.empty(3)
+    holm[order] = expected
+    assert [p["summary"]["wilcoxon_p_holm"] for p in payload["pairs"]] == pytest.approx(list(holm))
+    summary_rows = parse_tsv(run_cli("compare", "logistic", "deepchrome", "logistic-s2", "--summary", "-f", "tsv",
+                                     "-q", env=env).stdout)
+    assert [(r["model_a"], r["model_b"]) for r in summary_rows] == pairs
+    cell_rows = parse_tsv(run_cli("compare", "logistic", "deepchrome", "logistic-s2", "-f", "tsv", "-q",
+                                  env=env).stdout)
+    assert len(cell_rows) == 9 and list(cell_rows[0])[:3] == ["model_a", "model_b", "cell"]
+
+
+def test_identical_predictions_give_a_defined_result(workspace, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models)
+    for cell in ("sim01", "sim02", "sim03"):
+        entry = Registry(models).get("logistic", cell)
+        twin = models / "twin" / cell
+        shutil.copytree(entry.path, twin)
+        config = json.loads((twin / "config.json").read_text())
+        config["name"] = "twin"
+        (twin / "config.json").write_text(json.dumps(config))
+    env = {"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(models)}
+    result = run_cli("compare", "logistic", "twin", "-f", "json", env=env)
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    for c in payload["cells"]:
+        assert c["delta_auc"] == 0 and c["delong_p"] == 1.0 and c["q"] == 1.0
+    summary = payload["summary"]
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (0, 3, 0)
+    assert summary["wilcoxon_p"] == 1.0 and summary["ttest_p"] == 1.0
+    assert "Traceback" not in result.stderr
+
+
+def test_single_cell_has_no_across_cell_test(workspace):
+    result = workspace.run("compare", "logistic", "deepchrome", "--cell", "sim02", "-f", "json")
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert len(payload["cells"]) == 1 and payload["cells"][0]["delong_p"] is not None
+    assert payload["summary"]["n_cells"] == 1
+    assert payload["summary"]["wilcoxon_p"] is None and payload["summary"]["ttest_p"] is None
+    assert any("no across-cell test" in note for note in payload["notes"])
+    table = workspace.run("compare", "logistic", "deepchrome", "--cell", "sim02", "-f", "table").stdout
+    assert "too few cells for a test" in table
+
+
+def test_verdict_and_plot(workspace, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "compare.png"
+    result = workspace.run("compare", "logistic", "deepchrome", "-f", "table", "--plot", plot, "--roc-cell", "sim01")
+    assert result.code == 0, result.stderr
+    assert " cells, Wilcoxon p = " in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "compare.svg"
+    assert workspace.run("compare", "logistic", "deepchrome", "--plot", svg, "-q").code == 0
+    assert b"<svg" in svg.read_bytes()[:400]
+    assert_one_line_error(workspace.run("compare", "logistic", "deepchrome", "--plot", tmp_path / "x.gif"),
+                          ".png, .svg or .pdf", code=2)
+
+
+def test_models_on_different_bins_are_refused_clearly(workspace, tmp_path):
+    store, models = tmp_path / "store.h5", tmp_path / "models"
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 300, "--bins", 20, "-q", env=env).code == 0
+    assert run_cli("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "-q", env=env).code == 0
+    (models / "ten" / "sim01").mkdir(parents=True)
+    shutil.copytree(models / "logistic" / "sim01", models / "ten" / "sim01", dirs_exist_ok=True)
+    config = json.loads((models / "ten" / "sim01" / "config.json").read_text())
+    config["name"], config["input"]["n_bins"] = "ten", 10
+    (models / "ten" / "sim01" / "config.json").write_text(json.dumps(config))
+    result = run_cli("compare", "logistic", "ten", env=env)
+    assert_one_line_error(result, "expects 10 bins", "sim01 has 20 bins")
+    assert_one_line_error(run_cli("compare", "logistic", env=env), "at least two model names")

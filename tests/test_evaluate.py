@@ -1,0 +1,147 @@
+"""`histcli evaluate`: metrics against an independent computation, caching, transfer and checks."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import assert_one_line_error, parse_tsv, run_cli
+from histcli.registry import Registry
+from histcli.store import SPLIT_CODES, CellData, Store
+
+
+def independent_probabilities(entry, cell: CellData) -> np.ndarray:
+    """The model's probabilities computed directly: log1p, forward pass, sigmoid."""
+    import torch
+
+    module = entry.build_module("cpu")
+    order = [cell.marks.index(mark) for mark in entry.input["marks"]]
+    inputs = torch.from_numpy(np.log1p(cell.counts[:, :, order].astype(np.float32)))
+    with torch.no_grad():
+        return torch.sigmoid(module(inputs)).numpy()
+
+
+def test_metrics_match_an_independent_computation(workspace):
+    result = workspace.run("evaluate", "logistic", "deepchrome", "-f", "json", "-q")
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    rows = payload["rows"]
+    assert [(r["cell"], r["model"]) for r in rows] == [
+        (cell, model) for cell in ("sim01", "sim02", "sim03") for model in ("deepchrome", "logistic")]
+    registry, store = Registry(workspace.models), Store(workspace.store)
+    for row in rows:
+        cell = store.load(row["cell"], splits=["test"])
+        probabilities = independent_probabilities(registry.get(row["model"], row["cell"]), cell)
+        labels = cell.labels
+        positives, negatives = probabilities[labels == 1], probabilities[labels == 0]
+        u = stats.mannwhitneyu(positives, negatives).statistic
+        assert row["auc"] == pytest.approx(u / (len(positives) * len(negatives)), abs=1e-6)
+        assert row["n"] == len(labels) == 300 and row["positives"] == int(labels.sum())
+        assert row["accuracy"] == pytest.approx(np.mean((probabilities >= 0.5) == labels), abs=1e-9)
+        # Average precision as the mean precision at each positive, ranked by score.
+        order = np.argsort(-probabilities, kind="stable")
+        hits = labels[order] == 1
+        precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
+        assert row["auprc"] == pytest.approx(precision_at_hits.mean(), abs=1e-4)
+    summary = {(s["model"], s["cell"]): s["auc"] for s in payload["summary"]}
+    for model in ("deepchrome", "logistic"):
+        aucs = [r["auc"] for r in rows if r["model"] == model]
+        assert summary[(model, "mean")] == pytest.approx(np.mean(aucs))
+        assert summary[(model, "median")] == pytest.approx(np.median(aucs))
+        assert summary[(model, "min")] == min(aucs) and summary[(model, "max")] == max(aucs)
+
+
+def test_table_tsv_and_csv_carry_the_same_fields(workspace):
+    tsv = parse_tsv(workspace.run("evaluate", "logistic", "-f", "tsv", "-q").stdout)
+    rows = list(csv.DictReader(io.StringIO(workspace.run("evaluate", "logistic", "-f", "csv", "-q").stdout)))
+    assert list(tsv[0]) == ["model", "cell", "trained_on", "split", "n", "positives", "auc", "auprc", "accuracy"]
+    assert tsv == rows
+    table = workspace.run("evaluate", "logistic", "-f", "table", "-q").stdout
+    for label in ("mean", "median", "min", "max"):
+        assert label in table
+    assert all(row["model"] == "logistic" for row in tsv) and len(tsv) == 3
+
+
+def test_predictions_are_cached_and_invalidated(workspace, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models)
+    store = tmp_path / "store.h5"
+    shutil.copy(workspace.store, store)
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
+    first = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "-f", "json", "-q", env=env).stdout)
+    cache = Registry(models).get("logistic", "sim01").path / "predictions" / "sim01.test.npz"
+    assert cache.is_file()
+    # The cache is what evaluate reads: doctor it and the AUC follows.
+    with np.load(cache) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["probabilities"] = arrays["labels"].astype(np.float32)
+    np.savez(cache, **arrays)
+    doctored = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "-f", "json", "-q", env=env).stdout)
+    assert doctored["rows"][0]["auc"] == 1.0 != first["rows"][0]["auc"]
+    # A changed cell: evaluation refuses, or recomputes when allowed (the cache key no longer matches).
+    result = run_cli("prepare", "simulate", "--cells", 1, "--genes", 900, "--bins", 20, "--seed", 99,
+                     "--overwrite", "-q", env=env)
+    assert result.code == 0, result.stderr
+    refused = run_cli("evaluate", "logistic", "--cell", "sim01", "-q", env=env)
+    assert_one_line_error(refused, "sim01", "changed since model 'logistic' was trained", "--allow-changed-data")
+    allowed = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "--allow-changed-data", "-f", "json",
+                                 "-q", env=env).stdout)
+    assert allowed["rows"][0]["auc"] not in (1.0, first["rows"][0]["auc"])
+
+
+def _write_cell(store_path, name, source: CellData, *, order=None, drop=None, labels=None):
+    marks = list(source.marks)
+    counts = source.counts
+    if order is not None:
+        counts, marks = counts[:, :, order], [marks[i] for i in order]
+    if drop is not None:
+        keep = [i for i, mark in enumerate(marks) if mark != drop]
+        counts, marks = counts[:, :, keep], [marks[i] for i in keep]
+    cell = CellData(name=name, counts=np.ascontiguousarray(counts), gene_ids=source.gene_ids, marks=tuple(marks),
+                    bin_size=source.bin_size, window=source.window, tss_offset=source.tss_offset,
+                    split=source.split, labels=source.labels if labels is None else labels)
+    Store(store_path).write([cell])
+
+
+def test_transfer_to_another_cell_matches_marks_by_name(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    shutil.copy(workspace.store, store)
+    sim02 = Store(store).load("sim02")
+    _write_cell(store, "shuffled", sim02, order=[4, 2, 0, 3, 1])
+    _write_cell(store, "fourmarks", sim02, drop="H3K9me3")
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    onto_sim02 = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "-f", "json",
+                                    "-q", env=env).stdout)["rows"][0]
+    onto_shuffled = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "shuffled", "-f",
+                                       "json", "-q", env=env).stdout)["rows"][0]
+    assert onto_sim02["trained_on"] == "sim01" and onto_sim02["cell"] == "sim02"
+    assert onto_sim02["n"] == int((sim02.split == SPLIT_CODES["test"]).sum())
+    assert onto_shuffled["auc"] == pytest.approx(onto_sim02["auc"], abs=1e-7)
+    missing = run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "fourmarks", env=env)
+    assert_one_line_error(missing, "needs mark(s) H3K9me3", "fourmarks lacks")
+
+
+def test_constant_labels_give_a_defined_value_and_a_warning(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    shutil.copy(workspace.store, store)
+    sim03 = Store(store).load("sim03")
+    _write_cell(store, "allzero", sim03, labels=np.zeros(sim03.n_genes, dtype=np.int8))
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    result = run_cli("evaluate", "logistic", "--cell", "sim03", "--on-cell", "allzero", "-f", "json", env=env)
+    assert result.code == 0, result.stderr
+    row = json.loads(result.stdout)["rows"][0]
+    assert row["auc"] is None and row["auprc"] is None and row["positives"] == 0
+    assert row["accuracy"] is not None
+    assert "AUC and AUPRC are undefined" in result.stderr
+
+
+def test_unknown_model_and_split_are_clear_errors(workspace):
+    assert_one_line_error(workspace.run("evaluate", "nosuch"), "no model 'nosuch'", "deepchrome, logistic")
+    assert_one_line_error(workspace.run("evaluate", "logistic", "--cell", "sim09"), "no model 'logistic' for cell 'sim09'")
+    assert_one_line_error(workspace.run("evaluate", "logistic", "--split", "holdout"), "--split 'holdout'", code=2)
