@@ -57,7 +57,9 @@ def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
         raise ModelError(f"{where} expects the TSS {wanted['tss_offset']} bp into the window, but cell "
                          f"{cell.name} has it at {cell.tss_offset} bp")
     order = [cell.marks.index(mark) for mark in wanted["marks"]]
-    counts = cell.counts if order == list(range(len(cell.marks))) else cell.counts[:, :, order]
+    counts = cell.counts_array()
+    if order != list(range(len(cell.marks))):
+        counts = counts[:, :, order]
     return apply_transform(wanted["transform"], counts)
 
 

@@ -116,12 +116,8 @@ def _header(path: Path, shown: str) -> list[str]:
     if path.stat().st_size == 0:
         raise InputError(shown, "empty file, expected a header line")
     try:
-        if is_gzip(path):
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as handle:
-                line = handle.readline()
-        else:
-            with open(path, encoding="utf-8", errors="replace") as handle:
-                line = handle.readline()
+        with _open_text(path) as handle:
+            line = handle.readline()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
     fields = line.rstrip("\r\n").split("\t")
@@ -149,15 +145,57 @@ def _check_marks(found: list[str], predictor: Predictor, shown: str) -> None:
 
 
 class _DuplicateCheck:
-    def __init__(self, shown: str):
+    """Finds a gene id given twice, in memory that stays small for millions of genes.
+
+    Only 64-bit hashes and line numbers are kept; a repeated hash is confirmed
+    by reading both lines again, so a hash collision never reports a false duplicate.
+    """
+
+    def __init__(self, path: Path, shown: str):
+        self.path = path
         self.shown = shown
-        self.seen: dict[str, int] = {}
+        self.hashes = np.zeros(0, dtype=np.int64)  # sorted
+        self.lines = np.zeros(0, dtype=np.int64)  # line of each hash's gene
+        self.count = 0
 
     def add(self, gene_ids, lines) -> None:
-        for gene, line in zip(gene_ids, lines):
-            earlier = self.seen.setdefault(gene, int(line))
-            if earlier != int(line):
-                raise InputError(self.shown, f"gene {gene} appears again (first at line {earlier})", line=int(line))
+        hashes = np.fromiter((hash(gene) for gene in gene_ids), dtype=np.int64, count=len(gene_ids))
+        lines = np.asarray(lines, dtype=np.int64)
+        order = np.argsort(hashes, kind="stable")
+        hashes, lines = hashes[order], lines[order]
+        repeated_within = np.flatnonzero(hashes[1:] == hashes[:-1])
+        for index in repeated_within:
+            self._confirm(int(lines[index]), int(lines[index + 1]))
+        positions = np.searchsorted(self.hashes, hashes)
+        found = positions < len(self.hashes)
+        found[found] = self.hashes[positions[found]] == hashes[found]
+        for index in np.flatnonzero(found):
+            self._confirm(int(self.lines[positions[index]]), int(lines[index]))
+        # The new hashes are sorted, so inserting them at their positions keeps the order.
+        self.hashes = np.insert(self.hashes, positions, hashes)
+        self.lines = np.insert(self.lines, positions, lines)
+        self.count += len(gene_ids)
+
+    def _confirm(self, first: int, second: int) -> None:
+        first, second = sorted((first, second))
+        wanted = {first, second}
+        texts = {}
+        with _open_text(self.path) as handle:
+            for number, text in enumerate(handle, start=1):
+                if number in wanted:
+                    texts[number] = text.split("\t", 1)[0]
+                    if number == second:
+                        break
+        if texts.get(first) == texts.get(second):
+            raise InputError(self.shown, f"gene {texts[second]} appears again (first at line {first})", line=second)
+
+
+def _open_text(path: Path):
+    import gzip
+
+    if is_gzip(path):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,
@@ -178,7 +216,7 @@ def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> in
     _check_marks(marks, predictor, shown)
     order = [marks.index(mark) for mark in predictor.marks]
     schema = [Field(header[0] or "gene_id", "id"), Field("bin", "bin")] + [Field(m, "count") for m in marks]
-    duplicates = _DuplicateCheck(shown)
+    duplicates = _DuplicateCheck(path, shown)
 
     def score(gene_ids, counts, lines):
         duplicates.add(gene_ids, lines)
@@ -194,7 +232,7 @@ def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> in
         blocks.finish()
     except InputError as error:
         raise _renamed(error, path, shown) from None
-    return len(duplicates.seen)
+    return duplicates.count
 
 
 def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> int:
@@ -220,7 +258,7 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
     take = np.array([[positions[(mark, b)] for mark in predictor.marks]
                      for b in range(1, predictor.n_bins + 1)]).ravel()
     schema = [Field(header[0] or "gene_id", "id")] + [Field(column, "count") for column in header[1:]]
-    duplicates = _DuplicateCheck(shown)
+    duplicates = _DuplicateCheck(path, shown)
     try:
         for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
             values = chunk.iloc[:, 1:].to_numpy(np.float64)
@@ -234,7 +272,7 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
             writer.add(gene_ids, predictor.probabilities(counts))
     except InputError as error:
         raise _renamed(error, path, shown) from None
-    return len(duplicates.seen)
+    return duplicates.count
 
 
 def _renamed(error: InputError, path: Path, shown: str) -> InputError:

@@ -125,15 +125,18 @@ class CellData:
     def _blocks(self) -> list[np.ndarray]:
         return self.counts if isinstance(self.counts, list) else [self.counts]
 
+    def counts_array(self) -> np.ndarray:
+        """The counts as one genes x bins x marks array (joining blocks if needed)."""
+        return np.concatenate(self.counts) if isinstance(self.counts, list) else self.counts
+
     def split_mask(self, split: str) -> np.ndarray:
         return self.split == SPLIT_CODES[split]
 
     def select(self, mask: np.ndarray) -> "CellData":
         """The genes where ``mask`` is true, as a new CellData sharing this cell's attributes."""
-        counts = np.concatenate(self._blocks()) if isinstance(self.counts, list) else self.counts
         return CellData(
             name=self.name,
-            counts=counts[mask],
+            counts=self.counts_array()[mask],
             gene_ids=self.gene_ids[mask],
             marks=self.marks,
             bin_size=self.bin_size,

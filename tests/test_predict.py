@@ -1,0 +1,233 @@
+"""`histcli predict`: TSV layouts, tracks, the store, errors, atomic output and bounded memory."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error, parse_tsv, run_cli, shared_data
+from histcli.registry import Registry
+from histcli.store import Store
+
+MARKS = ("H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3")
+
+
+@pytest.fixture(scope="module")
+def genes(workspace):
+    """The first 60 test genes of sim02, in a shuffled order, with their counts."""
+    cell = Store(workspace.store).load("sim02", splits=["test"])
+    order = np.random.default_rng(0).permutation(cell.n_genes)[:60]
+    return cell.gene_ids[order], cell.counts[order]
+
+
+def write_long(path: Path, gene_ids, counts, marks=MARKS, extra: str | None = None) -> Path:
+    columns = list(marks) + ([extra] if extra else [])
+    lines = ["gene_id\tbin\t" + "\t".join(columns)]
+    for gene, matrix in zip(gene_ids, counts):
+        for b, row in enumerate(matrix, start=1):
+            values = [str(row[MARKS.index(m)]) for m in marks] + (["7"] if extra else [])
+            lines.append(f"{gene}\t{b}\t" + "\t".join(values))
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def write_wide(path: Path, gene_ids, counts, marks=MARKS) -> Path:
+    n_bins = counts.shape[1]
+    header = ["gene_id"] + [f"{m}_{b}" for m in marks for b in range(1, n_bins + 1)]
+    lines = ["\t".join(header)]
+    for gene, matrix in zip(gene_ids, counts):
+        lines.append("\t".join([gene] + [str(matrix[b - 1, MARKS.index(m)]) for m in marks
+                                         for b in range(1, n_bins + 1)]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def predicted(result) -> dict:
+    assert result.code == 0, result.stderr
+    rows = parse_tsv(result.stdout)
+    assert list(rows[0]) == ["gene_id", "probability", "prediction"]
+    return {r["gene_id"]: (float(r["probability"]), int(r["prediction"])) for r in rows}
+
+
+def test_long_wide_gzip_and_stdin_agree_with_the_store(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    from_store = predicted(workspace.run("predict", "logistic", "--cell", "sim01", "--from-store", "sim02", "-q"))
+    long_file = write_long(tmp_path / "long.tsv", gene_ids, counts, marks=MARKS[::-1], extra="H3K27ac")
+    result = workspace.run("predict", "logistic", long_file, "--cell", "sim01")
+    assert "ignoring mark(s) H3K27ac" in result.stderr
+    long = predicted(result)
+    assert list(long) == list(gene_ids)  # input order
+    for gene, (probability, call) in long.items():
+        assert probability == from_store[gene][0]
+        assert call == int(probability >= 0.5)
+    wide = predicted(workspace.run("predict", "logistic", write_wide(tmp_path / "w.tsv", gene_ids, counts),
+                                   "--cell", "sim01", "-q"))
+    gz = predicted(workspace.run("predict", "logistic", write_long(tmp_path / "l.tsv.gz", gene_ids, counts),
+                                 "--cell", "sim01", "-q"))
+    stdin = predicted(workspace.run("predict", "logistic", "-", "--cell", "sim01", "-q",
+                                    stdin=long_file.read_text()))
+    assert wide == long == gz == stdin
+
+
+def test_json_output_and_threshold(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    path = write_long(tmp_path / "l.tsv", gene_ids[:5], counts[:5])
+    result = workspace.run("predict", "logistic", path, "--cell", "sim01", "-f", "json", "--threshold", "0.9", "-q")
+    items = json.loads(result.stdout)
+    assert [i["gene_id"] for i in items] == list(gene_ids[:5])
+    assert all(i["prediction"] == int(i["probability"] >= 0.9) for i in items)
+
+
+def test_output_file_is_atomic(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    good = write_long(tmp_path / "good.tsv", gene_ids, counts)
+    out = tmp_path / "out.tsv"
+    assert workspace.run("predict", "logistic", good, "--cell", "sim01", "-o", out, "-q").code == 0
+    before = out.read_text()
+    assert before.count("\n") == 61
+    # Bad values far into the file: earlier chunks are already predicted when it fails.
+    lines = good.read_text().splitlines()
+    lines[-3] = lines[-3].rsplit("\t", 1)[0] + "\t-4"
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("\n".join(lines) + "\n")
+    result = workspace.run("predict", "logistic", bad, "--cell", "sim01", "-o", out)
+    assert_one_line_error(result, str(bad), f"line {len(lines) - 2}", "negative")
+    assert out.read_text() == before
+    fresh = tmp_path / "fresh.tsv"
+    assert workspace.run("predict", "logistic", bad, "--cell", "sim01", "-o", fresh).code == 1
+    assert not fresh.exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+BAD_LONG = {
+    "missing mark": (lambda lines: ["\t".join(lines[0].split("\t")[:-1])] + [l.rsplit("\t", 1)[0] for l in lines[1:]],
+                     "line 1", "H3K27me3 needed by the model are missing"),
+    "unknown mark name": (lambda lines: [lines[0].replace("H3K9me3", "H3K9foo")] + lines[1:], "line 1",
+                          "unknown mark name 'H3K9foo'"),
+    "wrong number of bins": (lambda lines: lines[:5] + lines[6:], "expected bins 1..20", "bin 5 is missing"),
+    "non-numeric value": (lambda lines: lines[:7] + [lines[7].rsplit("\t", 1)[0] + "\tNA"] + lines[8:], "line 8",
+                          "field H3K27me3", "'NA' is not a number"),
+    "negative value": (lambda lines: lines[:9] + [lines[9].rsplit("\t", 1)[0] + "\t-1"] + lines[10:], "line 10",
+                       "negative"),
+    "duplicate gene": (lambda lines: lines + lines[1:21], "line 62", "appears again (first at line 2)"),
+    "wrong column count": (lambda lines: lines[:3] + [lines[3] + "\t5"] + lines[4:], "line 4",
+                           "expected 7 tab-separated fields"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LONG))
+def test_bad_long_input_names_the_line(workspace, genes, tmp_path, case):
+    gene_ids, counts = genes
+    breaker, *fragments = BAD_LONG[case]
+    lines = write_long(tmp_path / "ok.tsv", gene_ids[:3], counts[:3]).read_text().splitlines()
+    path = tmp_path / "bad.tsv"
+    path.write_text("\n".join(breaker(lines)) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path), *fragments)
+
+
+def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    path = write_wide(tmp_path / "w.tsv", gene_ids[:4], counts[:4])
+    lines = path.read_text().splitlines()
+    short = tmp_path / "short.tsv"
+    short.write_text("\n".join(["\t".join(l.split("\t")[:-1]) for l in lines]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", short, "--cell", "sim01"),
+                          "line 1", "mark H3K27me3 has 19 bin columns", "H3K27me3_1..H3K27me3_20")
+    duplicated = tmp_path / "dup.tsv"
+    duplicated.write_text("\n".join(lines + [lines[2]]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", duplicated, "--cell", "sim01"),
+                          "line 6", f"gene {gene_ids[1]} appears again (first at line 3)")
+    negative = tmp_path / "neg.tsv"
+    negative.write_text("\n".join(lines[:3] + [lines[3].rsplit("\t", 1)[0] + "\t-2"] + lines[4:]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", negative, "--cell", "sim01"),
+                          "line 4", "field H3K27me3_20", "negative")
+    stdin = workspace.run("predict", "logistic", "-", "--cell", "sim01", stdin=negative.read_text())
+    assert_one_line_error(stdin, "<stdin>, line 4")
+
+
+def test_model_folder_copied_elsewhere(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    path = write_long(tmp_path / "l.tsv", gene_ids, counts)
+    copy = tmp_path / "my-model"
+    shutil.copytree(Registry(workspace.models).get("deepchrome", "sim03").path, copy)
+    via_folder = predicted(run_cli("predict", "--model", copy, path, "-q"))
+    via_registry = predicted(workspace.run("predict", "deepchrome", path, "--cell", "sim03", "-q"))
+    assert via_folder == via_registry
+
+
+def test_usage_errors(workspace, genes, tmp_path):
+    path = write_long(tmp_path / "l.tsv", genes[0][:2], genes[1][:2])
+    assert_one_line_error(workspace.run("predict", "logistic", path), "NAME --cell CELL", code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01", "--from-store", "sim02"),
+                          "exactly one input", code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", "--cell", "sim01", "--track", "H3K4me3=x.bedGraph"),
+                          "--track needs --genes", code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", tmp_path / "none.tsv", "--cell", "sim01"),
+                          "none.tsv", "no such file")
+
+
+@pytest.mark.slow
+def test_tracks_give_the_same_predictions_as_the_prepared_cell(tmp_path):
+    data = shared_data("e116-10kb")
+    tracks = [f"--track={m}={data / f'E116.{m}.bedGraph.gz'}" for m in MARKS]
+    env = {"HISTCLI_STORE": str(tmp_path / "s.h5"), "HISTCLI_MODELS": str(tmp_path / "models")}
+    prepared = run_cli("prepare", "tracks", "--cell", "E116", *tracks, "--genes", data / "genes.hg19.bed",
+                       "--expression", data / "E116.expression.tsv", "--split", data / "deepchrome_split.tsv",
+                       "--bin-size", 10000, "--window", 100000, "--drop-missing", "-q", env=env)
+    assert prepared.code == 0, prepared.stderr
+    assert run_cli("train", "--cell", "E116", "--arch", "logistic", "--epochs", 3, "-q", env=env).code == 0
+    from_tracks = run_cli("predict", "logistic", "--cell", "E116", *tracks, "--genes", data / "genes.hg19.bed",
+                          "--drop-missing", "-q", env=env)
+    from_store = run_cli("predict", "logistic", "--cell", "E116", "--from-store", "E116", "--split", "all", "-q",
+                         env=env)
+    assert from_tracks.code == 0, from_tracks.stderr
+    assert from_tracks.stdout == from_store.stdout
+    assert from_tracks.stdout.count("\n") == 18915 + 1
+
+
+@pytest.mark.slow
+def test_a_million_genes_stream_in_bounded_memory(workspace, tmp_path):
+    """Peak memory stays far below what holding the input would take."""
+    store, models = tmp_path / "s.h5", tmp_path / "models"
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 300, "--bins", 4, "-q", env=env).code == 0
+    assert run_cli("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "-q", env=env).code == 0
+    n_genes = 1_000_000
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 30, size=(n_genes, 20))
+    path = tmp_path / "million.tsv"
+    with open(path, "w") as handle:
+        handle.write("gene_id\t" + "\t".join(f"{m}_{b}" for m in MARKS for b in range(1, 5)) + "\n")
+        for start in range(0, n_genes, 100_000):
+            block = values[start : start + 100_000]
+            handle.write("\n".join(f"g{start + i}\t" + "\t".join(map(str, row))
+                                   for i, row in enumerate(block.tolist())) + "\n")
+    out = tmp_path / "out.tsv"
+    script = (f"import resource, runpy, sys; sys.argv = ['histcli', 'predict', 'logistic', '--cell', 'sim01', "
+              f"'{path}', '-o', '{out}', '-q']\n"
+              "try:\n    runpy.run_module('histcli', run_name='__main__')\n"
+              "except SystemExit as e:\n    assert not e.code, e.code\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    baseline = ("import resource, torch, pandas, h5py, histcli.prediction, histcli.cli.app\n"
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    run = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                                      env={**os.environ, **env})
+    measured, base = run(script), run(baseline)
+    assert measured.returncode == 0, measured.stderr
+    peak_mb, base_mb = int(measured.stdout.split()[-1]) / 1024, int(base.stdout.split()[-1]) / 1024
+    assert out.read_text().count("\n") == n_genes + 1
+    input_mb = path.stat().st_size / 2**20
+    # The input alone is ~60 MB of text and 160 MB as float64 counts; streaming needs far less.
+    assert peak_mb - base_mb < 120, (peak_mb, base_mb, input_mb)
