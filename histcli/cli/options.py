@@ -24,6 +24,11 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+class PredictionFormat(str, Enum):
+    tsv = "tsv"
+    json = "json"
+
+
 class TableFormat(str, Enum):
     auto = "auto"
     table = "table"
@@ -91,7 +96,7 @@ StoreOption = Annotated[
     typer.Option(
         "--store",
         envvar="HISTCLI_STORE",
-        help="HDF5 dataset store [env HISTCLI_STORE; default histcli-data/store.h5].",
+        help="HDF5 dataset store (default: histcli-data/store.h5).",
         show_default=False,
         rich_help_panel="Locations",
     ),
@@ -101,7 +106,7 @@ ModelsOption = Annotated[
     typer.Option(
         "--models",
         envvar="HISTCLI_MODELS",
-        help="Model registry folder [env HISTCLI_MODELS; default histcli-data/models].",
+        help="Model registry folder (default: histcli-data/models).",
         show_default=False,
         rich_help_panel="Locations",
     ),

@@ -16,6 +16,7 @@ from histcli.cli.options import (
     DeviceOption,
     DropMissingOption,
     ModelsOption,
+    PredictionFormat,
     QuietOption,
     StoreOption,
     complete_cells,
@@ -35,7 +36,8 @@ def predict(
                                                   rich_help_panel="Model")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output TSV (written atomically; default stdout).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="prediction = probability >= threshold.")] = 0.5,
-    output_format: Annotated[str, typer.Option("--format", "-f", help="tsv or json.")] = "tsv",
+    output_format: Annotated[PredictionFormat, typer.Option("--format", "-f", case_sensitive=False,
+                                                            help="Output format.")] = PredictionFormat.tsv,
     track: Annotated[Optional[list[str]], typer.Option("--track", "-t", help="MARK=FILE bedGraph/bigWig (repeat per mark).",
                                                        rich_help_panel="Tracks")] = None,
     genes: Annotated[Optional[Path], typer.Option("--genes", help="BED or GTF genes for --track.", rich_help_panel="Tracks")] = None,
@@ -66,8 +68,6 @@ def predict(
 
     console.setup(quiet)
     arguments = list(arguments or [])
-    if output_format not in ("tsv", "json"):
-        raise UsageError(f"--format {output_format!r}: expected tsv or json")
     sources = [name for name, used in (("an INPUT file", None), ("--track", track), ("--from-store", from_store)) if used]
     if model is not None:
         if cell is not None:
@@ -91,7 +91,7 @@ def predict(
 
     target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
     with target as stream:
-        writer = PredictionWriter(stream, output_format, threshold)
+        writer = PredictionWriter(stream, output_format.value, threshold)
         if input_args:
             count = predict_table(predictor, input_args[0], writer)
         else:
