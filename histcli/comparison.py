@@ -88,7 +88,8 @@ def _same_genes(first: Predictions, other: Predictions) -> None:
 
 def compare(store: Store, registry: Registry, models: list[str], cells: list[str] | None = None, *,
             split: str = "test", device: str = "auto", allow_changed: bool = False, seed: int = 0,
-            on_cell=None) -> Comparison:
+            on_progress=None) -> Comparison:
+    """Compare ``models`` on every cell they share (or ``cells``); ``on_progress(done, total)``."""
     from histcli import stats
     from histcli.metrics import roc_auc
 
@@ -99,7 +100,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     chosen, notes = common_cells(registry, models, cells)
     predictions: dict[str, dict[str, Predictions]] = {}
     auc: dict[str, dict[str, float | None]] = {}
-    for cell in chosen:
+    for done, cell in enumerate(chosen, start=1):
         per_model = {
             model: predictions_for(registry.get(model, cell), store, cell, split, device=device,
                                    allow_changed=allow_changed)
@@ -115,8 +116,8 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
                          "cell left out of the tests")
         auc[cell] = {model: roc_auc(first.labels, p.probabilities) if defined else None
                      for model, p in per_model.items()}
-        if on_cell is not None:
-            on_cell(cell)
+        if on_progress is not None:
+            on_progress(done, len(chosen))
 
     pairs = []
     for model_a, model_b in itertools.combinations(models, 2):

@@ -9,7 +9,6 @@ cache, so ``compare`` never reuses stale numbers and never retrains.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -90,6 +90,12 @@ class Predictor:
         inputs = apply_transform(self.entry.input["transform"], counts)
         return predict_probabilities(self.entry, inputs, self.device, self.module)
 
+    def cell_probabilities(self, cell) -> np.ndarray:
+        """Probabilities for every gene of a cell (from the store or tracks), marks matched by name."""
+        from histcli.evaluation import match_inputs, predict_probabilities
+
+        return predict_probabilities(self.entry, match_inputs(self.entry, cell), self.device, self.module)
+
 
 @contextmanager
 def readable_path(source: str):

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_one_line_error, file_digest, run_cli
+from conftest import assert_one_line_error, file_digest, run_cli
 from histcli.errors import CellExistsError, StoreError
 from histcli.store import SPLIT_CODES, CellData, Store, fingerprint_cell
 

@@ -184,8 +184,12 @@ def compare(
     data, registry = Store(store), Registry(models)
     with console.progress() as bar:
         task = bar.add_task("comparing", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
         result = run_compare(data, registry, list(names), cells, split=split, device=device.value,
-                             allow_changed=allow_changed_data, seed=seed, on_cell=lambda c: bar.advance(task))
+                             allow_changed=allow_changed_data, seed=seed, on_progress=advance)
     fmt = resolve_format(output_format.value)
     if fmt == "json":
         write(json.dumps(clean(json_payload(result)), indent=2) + "\n")

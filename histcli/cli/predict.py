@@ -68,25 +68,24 @@ def predict(
 
     console.setup(quiet)
     arguments = list(arguments or [])
-    sources = [name for name, used in (("an INPUT file", None), ("--track", track), ("--from-store", from_store)) if used]
     if model is not None:
         if cell is not None:
             raise UsageError("--model and --cell cannot be combined: --model names the entry folder itself")
-        entry_args, input_args = [], arguments
+        model_args, input_args = [], arguments
     else:
         if not arguments or cell is None:
             raise UsageError("name the model: NAME --cell CELL, or --model DIR")
-        entry_args, input_args = arguments[:1], arguments[1:]
+        model_args, input_args = arguments[:1], arguments[1:]
     if len(input_args) > 1:
         raise UsageError(f"expected one INPUT, got {len(input_args)}: {' '.join(input_args)}")
-    if input_args:
-        sources.insert(0, "an INPUT file")
-    if len(sources) != 1:
+    given = [name for name, used in (("an INPUT file", input_args), ("--track", track), ("--from-store", from_store))
+             if used]
+    if len(given) != 1:
         raise UsageError("give exactly one input: an INPUT TSV, --track ... --genes FILE, or --from-store CELL"
-                         + (f" (got {' and '.join(sources)})" if sources else ""))
+                         + (f" (got {' and '.join(given)})" if given else ""))
     if track and genes is None:
         raise UsageError("--track needs --genes FILE (BED or GTF)")
-    entry = read_entry(model) if model is not None else Registry(models).get(entry_args[0], cell)
+    entry = read_entry(model) if model is not None else Registry(models).get(model_args[0], cell)
     predictor = Predictor(entry, resolve_device(device.value))
 
     target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
@@ -95,18 +94,12 @@ def predict(
         if input_args:
             count = predict_table(predictor, input_args[0], writer)
         else:
-            cell_data = _cell_for(entry, track, genes, bin_size, window, aggregate.value, drop_missing,
-                                  from_store, split, store)
-            from histcli.evaluation import match_inputs
-
-            inputs = match_inputs(entry, cell_data)
-            from histcli.evaluation import predict_probabilities
-
-            writer.add(cell_data.gene_ids, predict_probabilities(entry, inputs, predictor.device, predictor.module))
-            count = cell_data.n_genes
+            genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate.value, drop_missing,
+                                   from_store, split, store)
+            writer.add(genes_cell.gene_ids, predictor.cell_probabilities(genes_cell))
+            count = genes_cell.n_genes
         writer.close()
-    console.note(f"predicted {count} genes with {entry.name} ({entry.cell})"
-                 + (f" into {output}" if output else ""))
+    console.note(f"predicted {count} genes with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
 
 
 def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, from_store, split, store):

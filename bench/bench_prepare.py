@@ -1,0 +1,127 @@
+"""Speed and memory of `histcli prepare` against plain pandas baselines, measured in the same run.
+
+1. One full DeepChrome cell (19,802 genes x 100 bins, ~2 M CSV rows, simulated
+   in that layout): `histcli prepare deepchrome` (goal: at most 2 s) against
+   pandas read_csv + reshape + h5py write without any checks.
+2. Peak memory of that prepare above the interpreter's own (imports), as a
+   multiple of the cell's final uncompressed counts (goal: at most 3x).
+3. The E116 tracks (five 10-kb bedGraphs, 19,802 genes, 100 kb each side):
+   `histcli prepare tracks` (goal: at most 5 s) against pandas read_csv +
+   merge_asof lookups of each bin's start (no proportional overlap, no checks).
+
+Usage: python bench/bench_prepare.py
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import MARKS, cli_code, histcli, peak_rss_mib, report, run, shared_data  # noqa: E402
+
+DEEPCHROME_COLUMNS = ["gene", "bin", "H3K27me3", "H3K36me3", "H3K4me1", "H3K4me3", "H3K9me3", "label"]
+
+
+def write_deepchrome_cell(folder: Path, n_genes: int = 19802, n_bins: int = 100) -> int:
+    """A simulated cell written in the DeepChrome CSV layout; returns the number of CSV rows."""
+    from histcli.sources.simulate import simulate_cells
+
+    (cell,) = simulate_cells(1, n_genes, n_bins, seed=7)
+    counts = np.concatenate(cell.counts)
+    folder.mkdir(parents=True)
+    rows = 0
+    for code, split in ((1, "train"), (2, "valid"), (3, "test")):
+        genes = np.flatnonzero(cell.split == code)
+        frame = pd.DataFrame({"gene": np.repeat([f"{g:06d}" for g in genes], n_bins),
+                              "bin": np.tile(np.arange(1, n_bins + 1), len(genes))})
+        block = counts[genes].reshape(-1, len(cell.marks))
+        for mark in DEEPCHROME_COLUMNS[2:7]:
+            frame[mark] = block[:, cell.marks.index(mark)]
+        frame["label"] = np.repeat(cell.labels[genes], n_bins)
+        frame.to_csv(folder / f"{split}.csv", header=False, index=False)
+        rows += len(frame)
+    return rows
+
+
+def pandas_deepchrome(folder: Path, out: Path) -> None:
+    frames = [pd.read_csv(folder / f"{s}.csv", header=None, names=DEEPCHROME_COLUMNS, dtype={"gene": str})
+              for s in ("train", "valid", "test")]
+    frame = pd.concat(frames, ignore_index=True)
+    n_bins = int(frame["bin"].max())
+    counts = frame[DEEPCHROME_COLUMNS[2:7]].to_numpy().reshape(-1, n_bins, 5)
+    labels = frame["label"].to_numpy()[::n_bins]
+    with h5py.File(out, "w") as handle:
+        handle.create_dataset("counts", data=counts.astype(np.int32), chunks=(256, n_bins, 5),
+                              compression="gzip", shuffle=True)
+        handle.create_dataset("labels", data=labels)
+
+
+def pandas_tracks(data: Path, out: Path, bin_size: int = 10000, window: int = 100000) -> None:
+    genes = pd.read_csv(data / "genes.hg19.bed", sep="\t", comment="#", header=None,
+                        names=["chrom", "start", "end", "name"])
+    genes["tss"] = genes["start"] + 10000
+    offsets = np.arange(-window, window, bin_size)
+    bins = genes.loc[genes.index.repeat(len(offsets)), ["chrom", "tss"]].reset_index(drop=True)
+    bins["pos"] = bins["tss"].to_numpy() + np.tile(offsets, len(genes))
+    bins = bins.sort_values("pos")
+    values = {}
+    for mark in MARKS:
+        track = pd.read_csv(data / f"E116.{mark}.bedGraph.gz", sep="\t", header=None,
+                            names=["chrom", "pos", "end", mark]).sort_values("pos")
+        merged = pd.merge_asof(bins, track[["chrom", "pos", mark]], on="pos", by="chrom")
+        values[mark] = merged.sort_index()[mark].fillna(0).to_numpy()
+    counts = np.stack([values[m] for m in MARKS], axis=1).reshape(len(genes), len(offsets), 5)
+    with h5py.File(out, "w") as handle:
+        handle.create_dataset("counts", data=counts.astype(np.float32), compression="gzip", shuffle=True)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folder = tmp / "E000"
+        rows = write_deepchrome_cell(folder)
+        print(f"DeepChrome layout: {rows:,} CSV rows in {folder}", flush=True)
+
+        baseline = min(_time(lambda i: pandas_deepchrome(folder, tmp / f"pandas{i}.h5")) for _ in range(3))
+        wall = min(run(histcli("prepare", "deepchrome", folder, "--cell", f"E{i:03d}", "--store",
+                               tmp / f"s{i}.h5", "-q"))[0] for i in range(3))
+        startup, _ = run([sys.executable, "-c", "import histcli.cli.app, pandas, h5py"])
+        report("prepare deepchrome, one cell (command)", wall, baseline, goal="<= 2 s")
+        report("  the same without interpreter start-up", wall - startup, baseline)
+
+        final_mib = 19802 * 100 * 5 * 4 / 2**20
+        imports = peak_rss_mib("import pandas, h5py, numpy, histcli.cli.app, histcli.sources.deepchrome, "
+                               "histcli.store")
+        peak = peak_rss_mib(cli_code("prepare", "deepchrome", folder, "--cell", "M", "--store", tmp / "m.h5", "-q"))
+        print(f"peak memory: {peak:.0f} MiB, of which imports {imports:.0f} MiB; final counts {final_mib:.1f} MiB")
+        report("  memory above imports / final counts", (peak - imports) / final_mib, 1.0, unit="x",
+               goal="<= 3x")
+
+        data = shared_data("e116-10kb")
+        tracks = [f"--track={m}={data / f'E116.{m}.bedGraph.gz'}" for m in MARKS]
+        baseline = min(_time(lambda i: pandas_tracks(data, tmp / f"tracks{i}.h5")) for _ in range(3))
+        wall = min(run(histcli("prepare", "tracks", "--cell", f"E116x{i}", *tracks, "--genes",
+                               data / "genes.hg19.bed", "--expression", data / "E116.expression.tsv",
+                               "--split", data / "deepchrome_split.tsv", "--bin-size", 10000, "--window", 100000,
+                               "--drop-missing", "--store", tmp / f"t{i}.h5", "-q"))[0] for i in range(3))
+        report("prepare tracks, E116 (command)", wall, baseline, goal="<= 5 s")
+
+
+_counter = iter(range(1000))
+
+
+def _time(function) -> float:
+    start = time.perf_counter()
+    function(next(_counter))
+    return time.perf_counter() - start
+
+
+if __name__ == "__main__":
+    main()
