@@ -40,10 +40,12 @@ class PairComparison:
         if n == 0:
             return f"{self.model_a} vs {self.model_b}: no cell with a defined AUC for both"
         wins, losses = s["wins"], s["losses"]
-        if wins >= losses:
+        if wins > losses:
             head = f"{self.model_a} > {self.model_b} in {wins}/{n} cells"
-        else:
+        elif losses > wins:
             head = f"{self.model_b} > {self.model_a} in {losses}/{n} cells"
+        else:
+            head = f"{self.model_a} and {self.model_b} each ahead in {wins}/{n} cells (ties {s['ties']})"
         if s.get("wilcoxon_p") is None:
             return f"{head} (too few cells for a test)"
         holm = f", Holm-adjusted p = {s['wilcoxon_p_holm']:.2g}" if s.get("wilcoxon_p_holm") is not None else ""
@@ -110,8 +112,10 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         for model in models[1:]:
             _same_genes(first, per_model[model])
         predictions[cell] = per_model
-        defined = first.labels.min() != first.labels.max()
-        if not defined:
+        defined = len(first.labels) > 0 and first.labels.min() != first.labels.max()
+        if not len(first.labels):
+            notes.append(f"cell {cell}: no {split} genes; cell left out of the tests")
+        elif not defined:
             notes.append(f"cell {cell}: every {split} gene has label {int(first.labels[0])}; AUC undefined, "
                          "cell left out of the tests")
         auc[cell] = {model: roc_auc(first.labels, p.probabilities) if defined else None
@@ -157,13 +161,14 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     return Comparison(models, chosen, auc, pairs, list(dict.fromkeys(notes)))
 
 
-def roc_points(store: Store, registry: Registry, models: list[str], cell: str, split: str = "test"):
+def roc_points(store: Store, registry: Registry, models: list[str], cell: str, split: str = "test", *,
+               device: str = "auto", allow_changed: bool = False):
     """(model, fpr, tpr) for one cell, for plotting; uses the cached predictions."""
     from histcli.metrics import roc_curve
 
     curves = []
     for model in models:
-        p = predictions_for(registry.get(model, cell), store, cell, split)
+        p = predictions_for(registry.get(model, cell), store, cell, split, device=device, allow_changed=allow_changed)
         fpr, tpr, _ = roc_curve(p.labels, p.probabilities)
         curves.append((model, fpr, tpr))
     return curves

@@ -21,7 +21,7 @@ from histcli.store import CellData, Store
 
 log = logging.getLogger("histcli")
 
-SPLIT_CHOICES = ("test", "valid", "train", "none", "all")
+SPLIT_CHOICES = ("test", "valid", "train", "none", "all")  # the store's splits, or all genes
 CACHE_FOLDER = "predictions"
 
 
@@ -62,32 +62,41 @@ def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
     return apply_transform(wanted["transform"], counts)
 
 
-def predict_probabilities(entry: Entry, inputs: np.ndarray, device: str = "cpu", module=None,
-                          batch_size: int = 4096) -> np.ndarray:
+def predict_probabilities(entry: Entry, inputs: np.ndarray, device: str = "cpu", module=None) -> np.ndarray:
     """Sigmoid outputs of the model for transformed inputs (genes x bins x marks)."""
     import torch
 
-    from histcli.training import predict_logits
+    from histcli.training import EVAL_BATCH, predict_logits
 
     module = module if module is not None else entry.build_module(device)
     if len(inputs) == 0:
         return np.zeros(0, dtype=np.float32)
-    logits = predict_logits(module, torch.from_numpy(inputs).to(device), batch_size)
+    logits = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH)
     return torch.sigmoid(logits).float().cpu().numpy()
 
 
-def check_trained_data(entry: Entry, store: Store, cell: str, allow_changed: bool) -> None:
+def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, allow_changed: bool) -> None:
     """The model's own cell must still hold the data it was trained on (its test genes unseen)."""
     if cell != entry.cell:
         return
-    trained = entry.config["data"].get("fingerprint")
-    current = store.fingerprint(cell)
-    if trained != current and not allow_changed:
+    trained = entry.config["data"].get("fingerprint") or ""
+    if trained != fingerprint and not allow_changed:
         raise ModelError(
             f"cell {cell} in {store.path} changed since model {entry.name!r} was trained on it "
-            f"(fingerprint {trained[:12]} then, {current[:12]} now); retrain it, or pass "
+            f"(fingerprint {trained[:12]} then, {fingerprint[:12]} now); retrain it, or pass "
             "--allow-changed-data to evaluate anyway"
         )
+
+
+def warn_overlap(entry: Entry, store: Store, cell: str, gene_ids: np.ndarray) -> None:
+    """Transfer to another cell: say if the genes scored were among the model's training genes."""
+    if cell == entry.cell or entry.cell not in store.cell_names():
+        return
+    seen = store.gene_ids(entry.cell, splits=["train", "valid"])
+    overlap = int(np.isin(gene_ids, seen).sum())
+    if overlap:
+        log.warning("%d of the %d genes of %s scored by %s were in its training or validation genes (cell %s)",
+                    overlap, len(gene_ids), cell, entry.name, entry.cell)
 
 
 def _cache_path(entry: Entry, cell: str, split: str) -> Path:
@@ -112,20 +121,26 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
     """
     if split not in SPLIT_CHOICES:
         raise HistcliError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
-    check_trained_data(entry, store, cell, allow_changed)
-    fingerprint = store.fingerprint(cell)
     weights = entry.metadata["weights_sha256"]
     path = _cache_path(entry, cell, split)
-    cached = _read_cache(path, weights, fingerprint) if use_cache else None
+    cached = None
+    if use_cache:
+        fingerprint = store.fingerprint(cell)
+        check_trained_data(entry, store, cell, fingerprint, allow_changed)
+        cached = _read_cache(path, weights, fingerprint)
     if cached is None:
+        # The fingerprint of the data actually loaded keys the cache, even if
+        # another process replaced the cell a moment ago.
         data = store.load(cell, splits=None if split == "all" else [split])
+        check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
         from histcli.training import resolve_device
 
         probabilities = predict_probabilities(entry, match_inputs(entry, data), resolve_device(device))
         labels = data.labels if data.labels is not None else np.zeros(0, dtype=np.int8)
         cached = {"gene_ids": np.asarray(data.gene_ids, dtype=str), "labels": labels,
                   "probabilities": probabilities}
-        _write_cache(path, cached, weights, fingerprint)
+        _write_cache(path, cached, weights, data.fingerprint)
+    warn_overlap(entry, store, cell, cached["gene_ids"])
     labels = cached["labels"]
     return Predictions(
         model=entry.name,
@@ -183,14 +198,13 @@ def metrics_row(predictions: Predictions, threshold: float = 0.5) -> dict:
     return row
 
 
-def summary_rows(rows: list[dict], metric: str = "auc") -> list[dict]:
-    """Mean, median, min and max of ``metric`` per model, over the cells where it is defined."""
+def summarise(rows: list[dict], metric: str = "auc") -> list[dict]:
+    """Per model: the number of cells where ``metric`` is defined, and its mean, median, min and max."""
     summaries = []
     for model in dict.fromkeys(row["model"] for row in rows):
         values = np.array([row[metric] for row in rows if row["model"] == model and row[metric] is not None])
-        for label, function in (("mean", np.mean), ("median", np.median), ("min", np.min), ("max", np.max)):
-            value = float(function(values)) if len(values) else None
-            summaries.append({"model": model, "cell": label, metric: value,
-                              "n": len(values) if label == "mean" else None})
+        summary = {"model": model, "n_cells": len(values)}
+        for statistic, function in (("mean", np.mean), ("median", np.median), ("min", np.min), ("max", np.max)):
+            summary[f"{statistic}_{metric}"] = float(function(values)) if len(values) else None
+        summaries.append(summary)
     return summaries
-

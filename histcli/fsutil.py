@@ -62,6 +62,16 @@ def fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def copy_permissions(source: Path, target: Path) -> None:
+    """Give ``target`` the mode (and, where allowed, the group) of ``source``, which it replaces."""
+    import stat
+
+    info = source.stat()
+    os.chmod(target, stat.S_IMODE(info.st_mode))
+    with contextlib.suppress(PermissionError):
+        os.chown(target, -1, info.st_gid)
+
+
 def fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -94,9 +104,14 @@ def atomic_open(final: Path, mode: str = "w", **kwargs):
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: Path):
-    """Block until this process holds the lock file; released on exit or on death."""
+    """Block until this process holds the lock file; released on exit or on death.
+
+    Lock files are never deleted (a deleted lock could be held twice), and are
+    opened read-only, which flock allows, so users sharing a store need no
+    write permission on a lock another user created.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -16,8 +16,6 @@ from typing import Any, Iterable, Sequence
 
 from histcli.errors import StdoutClosed
 
-FORMATS = ("auto", "table", "tsv", "csv", "json")
-
 
 @dataclass(frozen=True)
 class Column:
@@ -57,13 +55,14 @@ def clean(value: Any) -> Any:
 
 
 def machine_text(value: Any) -> str:
+    """Full precision (the shortest text that reads back as the same float); NA for undefined."""
     value = clean(value)
     if value is None:
         return "NA"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(round(value, 10)) if abs(value) >= 1e-4 or value == 0 else f"{value:.6g}"
+        return repr(value)
     if isinstance(value, (list, tuple)):
         return ",".join(machine_text(item) for item in value)
     return str(value)
@@ -112,12 +111,18 @@ def render_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str, *, ti
 
 
 def delimited(rows: Iterable[dict], columns: Sequence[Column], sep: str) -> str:
+    """TSV (tabs, no quoting: values never hold tabs) or RFC 4180 CSV."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    if sep == ",":
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([column.key for column in columns])
+        writer.writerows([machine_text(row.get(column.key)) for column in columns] for row in rows)
+        return buffer.getvalue()
     lines = [sep.join(column.key for column in columns)]
-    for row in rows:
-        cells = [machine_text(row.get(column.key)) for column in columns]
-        if sep == ",":
-            cells = [f'"{cell}"' if "," in cell or '"' in cell else cell for cell in cells]
-        lines.append(sep.join(cells))
+    lines += [sep.join(machine_text(row.get(column.key)) for column in columns) for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from typing import TextIO
 
 import numpy as np
 
+from histcli import interrupt
 from histcli.errors import InputError, StdoutClosed
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
@@ -39,12 +40,19 @@ GENES_PER_CHUNK = 20_000
 class PredictionWriter:
     """Writes ``gene_id  probability  prediction`` rows (TSV) or a JSON array, as they come."""
 
-    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = 0.5):
+    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = 0.5, on_written=None):
         self.stream = stream
         self.fmt = fmt
         self.threshold = threshold
         self.count = 0
-        self._write("gene_id\tprobability\tprediction\n" if fmt == "tsv" else "[")
+        self.started = False
+        self.on_written = on_written  # called with the number of genes written so far
+
+    def _start(self) -> None:
+        # The header waits for the first predictions: bad input leaves stdout empty.
+        if not self.started:
+            self.started = True
+            self._write("gene_id\tprobability\tprediction\n" if self.fmt == "tsv" else "[")
 
     def _write(self, text: str) -> None:
         try:
@@ -53,6 +61,8 @@ class PredictionWriter:
             raise StdoutClosed() from None
 
     def add(self, gene_ids, probabilities: np.ndarray) -> None:
+        interrupt.check()
+        self._start()
         calls = (probabilities >= self.threshold).astype(int)
         if self.fmt == "tsv":
             lines = [f"{gene}\t{p:.6g}\t{c}\n" for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
@@ -63,8 +73,11 @@ class PredictionWriter:
             if items:
                 self._write(("," if self.count else "") + "\n  " + ",\n  ".join(items))
         self.count += len(probabilities)
+        if self.on_written is not None:
+            self.on_written(self.count)
 
     def close(self) -> None:
+        self._start()
         if self.fmt == "json":
             self._write("\n]\n" if self.count else "]\n")
         try:
@@ -99,18 +112,24 @@ class Predictor:
 
 @contextmanager
 def readable_path(source: str):
-    """A path for ``source``; ``-`` (stdin) is spooled to a temporary file first so that
-    errors can quote exact lines and memory stays bounded."""
+    """A regular file for ``source``; stdin (``-``) and pipes are spooled to a temporary
+    file first, so that errors can quote exact lines and memory stays bounded."""
     if source != "-":
         path = Path(source)
         if not path.exists():
             raise InputError(path, "no such file")
         if path.is_dir():
             raise InputError(path, "is a folder, expected a TSV file")
-        yield path
-        return
-    with tempfile.NamedTemporaryFile(prefix="histcli-stdin-", suffix=".tsv") as spool:
-        shutil.copyfileobj(sys.stdin.buffer, spool, length=1 << 20)
+        if path.is_file():
+            yield path
+            return
+    # stdin, pipes and process substitution (<(...)) can be read only once.
+    with tempfile.NamedTemporaryFile(prefix="histcli-input-", suffix=".tsv") as spool:
+        if source == "-":
+            shutil.copyfileobj(sys.stdin.buffer, spool, length=1 << 20)
+        else:
+            with open(source, "rb") as stream:
+                shutil.copyfileobj(stream, spool, length=1 << 20)
         spool.flush()
         yield Path(spool.name)
 

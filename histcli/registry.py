@@ -25,15 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from histcli.errors import ModelError
-from histcli.fsutil import ensure_writable_dir, exclusive_lock, remove_path, remove_stale, replace_dir, temp_name
+from histcli.fsutil import (
+    ensure_writable_dir,
+    exclusive_lock,
+    fsync_file,
+    remove_path,
+    remove_stale,
+    replace_dir,
+    temp_name,
+)
+from histcli.locations import DEFAULT_MODELS, MODELS_ENV
 
 ENTRY_FORMAT = "histcli-model"
 ENTRY_VERSION = "1.0"
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 METADATA = "metadata.json"
-DEFAULT_MODELS = Path("histcli-data") / "models"
-MODELS_ENV = "HISTCLI_MODELS"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
@@ -97,6 +104,13 @@ class Entry:
         return module.to(device).eval()
 
 
+_REQUIRED = {
+    CONFIG: ("architecture", "hyperparameters", "training", "input", "data", "name", "cell"),
+    METADATA: ("best_epoch", "best_valid_auc", "epochs_run", "interrupted", "created", "history", "weights_sha256"),
+}
+_REQUIRED_INPUT = ("marks", "n_bins", "bin_size", "window", "tss_offset", "transform")
+
+
 def read_entry(path: Path) -> Entry:
     """Open an entry folder (from the registry or copied elsewhere) and check it is complete."""
     path = Path(path)
@@ -107,13 +121,22 @@ def read_entry(path: Path) -> Entry:
         metadata = json.loads((path / METADATA).read_text())
     except FileNotFoundError as exc:
         raise ModelError(f"{path}: not a histcli model ({Path(exc.filename).name} is missing)") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: damaged model configuration ({exc})") from None
-    if config.get("format") != ENTRY_FORMAT:
+    if not isinstance(config, dict) or config.get("format") != ENTRY_FORMAT or not isinstance(metadata, dict):
         raise ModelError(f"{path}: not a histcli model folder")
-    major = int(str(config.get("format_version", "0")).split(".")[0])
-    if major > int(ENTRY_VERSION.split(".")[0]):
-        raise ModelError(f"{path}: written by a newer histcli (model format {config['format_version']}); upgrade")
+    version = str(config.get("format_version", ""))
+    if not version.split(".")[0].isdigit():
+        raise ModelError(f"{path}: unreadable model format version {version!r}")
+    if int(version.split(".")[0]) > int(ENTRY_VERSION.split(".")[0]):
+        raise ModelError(f"{path}: written by a newer histcli (model format {version}); upgrade")
+    for filename, content in ((CONFIG, config), (METADATA, metadata)):
+        missing = [key for key in _REQUIRED[filename] if key not in content]
+        if missing:
+            raise ModelError(f"{path / filename}: damaged, {', '.join(missing)} missing")
+    missing = [key for key in _REQUIRED_INPUT if key not in config["input"]]
+    if missing:
+        raise ModelError(f"{path / CONFIG}: damaged, input.{', input.'.join(missing)} missing")
     if not (path / WEIGHTS).is_file():
         raise ModelError(f"{path}: {WEIGHTS} is missing")
     return Entry(path, config, metadata)
@@ -139,15 +162,20 @@ class Registry:
         return self.root / check_model_name(name) / check_cell_name(cell)
 
     def names(self) -> list[str]:
+        """Model names with at least one entry."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and self.cells(p.name))
 
     def cells(self, name: str) -> list[str]:
         folder = self.root / name
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def _lock(self, name: str):
+        # Locks live apart from the entries so that removing a model never removes its lock.
+        return exclusive_lock(self.root / ".locks" / f"{name}.lock")
 
     def exists(self, name: str, cell: str) -> bool:
         return (self.entry_path(name, cell) / CONFIG).is_file()
@@ -195,6 +223,7 @@ class Registry:
             temp.mkdir()
             tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
             save_file(tensors, temp / WEIGHTS, metadata={"format": ENTRY_FORMAT, "architecture": config["architecture"]})
+            fsync_file(temp / WEIGHTS)
             metadata = {**metadata, "weights_sha256": file_sha256(temp / WEIGHTS)}
             config = {"format": ENTRY_FORMAT, "format_version": ENTRY_VERSION, "name": name, "cell": cell, **config}
             for filename, content in ((CONFIG, config), (METADATA, metadata)):
@@ -203,7 +232,7 @@ class Registry:
                     handle.write("\n")
                     handle.flush()
                     os.fsync(handle.fileno())
-            with exclusive_lock(final.parent / ".lock"):
+            with self._lock(name):
                 remove_stale(final, "tmp")
                 if final.exists() and not overwrite:
                     raise ModelError(
@@ -216,20 +245,13 @@ class Registry:
 
     def remove(self, name: str, cell: str | None = None) -> list[str]:
         """Remove one entry, or every cell of a model; returns the removed cells."""
-        cells = [cell] if cell else self.cells(name)
-        if not cells or (cell and not self.entry_path(name, cell).is_dir()):
-            raise ModelError(f"no model {name!r}" + (f" for cell {cell!r}" if cell else "") + f" in {self.root}")
-        folder = self.root / check_model_name(name)
-        with exclusive_lock(folder / ".lock"):
+        with self._lock(check_model_name(name)):
+            cells = [cell] if cell else self.cells(name)
+            if not cells or (cell and not self.entry_path(name, cell).is_dir()):
+                raise ModelError(f"no model {name!r}" + (f" for cell {cell!r}" if cell else "") + f" in {self.root}")
             for entry_cell in cells:
                 path = self.entry_path(name, entry_cell)
                 doomed = temp_name(path, "old")
                 os.rename(path, doomed)
                 remove_path(doomed)
-            if not self.cells(name):
-                remove_path(folder / ".lock")
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass  # something else lives there; leave it
         return cells

@@ -35,9 +35,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from histcli import __version__
+from histcli import __version__, interrupt
 from histcli.errors import CellExistsError, StoreError
 from histcli.fsutil import (
+    copy_permissions,
     ensure_writable_dir,
     exclusive_lock,
     fsync_dir,
@@ -46,6 +47,7 @@ from histcli.fsutil import (
     remove_stale,
     temp_name,
 )
+from histcli.locations import DEFAULT_STORE, STORE_ENV
 
 STORE_ENCODING = "histcli-store"
 CELL_ENCODING = "histcli-cell"
@@ -55,8 +57,6 @@ SUPPORTED_MAJOR = 1
 SPLITS = ("none", "train", "valid", "test")
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
-DEFAULT_STORE = Path("histcli-data") / "store.h5"
-STORE_ENV = "HISTCLI_STORE"
 
 _CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _CHUNK_BYTES = 1 << 19
@@ -229,8 +229,10 @@ def fingerprint_cell(cell: CellData) -> str:
     digest.update(np.ascontiguousarray(cell.split, dtype=np.uint8).tobytes())
     if cell.labels is not None:
         digest.update(np.ascontiguousarray(cell.labels, dtype=np.int8).tobytes())
-    for block in cell._blocks():
-        digest.update(block.dtype.str.encode())
+    blocks = cell._blocks()
+    # The bytes of all blocks in a row: how a cell is cut into blocks must not change its fingerprint.
+    digest.update(blocks[0].dtype.str.encode())
+    for block in blocks:
         digest.update(np.ascontiguousarray(block).tobytes())
     return digest.hexdigest()
 
@@ -276,7 +278,12 @@ class Store:
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def _check_not_folder(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"store {self.path}: is a folder; --store names the HDF5 file (e.g. {self.path / 'store.h5'})")
+
     def _open(self):
+        self._check_not_folder()
         if not self.path.exists():
             raise StoreError(
                 f"store {self.path} does not exist; create it with 'histcli prepare' "
@@ -379,7 +386,7 @@ class Store:
                 if isinstance(rows, slice):
                     return dataset[()]
                 if len(rows) == 0:
-                    return dataset[()][:0]
+                    return np.empty((0,) + dataset.shape[1:], dtype=dataset.dtype)
                 return _read_rows(dataset, rows)
 
             gene_ids = np.asarray(group["gene_ids"].asstr()[()], dtype=object)
@@ -400,11 +407,20 @@ class Store:
                 expression=read("expression"),
                 labels=read("labels"),
                 sources=[SourceFile(**s) for s in json.loads(attrs.get("sources", "[]"))],
-                attrs={k: v for k, v in attrs.items() if k in ("label_threshold", "label_rule", "source_format")},
+                attrs={k: v for k, v in attrs.items()
+                       if k in ("label_threshold", "label_rule", "source_format", "aggregate")},
                 coordinates=coordinates,
                 fingerprint=attrs.get("fingerprint"),
                 created=attrs.get("created"),
             )
+
+    def gene_ids(self, cell: str, splits: Sequence[str]) -> np.ndarray:
+        """The gene ids of some splits of a cell, without reading its counts."""
+        with self._open() as handle:
+            group = self._group(handle, cell)
+            split = group["split"][()]
+            ids = np.asarray(group["gene_ids"].asstr()[()], dtype=object)
+            return ids[np.isin(split, [SPLIT_CODES[s] for s in splits])]
 
     def fingerprint(self, cell: str) -> str:
         with self._open() as handle:
@@ -416,9 +432,15 @@ class Store:
         """Fail before any slow work if the store cannot take these cells."""
         for cell in cells:
             check_cell_name(cell)
+        self._check_not_folder()
         ensure_writable_dir(self.path.parent.resolve(), "store")
-        if self.path.exists() and not os.access(self.path, os.R_OK):
-            raise StoreError(f"store {self.path}: not readable")
+        if self.path.exists():
+            if not os.access(self.path, os.R_OK):
+                raise StoreError(f"store {self.path}: not readable")
+            # Permission bits, not os.access: root may write anywhere, but a
+            # read-only store says its owner wants it left alone.
+            if not os.access(self.path, os.W_OK) or not self.path.stat().st_mode & 0o222:
+                raise StoreError(f"store {self.path}: read-only file; make it writable to change it")
         if not overwrite and self.exists():
             existing = set(self.cell_names())
             for cell in cells:
@@ -432,7 +454,7 @@ class Store:
         private staging file and released before the next one is produced.
         Nothing is visible to readers until every cell has been staged.
         """
-        ensure_writable_dir(self.path.parent.resolve(), "store")
+        self.check_writable()
         staging = temp_name(self.path, "staging")
         names: list[str] = []
         existing = set() if overwrite else set(self.cell_names())
@@ -441,6 +463,7 @@ class Store:
             with h5py.File(staging, "w", locking=False) as stage:
                 cells_group = stage.create_group("cells")
                 for cell in cells:
+                    interrupt.check()
                     validate_cell(cell)
                     if cell.name in names:
                         raise StoreError(f"cell {cell.name!r} is given twice")
@@ -450,6 +473,7 @@ class Store:
                     names.append(cell.name)
                     if on_staged is not None:
                         on_staged(cell.name)
+            interrupt.check()
             if names:
                 self._commit(staging, names, overwrite=overwrite)
         finally:
@@ -457,6 +481,7 @@ class Store:
         return names
 
     def remove(self, cells: Sequence[str]) -> None:
+        self.check_writable()
         existing = set(self.cell_names())
         for cell in cells:
             if cell not in existing:
@@ -493,6 +518,8 @@ class Store:
                         with h5py.File(staging, "r", locking=False) as stage:
                             for name in names:
                                 stage.copy(stage["cells"][name], new_cells, name=name)
+                if self.exists():
+                    copy_permissions(self.path, temp)
                 fsync_file(temp)
                 os.replace(temp, self.path)
                 fsync_dir(self.path.parent)

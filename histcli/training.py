@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from histcli import interrupt
 from histcli.errors import HistcliError, ModelError
 from histcli.store import CellData
 
@@ -199,6 +200,7 @@ def train(cell: CellData, settings: TrainSettings, *,
             order = torch.randperm(len(train_inputs), generator=order_generator).to(device)
             total_loss = torch.zeros((), device=device)
             for start in range(0, len(order), settings.batch_size):
+                interrupt.check()
                 batch = order[start : start + settings.batch_size]
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -209,9 +211,9 @@ def train(cell: CellData, settings: TrainSettings, *,
                 total_loss += loss.detach() * len(batch)
             mean_loss = float(total_loss) / len(order)
             valid_scores = predict_logits(module, valid_inputs).float().cpu().numpy()
+            if not math.isfinite(mean_loss) or not np.isfinite(valid_scores).all():
+                raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss:.4g}); try a smaller --lr")
             valid_auc = roc_auc(valid_labels, valid_scores)
-            if not math.isfinite(mean_loss):
-                raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss}); try a smaller --lr")
             if valid_auc > best_auc:
                 best_auc, best_epoch = valid_auc, epoch
                 best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
@@ -223,6 +225,7 @@ def train(cell: CellData, settings: TrainSettings, *,
                 break
     except KeyboardInterrupt:
         interrupted = True
+        interrupt.clear()  # handled here: the best epoch so far is returned to be saved
     return TrainResult(
         state=best_state,
         best_epoch=best_epoch,
@@ -272,6 +275,9 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
             "window": cell.window,
             "tss_offset": cell.tss_offset,
             "transform": settings.transform,
+            # How track values became bin values, so that `predict --track` does the same.
+            "source_format": cell.attrs.get("source_format"),
+            "aggregate": cell.attrs.get("aggregate"),
         },
         "data": {
             "store": str(store.path.resolve()),

@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO, assert_one_line_error, parse_tsv, run_cli
+
 from histcli.store import Store
 
 BOX_DRAWING = re.compile("[\u2500-\u257f]")
@@ -154,3 +154,31 @@ def test_tsv_output_parses_with_cut_and_awk(workspace):
     assert len(aucs) == 3 and all(0.5 < float(a) <= 1 for a in aucs)
     rows = parse_tsv(run(f"{histcli} compare logistic deepchrome"))
     assert [r["cell"] for r in rows] == ["sim01", "sim02", "sim03"]
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    """A terminal's stderr shows the rich progress bar; stdout stays machine-readable."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "histcli", "prepare", "simulate", "--cells", "2", "--genes", "300", "--bins", "10",
+         "--store", str(tmp_path / "s.h5"), "-f", "tsv"],
+        stdout=subprocess.PIPE, stderr=secondary, env={**os.environ, "COLUMNS": "120"},
+    )
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    stdout = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 0
+    assert "simulating cells" in output.decode(errors="replace")
+    assert "2/2" in output.decode(errors="replace")
+    assert stdout.splitlines()[0].startswith("cell\tgenes\t")
+    assert "\x1b[" not in stdout

@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, parse_tsv, run_cli
 from scipy import stats
 
-from conftest import assert_one_line_error, parse_tsv, run_cli
 from histcli.registry import Registry
 from histcli.stats import delong_test
 

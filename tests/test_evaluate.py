@@ -9,9 +9,9 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, parse_tsv, run_cli
 from scipy import stats
 
-from conftest import assert_one_line_error, parse_tsv, run_cli
 from histcli.registry import Registry
 from histcli.store import SPLIT_CODES, CellData, Store
 
@@ -49,12 +49,16 @@ def test_metrics_match_an_independent_computation(workspace):
         hits = labels[order] == 1
         precision_at_hits = np.cumsum(hits)[hits] / (np.flatnonzero(hits) + 1)
         assert row["auprc"] == pytest.approx(precision_at_hits.mean(), abs=1e-4)
-    summary = {(s["model"], s["cell"]): s["auc"] for s in payload["summary"]}
+    summary = {s["model"]: s for s in payload["summary"]}
     for model in ("deepchrome", "logistic"):
         aucs = [r["auc"] for r in rows if r["model"] == model]
-        assert summary[(model, "mean")] == pytest.approx(np.mean(aucs))
-        assert summary[(model, "median")] == pytest.approx(np.median(aucs))
-        assert summary[(model, "min")] == min(aucs) and summary[(model, "max")] == max(aucs)
+        assert summary[model]["n_cells"] == 3
+        assert summary[model]["mean_auc"] == pytest.approx(np.mean(aucs))
+        assert summary[model]["median_auc"] == pytest.approx(np.median(aucs))
+        assert summary[model]["min_auc"] == min(aucs) and summary[model]["max_auc"] == max(aucs)
+    tsv = parse_tsv(workspace.run("evaluate", "logistic", "deepchrome", "--summary", "-f", "tsv", "-q").stdout)
+    assert [(r["model"], float(r["mean_auc"])) for r in tsv] == [
+        (s["model"], pytest.approx(s["mean_auc"])) for s in payload["summary"]]
 
 
 def test_table_tsv_and_csv_carry_the_same_fields(workspace):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, parse_tsv, run_cli, shared_data
+
 from histcli.registry import Registry
 from histcli.store import Store
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from conftest import REPO, parse_tsv, run_cli
+
 from histcli.store import Store
 
 README = (REPO / "README.md").read_text()

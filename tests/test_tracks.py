@@ -196,7 +196,6 @@ def test_gtf_tss_is_the_five_prime_end_in_zero_based_coordinates(tmp_path):
     assert table.chrom.tolist() == ["chr1", "chr3"]
     assert table.tss.tolist() == [100, 399]
     assert table.strand.tolist() == ["+", "-"]
-    assert table.symbol.tolist() == ["AAA", ""]
     assert table.line.tolist() == [2, 5]
 
 

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli, shared_data
+
 from histcli.registry import Registry, read_entry
 from histcli.store import Store
 
@@ -47,7 +47,7 @@ def test_entry_holds_weights_config_and_metadata(small_store, tmp_path):
     assert config["architecture"] == "logistic"
     assert config["input"] == {"marks": ["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3"],
                                "n_bins": 20, "bin_size": 100, "window": 1000, "tss_offset": 1000,
-                               "transform": "log1p"}
+                               "transform": "log1p", "source_format": "simulated", "aggregate": None}
     assert config["data"]["fingerprint"] == Store(small_store).fingerprint("sim01")
     assert config["data"]["split_sizes"] == {"train": 300, "valid": 300, "test": 300}
     assert config["training"]["seed"] == 3 and config["training"]["batch_size"] == 200

@@ -8,7 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from histcli import __version__
-from histcli.cli import compare, demo, evaluate, models_cmd, predict, prepare, store_cmd, train
+from histcli.cli import (
+    compare,
+    demo,
+    evaluate,
+    models_cmd,
+    predict,
+    prepare,
+    store_cmd,
+    train,
+)
 
 app = typer.Typer(
     name="histcli",

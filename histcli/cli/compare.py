@@ -111,12 +111,14 @@ def _num(value) -> str:
     return "n/a" if value is None else f"{value:+.3f}"
 
 
-def write_plot(result, store, registry, path: Path, roc_cell: str | None) -> None:
-    from histcli.comparison import roc_points
+def plotting_backend(path: Path):
+    """matplotlib's pyplot for a checked output path; checked before any comparison work."""
     from histcli.errors import MissingExtraError, UsageError
 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {path}: expected a .png, .svg or .pdf file name")
+    if path.is_dir() or not path.parent.resolve().is_dir():
+        raise UsageError(f"--plot {path}: " + ("is a folder" if path.is_dir() else "its folder does not exist"))
     try:
         import matplotlib
 
@@ -124,13 +126,21 @@ def write_plot(result, store, registry, path: Path, roc_cell: str | None) -> Non
         from matplotlib import pyplot
     except ImportError:
         raise MissingExtraError("matplotlib", "plot", "--plot") from None
+    return pyplot
+
+
+def write_plot(pyplot, result, store, registry, path: Path, roc_cell: str | None, **options) -> None:
+    from histcli.comparison import roc_points
+    from histcli.errors import HistcliError, UsageError
     from histcli.fsutil import atomic_path
 
     pair = result.pairs[0]
     usable = [r for r in pair.cells if r["auc_a"] is not None]
-    cell = roc_cell or (max(usable, key=lambda r: abs(r["delta_auc"] or 0))["cell"] if usable else result.cells[0])
-    if cell not in result.cells:
-        raise UsageError(f"--roc-cell {cell}: not among the compared cells")
+    if not usable:
+        raise HistcliError("--plot: no cell has a defined AUC for both models")
+    cell = roc_cell or max(usable, key=lambda r: abs(r["delta_auc"] or 0))["cell"]
+    if cell not in [r["cell"] for r in usable]:
+        raise UsageError(f"--roc-cell {cell}: not among the compared cells with a defined AUC")
     figure, (scatter, roc) = pyplot.subplots(1, 2, figsize=(10, 4.8))
     a = [r["auc_a"] for r in usable]
     b = [r["auc_b"] for r in usable]
@@ -140,7 +150,7 @@ def write_plot(result, store, registry, path: Path, roc_cell: str | None) -> Non
     scatter.set_xlabel(f"AUC {pair.model_b}")
     scatter.set_ylabel(f"AUC {pair.model_a}")
     scatter.set_title(pair.verdict().split(";")[0], fontsize=9)
-    for model, fpr, tpr in roc_points(store, registry, result.models, cell):
+    for model, fpr, tpr in roc_points(store, registry, result.models, cell, **options):
         roc.plot(fpr, tpr, label=f"{model} (AUC {result.auc[cell][model]:.3f})")
     roc.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     roc.set_xlabel("false positive rate")
@@ -166,8 +176,8 @@ def compare(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap CI.")] = 0,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
-    store: StoreOption = DEFAULT_STORE,
-    models: ModelsOption = DEFAULT_MODELS,
+    store_path: StoreOption = DEFAULT_STORE,
+    models_path: ModelsOption = DEFAULT_MODELS,
     output_format: TableFormatOption = TableFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -181,14 +191,15 @@ def compare(
     from histcli.store import Store
 
     console.setup(quiet)
-    data, registry = Store(store), Registry(models)
+    pyplot = plotting_backend(plot) if plot is not None else None
+    store, registry = Store(store_path), Registry(models_path)
     with console.progress() as bar:
         task = bar.add_task("comparing", total=None)
 
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = run_compare(data, registry, list(names), cells, split=split, device=device.value,
+        result = run_compare(store, registry, list(names), cells, split=split, device=device.value,
                              allow_changed=allow_changed_data, seed=seed, on_progress=advance)
     fmt = resolve_format(output_format.value)
     if fmt == "json":
@@ -208,5 +219,6 @@ def compare(
     else:
         _print_rich(result)
     if plot is not None:
-        write_plot(result, data, registry, plot, roc_cell)
+        write_plot(pyplot, result, store, registry, plot, roc_cell, split=split, device=device.value,
+                   allow_changed=allow_changed_data)
         console.note(f"plot written to {plot}")

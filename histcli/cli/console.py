@@ -43,11 +43,20 @@ class _NoProgress:
 
 @contextlib.contextmanager
 def progress(*fields: str):
-    """A rich progress bar on stderr (nothing with --quiet); ``fields`` are extra task columns."""
-    if _quiet:
+    """A rich progress bar on a terminal's stderr; nothing with --quiet or in logs.
+
+    ``fields`` are extra task columns.
+    """
+    if _quiet or not sys.stderr.isatty():
         yield _NoProgress()
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from histcli.output import console
 

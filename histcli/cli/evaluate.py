@@ -69,37 +69,51 @@ def evaluate(
                                                    "each model's own cell (transfer).", autocompletion=complete_cells)] = None,
     split: SplitOption = "test",
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off for accuracy.")] = 0.5,
+    summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print one row per model (mean, median, min "
+                                                            "and max AUC over cells) instead of the per-cell rows.")] = False,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
-    store: StoreOption = DEFAULT_STORE,
-    models: ModelsOption = DEFAULT_MODELS,
+    store_path: StoreOption = DEFAULT_STORE,
+    models_path: ModelsOption = DEFAULT_MODELS,
     output_format: TableFormatOption = TableFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
     """AUC, AUPRC and accuracy per (model, cell), sorted by cell, with mean/median/min/max rows."""
+    from histcli import interrupt
     from histcli.cli import console
-    from histcli.evaluation import SPLIT_CHOICES, metrics_row, predictions_for, summary_rows
     from histcli.errors import UsageError
-    from histcli.output import render_rows
+    from histcli.evaluation import (
+        SPLIT_CHOICES,
+        metrics_row,
+        predictions_for,
+        summarise,
+    )
+    from histcli.output import Column, render_rows, resolve_format
     from histcli.registry import Registry
     from histcli.store import Store
 
     console.setup(quiet)
     if split not in SPLIT_CHOICES:
         raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
-    data = Store(store)
-    entries = chosen_entries(Registry(models), list(dict.fromkeys(names)), cells)
+    store = Store(store_path)
+    entries = chosen_entries(Registry(models_path), list(dict.fromkeys(names)), cells)
     rows = []
     with console.progress() as bar:
         task = bar.add_task("evaluating", total=len(entries))
         for entry in entries:
-            predictions = predictions_for(entry, data, on_cell or entry.cell, split, device=device.value,
+            interrupt.check()
+            predictions = predictions_for(entry, store, on_cell or entry.cell, split, device=device.value,
                                           allow_changed=allow_changed_data)
             rows.append(metrics_row(predictions, threshold))
             bar.advance(task)
     rows.sort(key=lambda row: (row["cell"], row["model"], row["trained_on"]))
-    summaries = summary_rows(rows)
-    payload = {"rows": rows, "summary": summaries}
-    render_rows(rows, evaluate_columns(), output_format.value, title=f"{split} split",
-                footer_rows=summaries, json_payload=payload)
-
+    summaries = summarise(rows)
+    if summary and resolve_format(output_format.value) in ("tsv", "csv"):
+        columns = [Column(key) for key in ("model", "n_cells", "mean_auc", "median_auc", "min_auc", "max_auc")]
+        render_rows(summaries, columns, output_format.value)
+        return
+    # In the rich table the summaries sit below the cells, one row per statistic and model.
+    footer = [{"model": s["model"], "cell": statistic, "auc": s[f"{statistic}_auc"]}
+              for s in summaries for statistic in ("mean", "median", "min", "max")]
+    render_rows(rows, evaluate_columns(), output_format.value, title=f"{split} split", footer_rows=footer,
+                json_payload={"rows": rows, "summary": summaries})

@@ -7,12 +7,19 @@ import sys
 
 
 def main() -> None:
-    from histcli.errors import EXIT_PIPE_CLOSED, StdoutClosed, describe
+    try:
+        from histcli import interrupt
 
-    from histcli.cli.app import app
+        interrupt.install()
+        from histcli.cli.app import app
+        from histcli.errors import EXIT_PIPE_CLOSED, StdoutClosed, describe
+    except KeyboardInterrupt:  # Ctrl-C while still starting up
+        sys.exit(130)
 
     try:
         app(prog_name="histcli")
+    except KeyboardInterrupt:  # outside a command (typer maps those to 130 itself)
+        sys.exit(130)
     except StdoutClosed:
         # The reader (e.g. `head -1`) has all it wanted; stop quietly like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -37,39 +37,44 @@ def entry_row(entry) -> dict:
     }
 
 
+def entry_columns():
+    from histcli.output import Column
+
+    return [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
+            Column("marks", justify="left"), Column("bins"), Column("bin_size"), Column("seed"),
+            Column("best_epoch"), Column("valid_auc", digits=4), Column("interrupted"),
+            Column("created", justify="left")]
+
+
 @app.command("list")
 def list_models(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Only this model name.",
                                                 autocompletion=complete_model_names)] = None,
     cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Only this cell.",
                                                 autocompletion=complete_cells)] = None,
-    models: ModelsOption = DEFAULT_MODELS,
+    models_path: ModelsOption = DEFAULT_MODELS,
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One row per registry entry (model name x cell)."""
-    from histcli.output import Column, render_rows
+    from histcli.output import render_rows
     from histcli.registry import Registry
 
-    rows = [entry_row(entry) for entry in Registry(models).entries(name, cell)]
-    columns = [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
-               Column("marks", justify="left"), Column("bins"), Column("bin_size"), Column("seed"),
-               Column("best_epoch"), Column("valid_auc", digits=4), Column("interrupted"),
-               Column("created", justify="left")]
-    render_rows(rows, columns, output_format.value, title=f"models in {models}")
+    rows = [entry_row(entry) for entry in Registry(models_path).entries(name, cell)]
+    render_rows(rows, entry_columns(), output_format.value, title=f"models in {models_path}")
 
 
 @app.command("show")
 def show_model(
     name: ModelName,
     cell: Annotated[str, typer.Option("--cell", "-c", help="Cell of the entry.", autocompletion=complete_cells)],
-    models: ModelsOption = DEFAULT_MODELS,
+    models_path: ModelsOption = DEFAULT_MODELS,
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One entry in detail: architecture, hyperparameters, training settings, data and results."""
     from histcli.output import Column, render_rows
     from histcli.registry import Registry
 
-    entry = Registry(models).get(name, cell)
+    entry = Registry(models_path).get(name, cell)
     fields = {"path": str(entry.path)}
     for section in ("architecture", "hyperparameters", "training", "input", "data"):
         value = entry.config[section]
@@ -96,11 +101,15 @@ def remove_model(
     name: ModelName,
     cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Only this cell (default: every cell).",
                                                 autocompletion=complete_cells)] = None,
-    models: ModelsOption = DEFAULT_MODELS,
+    models_path: ModelsOption = DEFAULT_MODELS,
+    output_format: FormatOption = OutputFormat.auto,
 ) -> None:
-    """Remove a model's entries (one cell, or all of them)."""
-    from histcli.cli.console import note
+    """Remove a model's entries (one cell, or all of them); prints what was removed."""
+    from histcli.output import render_rows
     from histcli.registry import Registry
 
-    removed = Registry(models).remove(name, cell)
-    note(f"removed {name} for {', '.join(removed)}")
+    registry = Registry(models_path)
+    entries = [registry.get(name, cell)] if cell else registry.entries(name)
+    rows = [entry_row(entry) for entry in entries]
+    registry.remove(name, cell)
+    render_rows(rows, entry_columns(), output_format.value, title=f"removed from {models_path}")

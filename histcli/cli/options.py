@@ -13,8 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-DEFAULT_STORE = Path("histcli-data") / "store.h5"
-DEFAULT_MODELS = Path("histcli-data") / "models"
+from histcli.locations import DEFAULT_MODELS, DEFAULT_STORE, MODELS_ENV, STORE_ENV
 
 
 class OutputFormat(str, Enum):
@@ -55,13 +54,13 @@ class Device(str, Enum):
 
 
 def _store_from_context(ctx: typer.Context) -> Path:
-    value = ctx.params.get("store") if ctx is not None else None
-    return Path(value or os.environ.get("HISTCLI_STORE") or DEFAULT_STORE)
+    value = ctx.params.get("store_path") if ctx is not None else None
+    return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
 def _models_from_context(ctx: typer.Context) -> Path:
-    value = ctx.params.get("models") if ctx is not None else None
-    return Path(value or os.environ.get("HISTCLI_MODELS") or DEFAULT_MODELS)
+    value = ctx.params.get("models_path") if ctx is not None else None
+    return Path(value or os.environ.get(MODELS_ENV) or DEFAULT_MODELS)
 
 
 def complete_cells(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -95,7 +94,7 @@ StoreOption = Annotated[
     Path,
     typer.Option(
         "--store",
-        envvar="HISTCLI_STORE",
+        envvar=STORE_ENV,
         help="HDF5 dataset store (default: histcli-data/store.h5).",
         show_default=False,
         rich_help_panel="Locations",
@@ -105,7 +104,7 @@ ModelsOption = Annotated[
     Path,
     typer.Option(
         "--models",
-        envvar="HISTCLI_MODELS",
+        envvar=MODELS_ENV,
         help="Model registry folder (default: histcli-data/models).",
         show_default=False,
         rich_help_panel="Locations",

@@ -11,7 +11,6 @@ from histcli.cli.options import (
     DEFAULT_MODELS,
     DEFAULT_STORE,
     Aggregate,
-    AggregateOption,
     Device,
     DeviceOption,
     DropMissingOption,
@@ -21,8 +20,8 @@ from histcli.cli.options import (
     StoreOption,
     complete_cells,
     complete_model_names,
+    parse_tracks,
 )
-from histcli.cli.options import parse_tracks
 
 
 def predict(
@@ -44,15 +43,17 @@ def predict(
     bin_size: Annotated[Optional[int], typer.Option("--bin-size", min=1, help="Default: the model's.", rich_help_panel="Tracks")] = None,
     window: Annotated[Optional[int], typer.Option("--window", min=1, help="Bp each side of the TSS; default: the model's.",
                                                   rich_help_panel="Tracks")] = None,
-    aggregate: AggregateOption = Aggregate.sum,
+    aggregate: Annotated[Optional[Aggregate], typer.Option(
+        "--aggregate", case_sensitive=False, rich_help_panel="Tracks",
+        help="sum (read counts) or mean (signal); default: what the model's training cell used.")] = None,
     drop_missing: DropMissingOption = False,
     from_store: Annotated[Optional[str], typer.Option("--from-store", help="Predict on a stored cell's genes.",
                                                       autocompletion=complete_cells, rich_help_panel="Store")] = None,
     split: Annotated[str, typer.Option("--split", help="With --from-store: test, valid, train, none or all.",
                                        rich_help_panel="Store")] = "test",
     device: DeviceOption = Device.auto,
-    store: StoreOption = DEFAULT_STORE,
-    models: ModelsOption = DEFAULT_MODELS,
+    store_path: StoreOption = DEFAULT_STORE,
+    models_path: ModelsOption = DEFAULT_MODELS,
     quiet: QuietOption = False,
 ) -> None:
     """Predict expression (probability above the cell's median) for every gene of the input, in input order."""
@@ -85,37 +86,49 @@ def predict(
                          + (f" (got {' and '.join(given)})" if given else ""))
     if track and genes is None:
         raise UsageError("--track needs --genes FILE (BED or GTF)")
-    entry = read_entry(model) if model is not None else Registry(models).get(model_args[0], cell)
+    if output is not None and (output.is_dir() or not output.parent.resolve().is_dir()):
+        problem = "is a folder" if output.is_dir() else f"folder {output.parent} does not exist"
+        raise UsageError(f"--output {output}: {problem}")
+    entry = read_entry(model) if model is not None else Registry(models_path).get(model_args[0], cell)
     predictor = Predictor(entry, resolve_device(device.value))
 
     target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
-    with target as stream:
-        writer = PredictionWriter(stream, output_format.value, threshold)
+    with target as stream, console.progress() as bar:
+        task = bar.add_task("predicting genes", total=None)
+        writer = PredictionWriter(stream, output_format.value, threshold,
+                                  on_written=lambda count: bar.update(task, completed=count))
         if input_args:
             count = predict_table(predictor, input_args[0], writer)
         else:
-            genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate.value, drop_missing,
-                                   from_store, split, store)
+            genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing,
+                                   from_store, split, store_path)
             writer.add(genes_cell.gene_ids, predictor.cell_probabilities(genes_cell))
             count = genes_cell.n_genes
         writer.close()
     console.note(f"predicted {count} genes with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
 
 
-def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, from_store, split, store):
+def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, from_store, split, store_path):
     """The genes to predict on, as a cell: from tracks (no expression needed) or from the store."""
     from histcli.cli import console
 
     if from_store:
-        from histcli.evaluation import SPLIT_CHOICES
         from histcli.errors import UsageError
+        from histcli.evaluation import SPLIT_CHOICES
         from histcli.store import Store
 
         if split not in SPLIT_CHOICES:
             raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
-        return Store(store).load(from_store, splits=None if split == "all" else [split])
+        return Store(store_path).load(from_store, splits=None if split == "all" else [split])
     from histcli.sources.tracks import read_tracks_cell
 
+    trained_with = entry.input.get("aggregate")
+    if aggregate is None:
+        aggregate = trained_with or "sum"
+    else:
+        aggregate = aggregate.value
+        if trained_with and aggregate != trained_with:
+            console.note(f"--aggregate {aggregate}, but the model was trained on tracks binned with {trained_with}")
     notes: list[str] = []
     cell = read_tracks_cell(
         "predict",

@@ -12,16 +12,16 @@ from histcli.cli.options import (
     Aggregate,
     AggregateOption,
     CellsOption,
-    GenesOption,
-    TrackOption,
-    parse_tracks,
     DropMissingOption,
     FormatOption,
+    GenesOption,
     MarksOption,
     OutputFormat,
     OverwriteOption,
     QuietOption,
     StoreOption,
+    TrackOption,
+    parse_tracks,
 )
 
 app = typer.Typer(help="Bring data into the dataset store (one sub-command per input layout).",
@@ -64,7 +64,7 @@ def deepchrome(
     marks: MarksOption = None,
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp (DeepChrome: 100).")] = 100,
     overwrite: OverwriteOption = False,
-    store: StoreOption = DEFAULT_STORE,
+    store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -78,9 +78,9 @@ def deepchrome(
     mark_names = _marks(marks, DEEPCHROME_ORDER)
     found = layout.find_cells(path, cells)
     names = [name for name, _ in found]
-    Store(store).check_writable(names, overwrite)
+    Store(store_path).check_writable(names, overwrite)
     parsed = (layout.read_cell(name, files, marks=mark_names, bin_size=bin_size) for name, files in found)
-    _write(store, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
+    _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
 
 
 @app.command("deepdiff")
@@ -92,7 +92,7 @@ def deepdiff(
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp (DeepDiff: 100).")] = 100,
     drop_missing: DropMissingOption = False,
     overwrite: OverwriteOption = False,
-    store: StoreOption = DEFAULT_STORE,
+    store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -106,13 +106,14 @@ def deepdiff(
     stored_name = check_cell_name(name or cell)
     mark_names = _marks(marks, DEEPDIFF_ORDER)
     splits, expression = layout.find_files(path, cell)
-    Store(store).check_writable([stored_name], overwrite)
+    Store(store_path).check_writable([stored_name], overwrite)
     notes: list[str] = []
-    parsed = layout.read_cell(stored_name, splits, expression, marks=mark_names, bin_size=bin_size,
-                              drop_missing=drop_missing, notes=notes)
+    # A generator, so that parsing runs inside the progress bar.
+    parsed = (layout.read_cell(stored_name, splits, expression, marks=mark_names, bin_size=bin_size,
+                               drop_missing=drop_missing, notes=notes) for _ in range(1))
+    _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
     for message in notes:
         console.note(message)
-    _write(store, [parsed], [stored_name], overwrite, output_format, "preparing DeepDiff cell")
 
 
 def parse_chromosome_split(values: list[str]) -> dict[str, list[str]]:
@@ -121,9 +122,9 @@ def parse_chromosome_split(values: list[str]) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {}
     for value in values:
         split, sep, chroms = value.partition("=")
-        if not sep or split not in ("train", "valid", "test", "none") or not chroms:
-            raise UsageError(f"--split-by-chromosome {value!r}: expected SPLIT=CHROM[,CHROM...], "
-                             "e.g. test=chr8,chr9 (SPLIT is valid, test, train or none)")
+        if not sep or split not in ("valid", "test") or not chroms:
+            raise UsageError(f"--split-by-chromosome {value!r}: expected valid=CHROM[,CHROM...] or "
+                             "test=CHROM[,CHROM...]; every other chromosome is train")
         result.setdefault(split, []).extend(c for c in chroms.split(",") if c)
     return result
 
@@ -152,7 +153,7 @@ def tracks(
     split: Annotated[Optional[Path], typer.Option("--split", help="gene_id<TAB>train|valid|test table.",
                                                   rich_help_panel="Split")] = None,
     split_by_chromosome: Annotated[Optional[list[str]], typer.Option(
-        "--split-by-chromosome", help="SPLIT=CHROM,... (repeat); other chromosomes are train.",
+        "--split-by-chromosome", help="valid=CHROM,... or test=CHROM,... (repeat); other chromosomes are train.",
         rich_help_panel="Split")] = None,
     split_fractions: Annotated[Optional[str], typer.Option(
         "--split-fractions", help="TRAIN,VALID,TEST fractions of a random split, e.g. 0.6,0.2,0.2.",
@@ -161,7 +162,7 @@ def tracks(
     aggregate: AggregateOption = Aggregate.sum,
     drop_missing: DropMissingOption = False,
     overwrite: OverwriteOption = False,
-    store: StoreOption = DEFAULT_STORE,
+    store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -177,9 +178,10 @@ def tracks(
                                            ("--split-fractions", split_fractions)) if value]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot be combined: choose one way to split")
-    Store(store).check_writable([cell], overwrite)
+    Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
-    parsed = read_tracks_cell(
+    # A generator, so that reading and binning run inside the progress bar.
+    parsed = (read_tracks_cell(
         cell,
         tracks=parse_tracks(track),
         genes=genes,
@@ -193,10 +195,10 @@ def tracks(
         aggregate=aggregate.value,
         drop_missing=drop_missing,
         notes=notes,
-    )
+    ) for _ in range(1))
+    _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
     for message in notes:
         console.note(message)
-    _write(store, [parsed], [cell], overwrite, output_format, "preparing tracks")
 
 
 @app.command("simulate")
@@ -208,7 +210,7 @@ def simulate(
     prefix: Annotated[str, typer.Option("--prefix", help="Cell names are PREFIX01, PREFIX02, ...")] = "sim",
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp.")] = 100,
     overwrite: OverwriteOption = False,
-    store: StoreOption = DEFAULT_STORE,
+    store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -219,6 +221,6 @@ def simulate(
 
     console.setup(quiet)
     names = cell_names(cells, prefix)
-    Store(store).check_writable(names, overwrite)
+    Store(store_path).check_writable(names, overwrite)
     generated = simulate_cells(cells, genes, bins, seed, bin_size=bin_size, prefix=prefix)
-    _write(store, generated, names, overwrite, output_format, "simulating cells")
+    _write(store_path, generated, names, overwrite, output_format, "simulating cells")

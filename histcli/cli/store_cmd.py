@@ -6,7 +6,13 @@ from typing import Annotated
 
 import typer
 
-from histcli.cli.options import FormatOption, OutputFormat, StoreOption, complete_cells, DEFAULT_STORE
+from histcli.cli.options import (
+    DEFAULT_STORE,
+    FormatOption,
+    OutputFormat,
+    StoreOption,
+    complete_cells,
+)
 
 app = typer.Typer(help="Inspect the dataset store.", no_args_is_help=True)
 
@@ -51,22 +57,22 @@ def print_summaries(summaries, fmt: OutputFormat, title: str) -> None:
 
 
 @app.command("list")
-def list_cells(store: StoreOption = DEFAULT_STORE, output_format: FormatOption = OutputFormat.auto) -> None:
+def list_cells(store_path: StoreOption = DEFAULT_STORE, output_format: FormatOption = OutputFormat.auto) -> None:
     """One row per cell: genes per split, bins, bin size, marks and the fraction of positive labels."""
     from histcli.store import Store
 
-    s = Store(store)
-    if not s.exists():
+    store = Store(store_path)
+    if not store.exists():
         from histcli.errors import StoreError
 
-        raise StoreError(f"store {store} does not exist; create it with 'histcli prepare'")
-    print_summaries(s.summaries(), output_format, title=f"{store}")
+        raise StoreError(f"store {store_path} does not exist; create it with 'histcli prepare'")
+    print_summaries(store.summaries(), output_format, title=f"{store_path}")
 
 
 @app.command("show")
 def show_cell(
     cell: Annotated[str, typer.Argument(help="Cell name.", autocompletion=complete_cells)],
-    store: StoreOption = DEFAULT_STORE,
+    store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One cell in detail: shape, splits, labels, attributes and source files with SHA-256."""
@@ -75,7 +81,7 @@ def show_cell(
     from histcli.output import Column, render_rows
     from histcli.store import Store
 
-    summary = Store(store).summary(cell)
+    summary = Store(store_path).summary(cell)
     details = asdict(summary)
     fields = {
         "cell": summary.name,
@@ -104,7 +110,7 @@ def show_cell(
         rows,
         [Column("field", justify="left"), Column("value", justify="left")],
         output_format.value,
-        title=f"{cell} in {store}",
+        title=f"{cell} in {store_path}",
         json_payload=details,
     )
 
@@ -112,11 +118,13 @@ def show_cell(
 @app.command("rm")
 def remove_cells(
     cells: Annotated[list[str], typer.Argument(help="Cells to remove.", autocompletion=complete_cells)],
-    store: StoreOption = DEFAULT_STORE,
+    store_path: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
 ) -> None:
-    """Remove cells from the store (atomically; other cells are untouched)."""
-    from histcli.cli.console import note
+    """Remove cells from the store (atomically; other cells are untouched); prints what was removed."""
     from histcli.store import Store
 
-    Store(store).remove(cells)
-    note(f"removed {', '.join(cells)} from {store}")
+    store = Store(store_path)
+    removed = [store.summary(cell) for cell in cells]
+    store.remove(cells)
+    print_summaries(removed, output_format, title=f"removed from {store_path}")

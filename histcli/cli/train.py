@@ -13,10 +13,10 @@ from histcli.cli.options import (
     Device,
     DeviceOption,
     FormatOption,
-    Precision,
     ModelsOption,
     OutputFormat,
     OverwriteOption,
+    Precision,
     QuietOption,
     StoreOption,
     complete_architectures,
@@ -67,7 +67,7 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs (early stopping may end sooner).")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation AUC.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Genes per batch (paper: 200).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Adam learning rate.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=1e-9, max=10.0, help="Adam learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat), e.g. dropout=0.3.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, dropout and batch order.")] = 0,
@@ -77,8 +77,8 @@ def train(
                                                  help="Training arithmetic: bf16 autocast is faster where the "
                                                       "hardware has it; auto picks it then.")] = Precision.fp32,
     overwrite: OverwriteOption = False,
-    store: StoreOption = DEFAULT_STORE,
-    models: ModelsOption = DEFAULT_MODELS,
+    store_path: StoreOption = DEFAULT_STORE,
+    models_path: ModelsOption = DEFAULT_MODELS,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -88,21 +88,26 @@ def train(
     from histcli.output import render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
-    from histcli.training import resolve_device, resolve_precision, settings_for, train_and_save
+    from histcli.training import (
+        resolve_device,
+        resolve_precision,
+        settings_for,
+        train_and_save,
+    )
 
     console.setup(quiet)
     if bool(cells) == all_cells:
         raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
-    data = Store(store)
-    chosen = data.cell_names() if all_cells else list(dict.fromkeys(cells))
+    store = Store(store_path)
+    chosen = store.cell_names() if all_cells else list(dict.fromkeys(cells))
     if all_cells and not chosen:
-        raise UsageError(f"--all-cells: the store {store} holds no cells")
-    known = set(data.cell_names())
+        raise UsageError(f"--all-cells: the store {store_path} holds no cells")
+    known = set(store.cell_names())
     for cell in chosen:
         if cell not in known:
-            data.load(cell)  # raises the store's message listing the known cells
+            store.load(cell)  # raises the store's message listing the known cells
     model_name = check_model_name(name or arch)
-    registry = Registry(models)
+    registry = Registry(models_path)
     registry.check_writable(model_name, chosen, overwrite)
     settings = settings_for(
         arch,
@@ -128,7 +133,7 @@ def train(
                            status=f"loss {epoch.loss:.4f}  valid AUC {epoch.valid_auc:.4f}  "
                                   f"best {epoch.best_valid_auc:.4f} (epoch {epoch.best_epoch})")
 
-            entry, result = train_and_save(data, cell, settings, registry, model_name,
+            entry, result = train_and_save(store, cell, settings, registry, model_name,
                                            overwrite=overwrite, on_epoch=report)
             bar.update(task, total=result.epochs_run or 1, completed=result.epochs_run or 1)
             if entry is None:
@@ -149,6 +154,6 @@ def train(
                                  f"({result.best_epoch}) marked as interrupted")
                 break
     if rows:
-        render_rows(rows, train_columns(), output_format.value, title=f"trained into {models}")
+        render_rows(rows, train_columns(), output_format.value, title=f"trained into {models_path}")
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from histcli.models import Architecture, register
-from histcli.models._layers import check_image_kernel, convolutions, dense_head, keras_init
+from histcli.models._layers import (
+    check_image_kernel,
+    convolutions,
+    dense_head,
+    keras_init,
+)
 
 
 class ConvolutionalNetwork(nn.Module):

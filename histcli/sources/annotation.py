@@ -12,7 +12,7 @@ half-open; ``#``, ``track`` and ``browser`` lines and blank lines are skipped.
 
 GTF (plain or gzip): only ``gene`` records are read. GTF is 1-based inclusive,
 so the 0-based TSS is start - 1 on ``+`` and end - 1 on ``-``. The gene's name
-is its ``gene_id``; ``gene_name`` is kept as ``symbol`` when present.
+is its ``gene_id``.
 
 The format is taken from the extension (``.bed``, ``.gtf``, optionally
 ``.gz``) and otherwise from the first data line (nine tab-separated columns
@@ -54,7 +54,6 @@ class GeneTable:
     tss: np.ndarray  # int64, 0-based position of the TSS base
     strand: np.ndarray  # "+" or "-"
     line: np.ndarray  # int64, line of the file each gene came from
-    symbol: np.ndarray | None = None  # GTF gene_name ("" where absent)
     n_unstranded: int = 0  # genes whose strand was not given and were taken as "+"
     repeated: list[tuple[str, str]] = field(default_factory=list)  # (kept name, dropped name)
 
@@ -70,7 +69,6 @@ class GeneTable:
             tss=self.tss[mask],
             strand=self.strand[mask],
             line=self.line[mask],
-            symbol=None if self.symbol is None else self.symbol[mask],
             n_unstranded=self.n_unstranded,
             repeated=self.repeated,
         )
@@ -93,7 +91,7 @@ def read_genes(path: Path) -> GeneTable:
     if not records:
         raise InputError(path, "no genes found (expected BED or GTF gene records)")
     records, repeated = _merge_repeats(path, records)
-    names, chroms, tss, strands, line_numbers, symbols, unstranded = zip(*records)
+    names, chroms, tss, strands, line_numbers, unstranded = zip(*records)
     return GeneTable(
         path=path,
         name=np.asarray(names, dtype=object),
@@ -102,7 +100,6 @@ def read_genes(path: Path) -> GeneTable:
         tss=np.asarray(tss, dtype=np.int64),
         strand=np.asarray(strands, dtype=object),
         line=np.asarray(line_numbers, dtype=np.int64),
-        symbol=None if all(s is None for s in symbols) else np.asarray([s or "" for s in symbols], dtype=object),
         n_unstranded=int(sum(unstranded)),
         repeated=repeated,
     )
@@ -156,7 +153,7 @@ def _bed_records(path: Path, lines: list[str]) -> list[tuple]:
             raise InputError(path, f"strand {strand!r} is not '+', '-' or '.'", line=number, field="strand")
         width = end - start
         tss = start if width == 1 else start + width // 2
-        records.append((name, chrom, tss, "-" if strand == "-" else "+", number, None, strand == "."))
+        records.append((name, chrom, tss, "-" if strand == "-" else "+", number, strand == "."))
     return records
 
 
@@ -184,10 +181,7 @@ def _gtf_records(path: Path, lines: list[str]) -> list[tuple]:
         if "gene_id" not in attributes:
             raise InputError(path, "gene record without a gene_id attribute", line=number, field="attributes")
         tss = end - 1 if strand == "-" else start - 1
-        records.append(
-            (attributes["gene_id"], fields[0], tss, "-" if strand == "-" else "+", number,
-             attributes.get("gene_name"), strand == ".")
-        )
+        records.append((attributes["gene_id"], fields[0], tss, "-" if strand == "-" else "+", number, strand == "."))
     return records
 
 

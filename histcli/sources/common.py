@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import re
 import zlib
 from pathlib import Path
@@ -52,11 +51,6 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(path, f"truncated or corrupt gzip data ({exc})") from None
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """A text stream over a plain or gzip file, with gzip damage reported as InputError."""
-    return io.StringIO(read_bytes(path).decode("utf-8", errors="replace"))
-
-
 class CountBlocks:
     """Collects float64 count blocks in their final storage type as they arrive.
 
@@ -87,65 +81,51 @@ class CountBlocks:
         return sum(len(block) for block in self.blocks)
 
 
-def finalize_counts(blocks: list[np.ndarray]) -> list[np.ndarray]:
-    """Give float64 count blocks one storage type: int32/int64 when integral, else float32.
-
-    NaN, infinite and negative values must have been rejected before.
-    """
-    collected = CountBlocks()
-    for block in blocks:
-        collected.add(block)
-    return collected.blocks
-
-
 def labels_from_expression(values: np.ndarray) -> tuple[np.ndarray, float]:
     """DeepChrome's labels: 1 where expression is above the median of all genes given."""
     threshold = float(np.median(values))
     return (values > threshold).astype(np.int8), threshold
 
 
-def read_two_column_table(path: Path, *, value_name: str, numeric: bool, sep: str | None = None):
-    """Read ``gene<sep>value`` lines (an optional header is detected) into two arrays.
+def read_expression_table(path: Path, *, sep: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``gene<sep>value`` lines into (ids, float values); one header line may lead.
 
-    Returns (ids, values). Numeric values must parse and be finite; a
-    duplicate id is an error naming both lines.
+    Only a first line whose gene field is not an Ensembl id and whose value is
+    not a number counts as a header; any other unreadable value is an error.
+    Values must be finite; a gene given twice (by Ensembl id) is an error
+    naming both lines.
     """
     text = read_bytes(path).decode("utf-8", errors="replace")
-    lines = text.splitlines()
-    if not lines:
-        raise InputError(path, f"empty file, expected gene ids with {value_name}")
     ids: list[str] = []
-    values: list = []
+    values: list[float] = []
     line_numbers: list[int] = []
-    for number, line in enumerate(lines, start=1):
+    first_data_line = True
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split(sep) if sep else line.split()
         if len(fields) != 2:
-            raise InputError(path, f"expected 2 columns (gene id, {value_name}), found {len(fields)}", line=number)
+            raise InputError(path, f"expected 2 columns (gene id, expression), found {len(fields)}", line=number)
         gene, value = fields[0].strip(), fields[1].strip()
-        if numeric:
-            try:
-                number_value = float(value)
-            except ValueError:
-                if not ids:
-                    continue  # a header line
-                raise InputError(path, f"{value!r} is not a number", line=number, field=value_name) from None
-            if not np.isfinite(number_value):
-                raise InputError(path, f"{value!r} is not a finite number", line=number, field=value_name)
-            values.append(number_value)
-        else:
-            if not ids and value.lower() in (value_name.lower(), "split", "fold", "set"):
+        try:
+            number_value = float(value)
+        except ValueError:
+            if first_data_line and not _ENSEMBL.search(gene):
+                first_data_line = False
                 continue  # a header line
-            values.append(value)
+            raise InputError(path, f"{value!r} is not a number", line=number, field="expression") from None
+        first_data_line = False
+        if not np.isfinite(number_value):
+            raise InputError(path, f"{value!r} is not a finite number", line=number, field="expression")
         ids.append(gene)
+        values.append(number_value)
         line_numbers.append(number)
     if not ids:
-        raise InputError(path, f"no data lines, expected gene ids with {value_name}")
-    id_array = np.asarray(ids, dtype=object)
-    unique, counts = np.unique(id_array, return_counts=True)
+        raise InputError(path, "no data lines, expected gene ids with expression values")
+    keys = np.asarray([ensembl_id(gene) for gene in ids], dtype=object)
+    unique, counts = np.unique(keys, return_counts=True)
     if (counts > 1).any():
-        dup = unique[counts > 1][0]
-        first, second = [line_numbers[i] for i, gene in enumerate(ids) if gene == dup][:2]
-        raise InputError(path, f"gene {dup} appears twice (also on line {first})", line=second)
-    return id_array, (np.asarray(values, dtype=np.float64) if numeric else np.asarray(values, dtype=object))
+        duplicate = unique[counts > 1][0]
+        first, second = [line_numbers[i] for i in np.flatnonzero(keys == duplicate)[:2]]
+        raise InputError(path, f"gene {duplicate} appears twice (also on line {first})", line=second)
+    return np.asarray(ids, dtype=object), np.asarray(values, dtype=np.float64)

@@ -31,6 +31,16 @@ def _split_files(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _complete(folder: Path, found: dict[str, Path]) -> dict[str, Path]:
+    """The layout has all three splits; a missing one is an error rather than an empty split."""
+    missing = [split for split in SPLIT_NAMES if split not in found]
+    if missing:
+        raise InputError(folder / f"{missing[0]}.csv",
+                         f"no such file; the DeepChrome layout has train.csv, valid.csv and test.csv "
+                         f"(missing: {', '.join(f'{m}.csv' for m in missing)})")
+    return found
+
+
 def find_cells(path: Path, cells: list[str] | None) -> list[tuple[str, dict[str, Path]]]:
     """Locate the split files of each cell: (cell name, {split: file})."""
     path = Path(path)
@@ -42,7 +52,7 @@ def find_cells(path: Path, cells: list[str] | None) -> list[tuple[str, dict[str,
             raise UsageError(
                 f"{path} holds one cell's train/valid/test files: name it with exactly one --cell"
             )
-        return [(check_cell_name(cells[0]), direct)]
+        return [(check_cell_name(cells[0]), _complete(path, direct))]
     available = {
         sub.name: _split_files(sub / "classification")
         for sub in sorted(path.iterdir())
@@ -62,7 +72,7 @@ def find_cells(path: Path, cells: list[str] | None) -> list[tuple[str, dict[str,
         names = list(dict.fromkeys(cells))
     else:
         names = sorted(available)
-    return [(check_cell_name(name), available[name]) for name in names]
+    return [(check_cell_name(name), _complete(path / name / "classification", available[name])) for name in names]
 
 
 def read_cell(name: str, files: dict[str, Path], *, marks: tuple[str, ...] = DEEPCHROME_ORDER,

@@ -14,7 +14,12 @@ import numpy as np
 
 from histcli.errors import InputError
 from histcli.marks import DEEPDIFF_ORDER
-from histcli.sources.common import CountBlocks, ensembl_id, labels_from_expression, read_two_column_table
+from histcli.sources.common import (
+    CountBlocks,
+    ensembl_id,
+    labels_from_expression,
+    read_expression_table,
+)
 from histcli.sources.rows import Field, GeneBlocks, check_unique_genes, read_chunks
 from histcli.store import SPLIT_CODES, CellData, SourceFile, check_cell_name
 
@@ -41,6 +46,10 @@ def find_files(folder: Path, prefix: str) -> tuple[dict[str, Path], Path]:
         others = sorted({p.name.split(".")[0] for p in folder.glob("*.train.csv*")})
         hint = f" (cells there: {', '.join(others)})" if others else ""
         raise InputError(folder, f"no {prefix}.train.csv, {prefix}.valid.csv or {prefix}.test.csv{hint}")
+    missing = [split for split in SPLIT_NAMES if split not in splits]
+    if missing:
+        raise InputError(folder / f"{prefix}.{missing[0]}.csv",
+                         f"no such file; the layout has {prefix}.train.csv, .valid.csv and .test.csv")
     if expression is None:
         raise InputError(folder / f"{prefix}.expr.csv", "no such file; the labels come from it")
     return splits, expression
@@ -76,7 +85,7 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
     split = np.concatenate(
         [np.full(len(genes), SPLIT_CODES[s], dtype=np.uint8) for s, _, (genes, _, _) in parts]
     )
-    expr_ids, expr_values = read_two_column_table(expression_path, value_name="expression", numeric=True, sep=",")
+    expr_ids, expr_values = read_expression_table(expression_path, sep=",")
     labels_all, threshold = labels_from_expression(expr_values)
     expr_index = {ensembl_id(gene): position for position, gene in enumerate(expr_ids)}
     positions = np.array([expr_index.get(ensembl_id(gene), -1) for gene in gene_ids])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from histcli import interrupt
 from histcli.errors import InputError
 from histcli.sources.common import CountBlocks, is_gzip
 
@@ -108,10 +109,20 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
     first_line = skip_lines + 1
     reader = None
     try:
+        # pandas would take surplus leading fields of the first rows as an index
+        # and shift every column silently; the first row is checked exactly instead.
+        with _open_lines(path) as handle:
+            for number, text in enumerate(handle, start=1):
+                if number == first_line:
+                    error = diagnose_line(path, text, number, schema, sep)
+                    if error is not None:
+                        raise error
+                    break
         reader = pd.read_csv(
             path,
             sep=sep,
             header=None,
+            index_col=False,
             skiprows=skip_lines,
             names=[f.name for f in schema],
             dtype=dtypes,
@@ -122,6 +133,7 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
             engine="c",
         )
         for chunk in reader:
+            interrupt.check()
             yield first_line, chunk
             first_line += len(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
+from histcli import interrupt
 from histcli.marks import CORE_MARKS
 from histcli.store import SPLIT_CODES, CellData, check_cell_name
 
@@ -76,6 +77,7 @@ def simulate_cells(n_cells: int, n_genes: int, n_bins: int, seed: int = 0, *,
         dispersion = rng.uniform(1.0, 5.0, len(CORE_MARKS))
         blocks = []
         for start in range(0, n_genes, _GENE_BLOCK):
+            interrupt.check()
             stop = min(n_genes, start + _GENE_BLOCK)
             noise = rng.normal(0, 0.9, (stop - start, len(CORE_MARKS)))
             gene_level = np.exp(activity[start:stop, None] * effects + noise)
