@@ -139,3 +139,33 @@ def test_models_on_different_bins_are_refused_clearly(workspace, tmp_path):
     result = run_cli("compare", "logistic", "ten", env=env)
     assert_one_line_error(result, "expects 10 bins", "sim01 has 20 bins")
     assert_one_line_error(run_cli("compare", "logistic", env=env), "at least two model names")
+
+
+def test_constant_labels_and_empty_splits_give_notes_not_crashes(workspace, tmp_path):
+    import numpy as np
+
+    from histcli.store import CellData, Store
+
+    store, models = tmp_path / "store.h5", tmp_path / "models"
+    shutil.copy(workspace.store, store)
+    shutil.copytree(workspace.models, models)
+    sim03 = Store(store).load("sim03")
+    flat = CellData(name="sim03", counts=sim03.counts, gene_ids=sim03.gene_ids, marks=sim03.marks,
+                    bin_size=sim03.bin_size, window=sim03.window, tss_offset=sim03.tss_offset, split=sim03.split,
+                    labels=np.zeros(sim03.n_genes, dtype=np.int8))
+    Store(store).write([flat], overwrite=True)
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
+    result = run_cli("compare", "logistic", "deepchrome", "--allow-changed-data", "-f", "json", env=env)
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    row = {c["cell"]: c for c in payload["cells"]}["sim03"]
+    assert row["auc_logistic"] is None and row["delong_p"] is None and row["q"] is None
+    assert payload["summary"]["n_cells"] == 2
+    assert any("sim03: every test gene has label 0" in note for note in payload["notes"])
+    # The simulated cells have no unsplit genes.
+    empty = run_cli("compare", "logistic", "deepchrome", "--split", "none", "--allow-changed-data", "-f", "json",
+                    env=env)
+    assert empty.code == 0, empty.stderr
+    payload = json.loads(empty.stdout)
+    assert payload["summary"]["n_cells"] == 0
+    assert any("no none genes" in note for note in payload["notes"])

@@ -149,3 +149,12 @@ def test_unknown_model_and_split_are_clear_errors(workspace):
     assert_one_line_error(workspace.run("evaluate", "nosuch"), "no model 'nosuch'", "deepchrome, logistic")
     assert_one_line_error(workspace.run("evaluate", "logistic", "--cell", "sim09"), "no model 'logistic' for cell 'sim09'")
     assert_one_line_error(workspace.run("evaluate", "logistic", "--split", "holdout"), "--split 'holdout'", code=2)
+
+
+def test_transfer_onto_genes_the_model_was_trained_on_is_flagged(workspace):
+    result = workspace.run("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "--split", "train",
+                           "-f", "json")
+    assert result.code == 0, result.stderr
+    assert "300 of the 300 genes of sim02 scored by logistic were in its training or validation genes" in result.stderr
+    clean = workspace.run("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "-f", "json")
+    assert "training or validation genes" not in clean.stderr

@@ -152,10 +152,17 @@ def test_models_list_show_and_rm(small_store, tmp_path):
     shown = json.loads(run_cli("models", "show", "logistic", "--cell", "sim01", "--models", models, "-f", "json").stdout)
     assert shown["config"]["architecture"] == "logistic"
     assert shown["metadata"]["best_epoch"] >= 1
-    assert run_cli("models", "rm", "logistic", "--cell", "sim01", "--models", models).code == 0
+    removed = run_cli("models", "rm", "logistic", "--cell", "sim01", "--models", models, "-f", "tsv")
+    assert [(r["model"], r["cell"]) for r in parse_tsv(removed.stdout)] == [("logistic", "sim01")]
     assert Registry(models).cells("logistic") == ["sim02"]
     result = run_cli("models", "show", "logistic", "--cell", "sim01", "--models", models)
     assert_one_line_error(result, "no model 'logistic' for cell 'sim01'", "sim02")
+    assert train(small_store, models, "--cell", "sim03", "--arch", "logistic", "--epochs", 1).code == 0
+    removed = run_cli("models", "rm", "logistic", "--models", models, "-f", "tsv")
+    assert [r["cell"] for r in parse_tsv(removed.stdout)] == ["sim02", "sim03"]
+    assert Registry(models).names() == []
+    assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 1).code == 0
+    assert Registry(models).names() == ["logistic"]
 
 
 def test_training_needs_labels_and_known_cells(small_store, tmp_path):
@@ -190,18 +197,42 @@ def test_ctrl_c_saves_the_best_epoch_marked_interrupted(small_store, tmp_path):
 
 
 def test_ctrl_c_before_the_first_epoch_saves_nothing(small_store, tmp_path):
+    """Ctrl-C arrives in the first batch (raised from inside the loss, deterministically)."""
     models = tmp_path / "models"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "histcli", "train", "--cell", "sim01", "--arch", "logistic",
-         "--store", str(small_store), "--models", str(models), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    script = (
+        "import runpy, sys, torch\n"
+        "def interrupted(self, *args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "torch.nn.BCEWithLogitsLoss.forward = interrupted\n"
+        f"sys.argv = ['histcli', 'train', '--cell', 'sim01', '--arch', 'logistic', '--store', {str(small_store)!r}, "
+        f"'--models', {str(models)!r}]\n"
+        "runpy.run_module('histcli', run_name='__main__')\n"
     )
-    time.sleep(0.3)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
-    assert Registry(models).names() == [] or not Registry(models).cells("logistic")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 130, process.stderr
+    assert "Traceback" not in process.stderr
+    assert "interrupted before the first epoch ended; nothing saved" in process.stderr
+    assert process.stdout == ""
+    assert not Registry(models).exists("logistic", "sim01")
+
+
+def test_divergence_is_a_clear_error(small_store, tmp_path):
+    """A model whose outputs blow up stops with a message, not a traceback, and saves nothing."""
+    models = tmp_path / "models"
+    script = (
+        "import runpy, sys, torch\n"
+        "from histcli.models import logistic\n"
+        "original = logistic.LogisticRegression.forward\n"
+        "logistic.LogisticRegression.forward = lambda self, x: original(self, x) * float('inf')\n"
+        f"sys.argv = ['histcli', 'train', '--cell', 'sim01', '--arch', 'logistic', '--store', {str(small_store)!r}, "
+        f"'--models', {str(models)!r}]\n"
+        "runpy.run_module('histcli', run_name='__main__')\n"
+    )
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr
+    assert "Traceback" not in process.stderr
+    assert "training diverged at epoch 1" in process.stderr and "--lr" in process.stderr
+    assert not Registry(models).exists("logistic", "sim01")
 
 
 def test_loading_checks_the_entry_against_the_data(small_store, tmp_path):
@@ -216,7 +247,10 @@ def test_loading_checks_the_entry_against_the_data(small_store, tmp_path):
     entry_folder = Registry(models).get("logistic", "sim01").path
     (entry_folder / "weights.safetensors").write_bytes(b"broken")
     result = run_cli("evaluate", "logistic", "--store", small_store, "--models", models)
-    assert result.code == 1 and "Traceback" not in result.stderr
+    assert_one_line_error(result, str(entry_folder / "weights.safetensors"), "damaged weights file")
+    (entry_folder / "metadata.json").write_text("{}")
+    result = run_cli("evaluate", "logistic", "--store", small_store, "--models", models)
+    assert_one_line_error(result, "metadata.json", "damaged", "best_epoch")
 
 
 @pytest.mark.slow
