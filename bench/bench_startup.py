@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,10 +25,18 @@ def main() -> None:
     predict_help, _ = timed(lambda: run([*command, "predict", "--help"]), repeat=7)
     completion = {"COMP_WORDS": "histcli train --arch ", "COMP_CWORD": "3", "_HISTCLI_COMPLETE": "complete_bash"}
     complete, _ = timed(lambda: run(command, env=completion), repeat=7)
+    with tempfile.TemporaryDirectory() as folder:
+        store = Path(folder) / "store.h5"
+        run([*command, "prepare", "simulate", "--cells", 56, "--genes", 100, "--bins", 4, "--store", store, "-q"])
+        cells = {"COMP_WORDS": "histcli train --cell ", "COMP_CWORD": "3", "_HISTCLI_COMPLETE": "complete_bash",
+                 "HISTCLI_STORE": str(store)}
+        complete_cells, names = timed(lambda: run(command, env=cells), repeat=7)
+    assert len(names[1].split()) == 56
     print(f"program: {' '.join(command)}")
     report("histcli --help", help_time, python, goal="<= 0.3 s or <= 3x")
     report("histcli predict --help", predict_help, python)
     report("completion of --arch", complete, python)
+    report("completion of --cell (56 cells in the store)", complete_cells, python)
 
 
 if __name__ == "__main__":
