@@ -176,7 +176,9 @@ def train(cell: CellData, settings: TrainSettings, *,
     train_x, train_y = split_arrays(cell, "train", settings.transform)
     valid_x, valid_y = split_arrays(cell, "valid", settings.transform)
     n_bins, n_marks = train_x.shape[1:]
-    module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters).to(device)
+    module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters)
+    # Channels-last convolution weights train faster on CPU and GPU (only 4-D weights change).
+    module = module.to(device=device, memory_format=torch.channels_last)
     n_parameters = sum(p.numel() for p in module.parameters())
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     loss_function = torch.nn.BCEWithLogitsLoss()
