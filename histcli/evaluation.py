@@ -71,7 +71,8 @@ def predict_probabilities(entry: Entry, inputs: np.ndarray, device: str = "cpu",
     module = module if module is not None else entry.build_module(device)
     if len(inputs) == 0:
         return np.zeros(0, dtype=np.float32)
-    logits = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH)
+    logits = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH,
+                            mirror=bool(entry.input.get("mirror", False)))
     return torch.sigmoid(logits).float().cpu().numpy()
 
 

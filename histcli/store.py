@@ -408,7 +408,7 @@ class Store:
                 labels=read("labels"),
                 sources=[SourceFile(**s) for s in json.loads(attrs.get("sources", "[]"))],
                 attrs={k: v for k, v in attrs.items()
-                       if k in ("label_threshold", "label_rule", "source_format", "aggregate")},
+                       if k in ("label_threshold", "label_rule", "source_format", "aggregate", "orientation")},
                 coordinates=coordinates,
                 fingerprint=attrs.get("fingerprint"),
                 created=attrs.get("created"),

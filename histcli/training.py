@@ -10,6 +10,7 @@ count.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ class TrainSettings:
     threads: int | None = None
     transform: str = "log1p"
     precision: str = "fp32"
+    mirror: bool = False  # genes of unknown orientation: train on both, predict the average
 
     def as_config(self) -> dict:
         return {
@@ -54,6 +56,7 @@ class TrainSettings:
             "device": self.device,
             "threads": self.threads,
             "precision": self.precision,
+            "mirror": self.mirror,
             "optimizer": "Adam",
             "loss": "binary cross-entropy",
             "selection": "best validation AUC",
@@ -111,7 +114,7 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
     arch = models.get(architecture)
     defaults = arch.training
     chosen = {key: value for key, value in training.items() if value is not None}
-    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision"}
+    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision", "mirror"}
     if unknown:
         raise ModelError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     return TrainSettings(
@@ -127,7 +130,15 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
         threads=chosen.get("threads"),
         transform=chosen.get("transform", arch.transform),
         precision=chosen.get("precision", "fp32"),
+        mirror=bool(chosen.get("mirror", False)),
     )
+
+
+def resolve_mirror(requested: str, cell_attrs: dict) -> bool:
+    """``auto`` mirrors genes whose orientation the data do not give (track input without strands)."""
+    if requested != "auto":
+        return requested == "on"
+    return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
 
 
 def split_arrays(cell: CellData, split: str, transform: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,13 +156,24 @@ def split_arrays(cell: CellData, split: str, transform: str) -> tuple[np.ndarray
     return apply_transform(transform, cell.counts[mask]), labels.astype(np.float32)
 
 
-def predict_logits(module, inputs, batch_size: int = EVAL_BATCH):
-    """Logits of a module in eval mode over an input tensor already on its device."""
+def predict_logits(module, inputs, batch_size: int = EVAL_BATCH, mirror: bool = False):
+    """Logits of a module in eval mode over an input tensor already on its device.
+
+    With ``mirror`` the logits are averaged over both orientations of the bins,
+    as for models trained with mirrored genes.
+    """
     import torch
 
     module.eval()
     with torch.inference_mode():
-        return torch.cat([module(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)])
+        batches = []
+        for start in range(0, len(inputs), batch_size):
+            batch = inputs[start : start + batch_size]
+            logits = module(batch)
+            if mirror:
+                logits = (logits + module(batch.flip(1))) / 2
+            batches.append(logits)
+        return torch.cat(batches) if batches else torch.zeros(0, device=inputs.device)
 
 
 def train(cell: CellData, settings: TrainSettings, *,
@@ -204,15 +226,20 @@ def train(cell: CellData, settings: TrainSettings, *,
             for start in range(0, len(order), settings.batch_size):
                 interrupt.check()
                 batch = order[start : start + settings.batch_size]
+                inputs = train_inputs[batch]
+                if settings.mirror:
+                    # Half of the genes, drawn anew each batch, are seen 3' to 5'.
+                    flipped = (torch.rand(len(batch), generator=order_generator) < 0.5).to(device)
+                    inputs = torch.where(flipped[:, None, None], inputs.flip(1), inputs)
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = module(train_inputs[batch])
+                    logits = module(inputs)
                 loss = loss_function(logits.float(), train_targets[batch])
                 loss.backward()
                 optimizer.step()
                 total_loss += loss.detach() * len(batch)
             mean_loss = float(total_loss) / len(order)
-            valid_scores = predict_logits(module, valid_inputs).float().cpu().numpy()
+            valid_scores = predict_logits(module, valid_inputs, mirror=settings.mirror).float().cpu().numpy()
             if not math.isfinite(mean_loss) or not np.isfinite(valid_scores).all():
                 raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss:.4g}); try a smaller --lr")
             valid_auc = roc_auc(valid_labels, valid_scores)
@@ -252,9 +279,11 @@ def versions() -> dict:
 
 
 def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
-                   overwrite: bool = False, on_epoch: Callable[[EpochReport], None] | None = None):
+                   overwrite: bool = False, mirror: str = "auto",
+                   on_epoch: Callable[[EpochReport], None] | None = None):
     """Train a model on one stored cell and write its registry entry.
 
+    ``mirror`` is auto, on or off (see :func:`resolve_mirror`).
     Returns (entry or None, result): no entry when training was interrupted
     before the first epoch finished. An interrupted run that has a best epoch
     is saved with ``interrupted: true`` in its metadata.
@@ -262,6 +291,7 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
     from datetime import datetime, timezone
 
     cell = store.load(cell_name)
+    settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs))
     result = train(cell, settings, on_epoch=on_epoch)
     if result.state is None:
         return None, result
@@ -277,6 +307,7 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
             "window": cell.window,
             "tss_offset": cell.tss_offset,
             "transform": settings.transform,
+            "mirror": settings.mirror,
             # How track values became bin values, so that `predict --track` does the same.
             "source_format": cell.attrs.get("source_format"),
             "aggregate": cell.attrs.get("aggregate"),

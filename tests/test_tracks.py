@@ -282,6 +282,7 @@ def test_read_tracks_cell_builds_a_complete_cell(tmp_path, small_cell_files):
     assert cell.labels.tolist() == [0, 0, 0]
     assert cell.split.tolist() == [SPLIT_CODES["train"], SPLIT_CODES["test"], SPLIT_CODES["none"]]
     assert cell.attrs["source_format"] == "tracks" and cell.attrs["aggregate"] == "sum"
+    assert cell.attrs["orientation"] == "5' to 3'"  # every gene has a strand
     assert [Path(source.path).name for source in cell.sources] == [
         "k4.bedGraph.gz", "k27.bedGraph", "genes.bed", "expr.tsv", "split.tsv"
     ]
@@ -296,6 +297,20 @@ def test_read_tracks_cell_builds_a_complete_cell(tmp_path, small_cell_files):
     assert np.array_equal(loaded.counts, counts)
     assert loaded.coordinates["tss"].tolist() == [40, 39, 39]
     assert loaded.gene_ids.tolist() == cell.gene_ids.tolist()
+    assert loaded.attrs["orientation"] == "5' to 3'"
+
+
+@pytest.mark.parametrize(("strands", "orientation"), [(("+", "."), "partly unknown"), ((".", "."), "unknown")])
+def test_genes_without_strand_leave_the_orientation_unknown(tmp_path, small_cell_files, strands, orientation):
+    genes = write_lines(
+        tmp_path / "unstranded.bed",
+        [("chr1", 20, 60, "ENSG00000000001_A", 0, strands[0]), ("chr2", 39, 40, "ENSG00000000002_B", 0, strands[1])],
+    )
+    files = {**small_cell_files, "genes": genes}
+    notes: list[str] = []
+    cell = read_tracks_cell("small", **files, bin_size=10, window=20, notes=notes)
+    assert cell.attrs["orientation"] == orientation
+    assert any("no strand for" in note for note in notes)
 
 
 def test_genes_on_absent_chromosomes_are_refused_without_drop_missing(small_cell_files):
@@ -629,6 +644,7 @@ def test_e116_keeps_the_autosomal_genes(e116):
     assert counts.shape == (18915, 20, 5)
     assert cell.marks == E116_MARKS
     assert any("(chrX 829, chrY 51)" in note for note in notes)
+    assert cell.attrs["orientation"] == "unknown"  # the BED has no strand column
 
 
 @pytest.fixture(scope="module")

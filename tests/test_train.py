@@ -13,7 +13,8 @@ import pytest
 from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli, shared_data
 
 from histcli.registry import Registry, read_entry
-from histcli.store import Store
+from histcli.store import SPLIT_CODES, Store
+from histcli.training import resolve_mirror
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +48,14 @@ def test_entry_holds_weights_config_and_metadata(small_store, tmp_path):
     assert config["architecture"] == "logistic"
     assert config["input"] == {"marks": ["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3"],
                                "n_bins": 20, "bin_size": 100, "window": 1000, "tss_offset": 1000,
-                               "transform": "log1p", "source_format": "simulated", "aggregate": None}
+                               "transform": "log1p", "mirror": False, "source_format": "simulated",
+                               "aggregate": None}
     assert config["data"]["fingerprint"] == Store(small_store).fingerprint("sim01")
     assert config["data"]["split_sizes"] == {"train": 300, "valid": 300, "test": 300}
     assert config["training"]["seed"] == 3 and config["training"]["batch_size"] == 200
     assert config["training"]["max_epochs"] == 6
+    # Simulated genes run 5' to 3', so --mirror auto leaves them as they are.
+    assert config["training"]["mirror"] is False
     assert config["hyperparameters"] == {}  # logistic has no shape hyperparameters
     assert config["training"]["lr"] == 0.01 and config["training"]["weight_decay"] == 1e-4  # its defaults
     assert metadata["weights_sha256"] == file_digest(entry.weights_path)
@@ -280,3 +284,41 @@ def test_read_entry_of_a_copied_folder(small_store, tmp_path):
     assert entry.name == "logistic" and entry.cell == "sim01"
     state = entry.load_state()
     assert all(np.isfinite(t.numpy()).all() for t in state.values())
+
+
+def test_mirror_resolution_follows_the_cell_orientation():
+    assert resolve_mirror("auto", {"orientation": "unknown"}) is True
+    assert resolve_mirror("auto", {"orientation": "partly unknown"}) is True
+    assert resolve_mirror("auto", {"orientation": "5' to 3'"}) is False
+    assert resolve_mirror("auto", {}) is False  # DeepChrome, DeepDiff and simulated cells
+    assert resolve_mirror("on", {"orientation": "5' to 3'"}) is True
+    assert resolve_mirror("off", {"orientation": "unknown"}) is False
+
+
+def test_mirrored_models_predict_the_same_for_both_orientations(small_store, tmp_path):
+    """--mirror on averages both orientations; without it a reversed gene scores differently."""
+    from histcli.evaluation import predict_probabilities
+    from histcli.metrics import roc_auc
+
+    models = tmp_path / "models"
+    for name, mirror in (("mirrored", "on"), ("plain", "off")):
+        result = train(small_store, models, "--cell", "sim01", "--arch", "cnn", "--epochs", 2,
+                       "--name", name, "--mirror", mirror)
+        assert result.code == 0, result.stderr
+    cell = Store(small_store).load("sim01")
+    inputs = np.log1p(cell.counts[:200].astype(np.float32))
+    reversed_inputs = np.ascontiguousarray(inputs[:, ::-1])
+    mirrored = Registry(models).get("mirrored", "sim01")
+    assert mirrored.config["input"]["mirror"] is True and mirrored.config["training"]["mirror"] is True
+    forward = predict_probabilities(mirrored, inputs)
+    assert np.allclose(forward, predict_probabilities(mirrored, reversed_inputs), atol=1e-6)
+    plain = Registry(models).get("plain", "sim01")
+    assert not np.allclose(predict_probabilities(plain, inputs), predict_probabilities(plain, reversed_inputs),
+                           atol=1e-3)
+    # The cached predictions of evaluate use the same averaging.
+    evaluated = run_cli("evaluate", "mirrored", "--split", "test", "--store", small_store, "--models", models,
+                        "-f", "json", "-q")
+    assert evaluated.code == 0, evaluated.stderr
+    test = cell.split == SPLIT_CODES["test"]
+    expected = roc_auc(cell.labels[test], predict_probabilities(mirrored, np.log1p(cell.counts[test].astype(np.float32))))
+    assert json.loads(evaluated.stdout)["rows"][0]["auc"] == pytest.approx(expected, abs=1e-6)

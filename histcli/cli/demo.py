@@ -11,6 +11,7 @@ import typer
 from histcli.cli.options import (
     Device,
     DeviceOption,
+    Mirror,
     OutputFormat,
     Precision,
     TableFormat,
@@ -24,7 +25,7 @@ def demo(
     cells: Annotated[int, typer.Option("--cells", min=2, help="Simulated cells.")] = 4,
     genes: Annotated[int, typer.Option("--genes", min=30, help="Genes per cell.")] = 1500,
     bins: Annotated[int, typer.Option("--bins", min=14, help="Bins per gene (DeepChrome needs 14).")] = 50,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per model.")] = 12,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per model.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of data and training.")] = 0,
     device: DeviceOption = Device.auto,
 ) -> None:
@@ -56,7 +57,8 @@ def demo(
         step(f"train --all-cells --arch {arch} --epochs {epochs} --seed {seed} --overwrite")
         train.train(arch=arch, cells=None, all_cells=True, name=None, epochs=epochs, patience=None,
                     batch_size=None, lr=None, weight_decay=None, params=None, seed=seed, device=device,
-                    threads=None, precision=Precision.fp32, overwrite=True, store_path=store, models_path=models, output_format=OutputFormat.auto,
+                    threads=None, mirror=Mirror.auto, precision=Precision.fp32, overwrite=True,
+                    store_path=store, models_path=models, output_format=OutputFormat.auto,
                     quiet=False)
     step(f"evaluate {' '.join(DEMO_MODELS)}")
     evaluate.evaluate(names=list(DEMO_MODELS), cells=None, on_cell=None, split="test", threshold=0.5,

@@ -47,6 +47,12 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Mirror(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"

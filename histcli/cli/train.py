@@ -13,6 +13,7 @@ from histcli.cli.options import (
     Device,
     DeviceOption,
     FormatOption,
+    Mirror,
     ModelsOption,
     OutputFormat,
     OverwriteOption,
@@ -73,6 +74,10 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, dropout and batch order.")] = 0,
     device: DeviceOption = Device.auto,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    mirror: Annotated[Mirror, typer.Option("--mirror", case_sensitive=False,
+                                           help="Train on genes in both orientations and predict the average: "
+                                                "for genes whose strand the data do not give (auto: then).")]
+    = Mirror.auto,
     precision: Annotated[Precision, typer.Option("--precision", case_sensitive=False,
                                                  help="Training arithmetic: bf16 autocast is faster where the "
                                                       "hardware has it; auto picks it then.")] = Precision.fp32,
@@ -134,7 +139,7 @@ def train(
                                   f"best {epoch.best_valid_auc:.4f} (epoch {epoch.best_epoch})")
 
             entry, result = train_and_save(store, cell, settings, registry, model_name,
-                                           overwrite=overwrite, on_epoch=report)
+                                           overwrite=overwrite, mirror=mirror.value, on_epoch=report)
             bar.update(task, total=result.epochs_run or 1, completed=result.epochs_run or 1)
             if entry is None:
                 console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")

@@ -405,13 +405,19 @@ def read_tracks_cell(
     if table.n_unstranded:
         notes.append(
             f"{genes_path.name}: no strand for {table.n_unstranded} genes; they are read as '+' "
-            "(bins run left to right along the chromosome)"
+            "(bins run left to right along the chromosome); train --mirror auto then learns both orientations"
         )
     keys_in_genes_file = table.key
+    # Without strands the bins of minus-strand genes run 3' to 5'; models can
+    # then be trained to ignore orientation (train --mirror).
+    if table.n_unstranded == 0:
+        orientation = "5' to 3'"
+    else:
+        orientation = "unknown" if table.n_unstranded == len(table) else "partly unknown"
     table = _drop_missing_chromosomes(table, loaded, drop_missing, notes)
 
     expression_values = labels = None
-    attrs: dict = {"source_format": "tracks", "aggregate": aggregate}
+    attrs: dict = {"source_format": "tracks", "aggregate": aggregate, "orientation": orientation}
     if expression is not None:
         expression = Path(expression)
         table, expression_values, labels, threshold, n_table = _match_expression(
