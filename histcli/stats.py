@@ -20,8 +20,8 @@ import numpy as np
 
 from histcli.metrics import binary_labels, midranks
 
-# Sample-size boundaries of scipy.stats.wilcoxon(method="auto") since scipy 1.15
-# (which also renamed method "approx" to "asymptotic"): exact null distribution
+# Sample-size boundaries of scipy.stats.wilcoxon(method="auto") since scipy 1.15,
+# which this module follows: exact null distribution
 # without ties or zeros up to 50 pairs; with them, a permutation test that
 # enumerates all 2**n sign flips up to 13 pairs.
 _WILCOXON_EXACT_MAX_N = 50
@@ -290,21 +290,43 @@ def _too_few_cells(n: int) -> str:
     return f"{n} cell{'' if n == 1 else 's'}: no across-cell test (needs at least 2)"
 
 
-def wilcoxon_signed_rank(a, b) -> PairedTestResult:
-    """Two-sided Wilcoxon signed-rank test of a - b, wrapping scipy.stats.wilcoxon.
+def _exact_signed_rank_counts(n: int) -> np.ndarray:
+    """Number of sign patterns of ranks 1..n whose positive ranks sum to each of 0..n(n+1)/2."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        # Adding rank k: every pattern either leaves it negative or adds k to the sum.
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return counts  # exact in float64: at most 2**50 < 2**53
 
-    Zero differences are dropped (Wilcoxon's method); no continuity
-    correction. The method is the one scipy's ``method="auto"`` picks, named
-    in the result:
-      * "exact": no zeros or tied |differences| and at most 50 cells;
+
+def _sign_flip_p(ranks: np.ndarray, r_plus: float) -> float:
+    """Two-sided p of R+ over all 2**n sign flips of ``ranks`` (n small), as scipy's permutation test."""
+    n = ranks.size
+    patterns = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+    null = patterns @ ranks
+    tolerance = abs(r_plus) * np.finfo(float).eps * 100  # scipy's allowance for rounding
+    less = np.count_nonzero(null <= r_plus + tolerance) / null.size
+    greater = np.count_nonzero(null >= r_plus - tolerance) / null.size
+    return min(1.0, 2 * min(less, greater))
+
+
+def wilcoxon_signed_rank(a, b) -> PairedTestResult:
+    """Two-sided Wilcoxon signed-rank test of a - b, as scipy.stats.wilcoxon's defaults.
+
+    Computed here rather than by scipy.stats, whose import alone takes half a
+    second of every `compare`; tests check it against scipy. Zero differences
+    are dropped (Wilcoxon's method); no continuity correction. The statistic is
+    min(R+, R-). The method is the one scipy's ``method="auto"`` picks, named in
+    the result:
+      * "exact": no zeros or tied |differences| and at most 50 cells (the null
+        distribution of R+ counted exactly);
       * "exact permutation": zeros or ties and at most 13 cells (all 2**n sign
         flips enumerated, so still exact and deterministic);
       * "normal approximation": otherwise, with tie correction.
     Edge cases: fewer than 2 cells -> statistic and p NaN, method "none", and
     ``note`` gives the reason; all differences zero -> statistic 0.0, p 1.0.
     """
-    from scipy import stats
-
     a, b = _check_paired(a, b)
     differences = a - b
     n = differences.size
@@ -314,38 +336,69 @@ def wilcoxon_signed_rank(a, b) -> PairedTestResult:
     if nonzero.size == 0:
         return PairedTestResult(0.0, 1.0, "none", "all differences are zero")
 
+    ranks = midranks(np.abs(nonzero))
+    r_plus = float(ranks[nonzero > 0].sum())
+    r_minus = float(ranks[nonzero < 0].sum())
+    statistic = min(r_plus, r_minus)
     n_zeros = n - nonzero.size
-    has_ties = np.unique(np.abs(nonzero)).size < nonzero.size
-    note = None
-    if n_zeros == 0 and not has_ties:
-        method = "exact" if n <= _WILCOXON_EXACT_MAX_N else "normal approximation"
-        scipy_method = "exact" if method == "exact" else "asymptotic"
-    else:
-        reasons = []
-        if n_zeros:
-            reasons.append(f"{n_zeros} zero difference{'' if n_zeros == 1 else 's'} dropped")
-        if has_ties:
-            reasons.append("tied absolute differences")
-        if n <= _WILCOXON_ENUMERATION_MAX_N:
-            method, scipy_method = "exact permutation", stats.PermutationMethod()
-            note = "; ".join(reasons) + ": p from all sign flips"
-        else:
-            method, scipy_method = "normal approximation", "asymptotic"
-            note = "; ".join(reasons) + ": normal approximation with tie correction"
-    result = stats.wilcoxon(differences, method=scipy_method)
-    return PairedTestResult(float(result.statistic), float(result.pvalue), method, note)
+    _, tie_sizes = np.unique(np.abs(nonzero), return_counts=True)
+    has_ties = bool((tie_sizes > 1).any())
+    if n_zeros == 0 and not has_ties and n <= _WILCOXON_EXACT_MAX_N:
+        counts = _exact_signed_rank_counts(n)
+        k = int(round(r_plus))
+        p = min(1.0, 2 * min(counts[k:].sum(), counts[: k + 1].sum()) / counts.sum())
+        return PairedTestResult(statistic, float(p), "exact")
+
+    reasons = []
+    if n_zeros:
+        reasons.append(f"{n_zeros} zero difference{'' if n_zeros == 1 else 's'} dropped")
+    if has_ties:
+        reasons.append("tied absolute differences")
+    if reasons and n <= _WILCOXON_ENUMERATION_MAX_N:
+        return PairedTestResult(statistic, _sign_flip_p(ranks, r_plus), "exact permutation",
+                                "; ".join(reasons) + ": p from all sign flips")
+    m = nonzero.size
+    variance = (m * (m + 1) * (2 * m + 1) - (tie_sizes**3 - tie_sizes).sum() / 2) / 24
+    z = (r_plus - m * (m + 1) / 4) / math.sqrt(variance)
+    note = "; ".join(reasons) + ": normal approximation with tie correction" if reasons else None
+    return PairedTestResult(statistic, math.erfc(abs(z) / math.sqrt(2)), "normal approximation", note)
+
+
+def _regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b) by the continued fraction of Numerical Recipes (modified Lentz), for the t-test."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - _regularized_incomplete_beta(b, a, 1.0 - x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 10_000):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-16:
+            break
+    return math.exp(log_front) * fraction / a
 
 
 def paired_ttest(a, b) -> PairedTestResult:
-    """Two-sided paired t-test of mean(a - b) = 0 (scipy.stats.ttest_rel).
+    """Two-sided paired t-test of mean(a - b) = 0 (as scipy.stats.ttest_rel, checked against it).
 
+    p = I_{df/(df+t^2)}(df/2, 1/2), the t distribution's two tails.
     Edge cases: fewer than 2 cells -> NaN statistic and p with a reason.
     Differences all equal (zero variance): if they are all zero, statistic
     0.0 and p 1.0; otherwise t = +/-inf and p = 0.0, the limit of the test,
     with a note that it is not an exact probability.
     """
-    from scipy import stats
-
     a, b = _check_paired(a, b)
     differences = a - b
     n = differences.size
@@ -362,8 +415,10 @@ def paired_ttest(a, b) -> PairedTestResult:
             f"every difference equals {shift:g}: zero variance makes t infinite; "
             "p = 0 is its limit, not an exact probability",
         )
-    result = stats.ttest_rel(a, b)
-    return PairedTestResult(float(result.statistic), float(result.pvalue), "paired t")
+    df = n - 1
+    t = float(differences.mean() / (differences.std(ddof=1) / math.sqrt(n)))
+    p = _regularized_incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return PairedTestResult(t, min(1.0, p), "paired t")
 
 
 def rank_biserial(a, b) -> float:

@@ -13,8 +13,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import assert_one_line_error, file_digest, run_cli
+
 from histcli.store import Store
 
 

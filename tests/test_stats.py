@@ -300,10 +300,13 @@ def _cell_aucs(seed, n, rounding=None):
 @pytest.mark.parametrize(
     "n, rounding, method",
     [(12, None, "exact"), (50, None, "exact"), (60, None, "normal approximation"),
-     (10, 2, "exact permutation"), (40, 2, "normal approximation")],
+     (10, 2, "exact permutation"), (40, 2, "normal approximation"), (2, None, "exact"),
+     (5, None, "exact"), (13, 2, "exact permutation"), (13, 1, "exact permutation"),
+     (14, 1, "normal approximation"), (200, 3, "normal approximation")],
 )  # fmt: skip
-def test_wilcoxon_matches_scipy_default(n, rounding, method):
-    a, b = _cell_aucs(n, n, rounding)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wilcoxon_matches_scipy_default(n, rounding, method, seed):
+    a, b = _cell_aucs(n + 1000 * seed, n, rounding)
     expected = stats.wilcoxon(a, b)
     result = wilcoxon_signed_rank(a, b)
     assert result.method == method
@@ -335,12 +338,15 @@ def test_wilcoxon_edge_cases():
         assert "no across-cell test" in result.note
 
 
-def test_paired_ttest_matches_scipy():
-    a, b = _cell_aucs(4, 25)
+@pytest.mark.parametrize("n", [2, 3, 7, 25, 56, 400])
+@pytest.mark.parametrize("shift", [0.0, 0.01, 0.05])
+def test_paired_ttest_matches_scipy(n, shift):
+    a, b = _cell_aucs(4 + n, n)
+    b = b - shift  # from p near 1 to p far below 1e-30
     expected = stats.ttest_rel(a, b)
     result = paired_ttest(a, b)
     assert result.statistic == pytest.approx(expected.statistic, rel=1e-12)
-    assert result.p == pytest.approx(expected.pvalue, rel=1e-12)
+    assert result.p == pytest.approx(expected.pvalue, rel=1e-9, abs=1e-300)
     assert result.note is None
 
 
