@@ -50,13 +50,13 @@ def main() -> None:
                 "--drop-missing", "--overwrite", "-q"), env=env)
     run(histcli("prepare", "deepdiff", shared_data("deepdiff-cell1"), "--cell", "Cell1", "--overwrite", "-q"), env=env)
 
+    threads = ["--threads", options.threads] if options.threads else []
     print(f"{'data':<8} {'model':<16} {'seed':>4} {'best epoch':>10} {'valid AUC':>9} {'test AUC':>8}", flush=True)
     for cell, patience in (("E116", options.patience), ("Cell1", 15)):
         for name in archs:
             if cell == "Cell1" and name == "logistic":
                 continue
             arch, extra = VARIANTS.get(name, (name, []))
-            threads = ["--threads", options.threads] if options.threads else []
             _, trained = run(histcli("train", "--cell", cell, "--arch", arch, "--name", name, *extra, *threads,
                                      "--seed", options.seed, "--epochs", options.epochs, "--patience", patience,
                                      "--overwrite", "-f", "json", "-q"), env=env)

@@ -296,7 +296,7 @@ def _exact_signed_rank_counts(n: int) -> np.ndarray:
     counts[0] = 1.0
     for rank in range(1, n + 1):
         # Adding rank k: every pattern either leaves it negative or adds k to the sum.
-        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+        counts[rank:] = counts[rank:] + counts[:-rank]  # the sum is built before it is stored
     return counts  # exact in float64: at most 2**50 < 2**53
 
 

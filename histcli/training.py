@@ -173,7 +173,7 @@ def predict_logits(module, inputs, batch_size: int = EVAL_BATCH, mirror: bool = 
             if mirror:
                 logits = (logits + module(batch.flip(1))) / 2
             batches.append(logits)
-        return torch.cat(batches) if batches else torch.zeros(0, device=inputs.device)
+        return torch.cat(batches)
 
 
 def train(cell: CellData, settings: TrainSettings, *,
