@@ -64,8 +64,9 @@ def peak_rss_mib(code: str, env: dict | None = None) -> float:
 def cli_code(*args) -> str:
     """Python code that runs the histcli command line with ``args`` inside the current interpreter."""
     argv = ["histcli", *map(str, args)]
-    return (f"import runpy, sys\nsys.argv = {argv!r}\n"
-            "try:\n    runpy.run_module('histcli', run_name='__main__')\n"
+    # The app itself: the entry point ends the process without returning to the caller's code.
+    return (f"import sys\nsys.argv = {argv!r}\nfrom histcli.cli.app import app\n"
+            "try:\n    app(prog_name='histcli')\n"
             "except SystemExit as exit:\n    assert not exit.code, exit.code")
 
 

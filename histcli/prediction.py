@@ -8,7 +8,9 @@ TSV layouts, told apart by the header:
 Mark columns are matched to the model's marks by name in any order; extra
 marks are ignored (with a note). Rows are read in chunks and predicted as
 soon as a chunk's genes are complete, so memory does not grow with the input,
-and output lines come in input order.
+and output lines come in input order. The model scores one chunk in a
+background thread while the next is parsed (torch and pandas' parser both
+release the GIL), and torch itself is imported there while the first chunk is read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -34,7 +38,7 @@ from histcli.transforms import apply_transform
 
 log = logging.getLogger("histcli")
 
-GENES_PER_CHUNK = 20_000
+GENES_PER_CHUNK = 2_000
 
 
 class PredictionWriter:
@@ -87,27 +91,70 @@ class PredictionWriter:
 
 
 class Predictor:
-    """A registry model ready to score count arrays in its own mark order."""
+    """A registry model ready to score count arrays in its own mark order.
+
+    The module (and with it torch) is loaded on first use, so that a table's
+    header and first rows can be checked meanwhile.
+    """
 
     def __init__(self, entry: Entry, device: str = "cpu"):
         self.entry = entry
         self.device = device
-        self.module = entry.build_module(device)
+        self.module = None
         self.marks = list(entry.input["marks"])
         self.n_bins = int(entry.input["n_bins"])
+
+    def load(self):
+        if self.module is None:
+            self.module = self.entry.build_module(self.device)
+        return self.module
 
     def probabilities(self, counts: np.ndarray) -> np.ndarray:
         """``counts``: genes x bins x model marks, untransformed."""
         from histcli.evaluation import predict_probabilities
 
         inputs = apply_transform(self.entry.input["transform"], counts)
-        return predict_probabilities(self.entry, inputs, self.device, self.module)
+        return predict_probabilities(self.entry, inputs, self.device, self.load())
 
     def cell_probabilities(self, cell) -> np.ndarray:
         """Probabilities for every gene of a cell (from the store or tracks), marks matched by name."""
         from histcli.evaluation import match_inputs, predict_probabilities
 
-        return predict_probabilities(self.entry, match_inputs(self.entry, cell), self.device, self.module)
+        return predict_probabilities(self.entry, match_inputs(self.entry, cell), self.device, self.load())
+
+
+class ScoringPipeline:
+    """Scores chunks of genes in one background thread, in order, while the caller parses the next.
+
+    At most ``depth`` chunks wait, so memory stays bounded; an error in the
+    thread is raised in the caller at its next :meth:`submit` or at :meth:`finish`.
+    """
+
+    def __init__(self, predictor: Predictor, writer: PredictionWriter, depth: int = 2):
+        self.predictor = predictor
+        self.writer = writer
+        self.depth = depth
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="histcli-predict")
+        self.waiting: deque = deque([self.executor.submit(predictor.load)])
+
+    def submit(self, gene_ids, counts: np.ndarray) -> None:
+        while len(self.waiting) >= self.depth:
+            self.waiting.popleft().result()
+        self.waiting.append(self.executor.submit(self._score, gene_ids, counts))
+
+    def _score(self, gene_ids, counts: np.ndarray) -> None:
+        self.writer.add(gene_ids, self.predictor.probabilities(counts))
+
+    def finish(self) -> None:
+        while self.waiting:
+            self.waiting.popleft().result()
+
+    def __enter__(self) -> ScoringPipeline:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        # On an error, chunks not yet started are dropped; the one running ends first.
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager
@@ -242,21 +289,23 @@ def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> in
     order = [marks.index(mark) for mark in predictor.marks]
     schema = [Field(header[0] or "gene_id", "id"), Field("bin", "bin")] + [Field(m, "count") for m in marks]
     duplicates = _DuplicateCheck(path, shown)
-
-    def score(gene_ids, counts, lines):
-        duplicates.add(gene_ids, lines)
-        writer.add(gene_ids, predictor.probabilities(counts[:, :, order]))
-
-    blocks = GeneBlocks(path, schema, predictor.n_bins, sep="\t", sink=score)
     columns = [field.name for field in schema]
-    try:
-        for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1,
-                                             chunk_rows=genes_per_chunk * predictor.n_bins):
-            blocks.add(chunk[columns[0]].to_numpy(dtype=object), chunk["bin"].to_numpy(),
-                       chunk[columns[2:]].to_numpy(), None, first_line)
-        blocks.finish()
-    except InputError as error:
-        raise _renamed(error, path, shown) from None
+    with ScoringPipeline(predictor, writer) as pipeline:
+
+        def score(gene_ids, counts, lines):
+            duplicates.add(gene_ids, lines)
+            pipeline.submit(gene_ids, counts[:, :, order])
+
+        blocks = GeneBlocks(path, schema, predictor.n_bins, sep="\t", sink=score)
+        try:
+            for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1,
+                                                 chunk_rows=genes_per_chunk * predictor.n_bins):
+                blocks.add(chunk[columns[0]].to_numpy(dtype=object), chunk["bin"].to_numpy(),
+                           chunk[columns[2:]].to_numpy(), None, first_line)
+            blocks.finish()
+        except InputError as error:
+            raise _renamed(error, path, shown) from None
+        pipeline.finish()
     return duplicates.count
 
 
@@ -284,19 +333,22 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
                      for b in range(1, predictor.n_bins + 1)]).ravel()
     schema = [Field(header[0] or "gene_id", "id")] + [Field(column, "count") for column in header[1:]]
     duplicates = _DuplicateCheck(path, shown)
-    try:
-        for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
-            values = chunk.iloc[:, 1:].to_numpy(np.float64)
-            bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
-            if bad.any():
-                line = first_line + int(np.argmax(bad))
-                raise first_bad_line(path, schema, start=line, sep="\t") or InputError(path, "invalid value", line=line)
-            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
-            duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
-            counts = values[:, take - 1].reshape(len(values), predictor.n_bins, len(predictor.marks))
-            writer.add(gene_ids, predictor.probabilities(counts))
-    except InputError as error:
-        raise _renamed(error, path, shown) from None
+    with ScoringPipeline(predictor, writer) as pipeline:
+        try:
+            for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
+                values = chunk.iloc[:, 1:].to_numpy(np.float64)
+                bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+                if bad.any():
+                    line = first_line + int(np.argmax(bad))
+                    raise (first_bad_line(path, schema, start=line, sep="\t")
+                           or InputError(path, "invalid value", line=line))
+                gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
+                duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
+                pipeline.submit(gene_ids, values[:, take - 1].reshape(len(values), predictor.n_bins,
+                                                                       len(predictor.marks)))
+        except InputError as error:
+            raise _renamed(error, path, shown) from None
+        pipeline.finish()
     return duplicates.count
 
 

@@ -129,6 +129,31 @@ def test_closed_pipe_ends_quietly(workspace):
     assert result.stderr == "", result.stderr
 
 
+def test_commands_that_load_torch_skip_the_interpreter_teardown(workspace):
+    """Once a command has flushed its output, torch's slow teardown is skipped; nothing is lost."""
+    probe = ("import atexit, sys; atexit.register(lambda: print('teardown ran', file=sys.stderr)); "
+             "from histcli.cli.main import main; main()")
+    env = {**os.environ, "HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(workspace.models)}
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+
+    evaluated = run("evaluate", "logistic", "-f", "tsv")
+    assert evaluated.returncode == 0 and "teardown ran" not in evaluated.stderr
+    assert [row["cell"] for row in parse_tsv(evaluated.stdout)] == ["sim01", "sim02", "sim03"]
+    assert parse_tsv(evaluated.stdout) == parse_tsv(workspace.run("evaluate", "logistic", "-f", "tsv").stdout)
+    table = workspace.folder / "bad.tsv"
+    table.write_text("gene_id\tbin\tH3K4me3\nG1\t1\tmany\n")
+    failed = run("predict", "logistic", "--cell", "sim01", str(table))
+    assert failed.returncode == 1 and failed.stdout == "" and "teardown ran" not in failed.stderr
+    assert failed.stderr.splitlines()[0].startswith("histcli: error: ")
+    # Without torch loaded the interpreter ends normally.
+    listed = run("store", "list", "-f", "tsv")
+    assert listed.returncode == 0 and "teardown ran" in listed.stderr
+    assert [row["cell"] for row in parse_tsv(listed.stdout)] == ["sim01", "sim02", "sim03"]
+
+
 def test_machine_output_has_no_colour_or_box_drawing(workspace):
     for args in (("store", "list", "-f", "table"), ("models", "list", "-f", "table"),
                  ("evaluate", "logistic", "-f", "table"), ("compare", "logistic", "deepchrome", "-f", "table"),

@@ -217,9 +217,10 @@ def test_a_million_genes_stream_in_bounded_memory(workspace, tmp_path):
     out = tmp_path / "out.tsv"
     # VmHWM, not ru_maxrss: a child inherits the latter from the (large) test process at fork.
     peak = "import re; print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
-    script = (f"import runpy, sys; sys.argv = ['histcli', 'predict', 'logistic', '--cell', 'sim01', "
-              f"'{path}', '-o', '{out}', '-q']\n"
-              "try:\n    runpy.run_module('histcli', run_name='__main__')\n"
+    # The app itself, not the entry point, which ends the process without returning here.
+    script = (f"import sys; sys.argv = ['histcli', 'predict', 'logistic', '--cell', 'sim01', "
+              f"'{path}', '-o', '{out}', '-q']\nfrom histcli.cli.app import app\n"
+              "try:\n    app(prog_name='histcli')\n"
               "except SystemExit as e:\n    assert not e.code, e.code\n" + peak)
     baseline = "import torch, pandas, h5py, histcli.prediction, histcli.cli.app\n" + peak
     run = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
@@ -231,3 +232,51 @@ def test_a_million_genes_stream_in_bounded_memory(workspace, tmp_path):
     input_mb = path.stat().st_size / 2**20
     # The input alone is ~60 MB of text and 160 MB as float64 counts; streaming needs far less.
     assert peak_mb - base_mb < 120, (peak_mb, base_mb, input_mb)
+
+
+def test_streaming_in_many_chunks_keeps_input_order_and_values(workspace, genes, tmp_path):
+    """Chunks scored in the background thread come out in input order, as one whole-array forward gives them."""
+    import io
+
+    from histcli.errors import InputError
+    from histcli.prediction import PredictionWriter, Predictor, predict_table
+
+    gene_ids, counts = genes
+    predictor = Predictor(Registry(workspace.models).get("deepchrome", "sim01"))
+    expected = predictor.probabilities(counts.astype(np.float64))
+    for path in (write_long(tmp_path / "long.tsv", gene_ids, counts, marks=MARKS[::-1]),
+                 write_wide(tmp_path / "wide.tsv", gene_ids, counts)):
+        stream = io.StringIO()
+        writer = PredictionWriter(stream)
+        assert predict_table(predictor, str(path), writer, genes_per_chunk=7) == len(gene_ids)
+        writer.close()
+        rows = parse_tsv(stream.getvalue())
+        assert [row["gene_id"] for row in rows] == list(gene_ids), path
+        np.testing.assert_allclose([float(row["probability"]) for row in rows], expected, rtol=1e-5)
+
+    # A bad value in a late chunk stops the stream with its line; the earlier chunks were scored.
+    lines = (tmp_path / "long.tsv").read_text().splitlines()
+    bad_line = 1 + 45 * counts.shape[1] + 3
+    fields = lines[bad_line - 1].split("\t")
+    lines[bad_line - 1] = "\t".join(fields[:2] + ["-4"] + fields[3:])
+    (tmp_path / "bad.tsv").write_text("\n".join(lines) + "\n")
+    stream = io.StringIO()
+    with pytest.raises(InputError) as error:
+        predict_table(predictor, str(tmp_path / "bad.tsv"), PredictionWriter(stream), genes_per_chunk=7)
+    assert error.value.line == bad_line and "negative value -4" in str(error.value)
+    assert 1 < len(parse_tsv(stream.getvalue())) <= 45
+
+
+def test_an_error_while_scoring_reaches_the_caller(workspace, genes, tmp_path):
+    from histcli.errors import StdoutClosed
+    from histcli.prediction import PredictionWriter, Predictor, predict_table
+
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError
+
+    gene_ids, counts = genes
+    predictor = Predictor(Registry(workspace.models).get("deepchrome", "sim01"))
+    path = write_long(tmp_path / "long.tsv", gene_ids, counts)
+    with pytest.raises(StdoutClosed):
+        predict_table(predictor, str(path), PredictionWriter(ClosedPipe()), genes_per_chunk=7)

@@ -18,19 +18,50 @@ def main() -> None:
 
     try:
         app(prog_name="histcli")
+    except SystemExit as done:  # how click ends every command, successful or not
+        code = done.code
     except KeyboardInterrupt:  # outside a command (typer maps those to 130 itself)
-        sys.exit(130)
+        code = 130
     except StdoutClosed:
         # The reader (e.g. `head -1`) has all it wanted; stop quietly like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(EXIT_PIPE_CLOSED)
+        code = EXIT_PIPE_CLOSED
     except Exception as exc:  # noqa: BLE001 - mapped to a message below, or re-raised as a bug
         message, code = describe(exc)
         if code < 0:
             raise
         print(f"histcli: error: {message}", file=sys.stderr)
-        sys.exit(code)
+    else:
+        code = 0
+    exit_skipping_teardown(code)
 
+
+def exit_skipping_teardown(code: int | str | None) -> None:
+    """Exit with ``code``, skipping the interpreter's teardown when torch is loaded.
+
+    Tearing torch down takes 0.3-0.7 s, a large part of a short ``predict`` or
+    ``evaluate`` run in a loop over cells. By now the command has finished:
+    every file it wrote is closed and renamed into place (stores, registry
+    entries and outputs go through context managers), so only the standard
+    streams and logging need flushing.
+    """
+    from histcli.errors import EXIT_PIPE_CLOSED
+
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = code or EXIT_PIPE_CLOSED
+    if "torch" not in sys.modules:
+        sys.exit(code)
+    if isinstance(code, str):  # sys.exit(message): the message goes to stderr, the status is 1
+        print(code, file=sys.stderr)
+        code = 1
+    import logging
+
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code or 0)
 
 if __name__ == "__main__":
     main()
