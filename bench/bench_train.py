@@ -3,14 +3,17 @@
 The baseline is what a research script does: TensorDataset + DataLoader, batch
 200, Adam, the same module from histcli.models, a validation pass with
 torch.no_grad in batches of 200 after each epoch, and the best-validation
-weights kept. Both run the same number of epochs on the same data, seed and
+weights kept. Both run the same number of epochs on the same data, seeds and
 thread count (no early stopping), and the test AUC of the kept weights is
-reported (goal: histcli's epoch at most 0.6x the baseline's, its AUC no worse).
+reported, averaged over the seeds (goal: histcli's epoch at most 0.6x the
+baseline's, its AUC no worse).
+Also timed: one epoch of training steps alone on in-memory batches, the
+floor below which no loop calling the same module in float32 can go.
 
 Data: E116 (10-kb tracks, 20 bins) and a simulated cell of 19,802 genes x 100
 bins (6,601 training genes).
 
-Usage: python bench/bench_train.py [--arch crnn] [--epochs-e116 15] [--epochs-sim 4]
+Usage: python bench/bench_train.py [--arch crnn] [--epochs-e116 15] [--epochs-sim 4] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -73,6 +76,34 @@ def baseline(cell, arch: str, epochs: int, seed: int) -> tuple[list[float], floa
     return times, roc_auc(test_y.astype(int), test_scores.numpy())
 
 
+def step_floor(cell, arch: str, seed: int, repeats: int = 3) -> float:
+    """Seconds of one epoch's training steps alone (forward, backward, Adam) on in-memory batches.
+
+    No data loading, validation or bookkeeping: what any loop that calls the
+    module as it is must spend per epoch, in float32.
+    """
+    import torch
+
+    from histcli import models
+
+    torch.manual_seed(seed)
+    train_x, train_y = arrays(cell, "train")
+    inputs, targets = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    architecture = models.get(arch)
+    module = architecture.build(train_x.shape[1], train_x.shape[2], {}).train()
+    optimizer = torch.optim.Adam(module.parameters(), lr=architecture.training["lr"])
+    loss_function = torch.nn.BCEWithLogitsLoss()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for first in range(0, len(inputs), 200):
+            optimizer.zero_grad()
+            loss_function(module(inputs[first : first + 200]), targets[first : first + 200]).backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def with_histcli(cell, arch: str, epochs: int, seed: int, precision: str) -> tuple[list[float], float]:
     import torch
 
@@ -91,17 +122,31 @@ def with_histcli(cell, arch: str, epochs: int, seed: int, precision: str) -> tup
     return times, roc_auc(test_y.astype(int), scores)
 
 
-def compare(label: str, cell, arch: str, epochs: int, seed: int) -> None:
+def compare(label: str, cell, arch: str, epochs: int, seeds: list[int]) -> None:
+    """Epoch times (median over epochs after the first, and over seeds) and mean test AUC over seeds."""
     import torch
 
-    print(f"\n{label}: {arch}, {epochs} epochs, seed {seed}, {torch.get_num_threads()} threads", flush=True)
-    base_times, base_auc = baseline(cell, arch, epochs, seed)
-    base_epoch = statistics.median(base_times[1:] or base_times)
-    print(f"  ordinary loop (DataLoader)    {base_epoch:7.3f} s/epoch   test AUC {base_auc:.4f}", flush=True)
+    print(f"\n{label}: {arch}, {epochs} epochs, seeds {seeds}, {torch.get_num_threads()} threads", flush=True)
+    runs = {"baseline": [], "fp32": [], "bf16": []}
+    for seed in seeds:
+        runs["baseline"].append(baseline(cell, arch, epochs, seed))
+        for precision in ("fp32", "bf16"):
+            runs[precision].append(with_histcli(cell, arch, epochs, seed, precision))
+
+    def summary(name):
+        epoch = statistics.median(t for times, _ in runs[name] for t in (times[1:] or times))
+        aucs = [auc for _, auc in runs[name]]
+        return epoch, statistics.mean(aucs), " ".join(f"{auc:.4f}" for auc in aucs)
+
+    base_epoch, base_auc, base_aucs = summary("baseline")
+    print(f"  ordinary loop (DataLoader)     {base_epoch:7.3f} s/epoch   mean test AUC {base_auc:.4f} ({base_aucs})",
+          flush=True)
+    floor = step_floor(cell, arch, seeds[0])
+    print(f"  training steps alone (fp32)    {floor:7.3f} s/epoch   ratio {floor / base_epoch:.2f} "
+          "(the floor for any loop over this module in fp32)", flush=True)
     for precision in ("fp32", "bf16"):
-        times, auc = with_histcli(cell, arch, epochs, seed, precision)
-        epoch = statistics.median(times[1:] or times)
-        print(f"  histcli train --precision {precision:<4} {epoch:7.3f} s/epoch   test AUC {auc:.4f}   "
+        epoch, auc, aucs = summary(precision)
+        print(f"  histcli train --precision {precision:<4} {epoch:7.3f} s/epoch   mean test AUC {auc:.4f} ({aucs})   "
               f"ratio {epoch / base_epoch:.2f} (goal <= 0.6, AUC >= baseline)", flush=True)
 
 
@@ -110,7 +155,7 @@ def main() -> None:
     parser.add_argument("--arch", default="crnn")
     parser.add_argument("--epochs-e116", type=int, default=15)
     parser.add_argument("--epochs-sim", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     options = parser.parse_args()
     from histcli.store import Store
 
@@ -124,8 +169,8 @@ def main() -> None:
                     "--drop-missing", "--store", store, "-q"))
         run(histcli("prepare", "simulate", "--cells", 1, "--genes", 19802, "--bins", 100, "--seed", 1,
                     "--store", store, "-q"))
-        compare("E116 (20 bins)", Store(store).load("E116"), options.arch, options.epochs_e116, options.seed)
-        compare("simulated (100 bins)", Store(store).load("sim01"), options.arch, options.epochs_sim, options.seed)
+        compare("E116 (20 bins)", Store(store).load("E116"), options.arch, options.epochs_e116, options.seeds)
+        compare("simulated (100 bins)", Store(store).load("sim01"), options.arch, options.epochs_sim, options.seeds)
 
 
 if __name__ == "__main__":
