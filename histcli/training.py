@@ -11,6 +11,7 @@ count.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -138,6 +139,11 @@ def resolve_mirror(requested: str, cell_attrs: dict) -> bool:
     """``auto`` mirrors genes whose orientation the data do not give (track input without strands)."""
     if requested != "auto":
         return requested == "on"
+    if cell_attrs.get("source_format") == "tracks" and "orientation" not in cell_attrs:
+        # Stores from before the attribute existed: unstranded genes were stored as '+'.
+        logging.getLogger("histcli").warning(
+            "this cell was prepared from tracks before histcli recorded gene orientation; its genes are taken "
+            "as 5' to 3' (pass --mirror on if the genes file had no strands, or prepare the cell again)")
     return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
 
 

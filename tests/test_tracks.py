@@ -213,6 +213,54 @@ def test_gtf_genes_bin_like_the_same_genes_in_bed(tmp_path):
     assert result.tolist() == [[3, 4, 5, 6], [6, 5, 4, 3]]
 
 
+def test_gff3_genes_read_like_the_same_genes_in_gtf(tmp_path):
+    """GENCODE and Ensembl GFF3 give the genes of the equivalent GTF; other features and FASTA are skipped."""
+    genes = [("chr1", 101, 200, "+", "ENSG00000000001.5"), ("chr3", 301, 400, "-", "ENSG00000000002.1"),
+             ("chrX", 11, 20, ".", "ENSG00000000003.2")]
+    gtf = write_lines(tmp_path / "g.gtf", [(c, "t", "gene", s, e, ".", st, ".", f'gene_id "{g}";')
+                                           for c, s, e, st, g in genes])
+    gencode = write_lines(tmp_path / "gencode.gff3.gz", [("##gff-version 3",)] + [
+        row for c, s, e, st, g in genes for row in (
+            (c, "HAVANA", "gene", s, e, ".", st, ".", f"ID={g};gene_id={g};gene_type=protein_coding;gene_name=A%3BB"),
+            (c, "HAVANA", "transcript", s, e, ".", st, ".", f"ID=T{g};Parent={g};gene_id={g}"),
+        )
+    ], compress=True)
+    ensembl_types = ["gene", "ncRNA_gene", "pseudogene"]
+    ensembl = write_lines(tmp_path / "ensembl.txt", [("##gff-version 3",)] + [
+        (c, "ensembl", kind, s, e, ".", st, ".", f"ID=gene:{g.split('.')[0]};Name=X;biotype=lncRNA")
+        for (c, s, e, st, g), kind in zip(genes, ensembl_types)
+    ] + [("##FASTA",), (">chr9",), ("chr9", "ensembl", "gene", 1, 2, ".", "+", ".", "ID=gene:ENSG00000000009")])
+    expected = read_genes(gtf)
+    assert expected.tss.tolist() == [100, 399, 10]
+    for path in (gencode, ensembl):
+        table = read_genes(path)
+        assert table.key.tolist() == expected.key.tolist(), path
+        for column in ("chrom", "tss", "strand"):
+            assert getattr(table, column).tolist() == getattr(expected, column).tolist(), (path, column)
+        assert table.n_unstranded == 1
+    assert read_genes(gencode).name.tolist() == [g for *_, g in genes]
+    assert read_genes(ensembl).name.tolist() == ["ENSG00000000001", "ENSG00000000002", "ENSG00000000003"]
+    # Without extension or version line, key=value attributes still say GFF3.
+    bare = write_lines(tmp_path / "genes.annotation", [("chr1", "t", "gene", 5, 9, ".", "-", ".", "ID=ENSG00000000004")])
+    assert read_genes(bare).tss.tolist() == [8]
+
+
+def test_gff3_errors_name_the_line_and_field(tmp_path):
+    no_id = write_lines(tmp_path / "a.gff3", [("##gff-version 3",),
+                                              ("chr1", "t", "gene", 5, 9, ".", "+", ".", "Name=TP53;biotype=x")])
+    with pytest.raises(InputError) as error:
+        read_genes(no_id)
+    assert error.value.line == 2 and error.value.field == "attributes" and "gene_id or ID" in str(error.value)
+    broken = write_lines(tmp_path / "b.gff3", [("chr1", "t", "gene", 5, 9, ".", "+", ".", "ID=G1;orphan")])
+    with pytest.raises(InputError) as error:
+        read_genes(broken)
+    assert error.value.line == 1 and "'orphan' is not key=value" in str(error.value)
+    backwards = write_lines(tmp_path / "c.gff3", [("chr1", "t", "gene", 9, 5, ".", "+", ".", "ID=G1")])
+    with pytest.raises(InputError) as error:
+        read_genes(backwards)
+    assert error.value.field == "end" and "end 5 is before start 9" in str(error.value)
+
+
 def test_the_same_gene_twice_at_one_tss_is_kept_once(tmp_path):
     path = write_lines(
         tmp_path / "genes.bed",

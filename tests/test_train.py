@@ -295,6 +295,19 @@ def test_mirror_resolution_follows_the_cell_orientation():
     assert resolve_mirror("off", {"orientation": "unknown"}) is False
 
 
+def test_mirror_auto_warns_about_track_cells_stored_without_orientation(caplog):
+    """Stores written before the orientation attribute: taken as 5' to 3', with a warning saying so."""
+    with caplog.at_level("WARNING", logger="histcli"):
+        assert resolve_mirror("auto", {"source_format": "tracks", "aggregate": "sum"}) is False
+    assert len(caplog.records) == 1 and "--mirror on" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="histcli"):
+        assert resolve_mirror("auto", {"source_format": "tracks", "orientation": "unknown"}) is True
+        assert resolve_mirror("on", {"source_format": "tracks"}) is True
+        assert resolve_mirror("auto", {}) is False
+    assert caplog.records == []
+
+
 def test_mirrored_models_predict_the_same_for_both_orientations(small_store, tmp_path):
     """--mirror on averages both orientations; without it a reversed gene scores differently."""
     from histcli.evaluation import predict_probabilities

@@ -188,7 +188,7 @@ TrackOption = Annotated[
 ]
 GenesOption = Annotated[
     Path,
-    typer.Option("--genes", help="Genes: BED (TSS-centred windows or TSS positions, strand in column 6) or GTF.",
+    typer.Option("--genes", help="Genes: BED (TSS-centred windows or TSS positions, strand in column 6), GTF or GFF3.",
                  rich_help_panel="Tracks"),
 ]
 AggregateOption = Annotated[

@@ -39,7 +39,7 @@ def predict(
                                                             help="Output format.")] = PredictionFormat.tsv,
     track: Annotated[Optional[list[str]], typer.Option("--track", "-t", help="MARK=FILE bedGraph/bigWig (repeat per mark).",
                                                        rich_help_panel="Tracks")] = None,
-    genes: Annotated[Optional[Path], typer.Option("--genes", help="BED or GTF genes for --track.", rich_help_panel="Tracks")] = None,
+    genes: Annotated[Optional[Path], typer.Option("--genes", help="BED, GTF or GFF3 genes for --track.", rich_help_panel="Tracks")] = None,
     bin_size: Annotated[Optional[int], typer.Option("--bin-size", min=1, help="Default: the model's.", rich_help_panel="Tracks")] = None,
     window: Annotated[Optional[int], typer.Option("--window", min=1, help="Bp each side of the TSS; default: the model's.",
                                                   rich_help_panel="Tracks")] = None,
@@ -85,7 +85,7 @@ def predict(
         raise UsageError("give exactly one input: an INPUT TSV, --track ... --genes FILE, or --from-store CELL"
                          + (f" (got {' and '.join(given)})" if given else ""))
     if track and genes is None:
-        raise UsageError("--track needs --genes FILE (BED or GTF)")
+        raise UsageError("--track needs --genes FILE (BED, GTF or GFF3)")
     if output is not None and (output.is_dir() or not output.parent.resolve().is_dir()):
         problem = "is a folder" if output.is_dir() else f"folder {output.parent} does not exist"
         raise UsageError(f"--output {output}: {problem}")

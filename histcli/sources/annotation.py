@@ -1,4 +1,4 @@
-"""Gene annotation (where each gene's TSS lies) from BED or GTF files.
+"""Gene annotation (where each gene's TSS lies) from BED, GTF or GFF3 files.
 
 BED (plain or gzip): ``chrom start end name [score strand ...]``, 0-based
 half-open; ``#``, ``track`` and ``browser`` lines and blank lines are skipped.
@@ -14,9 +14,15 @@ GTF (plain or gzip): only ``gene`` records are read. GTF is 1-based inclusive,
 so the 0-based TSS is start - 1 on ``+`` and end - 1 on ``-``. The gene's name
 is its ``gene_id``.
 
-The format is taken from the extension (``.bed``, ``.gtf``, optionally
-``.gz``) and otherwise from the first data line (nine tab-separated columns
-with a ``gene_id`` attribute mean GTF).
+GFF3 (plain or gzip): gene records are those of type ``gene``, ``pseudogene``
+or ``*_gene`` (Ensembl's ``ncRNA_gene``); coordinates as in GTF. The gene's
+name is its ``gene_id`` attribute (GENCODE, Ensembl), else its ``ID`` without
+Ensembl's ``gene:`` prefix; %-escapes are decoded. Reading stops at ``##FASTA``.
+
+The format is taken from the extension (``.bed``, ``.gtf``, ``.gff3``/``.gff``,
+optionally ``.gz``), then from a ``##gff-version 3`` line, and otherwise from
+the first data line (nine tab-separated columns with a ``gene_id "..."``
+attribute mean GTF, with ``key=value`` attributes GFF3).
 
 Genes are matched to other files by ``ensembl_id(name)`` (``key``). A key
 listed again with the same TSS and strand is the same gene under another name
@@ -40,6 +46,7 @@ from histcli.sources.common import ensembl_id, read_bytes
 
 _SKIPPED_PREFIXES = ("#", "track", "browser")
 _GTF_ATTRIBUTE = re.compile(r'(\w+)\s+"([^"]*)"')
+_GFF3_GENE_TYPES = ("gene", "pseudogene")
 _STRANDS = ("+", "-", ".")
 
 
@@ -84,12 +91,9 @@ def read_genes(path: Path) -> GeneTable:
     """Read a BED or GTF gene annotation (see the module docstring for the rules)."""
     path = Path(path)
     lines = read_bytes(path).decode("utf-8", errors="replace").splitlines()
-    if _is_gtf(path, lines):
-        records = _gtf_records(path, lines)
-    else:
-        records = _bed_records(path, lines)
+    records = {"gtf": _gtf_records, "gff3": _gff3_records, "bed": _bed_records}[_format(path, lines)](path, lines)
     if not records:
-        raise InputError(path, "no genes found (expected BED or GTF gene records)")
+        raise InputError(path, "no genes found (expected BED, GTF or GFF3 gene records)")
     records, repeated = _merge_repeats(path, records)
     names, chroms, tss, strands, line_numbers, unstranded = zip(*records)
     return GeneTable(
@@ -109,17 +113,24 @@ def _is_data_line(line: str) -> bool:
     return bool(line.strip()) and not line.startswith(_SKIPPED_PREFIXES)
 
 
-def _is_gtf(path: Path, lines: list[str]) -> bool:
+def _format(path: Path, lines: list[str]) -> str:
+    """``bed``, ``gtf`` or ``gff3``: from the extension, a GFF version line, or the first data line."""
     suffixes = [suffix.lower() for suffix in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
-    if suffixes and suffixes[-1] == ".gtf":
-        return True
-    if suffixes and suffixes[-1] == ".bed":
-        return False
+    by_extension = {".gtf": "gtf", ".gff3": "gff3", ".gff": "gff3", ".bed": "bed"}
+    if suffixes and suffixes[-1] in by_extension:
+        return by_extension[suffixes[-1]]
+    if any(line.startswith("##gff-version 3") for line in lines[:10]):
+        return "gff3"
     first = next((line for line in lines if _is_data_line(line)), "")
     fields = first.split("\t")
-    return len(fields) == 9 and "gene_id" in fields[8]
+    if len(fields) == 9:
+        if _GTF_ATTRIBUTE.search(fields[8]):
+            return "gtf"
+        if "=" in fields[8]:
+            return "gff3"
+    return "bed"
 
 
 def _integer(path: Path, text: str, number: int, field: str) -> int:
@@ -163,26 +174,64 @@ def _gtf_records(path: Path, lines: list[str]) -> list[tuple]:
         # Most GTF lines are transcripts and exons: skip them before splitting.
         if "\tgene\t" not in line or not _is_data_line(line):
             continue
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) != 9:
-            raise InputError(path, f"expected 9 tab-separated GTF columns, found {len(fields)}", line=number)
+        fields = _nine_columns(path, line, number, "GTF")
         if fields[2] != "gene":
             continue
-        start = _integer(path, fields[3], number, "start")
-        end = _integer(path, fields[4], number, "end")
-        if start < 1:
-            raise InputError(path, f"start {start} is below 1 (GTF is 1-based)", line=number, field="start")
-        if end < start:
-            raise InputError(path, f"end {end} is before start {start}", line=number, field="end")
-        strand = fields[6]
-        if strand not in _STRANDS:
-            raise InputError(path, f"strand {strand!r} is not '+', '-' or '.'", line=number, field="strand")
         attributes = dict(_GTF_ATTRIBUTE.findall(fields[8]))
         if "gene_id" not in attributes:
             raise InputError(path, "gene record without a gene_id attribute", line=number, field="attributes")
-        tss = end - 1 if strand == "-" else start - 1
-        records.append((attributes["gene_id"], fields[0], tss, "-" if strand == "-" else "+", number, strand == "."))
+        records.append(_one_based_gene(path, fields, number, attributes["gene_id"]))
     return records
+
+
+def _gff3_records(path: Path, lines: list[str]) -> list[tuple]:
+    from urllib.parse import unquote
+
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("##FASTA"):
+            break
+        # Most GFF3 lines are transcripts and exons: skip them before splitting.
+        if "gene\t" not in line or not _is_data_line(line):
+            continue
+        fields = _nine_columns(path, line, number, "GFF3")
+        if not (fields[2] in _GFF3_GENE_TYPES or fields[2].endswith("_gene")):
+            continue
+        attributes = {}
+        for pair in fields[8].strip().rstrip(";").split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if not sep:
+                raise InputError(path, f"attribute {pair.strip()!r} is not key=value", line=number,
+                                 field="attributes")
+            attributes[key] = unquote(value)
+        name = attributes.get("gene_id") or attributes.get("ID", "").removeprefix("gene:")
+        if not name:
+            raise InputError(path, f"{fields[2]} record without a gene_id or ID attribute", line=number,
+                             field="attributes")
+        records.append(_one_based_gene(path, fields, number, name))
+    return records
+
+
+def _nine_columns(path: Path, line: str, number: int, layout: str) -> list[str]:
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) != 9:
+        raise InputError(path, f"expected 9 tab-separated {layout} columns, found {len(fields)}", line=number)
+    return fields
+
+
+def _one_based_gene(path: Path, fields: list[str], number: int, name: str) -> tuple:
+    """The record of a GTF or GFF3 gene line: 1-based inclusive coordinates, TSS at the 5' end."""
+    start = _integer(path, fields[3], number, "start")
+    end = _integer(path, fields[4], number, "end")
+    if start < 1:
+        raise InputError(path, f"start {start} is below 1 (coordinates are 1-based)", line=number, field="start")
+    if end < start:
+        raise InputError(path, f"end {end} is before start {start}", line=number, field="end")
+    strand = fields[6]
+    if strand not in _STRANDS:
+        raise InputError(path, f"strand {strand!r} is not '+', '-' or '.'", line=number, field="strand")
+    tss = end - 1 if strand == "-" else start - 1
+    return (name, fields[0], tss, "-" if strand == "-" else "+", number, strand == ".")
 
 
 def _merge_repeats(path: Path, records: list[tuple]) -> tuple[list[tuple], list[tuple[str, str]]]:
