@@ -10,7 +10,7 @@ marks are ignored (with a note). Rows are read in chunks and predicted as
 soon as a chunk's genes are complete, so memory does not grow with the input,
 and output lines come in input order. The model scores one chunk in a
 background thread while the next is parsed (torch and pandas' parser both
-release the GIL), and torch itself is imported there while the first chunk is read.
+release the GIL); it is built there too, while the first chunks are read.
 """
 
 from __future__ import annotations
@@ -93,8 +93,8 @@ class PredictionWriter:
 class Predictor:
     """A registry model ready to score count arrays in its own mark order.
 
-    The module (and with it torch) is loaded on first use, so that a table's
-    header and first rows can be checked meanwhile.
+    The module is built on first use, so that reading a table's first rows
+    can go on meanwhile.
     """
 
     def __init__(self, entry: Entry, device: str = "cpu"):
@@ -134,16 +134,27 @@ class ScoringPipeline:
         self.predictor = predictor
         self.writer = writer
         self.depth = depth
+        self.failed = False
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="histcli-predict")
-        self.waiting: deque = deque([self.executor.submit(predictor.load)])
+        self.waiting: deque = deque([self.executor.submit(self._run, predictor.load)])
 
     def submit(self, gene_ids, counts: np.ndarray) -> None:
         while len(self.waiting) >= self.depth:
             self.waiting.popleft().result()
-        self.waiting.append(self.executor.submit(self._score, gene_ids, counts))
+        self.waiting.append(self.executor.submit(self._run, self._score, gene_ids, counts))
 
     def _score(self, gene_ids, counts: np.ndarray) -> None:
         self.writer.add(gene_ids, self.predictor.probabilities(counts))
+
+    def _run(self, job, *args) -> None:
+        # After a failure the chunks already queued are skipped: the output stays a prefix of the input.
+        if self.failed:
+            return
+        try:
+            job(*args)
+        except BaseException:
+            self.failed = True
+            raise
 
     def finish(self) -> None:
         while self.waiting:
@@ -226,8 +237,10 @@ class _DuplicateCheck:
     def __init__(self, path: Path, shown: str):
         self.path = path
         self.shown = shown
-        self.hashes = np.zeros(0, dtype=np.int64)  # sorted
-        self.lines = np.zeros(0, dtype=np.int64)  # line of each hash's gene
+        # Sorted runs of (hashes, lines), each at most half the size of the one
+        # before: a new chunk costs a search in log(N) runs, and merging keeps
+        # the total work at N log N however small the chunks are.
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
         self.count = 0
 
     def add(self, gene_ids, lines) -> None:
@@ -238,14 +251,18 @@ class _DuplicateCheck:
         repeated_within = np.flatnonzero(hashes[1:] == hashes[:-1])
         for index in repeated_within:
             self._confirm(int(lines[index]), int(lines[index + 1]))
-        positions = np.searchsorted(self.hashes, hashes)
-        found = positions < len(self.hashes)
-        found[found] = self.hashes[positions[found]] == hashes[found]
-        for index in np.flatnonzero(found):
-            self._confirm(int(self.lines[positions[index]]), int(lines[index]))
-        # The new hashes are sorted, so inserting them at their positions keeps the order.
-        self.hashes = np.insert(self.hashes, positions, hashes)
-        self.lines = np.insert(self.lines, positions, lines)
+        for run_hashes, run_lines in self.runs:
+            positions = np.searchsorted(run_hashes, hashes)
+            found = positions < len(run_hashes)
+            found[found] = run_hashes[positions[found]] == hashes[found]
+            for index in np.flatnonzero(found):
+                self._confirm(int(run_lines[positions[index]]), int(lines[index]))
+        self.runs.append((hashes, lines))
+        while len(self.runs) > 1 and 2 * len(self.runs[-1][0]) > len(self.runs[-2][0]):
+            (newer_hashes, newer_lines), (older_hashes, older_lines) = self.runs.pop(), self.runs.pop()
+            merged_hashes = np.concatenate([older_hashes, newer_hashes])
+            order = np.argsort(merged_hashes, kind="stable")
+            self.runs.append((merged_hashes[order], np.concatenate([older_lines, newer_lines])[order]))
         self.count += len(gene_ids)
 
     def _confirm(self, first: int, second: int) -> None:

@@ -280,3 +280,61 @@ def test_an_error_while_scoring_reaches_the_caller(workspace, genes, tmp_path):
     path = write_long(tmp_path / "long.tsv", gene_ids, counts)
     with pytest.raises(StdoutClosed):
         predict_table(predictor, str(path), PredictionWriter(ClosedPipe()), genes_per_chunk=7)
+
+
+def test_after_a_failed_chunk_no_later_chunk_is_written(workspace, genes, tmp_path):
+    """The output stays a prefix of the input: chunks queued behind a failure are skipped."""
+    import io
+    import time
+
+    from histcli.prediction import PredictionWriter, Predictor, predict_table
+
+    class FailingSecondChunk(Predictor):
+        sizes: list[int] = []
+
+        def probabilities(self, counts):
+            self.sizes.append(len(counts))
+            if len(self.sizes) == 2:
+                time.sleep(0.3)  # the reader queues the next chunk meanwhile
+                raise RuntimeError("out of memory")
+            return super().probabilities(counts)
+
+    gene_ids, counts = genes
+    predictor = FailingSecondChunk(Registry(workspace.models).get("deepchrome", "sim01"))
+    stream = io.StringIO()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        predict_table(predictor, str(write_long(tmp_path / "long.tsv", gene_ids, counts)),
+                      PredictionWriter(stream), genes_per_chunk=7)
+    # Only the first block was written, and no block after the failed one was scored.
+    assert len(FailingSecondChunk.sizes) == 2
+    first = FailingSecondChunk.sizes[0]
+    assert [row["gene_id"] for row in parse_tsv(stream.getvalue())] == list(gene_ids[:first])
+
+
+def test_duplicate_check_across_many_chunks_matches_a_set(tmp_path):
+    """Ids in 300 small chunks: the first repeat is found at its lines, as a plain set finds it."""
+    from histcli.errors import InputError
+    from histcli.prediction import _DuplicateCheck
+
+    rng = np.random.default_rng(3)
+    ids = [f"ENSG{n:011d}" for n in rng.choice(10**9, size=3000, replace=False)]
+    ids[2717] = ids[41]
+    path = tmp_path / "ids.tsv"
+    path.write_text("gene_id\n" + "\n".join(ids) + "\n")
+    seen, expected = {}, None
+    for line, gene in enumerate(ids, start=2):
+        if gene in seen:
+            expected = (seen[gene], line)
+            break
+        seen[gene] = line
+    check = _DuplicateCheck(path, "ids.tsv")
+    with pytest.raises(InputError) as error:
+        for start in range(0, len(ids), 10):
+            check.add(ids[start : start + 10], np.arange(start, start + 10) + 2)
+    assert (error.value.line, f"first at line {expected[0]}") == (expected[1], f"first at line {expected[0]}")
+    assert f"first at line {expected[0]}" in str(error.value)
+    assert len(check.runs) <= 12  # sizes halve from run to run: about log2(2710 / 10) runs
+    unique = _DuplicateCheck(path, "ids.tsv")
+    for start in range(0, 2700, 10):
+        unique.add(ids[start : start + 10], np.arange(start, start + 10) + 2)
+    assert unique.count == 2700

@@ -261,6 +261,24 @@ def test_gff3_errors_name_the_line_and_field(tmp_path):
     assert error.value.field == "end" and "end 5 is before start 9" in str(error.value)
 
 
+def test_gff_and_nine_column_files_are_told_apart_by_content(tmp_path):
+    """.gff may be GTF-like (GFF2); a 9-column BED with '=' in column 9 stays BED; GFF3 '?' strands are unknown."""
+    gff2 = write_lines(tmp_path / "genes.gff", [("chr1", "t", "gene", 101, 200, ".", "-", ".",
+                                                 'gene_id "ENSG00000000001";')])
+    assert read_genes(gff2).tss.tolist() == [199]
+    bed9 = write_lines(tmp_path / "genes.txt", [("chr1", 100, 300, "ENSG00000000002", 0, "-", 100, 300, "type=pc")])
+    table = read_genes(bed9)
+    assert table.tss.tolist() == [200] and table.strand.tolist() == ["-"]
+    gff3 = write_lines(tmp_path / "genes.gff3", [("chr1", "t", "gene", 5, 9, ".", "?", ".", "ID=ENSG00000000003;;"),
+                                                 ("chr1", "t", "gene", 20, 30, ".", "+", ".", ".")])
+    with pytest.raises(InputError) as error:
+        read_genes(gff3)
+    assert error.value.line == 2 and "without a gene_id or ID" in str(error.value)
+    gff3.write_text(gff3.read_text().splitlines()[0] + "\n")
+    table = read_genes(gff3)
+    assert table.tss.tolist() == [4] and table.n_unstranded == 1
+
+
 def test_the_same_gene_twice_at_one_tss_is_kept_once(tmp_path):
     path = write_lines(
         tmp_path / "genes.bed",

@@ -36,7 +36,7 @@ def main() -> None:
     exit_skipping_teardown(code)
 
 
-def exit_skipping_teardown(code: int | str | None) -> None:
+def exit_skipping_teardown(code: object) -> None:
     """Exit with ``code``, skipping the interpreter's teardown when torch is loaded.
 
     Tearing torch down takes 0.3-0.7 s, a large part of a short ``predict`` or
@@ -54,7 +54,7 @@ def exit_skipping_teardown(code: int | str | None) -> None:
         code = code or EXIT_PIPE_CLOSED
     if "torch" not in sys.modules:
         sys.exit(code)
-    if isinstance(code, str):  # sys.exit(message): the message goes to stderr, the status is 1
+    if code is not None and not isinstance(code, int):  # sys.exit(message): printed, status 1
         print(code, file=sys.stderr)
         code = 1
     import logging
@@ -62,6 +62,7 @@ def exit_skipping_teardown(code: int | str | None) -> None:
     logging.shutdown()
     sys.stderr.flush()
     os._exit(code or 0)
+
 
 if __name__ == "__main__":
     main()

@@ -15,14 +15,16 @@ so the 0-based TSS is start - 1 on ``+`` and end - 1 on ``-``. The gene's name
 is its ``gene_id``.
 
 GFF3 (plain or gzip): gene records are those of type ``gene``, ``pseudogene``
-or ``*_gene`` (Ensembl's ``ncRNA_gene``); coordinates as in GTF. The gene's
-name is its ``gene_id`` attribute (GENCODE, Ensembl), else its ``ID`` without
-Ensembl's ``gene:`` prefix; %-escapes are decoded. Reading stops at ``##FASTA``.
+or ``*_gene`` (Ensembl's ``ncRNA_gene``); coordinates as in GTF, and strand
+``?`` counts as unknown. The gene's name is its ``gene_id`` attribute
+(GENCODE, Ensembl), else its ``ID`` without Ensembl's ``gene:`` prefix;
+%-escapes are decoded. Reading stops at ``##FASTA``.
 
-The format is taken from the extension (``.bed``, ``.gtf``, ``.gff3``/``.gff``,
+The format is taken from the extension (``.bed``, ``.gtf``, ``.gff3``,
 optionally ``.gz``), then from a ``##gff-version 3`` line, and otherwise from
-the first data line (nine tab-separated columns with a ``gene_id "..."``
-attribute mean GTF, with ``key=value`` attributes GFF3).
+the first data line: nine tab-separated columns with a feature type in the
+third and coordinates in the fourth and fifth are GTF with ``gene_id "..."``
+attributes and GFF3 with ``key=value`` ones; anything else is BED.
 
 Genes are matched to other files by ``ensembl_id(name)`` (``key``). A key
 listed again with the same TSS and strand is the same gene under another name
@@ -118,14 +120,17 @@ def _format(path: Path, lines: list[str]) -> str:
     suffixes = [suffix.lower() for suffix in path.suffixes]
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
-    by_extension = {".gtf": "gtf", ".gff3": "gff3", ".gff": "gff3", ".bed": "bed"}
+    # .gff alone may be GFF2 (GTF-like): its content decides.
+    by_extension = {".gtf": "gtf", ".gff3": "gff3", ".bed": "bed"}
     if suffixes and suffixes[-1] in by_extension:
         return by_extension[suffixes[-1]]
     if any(line.startswith("##gff-version 3") for line in lines[:10]):
         return "gff3"
     first = next((line for line in lines if _is_data_line(line)), "")
     fields = first.split("\t")
-    if len(fields) == 9:
+    # In GTF and GFF3 the third column is a feature type and the fourth and
+    # fifth are coordinates; in BED the third is already a coordinate.
+    if len(fields) == 9 and not fields[2].strip().isdigit() and fields[3].isdigit() and fields[4].isdigit():
         if _GTF_ATTRIBUTE.search(fields[8]):
             return "gtf"
         if "=" in fields[8]:
@@ -198,12 +203,16 @@ def _gff3_records(path: Path, lines: list[str]) -> list[tuple]:
         if not (fields[2] in _GFF3_GENE_TYPES or fields[2].endswith("_gene")):
             continue
         attributes = {}
-        for pair in fields[8].strip().rstrip(";").split(";"):
-            key, sep, value = pair.strip().partition("=")
+        for pair in fields[8].split(";"):
+            pair = pair.strip()
+            if not pair or pair == ".":  # empty pairs and "." (no attributes) are allowed
+                continue
+            key, sep, value = pair.partition("=")
             if not sep:
-                raise InputError(path, f"attribute {pair.strip()!r} is not key=value", line=number,
-                                 field="attributes")
+                raise InputError(path, f"attribute {pair!r} is not key=value", line=number, field="attributes")
             attributes[key] = unquote(value)
+        if fields[6] == "?":  # GFF3's "strand relevant but unknown"
+            fields[6] = "."
         name = attributes.get("gene_id") or attributes.get("ID", "").removeprefix("gene:")
         if not name:
             raise InputError(path, f"{fields[2]} record without a gene_id or ID attribute", line=number,
