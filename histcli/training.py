@@ -135,15 +135,15 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
     )
 
 
-def resolve_mirror(requested: str, cell_attrs: dict) -> bool:
+def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell") -> bool:
     """``auto`` mirrors genes whose orientation the data do not give (track input without strands)."""
     if requested != "auto":
         return requested == "on"
     if cell_attrs.get("source_format") == "tracks" and "orientation" not in cell_attrs:
         # Stores from before the attribute existed: unstranded genes were stored as '+'.
         logging.getLogger("histcli").warning(
-            "this cell was prepared from tracks before histcli recorded gene orientation; its genes are taken "
-            "as 5' to 3' (pass --mirror on if the genes file had no strands, or prepare the cell again)")
+            "%s was prepared from tracks before histcli recorded gene orientation; its genes are taken as "
+            "5' to 3' (pass --mirror on if the genes file had no strands, or prepare the cell again)", cell_name)
     return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
 
 
@@ -297,7 +297,7 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
     from datetime import datetime, timezone
 
     cell = store.load(cell_name)
-    settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs))
+    settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell_name}"))
     result = train(cell, settings, on_epoch=on_epoch)
     if result.state is None:
         return None, result

@@ -298,8 +298,9 @@ def test_mirror_resolution_follows_the_cell_orientation():
 def test_mirror_auto_warns_about_track_cells_stored_without_orientation(caplog):
     """Stores written before the orientation attribute: taken as 5' to 3', with a warning saying so."""
     with caplog.at_level("WARNING", logger="histcli"):
-        assert resolve_mirror("auto", {"source_format": "tracks", "aggregate": "sum"}) is False
-    assert len(caplog.records) == 1 and "--mirror on" in caplog.records[0].getMessage()
+        assert resolve_mirror("auto", {"source_format": "tracks", "aggregate": "sum"}, "cell E003") is False
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("cell E003 was prepared") and "--mirror on" in caplog.records[0].getMessage()
     caplog.clear()
     with caplog.at_level("WARNING", logger="histcli"):
         assert resolve_mirror("auto", {"source_format": "tracks", "orientation": "unknown"}) is True

@@ -90,7 +90,7 @@ def gene_key(name: str) -> str:
 
 
 def read_genes(path: Path) -> GeneTable:
-    """Read a BED or GTF gene annotation (see the module docstring for the rules)."""
+    """Read a BED, GTF or GFF3 gene annotation (see the module docstring for the rules)."""
     path = Path(path)
     lines = read_bytes(path).decode("utf-8", errors="replace").splitlines()
     records = {"gtf": _gtf_records, "gff3": _gff3_records, "bed": _bed_records}[_format(path, lines)](path, lines)
