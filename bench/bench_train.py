@@ -35,22 +35,30 @@ def arrays(cell, split):
     return split_arrays(cell, split, "log1p")
 
 
-def baseline(cell, arch: str, epochs: int, seed: int) -> tuple[list[float], float]:
+def model_and_optimizer(arch: str, seed: int, train_x):
+    """The same freshly built module, Adam optimizer and loss for every loop timed here."""
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
     from histcli import models
-    from histcli.metrics import roc_auc
 
     torch.manual_seed(seed)
-    train_x, train_y = arrays(cell, "train")
-    valid_x, valid_y = arrays(cell, "valid")
-    test_x, test_y = arrays(cell, "test")
     architecture = models.get(arch)
     module = architecture.build(train_x.shape[1], train_x.shape[2], {})
     optimizer = torch.optim.Adam(module.parameters(), lr=architecture.training["lr"],
                                  weight_decay=architecture.training["weight_decay"])
-    loss_function = torch.nn.BCEWithLogitsLoss()
+    return module, optimizer, torch.nn.BCEWithLogitsLoss()
+
+
+def baseline(cell, arch: str, epochs: int, seed: int) -> tuple[list[float], float]:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from histcli.metrics import roc_auc
+
+    train_x, train_y = arrays(cell, "train")
+    valid_x, valid_y = arrays(cell, "valid")
+    test_x, test_y = arrays(cell, "test")
+    module, optimizer, loss_function = model_and_optimizer(arch, seed, train_x)
     train_loader = DataLoader(TensorDataset(torch.from_numpy(train_x), torch.from_numpy(train_y)),
                               batch_size=200, shuffle=True)
     valid_loader = DataLoader(TensorDataset(torch.from_numpy(valid_x)), batch_size=200)
@@ -84,15 +92,10 @@ def step_floor(cell, arch: str, seed: int, repeats: int = 3) -> float:
     """
     import torch
 
-    from histcli import models
-
-    torch.manual_seed(seed)
     train_x, train_y = arrays(cell, "train")
     inputs, targets = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    architecture = models.get(arch)
-    module = architecture.build(train_x.shape[1], train_x.shape[2], {}).train()
-    optimizer = torch.optim.Adam(module.parameters(), lr=architecture.training["lr"])
-    loss_function = torch.nn.BCEWithLogitsLoss()
+    module, optimizer, loss_function = model_and_optimizer(arch, seed, train_x)
+    module.train()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
