@@ -1,7 +1,9 @@
 """The model registry: one folder per (model name, cell).
 
     <models>/<name>/<cell>/
-        weights.safetensors    the module's parameters (never pickle)
+        weights.safetensors    the module's parameters (never pickle); a seed
+                               ensemble holds weights-seed<S>.safetensors per
+                               member instead, listed in metadata "members"
         config.json            everything needed to rebuild and feed the model:
                                architecture, hyperparameters, training settings,
                                input description (marks, bins, bin size,
@@ -82,26 +84,56 @@ class Entry:
     def input(self) -> dict:
         return self.config["input"]
 
-    def load_state(self, device: str = "cpu") -> dict:
+    @property
+    def members(self) -> list[dict]:
+        """The members of a seed ensemble (seed, weights file, results); empty for a single model."""
+        return self.metadata.get("members", [])
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seed, or each ensemble member's."""
+        if self.members:
+            return [member["seed"] for member in self.members]
+        return [self.config["training"]["seed"]]
+
+    def weight_files(self) -> list[Path]:
+        """The weights file of a single model, or of each ensemble member."""
+        if self.members:
+            return [self.path / member["weights"] for member in self.members]
+        return [self.weights_path]
+
+    def load_state(self, device: str = "cpu", path: Path | None = None) -> dict:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        path = path or self.weights_path
         try:
-            return load_file(self.weights_path, device=device)
+            return load_file(path, device=device)
         except SafetensorError as exc:
-            raise ModelError(f"{self.weights_path}: damaged weights file ({exc})") from None
+            raise ModelError(f"{path}: damaged weights file ({exc})") from None
 
     def build_module(self, device: str = "cpu"):
-        """The trained torch module, in eval mode, on ``device``."""
+        """The trained torch module, in eval mode, on ``device``.
+
+        A seed ensemble becomes one module whose output is the logit of the
+        mean of its members' probabilities (histcli.models._ensemble).
+        """
         from histcli import models
 
         arch = models.get(self.config["architecture"])
-        module = arch.build(self.input["n_bins"], len(self.input["marks"]), self.config["hyperparameters"])
-        try:
-            module.load_state_dict(self.load_state(device))
-        except RuntimeError as exc:
-            raise ModelError(f"{self.path}: weights do not fit the {arch.name} architecture ({exc})") from None
-        return module.to(device).eval()
+        modules = []
+        for path in self.weight_files():
+            module = arch.build(self.input["n_bins"], len(self.input["marks"]), self.config["hyperparameters"])
+            try:
+                module.load_state_dict(self.load_state(device, path))
+            except RuntimeError as exc:
+                raise ModelError(f"{path}: weights do not fit the {arch.name} architecture ({exc})") from None
+            modules.append(module)
+        if self.members:
+            from histcli.models._ensemble import Ensemble
+
+            return Ensemble(modules).to(device).eval()
+        return modules[0].to(device).eval()
 
 
 _REQUIRED = {
@@ -137,9 +169,16 @@ def read_entry(path: Path) -> Entry:
     missing = [key for key in _REQUIRED_INPUT if key not in config["input"]]
     if missing:
         raise ModelError(f"{path / CONFIG}: damaged, input.{', input.'.join(missing)} missing")
-    if not (path / WEIGHTS).is_file():
-        raise ModelError(f"{path}: {WEIGHTS} is missing")
-    return Entry(path, config, metadata)
+    entry = Entry(path, config, metadata)
+    for weights in entry.weight_files():
+        if not weights.is_file():
+            raise ModelError(f"{path}: {weights.name} is missing")
+    return entry
+
+
+def member_weights_name(seed: int) -> str:
+    """The weights file of the ensemble member trained with ``seed``."""
+    return f"weights-seed{seed}.safetensors"
 
 
 def file_sha256(path: Path) -> str:
@@ -212,19 +251,40 @@ class Registry:
                     f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
                 )
 
-    def save(self, name: str, cell: str, state: dict, config: dict, metadata: dict, *, overwrite: bool) -> Entry:
-        """Write an entry atomically; returns it as read back from disk."""
+    def save(self, name: str, cell: str, state: dict | list[dict], config: dict, metadata: dict, *,
+             overwrite: bool) -> Entry:
+        """Write an entry atomically; returns it as read back from disk.
+
+        ``state`` is one module's weights, or a list with one per ensemble
+        member in the order of ``metadata["members"]``, each of which names its
+        weights file. ``weights_sha256`` is the file's hash, or for an ensemble
+        the hash of its members' hashes (the key of cached predictions).
+        """
         from safetensors.torch import save_file
 
+        members = metadata.get("members", [])
+        states = state if members else [state]
+        files = [member["weights"] for member in members] if members else [WEIGHTS]
+        if len(states) != len(files):
+            raise ModelError(f"{len(states)} sets of weights for {len(files)} ensemble members")
         final = self.entry_path(name, cell)
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_name(final, "tmp")
         try:
             temp.mkdir()
-            tensors = {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
-            save_file(tensors, temp / WEIGHTS, metadata={"format": ENTRY_FORMAT, "architecture": config["architecture"]})
-            fsync_file(temp / WEIGHTS)
-            metadata = {**metadata, "weights_sha256": file_sha256(temp / WEIGHTS)}
+            hashes = []
+            for filename, weights in zip(files, states):
+                tensors = {key: value.detach().to("cpu").contiguous() for key, value in weights.items()}
+                save_file(tensors, temp / filename,
+                          metadata={"format": ENTRY_FORMAT, "architecture": config["architecture"]})
+                fsync_file(temp / filename)
+                hashes.append(file_sha256(temp / filename))
+            if members:
+                members = [{**member, "weights_sha256": digest} for member, digest in zip(members, hashes)]
+                combined = hashlib.sha256("".join(f"{f}:{h}\n" for f, h in zip(files, hashes)).encode()).hexdigest()
+                metadata = {**metadata, "members": members, "weights_sha256": combined}
+            else:
+                metadata = {**metadata, "weights_sha256": hashes[0]}
             config = {"format": ENTRY_FORMAT, "format_version": ENTRY_VERSION, "name": name, "cell": cell, **config}
             for filename, content in ((CONFIG, config), (METADATA, metadata)):
                 with open(temp / filename, "w") as handle:

@@ -6,6 +6,13 @@ large batches, and its AUC is computed by ranks. The weights of the best
 validation epoch are kept; training stops after ``patience`` epochs without
 improvement. Runs are deterministic on the CPU for a given seed and thread
 count.
+
+The budget adapts to the cell (see :func:`resolve_budget`): a cell of 200
+training genes gives one optimizer step per epoch at the paper's batch of 200,
+a DeepChrome cell 33, so batch size and patience are chosen from the number of
+training genes, and patience is at least a fixed number of optimizer steps.
+The learning rate is halved when validation AUC stops improving, so that a
+run ends at a plateau of the smallest steps rather than of the first.
 """
 
 from __future__ import annotations
@@ -27,6 +34,21 @@ from histcli.store import CellData
 # batches make the CRNN's convolution outputs fall out of the caches.
 EVAL_BATCH = 256
 
+# The automatic budget (resolve_budget). The paper's batch of 200 is kept where
+# it still gives AUTO_BATCH_STEPS optimizer steps per epoch; smaller cells get
+# smaller batches, down to MIN_AUTO_BATCH genes.
+MAX_AUTO_BATCH = 200
+MIN_AUTO_BATCH = 32
+AUTO_BATCH_STEPS = 20
+# Patience is at least this many optimizer steps, and at least MIN_PATIENCE_EPOCHS.
+PATIENCE_STEPS = 1500
+MIN_PATIENCE_EPOCHS = 20
+# On a plateau of patience / PLATEAU_FRACTION epochs the learning rate is
+# multiplied by LR_FACTOR, at most LR_REDUCTIONS times.
+PLATEAU_FRACTION = 4
+LR_FACTOR = 0.5
+LR_REDUCTIONS = 4
+
 
 @dataclass
 class TrainSettings:
@@ -35,10 +57,12 @@ class TrainSettings:
     architecture: str
     hyperparameters: dict
     lr: float
-    batch_size: int
+    batch_size: int | None  # None: chosen from the cell's training genes (resolve_budget)
     weight_decay: float
     max_epochs: int
-    patience: int
+    patience: int | None  # None: chosen from the optimizer steps per epoch (resolve_budget)
+    clip_norm: float = 0.0  # gradient-norm clipping; 0 is off
+    lr_schedule: str = "plateau"  # plateau: halve the learning rate when validation AUC stalls; constant
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -53,6 +77,8 @@ class TrainSettings:
             "weight_decay": self.weight_decay,
             "max_epochs": self.max_epochs,
             "patience": self.patience,
+            "clip_norm": self.clip_norm,
+            "lr_schedule": self.lr_schedule,
             "seed": self.seed,
             "device": self.device,
             "threads": self.threads,
@@ -72,6 +98,8 @@ class EpochReport:
     best_epoch: int
     best_valid_auc: float
     seconds: float
+    patience: int
+    lr: float
 
 
 @dataclass
@@ -84,6 +112,13 @@ class TrainResult:
     interrupted: bool = False
     seconds: float = 0.0
     n_parameters: int = 0
+    settings: TrainSettings | None = None  # as resolved for the cell (batch size, patience)
+    best_valid_scores: np.ndarray | None = None  # validation logits of the best epoch
+
+    @property
+    def converged(self) -> bool:
+        """Stopped by patience: the best epoch is not among the last ``patience`` epochs run."""
+        return not self.interrupted and self.epochs_run - self.best_epoch >= self.settings.patience
 
 
 def resolve_device(requested: str) -> str:
@@ -118,14 +153,17 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
     unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision", "mirror"}
     if unknown:
         raise ModelError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
+    setting = {**defaults, **chosen}
     return TrainSettings(
         architecture=architecture,
         hyperparameters=models.resolve_hyperparameters(arch, overrides or {}),
-        lr=float(chosen.get("lr", defaults["lr"])),
-        batch_size=int(chosen.get("batch_size", defaults["batch_size"])),
-        weight_decay=float(chosen.get("weight_decay", defaults["weight_decay"])),
-        max_epochs=int(chosen.get("max_epochs", defaults["max_epochs"])),
-        patience=int(chosen.get("patience", defaults["patience"])),
+        lr=float(setting["lr"]),
+        batch_size=None if setting["batch_size"] is None else int(setting["batch_size"]),
+        weight_decay=float(setting["weight_decay"]),
+        max_epochs=int(setting["max_epochs"]),
+        patience=None if setting["patience"] is None else int(setting["patience"]),
+        clip_norm=float(setting["clip_norm"]),
+        lr_schedule=str(setting["lr_schedule"]),
         seed=int(chosen.get("seed", 0)),
         device=chosen.get("device", "cpu"),
         threads=chosen.get("threads"),
@@ -133,6 +171,24 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
         precision=chosen.get("precision", "fp32"),
         mirror=bool(chosen.get("mirror", False)),
     )
+
+
+def resolve_budget(settings: TrainSettings, n_train: int) -> TrainSettings:
+    """Fill in the batch size and patience left to the cell (None), from its number of training genes.
+
+    Batch: the paper's 200 where that gives at least AUTO_BATCH_STEPS steps an
+    epoch, else ``n_train // AUTO_BATCH_STEPS`` but at least MIN_AUTO_BATCH.
+    Patience: at least PATIENCE_STEPS optimizer steps and MIN_PATIENCE_EPOCHS
+    epochs, so small cells are not stopped after a few hundred steps.
+    """
+    batch_size = settings.batch_size
+    if batch_size is None:
+        batch_size = max(MIN_AUTO_BATCH, min(MAX_AUTO_BATCH, n_train // AUTO_BATCH_STEPS))
+    patience = settings.patience
+    if patience is None:
+        steps_per_epoch = math.ceil(n_train / batch_size)
+        patience = max(MIN_PATIENCE_EPOCHS, math.ceil(PATIENCE_STEPS / steps_per_epoch))
+    return dataclasses.replace(settings, batch_size=batch_size, patience=patience)
 
 
 def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell") -> bool:
@@ -203,12 +259,18 @@ def train(cell: CellData, settings: TrainSettings, *,
 
     train_x, train_y = split_arrays(cell, "train", settings.transform)
     valid_x, valid_y = split_arrays(cell, "valid", settings.transform)
+    settings = resolve_budget(settings, len(train_x))
     n_bins, n_marks = train_x.shape[1:]
     module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters)
     # Channels-last convolution weights train faster on CPU and GPU (only 4-D weights change).
     module = module.to(device=device, memory_format=torch.channels_last)
     n_parameters = sum(p.numel() for p in module.parameters())
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = None
+    if settings.lr_schedule == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=LR_FACTOR, patience=max(1, settings.patience // PLATEAU_FRACTION),
+            threshold=0.0, min_lr=settings.lr * LR_FACTOR**LR_REDUCTIONS)
     loss_function = torch.nn.BCEWithLogitsLoss()
     train_inputs = torch.from_numpy(train_x).to(device)
     train_targets = torch.from_numpy(train_y).to(device)
@@ -219,7 +281,7 @@ def train(cell: CellData, settings: TrainSettings, *,
     # selection, stays in float32 like evaluation and prediction.
     bf16 = settings.precision == "bf16"
 
-    best_state, best_epoch, best_auc = None, 0, -math.inf
+    best_state, best_epoch, best_auc, best_scores = None, 0, -math.inf, None
     history: list[dict] = []
     interrupted = False
     epoch = 0
@@ -242,6 +304,8 @@ def train(cell: CellData, settings: TrainSettings, *,
                     logits = module(inputs)
                 loss = loss_function(logits.float(), train_targets[batch])
                 loss.backward()
+                if settings.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), settings.clip_norm)
                 optimizer.step()
                 total_loss += loss.detach() * len(batch)
             mean_loss = float(total_loss) / len(order)
@@ -250,12 +314,15 @@ def train(cell: CellData, settings: TrainSettings, *,
                 raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss:.4g}); try a smaller --lr")
             valid_auc = roc_auc(valid_labels, valid_scores)
             if valid_auc > best_auc:
-                best_auc, best_epoch = valid_auc, epoch
+                best_auc, best_epoch, best_scores = valid_auc, epoch, valid_scores
                 best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
-            history.append({"epoch": epoch, "loss": mean_loss, "valid_auc": valid_auc})
+            lr = optimizer.param_groups[0]["lr"]
+            history.append({"epoch": epoch, "loss": mean_loss, "valid_auc": valid_auc, "lr": lr})
+            if scheduler is not None:
+                scheduler.step(valid_auc)
             if on_epoch is not None:
                 on_epoch(EpochReport(epoch, mean_loss, valid_auc, best_epoch, best_auc,
-                                     time.perf_counter() - epoch_start))
+                                     time.perf_counter() - epoch_start, settings.patience, lr))
             if epoch - best_epoch >= settings.patience:
                 break
     except KeyboardInterrupt:
@@ -270,6 +337,8 @@ def train(cell: CellData, settings: TrainSettings, *,
         interrupted=interrupted,
         seconds=time.perf_counter() - started,
         n_parameters=n_parameters,
+        settings=settings,
+        best_valid_scores=best_scores,
     )
 
 
@@ -284,28 +353,92 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
+@dataclass
+class EntryResult:
+    """What one registry entry's training gave: one member, or one per seed of an ensemble."""
+
+    members: list[TrainResult]
+    valid_auc: float  # of the entry's prediction: for an ensemble, the mean of the members' probabilities
+
+    @property
+    def best_epoch(self) -> int:
+        """The best epoch; for an ensemble, the latest best epoch of any member."""
+        return max(member.best_epoch for member in self.members)
+
+    @property
+    def epochs_run(self) -> int:
+        return max(member.epochs_run for member in self.members)
+
+    @property
+    def interrupted(self) -> bool:
+        return any(member.interrupted for member in self.members)
+
+    @property
+    def converged(self) -> bool:
+        return all(member.converged for member in self.members)
+
+    @property
+    def seconds(self) -> float:
+        return sum(member.seconds for member in self.members)
+
+    @property
+    def settings(self) -> TrainSettings:
+        return self.members[0].settings
+
+
+def ensemble_valid_auc(cell: CellData, members: list[TrainResult]) -> float:
+    """Validation AUC of the mean of the members' probabilities at their best epochs."""
+    from histcli.metrics import roc_auc
+
+    probabilities = np.mean([1.0 / (1.0 + np.exp(-member.best_valid_scores.astype(np.float64)))
+                             for member in members], axis=0)
+    return roc_auc(cell.labels[cell.split_mask("valid")].astype(np.int8), probabilities)
+
+
 def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
-                   overwrite: bool = False, mirror: str = "auto",
+                   seeds: list[int] | None = None, overwrite: bool = False, mirror: str = "auto",
+                   on_member: Callable[[int], None] | None = None,
                    on_epoch: Callable[[EpochReport], None] | None = None):
     """Train a model on one stored cell and write its registry entry.
 
+    ``seeds`` of more than one seed train one member per seed (each exactly as
+    a single run with that seed) and store them as one ensemble entry; a member
+    that fails fails the whole entry, and nothing is written. ``on_member`` is
+    called with each seed before its training starts.
     ``mirror`` is auto, on or off (see :func:`resolve_mirror`).
-    Returns (entry or None, result): no entry when training was interrupted
-    before the first epoch finished. An interrupted run that has a best epoch
-    is saved with ``interrupted: true`` in its metadata.
+    Returns (entry or None, EntryResult): no entry when training was
+    interrupted before the first epoch finished. An interrupted run that has a
+    best epoch is saved with ``interrupted: true`` in its metadata (for an
+    ensemble, with the members trained so far).
     """
     from datetime import datetime, timezone
 
     cell = store.load(cell_name)
     settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell_name}"))
-    result = train(cell, settings, on_epoch=on_epoch)
-    if result.state is None:
-        return None, result
+    seeds = list(seeds) if seeds else [settings.seed]
+    members: list[TrainResult] = []
+    for seed in seeds:
+        if on_member is not None:
+            on_member(seed)
+        result = train(cell, dataclasses.replace(settings, seed=seed), on_epoch=on_epoch)
+        if result.state is not None:
+            members.append(result)
+        if result.interrupted:
+            break
+    if not members:
+        return None, EntryResult([result], math.nan)
+    ensemble = len(seeds) > 1
+    outcome = EntryResult(members, ensemble_valid_auc(cell, members) if ensemble else members[0].best_valid_auc)
+    resolved = outcome.settings
+    training_config = resolved.as_config()
+    if ensemble:
+        del training_config["seed"]
+        training_config["seeds"] = seeds
     split_sizes = {split: int(cell.split_mask(split).sum()) for split in ("train", "valid", "test")}
     config = {
         "architecture": settings.architecture,
         "hyperparameters": settings.hyperparameters,
-        "training": settings.as_config(),
+        "training": training_config,
         "input": {
             "marks": list(cell.marks),
             "n_bins": cell.n_bins,
@@ -326,16 +459,32 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
         },
     }
     metadata = {
-        "best_epoch": result.best_epoch,
-        "best_valid_auc": result.best_valid_auc,
-        "epochs_run": result.epochs_run,
-        "interrupted": result.interrupted,
-        "train_seconds": round(result.seconds, 3),
-        "n_parameters": result.n_parameters,
-        "seed": settings.seed,
+        "best_epoch": outcome.best_epoch,
+        "best_valid_auc": outcome.valid_auc,
+        "epochs_run": outcome.epochs_run,
+        "converged": outcome.converged,
+        "interrupted": outcome.interrupted,
+        "train_seconds": round(outcome.seconds, 3),
+        "n_parameters": sum(member.n_parameters for member in members),
+        "seed": members[0].settings.seed if not ensemble else [member.settings.seed for member in members],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
-        "history": result.history,
+        "history": [] if ensemble else members[0].history,
     }
-    entry = registry.save(name, cell.name, result.state, config, metadata, overwrite=overwrite)
-    return entry, result
+    if ensemble:
+        from histcli.registry import member_weights_name
+
+        metadata["members"] = [{
+            "seed": member.settings.seed,
+            "weights": member_weights_name(member.settings.seed),
+            "best_epoch": member.best_epoch,
+            "best_valid_auc": member.best_valid_auc,
+            "epochs_run": member.epochs_run,
+            "converged": member.converged,
+            "interrupted": member.interrupted,
+            "train_seconds": round(member.seconds, 3),
+            "history": member.history,
+        } for member in members]
+    states = [member.state for member in members] if ensemble else members[0].state
+    entry = registry.save(name, cell.name, states, config, metadata, overwrite=overwrite)
+    return entry, outcome

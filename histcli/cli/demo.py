@@ -56,7 +56,7 @@ def demo(
     for arch in DEMO_MODELS:
         step(f"train --all-cells --arch {arch} --epochs {epochs} --seed {seed} --overwrite")
         train.train(arch=arch, cells=None, all_cells=True, name=None, epochs=epochs, patience=None,
-                    batch_size=None, lr=None, weight_decay=None, params=None, seed=seed, device=device,
+                    batch_size=None, lr=None, weight_decay=None, params=None, seed=seed, seeds=None, device=device,
                     threads=None, mirror=Mirror.auto, precision=Precision.fp32, overwrite=True,
                     store_path=store, models_path=models, output_format=OutputFormat.auto,
                     quiet=False)

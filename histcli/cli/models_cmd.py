@@ -13,6 +13,7 @@ from histcli.cli.options import (
     OutputFormat,
     complete_cells,
     complete_model_names,
+    seeds_text,
 )
 
 app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
@@ -29,9 +30,11 @@ def entry_row(entry) -> dict:
         "marks": ",".join(config["input"]["marks"]),
         "bins": config["input"]["n_bins"],
         "bin_size": config["input"]["bin_size"],
-        "seed": config["training"]["seed"],
+        "seed": seeds_text(entry.seeds),
+        "members": len(entry.seeds),
         "best_epoch": metadata["best_epoch"],
         "valid_auc": metadata["best_valid_auc"],
+        "converged": metadata.get("converged"),  # None: trained before histcli recorded it
         "interrupted": metadata["interrupted"],
         "created": metadata["created"],
     }
@@ -41,8 +44,9 @@ def entry_columns():
     from histcli.output import Column
 
     return [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
-            Column("marks", justify="left"), Column("bins"), Column("bin_size"), Column("seed"),
-            Column("best_epoch"), Column("valid_auc", digits=4), Column("interrupted"),
+            Column("marks", justify="left"), Column("bins"), Column("bin_size"), Column("seed", justify="left"),
+            Column("members"), Column("best_epoch"), Column("valid_auc", digits=4), Column("converged"),
+            Column("interrupted"),
             Column("created", justify="left")]
 
 
@@ -82,12 +86,20 @@ def show_model(
             fields.update({f"{section}.{key}": item for key, item in value.items()})
         else:
             fields[section] = value
-    fields.update({key: value for key, value in entry.metadata.items() if key != "history"})
-    fields["history"] = " ".join(f"{h['epoch']}:{h['valid_auc']:.4f}" for h in entry.metadata["history"])
+    fields.update({key: value for key, value in entry.metadata.items() if key not in ("history", "members")})
+    fields["history"] = _history(entry.metadata["history"])
+    for member in entry.members:
+        fields.update({f"member.seed{member['seed']}.{key}": value for key, value in member.items()
+                       if key not in ("seed", "history")})
+        fields[f"member.seed{member['seed']}.history"] = _history(member["history"])
     rows = [{"field": key, "value": _flat(value)} for key, value in fields.items()]
     render_rows(rows, [Column("field", justify="left"), Column("value", justify="left")], output_format.value,
                 title=f"{name} for {cell}",
                 json_payload={"path": str(entry.path), "config": entry.config, "metadata": entry.metadata})
+
+
+def _history(history: list[dict]) -> str:
+    return " ".join(f"{h['epoch']}:{h['valid_auc']:.4f}" for h in history)
 
 
 def _flat(value):

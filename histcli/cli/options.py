@@ -197,3 +197,29 @@ AggregateOption = Annotated[
                                      "mean: values are signal averaged over the bin.",
                  rich_help_panel="Tracks"),
 ]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-4`` or ``0,2,7`` (or a mix, ``0-2,9``) as a list of distinct seeds in the given order."""
+    from histcli.errors import UsageError
+
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last if dash else first)
+        except ValueError:
+            raise UsageError(f"--seeds {text!r}: expected a range or a comma list of integers, e.g. 0-4 or 0,2,7") from None
+        if high < low:
+            raise UsageError(f"--seeds {text!r}: the range {part.strip()} runs backwards")
+        seeds += range(low, high + 1)
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: a seed is named twice")
+    return seeds
+
+
+def seeds_text(seeds: list[int]) -> str:
+    """The inverse of parse_seeds for display: ``0-4`` for a run of seeds, else a comma list."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))

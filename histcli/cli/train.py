@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Optional
 
 import typer
@@ -20,6 +21,8 @@ from histcli.cli.options import (
     Precision,
     QuietOption,
     StoreOption,
+    parse_seeds,
+    seeds_text,
     complete_architectures,
 )
 
@@ -56,6 +59,7 @@ def train_columns():
         Column("train_genes"),
         Column("valid_genes"),
         Column("seconds", digits=1),
+        Column("converged"),
         Column("interrupted"),
     ]
 
@@ -65,13 +69,20 @@ def train(
     cells: CellsOption = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Train on every cell in the store.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name (default: the architecture).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs (early stopping may end sooner).")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation AUC.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Genes per batch (paper: 200).")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner "
+                                                  "[default: 500, the paper's].")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many epochs without a better "
+                                                    "validation AUC [default: 1,500 optimizer steps' worth, at least 20].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Genes per batch [default: the paper's 200, smaller for "
+                                                      "cells too small to give 20 batches an epoch, at least 32].")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=1e-9, max=10.0, help="Adam learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat), e.g. dropout=0.3.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, dropout and batch order.")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of initialisation, dropout and batch order "
+                                                "[default: 0].")] = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train one model per seed (a range 0-4 or a list "
+                                                 "0,2,7) and store them as one ensemble entry that predicts the "
+                                                 "mean of their probabilities.")] = None,
     device: DeviceOption = Device.auto,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
     mirror: Annotated[Mirror, typer.Option("--mirror", case_sensitive=False,
@@ -101,6 +112,9 @@ def train(
     )
 
     console.setup(quiet)
+    if seed is not None and seeds is not None:
+        raise UsageError("--seed and --seeds cannot be combined: --seeds trains an ensemble, one member per seed")
+    seed_list = parse_seeds(seeds) if seeds is not None else [0 if seed is None else seed]
     if bool(cells) == all_cells:
         raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
     store = Store(store_path)
@@ -122,7 +136,7 @@ def train(
         weight_decay=weight_decay,
         max_epochs=epochs,
         patience=patience,
-        seed=seed,
+        seed=seed_list[0],
         device=(resolved := resolve_device(device.value)),
         threads=threads,
         precision=resolve_precision(precision.value, resolved),
@@ -130,28 +144,42 @@ def train(
     rows = []
     interrupted = False
     with console.progress("status") as bar:
+        task = None
         for cell in chosen:
-            task = bar.add_task(f"{model_name} {cell}", total=settings.max_epochs, status="")
+            def start_member(member_seed, cell=cell):
+                nonlocal task
+                label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
+                task = bar.add_task(label, total=settings.max_epochs, status="")
 
-            def report(epoch, task=task):
+            def report(epoch):
                 bar.update(task, completed=epoch.epoch,
                            status=f"loss {epoch.loss:.4f}  valid AUC {epoch.valid_auc:.4f}  "
                                   f"best {epoch.best_valid_auc:.4f} (epoch {epoch.best_epoch})")
+                if epoch.epoch - epoch.best_epoch >= epoch.patience:  # the run stops here
+                    bar.update(task, total=epoch.epoch)
 
-            entry, result = train_and_save(store, cell, settings, registry, model_name,
-                                           overwrite=overwrite, mirror=mirror.value, on_epoch=report)
-            bar.update(task, total=result.epochs_run or 1, completed=result.epochs_run or 1)
+            entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
+                                           overwrite=overwrite, mirror=mirror.value,
+                                           on_member=start_member, on_epoch=report)
             if entry is None:
                 console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")
             else:
                 sizes = entry.config["data"]["split_sizes"]
                 rows.append({
-                    "model": model_name, "cell": cell, "arch": arch, "seed": seed,
+                    "model": model_name, "cell": cell, "arch": arch,
+                    "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(seed_list),
                     "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                    "valid_auc": result.best_valid_auc, "train_genes": sizes["train"],
+                    "valid_auc": result.valid_auc, "train_genes": sizes["train"],
                     "valid_genes": sizes["valid"], "seconds": result.seconds,
-                    "interrupted": result.interrupted,
+                    "converged": result.converged, "interrupted": result.interrupted,
                 })
+                for member in result.members:
+                    if not member.converged and not member.interrupted:
+                        which = f" seed {member.settings.seed}" if len(seed_list) > 1 else ""
+                        logging.getLogger("histcli").warning(
+                            "%s %s%s did not converge: it reached the cap of %d epochs with its best epoch (%d) "
+                            "within the last %d (the patience); raise --epochs", model_name, cell, which,
+                            member.epochs_run, member.best_epoch, member.settings.patience)
             if result.interrupted:
                 interrupted = True
                 if entry is not None:

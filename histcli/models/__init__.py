@@ -36,13 +36,16 @@ class Architecture:
     summary: str = ""
     #: Model-shape defaults; the type of each value is the type users must give.
     hyperparameters: dict = {}
-    #: Trainer defaults: lr, batch_size, weight_decay, max_epochs, patience.
+    #: Trainer defaults (see histcli.training): batch_size and patience None are
+    #: chosen per cell; at most the paper's 500 epochs.
     training: dict = {
         "lr": 1e-3,
-        "batch_size": 200,
+        "batch_size": None,
         "weight_decay": 0.0,
-        "max_epochs": 100,
-        "patience": 10,
+        "max_epochs": 500,
+        "patience": None,
+        "clip_norm": 0.0,
+        "lr_schedule": "plateau",
     }
     #: Name of the transform the trainer applies to read counts before the model.
     transform: str = "log1p"

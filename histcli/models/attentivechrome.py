@@ -63,7 +63,8 @@ class Attentivechrome(Architecture):
     name = "attentivechrome"
     summary = "per-mark LSTMs with attention over bins, then an LSTM with attention over marks (Singh et al. 2017)"
     hyperparameters = {"bin_units": 32, "mark_units": 16, "dropout": 0.5}
-    training = {"lr": 1e-3, "batch_size": 200, "weight_decay": 0.0, "max_epochs": 100, "patience": 10}
+    # Clipped gradients keep the LSTM's rare large steps from undoing what it has learnt.
+    training = {**Architecture.training, "clip_norm": 1.0}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         return AttentiveChromeNetwork(n_marks, **hparams)

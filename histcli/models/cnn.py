@@ -34,7 +34,6 @@ class Cnn(Architecture):
     name = "cnn"
     summary = "the CRNN's convolutions followed by dense layers, no LSTM (Zhu et al. 2017)"
     hyperparameters = {"maps": (32, 32), "kernel": (3, 3), "dense": (100, 20), "dropout": 0.5}
-    training = {"lr": 1e-3, "batch_size": 200, "weight_decay": 0.0, "max_epochs": 100, "patience": 10}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         check_image_kernel(self.name, hparams["kernel"])

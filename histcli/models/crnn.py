@@ -56,7 +56,8 @@ class Crnn(Architecture):
         "input_dropout": 0.5,
         "recurrent_dropout": 0.5,
     }
-    training = {"lr": 1e-3, "batch_size": 200, "weight_decay": 0.0, "max_epochs": 100, "patience": 10}
+    # Clipped gradients keep the LSTM's rare large steps from undoing what it has learnt.
+    training = {**Architecture.training, "clip_norm": 1.0}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         check_image_kernel(self.name, hparams["kernel"])

@@ -33,7 +33,6 @@ class Deepchrome(Architecture):
     name = "deepchrome"
     summary = "1-D convolution over bins with marks as channels, max-pooling, dense layers (Singh et al. 2016)"
     hyperparameters = {"filters": 50, "kernel": 10, "pool": 5, "dense": (625, 125), "dropout": 0.5}
-    training = {"lr": 1e-3, "batch_size": 200, "weight_decay": 0.0, "max_epochs": 100, "patience": 10}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         # The unpadded convolution leaves n_bins - kernel + 1 positions, and pooling needs at least one window of them.

@@ -24,7 +24,7 @@ class Logistic(Architecture):
     hyperparameters = {}
     # A convex model: a larger step converges in few epochs, and a little L2
     # keeps the 500 weights of correlated neighbouring bins in check.
-    training = {"lr": 1e-2, "batch_size": 200, "weight_decay": 1e-4, "max_epochs": 100, "patience": 10}
+    training = {**Architecture.training, "lr": 1e-2, "weight_decay": 1e-4}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         return LogisticRegression(n_bins, n_marks)
