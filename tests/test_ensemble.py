@@ -50,15 +50,15 @@ def member_probabilities(entry, inputs: np.ndarray) -> np.ndarray:
 def test_budget_follows_the_number_of_training_genes():
     crnn = settings_for("crnn")
     assert crnn.batch_size is None and crnn.patience is None and crnn.max_epochs == 500
-    # DeepChrome cells: the paper's batch of 200 (34 steps an epoch); 1,500 steps are 45 epochs.
+    # DeepChrome cells: the paper's batch of 200 (34 steps an epoch); 50 epochs are 1,700 steps.
     deepchrome_size = resolve_budget(crnn, 6601)
-    assert (deepchrome_size.batch_size, deepchrome_size.patience) == (200, 45)
-    # DeepDiff's Cell1, 200 genes: batches of 32 (7 steps an epoch), 1,500 steps are 215 epochs.
-    assert (resolve_budget(crnn, 200).batch_size, resolve_budget(crnn, 200).patience) == (32, 215)
-    # 2,000 genes: 100 per batch gives 20 steps; 75 epochs of them make 1,500 steps.
-    assert (resolve_budget(crnn, 2000).batch_size, resolve_budget(crnn, 2000).patience) == (100, 75)
-    # Plenty of genes: at least 20 epochs of patience even when they are more than 1,500 steps.
-    assert resolve_budget(crnn, 200_000).patience == 20
+    assert (deepchrome_size.batch_size, deepchrome_size.patience) == (200, 50)
+    # DeepDiff's Cell1, 200 genes: batches of 32, 7 steps an epoch, 50 epochs are 350 steps.
+    assert (resolve_budget(crnn, 200).batch_size, resolve_budget(crnn, 200).patience) == (32, 50)
+    # 2,000 genes: 100 per batch gives 20 steps an epoch.
+    assert resolve_budget(crnn, 2000).batch_size == 100
+    # 100 genes: batches of 32 are 4 steps an epoch, so 300 steps take 75 epochs of patience.
+    assert (resolve_budget(crnn, 100).batch_size, resolve_budget(crnn, 100).patience) == (32, 75)
     # The user's choices are kept as given.
     chosen = settings_for("crnn", batch_size=64, patience=7)
     assert (resolve_budget(chosen, 200).batch_size, resolve_budget(chosen, 200).patience) == (64, 7)
@@ -72,8 +72,8 @@ def test_config_records_the_resolved_budget(store, tmp_path):
     result = train(store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 3)
     assert result.code == 0, result.stderr
     training = Registry(models).get("logistic", "sim01").config["training"]
-    assert training["batch_size"] == 32 and training["patience"] == 215  # 200 training genes
-    assert training["lr_schedule"] == "plateau" and training["clip_norm"] == 0.0
+    assert training["batch_size"] == 32 and training["patience"] == 50  # 200 training genes
+    assert training["lr_schedule"] == "constant" and training["clip_norm"] == 0.0
 
 
 def test_a_run_cut_by_epochs_is_flagged_not_converged(store, tmp_path):
@@ -103,9 +103,10 @@ def test_a_run_stopped_by_patience_is_flagged_converged(store, tmp_path):
     assert json.loads(listed.stdout)[0]["converged"] is True
 
 
-def test_learning_rate_is_halved_on_plateaus(store, tmp_path):
+def test_plateau_schedule_halves_the_learning_rate(store, tmp_path):
     models = tmp_path / "models"
-    result = train(store, models, "--cell", "sim01", "--arch", "logistic", "--lr", "0.05", "--patience", 12)
+    result = train(store, models, "--cell", "sim01", "--arch", "logistic", "--lr", "0.05", "--patience", 12,
+                   "--lr-schedule", "plateau")
     assert result.code == 0, result.stderr
     history = Registry(models).get("logistic", "sim01").metadata["history"]
     rates = [h["lr"] for h in history]

@@ -52,7 +52,8 @@ def test_entry_holds_weights_config_and_metadata(small_store, tmp_path):
                                "aggregate": None}
     assert config["data"]["fingerprint"] == Store(small_store).fingerprint("sim01")
     assert config["data"]["split_sizes"] == {"train": 300, "valid": 300, "test": 300}
-    assert config["training"]["seed"] == 3 and config["training"]["batch_size"] == 200
+    # 300 training genes: batches of 32 (300 // 20 = 15 is below the smallest automatic batch).
+    assert config["training"]["seed"] == 3 and config["training"]["batch_size"] == 32
     assert config["training"]["max_epochs"] == 6
     # Simulated genes run 5' to 3', so --mirror auto leaves them as they are.
     assert config["training"]["mirror"] is False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -25,7 +25,8 @@ def demo(
     cells: Annotated[int, typer.Option("--cells", min=2, help="Simulated cells.")] = 4,
     genes: Annotated[int, typer.Option("--genes", min=30, help="Genes per cell.")] = 1500,
     bins: Annotated[int, typer.Option("--bins", min=14, help="Bins per gene (DeepChrome needs 14).")] = 50,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per model.")] = 30,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs per model "
+                                                  "[default: train's, which stops when a model has converged].")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of data and training.")] = 0,
     device: DeviceOption = Device.auto,
 ) -> None:
@@ -54,9 +55,11 @@ def demo(
     step("store list")
     store_cmd.list_cells(store_path=store, output_format=OutputFormat.auto)
     for arch in DEMO_MODELS:
-        step(f"train --all-cells --arch {arch} --epochs {epochs} --seed {seed} --overwrite")
+        budget = f" --epochs {epochs}" if epochs else ""
+        step(f"train --all-cells --arch {arch}{budget} --seed {seed} --overwrite")
         train.train(arch=arch, cells=None, all_cells=True, name=None, epochs=epochs, patience=None,
-                    batch_size=None, lr=None, weight_decay=None, params=None, seed=seed, seeds=None, device=device,
+                    batch_size=None, lr=None, weight_decay=None, clip_norm=None, lr_schedule=None, params=None,
+                    seed=seed, seeds=None, device=device,
                     threads=None, mirror=Mirror.auto, precision=Precision.fp32, overwrite=True,
                     store_path=store, models_path=models, output_format=OutputFormat.auto,
                     quiet=False)

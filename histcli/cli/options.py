@@ -53,6 +53,11 @@ class Mirror(str, Enum):
     off = "off"
 
 
+class LrSchedule(str, Enum):
+    plateau = "plateau"
+    constant = "constant"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"

@@ -14,6 +14,7 @@ from histcli.cli.options import (
     Device,
     DeviceOption,
     FormatOption,
+    LrSchedule,
     Mirror,
     ModelsOption,
     OutputFormat,
@@ -72,11 +73,18 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner "
                                                   "[default: 500, the paper's].")] = None,
     patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many epochs without a better "
-                                                    "validation AUC [default: 1,500 optimizer steps' worth, at least 20].")] = None,
+                                                    "validation AUC [default: 50, more where that is under 300 "
+                                                    "optimizer steps].")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Genes per batch [default: the paper's 200, smaller for "
                                                       "cells too small to give 20 batches an epoch, at least 32].")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=1e-9, max=10.0, help="Adam learning rate.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option("--clip-norm", min=0.0, help="Clip the gradient norm to this "
+                                                       "(0: off) [default: 1 for recurrent models, else 0].")] = None,
+    lr_schedule: Annotated[Optional[LrSchedule], typer.Option("--lr-schedule", case_sensitive=False,
+                                                              help="plateau: halve the learning rate when validation "
+                                                                   "AUC stalls for a quarter of the patience "
+                                                                   "[default: constant].")] = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat), e.g. dropout=0.3.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of initialisation, dropout and batch order "
                                                 "[default: 0].")] = None,
@@ -134,6 +142,8 @@ def train(
         lr=lr,
         batch_size=batch_size,
         weight_decay=weight_decay,
+        clip_norm=clip_norm,
+        lr_schedule=lr_schedule.value if lr_schedule else None,
         max_epochs=epochs,
         patience=patience,
         seed=seed_list[0],

@@ -45,7 +45,7 @@ class Architecture:
         "max_epochs": 500,
         "patience": None,
         "clip_norm": 0.0,
-        "lr_schedule": "plateau",
+        "lr_schedule": "constant",
     }
     #: Name of the transform the trainer applies to read counts before the model.
     transform: str = "log1p"
