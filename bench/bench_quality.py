@@ -91,6 +91,10 @@ def mean(rows, key):
     return statistics.fmean(row[key] for row in rows)
 
 
+def aucs(rows, digits: int) -> str:
+    return ", ".join(f"{row['test_auc']:.{digits}f}" for row in rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2, help="trainings at a time")
@@ -136,8 +140,7 @@ def main() -> None:
         for arch in ("logistic", *DEEP):
             by = {r["budget"]: r for r in e116 if r["arch"] == arch and r["seeds"] == "0"}
             seeds = [r for r in e116 if r["arch"] == arch and r["budget"] == "default" and "-" not in r["seeds"]]
-            default = f"{mean(seeds, 'test_auc'):.4f}" + (f" (seeds {', '.join(f'{r['test_auc']:.4f}' for r in seeds)})"
-                                                          if len(seeds) > 1 else "")
+            default = f"{mean(seeds, 'test_auc'):.4f}" + (f" (seeds {aucs(seeds, 4)})" if len(seeds) > 1 else "")
             print(f"| `{arch}` | {default} | {by['default']['best_epoch']} / {by['default']['epochs']} | "
                   f"{by['long']['test_auc']:.4f} | {by['old']['test_auc']:.4f} | {by['default']['seconds']:.0f} | "
                   f"{by['old']['seconds']:.0f} |")
@@ -154,7 +157,7 @@ def main() -> None:
             default = [r for r in cell1 if r["arch"] == arch and r["budget"] == "default"]
             old = [r for r in cell1 if r["arch"] == arch and r["budget"] == "old"]
             print(f"| `{arch}` | {mean(default, 'test_auc'):.4f} | "
-                  f"{', '.join(f'{r['test_auc']:.3f}' for r in default)} | "
+                  f"{aucs(default, 3)} | "
                   f"{sum(r['converged'] for r in default)}/5 | {mean(old, 'test_auc'):.4f} | "
                   f"{mean(default, 'seconds'):.0f} | {mean(old, 'seconds'):.0f} |")
     print(f"\n(store, models and results in {folder})")
