@@ -69,7 +69,7 @@ class PredictionWriter:
         self._start()
         calls = (probabilities >= self.threshold).astype(int)
         if self.fmt == "tsv":
-            lines = [f"{gene}\t{p:.6g}\t{c}\n" for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+            lines = [f"{gene}\t{p:.9g}\t{c}\n" for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
             self._write("".join(lines))
         else:
             items = [json.dumps({"gene_id": str(gene), "probability": p, "prediction": c})

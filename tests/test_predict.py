@@ -338,3 +338,24 @@ def test_duplicate_check_across_many_chunks_matches_a_set(tmp_path):
     for start in range(0, 2700, 10):
         unique.add(ids[start : start + 10], np.arange(start, start + 10) + 2)
     assert unique.count == 2700
+
+
+def test_tsv_probabilities_read_back_as_the_same_float32(workspace):
+    """Nine significant digits: the TSV, the JSON and evaluate's AUC all see the same float32 probabilities."""
+    from histcli.metrics import roc_auc
+    from histcli.store import SPLIT_CODES, Store
+
+    args = ("predict", "logistic", "--cell", "sim01", "--from-store", "sim02", "--split", "test", "-q")
+    tsv = np.array([row["probability"] for row in parse_tsv(workspace.run(*args).stdout)], dtype=np.float32)
+    as_json = np.array([item["probability"] for item in json.loads(workspace.run(*args, "-f", "json").stdout)],
+                       dtype=np.float32)
+    assert np.array_equal(tsv, as_json)
+    assert len(np.unique(tsv)) > len(tsv) // 2
+    cell = Store(workspace.store).load("sim02")
+    labels = cell.labels[cell.split == SPLIT_CODES["test"]]
+    evaluated = workspace.run("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "-f", "json", "-q")
+    assert roc_auc(labels, tsv) == json.loads(evaluated.stdout)["rows"][0]["auc"]
+    # Every float32 survives the text: also the extremes a logit of +-40 gives.
+    values = np.concatenate([np.random.default_rng(0).random(10_000, dtype=np.float32),
+                             np.float32([1e-38, 4.2e-18, 0.99999994, 1.0])])
+    assert np.array_equal(np.array([f"{v:.9g}" for v in values.tolist()], dtype=np.float32), values)
