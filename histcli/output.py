@@ -152,9 +152,41 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
         for row in footer_rows:
             table.add_row(*(human_text(row.get(c.key), c) for c in columns), style="italic" if terminal else None)
     out = console()
+    if rows and natural_width(out, table) > out.width:
+        # Too wide for the terminal: one key-value block per row, so that no value is cut.
+        renderables = [record_table(row, columns, terminal, f"{title} ({index} of {len(rows)})" if title else None)
+                       for index, row in enumerate(rows, start=1)]
+        renderables += [record_table(row, columns, terminal, None) for row in footer_rows]
+    else:
+        renderables = [table]
     try:
-        out.print(table)
+        for index, renderable in enumerate(renderables):
+            if index:
+                out.print()
+            out.print(renderable)
         if extra is not None:
             out.print(extra)
     except BrokenPipeError:
         raise StdoutClosed() from None
+
+
+def natural_width(out, table) -> int:
+    """Columns the table needs to show every cell without cutting it."""
+    from rich.measure import Measurement
+
+    # Measured without the console's own width limit, which would clamp the answer to it.
+    return Measurement.get(out, out.options.update_width(1_000_000), table).maximum
+
+
+def record_table(row: dict, columns: Sequence[Column], terminal: bool, title: str | None):
+    """One row as a two-column table of field and value; long values fold rather than being cut."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD if terminal else None, show_header=False, show_edge=False,
+                  title_style="bold" if terminal else None, title_justify="left")
+    table.add_column("field", style="bold" if terminal else None, no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for column in columns:
+        table.add_row(column.title, human_text(row.get(column.key), column))
+    return table
