@@ -360,6 +360,7 @@ class EntryResult:
 
     members: list[TrainResult]
     valid_auc: float  # of the entry's prediction: for an ensemble, the mean of the members' probabilities
+    interrupted: bool = False  # Ctrl-C: for an ensemble, members after the interrupted one were not trained
 
     @property
     def best_epoch(self) -> int:
@@ -369,10 +370,6 @@ class EntryResult:
     @property
     def epochs_run(self) -> int:
         return max(member.epochs_run for member in self.members)
-
-    @property
-    def interrupted(self) -> bool:
-        return any(member.interrupted for member in self.members)
 
     @property
     def converged(self) -> bool:
@@ -427,14 +424,14 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
         if result.interrupted:
             break
     if not members:
-        return None, EntryResult([result], math.nan)
+        return None, EntryResult([result], math.nan, interrupted=True)
     ensemble = len(seeds) > 1
-    outcome = EntryResult(members, ensemble_valid_auc(cell, members) if ensemble else members[0].best_valid_auc)
-    resolved = outcome.settings
-    training_config = resolved.as_config()
+    outcome = EntryResult(members, ensemble_valid_auc(cell, members) if ensemble else members[0].best_valid_auc,
+                          interrupted=result.interrupted)
+    training_config = outcome.settings.as_config()
     if ensemble:
         del training_config["seed"]
-        training_config["seeds"] = seeds
+        training_config["seeds"] = [member.settings.seed for member in members]
     split_sizes = {split: int(cell.split_mask(split).sum()) for split in ("train", "valid", "test")}
     config = {
         "architecture": settings.architecture,

@@ -230,3 +230,28 @@ def test_a_failing_member_fails_the_whole_ensemble(store, tmp_path):
     assert "training diverged at epoch 1" in process.stderr and "Traceback" not in process.stderr
     assert not Registry(models).exists("logistic", "sim01")
     assert not models.exists() or not list(models.rglob("*.safetensors"))
+
+
+def test_ctrl_c_in_a_later_member_saves_the_members_so_far_marked_interrupted(store, tmp_path):
+    """Ctrl-C in member seed 1's first batch: seed 0 is kept, the entry is marked interrupted, exit 130."""
+    models = tmp_path / "models"
+    script = (
+        "import runpy, sys, torch\n"
+        "original = torch.nn.BCEWithLogitsLoss.forward\n"
+        "def loss(self, *args, **kwargs):\n"
+        "    if torch.initial_seed() == 1:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return original(self, *args, **kwargs)\n"
+        "torch.nn.BCEWithLogitsLoss.forward = loss\n"
+        f"sys.argv = ['histcli', 'train', '--cell', 'sim01', '--arch', 'logistic', '--seeds', '0-2', '--epochs', '3', "
+        f"'--store', {str(store)!r}, '--models', {str(models)!r}, '-f', 'json']\n"
+        "runpy.run_module('histcli', run_name='__main__')\n"
+    )
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 130, process.stderr
+    assert "Traceback" not in process.stderr
+    entry = Registry(models).get("logistic", "sim01")
+    assert entry.metadata["interrupted"] is True and entry.metadata["converged"] is False
+    assert [m["seed"] for m in entry.metadata["members"]] == [0]
+    assert entry.config["training"]["seeds"] == [0]
+    assert json.loads(process.stdout)[0]["interrupted"] is True
