@@ -110,6 +110,12 @@ def test_single_cell_has_no_across_cell_test(workspace):
     assert any("no across-cell test" in note for note in payload["notes"])
     table = workspace.run("compare", "logistic", "deepchrome", "--cell", "sim02", "-f", "table").stdout
     assert "too few cells for a test" in table
+    assert "Wilcoxon None" not in table
+    # Who won is said by name, the same way in the verdict and in the counts.
+    delta = payload["cells"][0]["delta_auc"]
+    winner, loser = ("logistic", "deepchrome") if delta > 0 else ("deepchrome", "logistic")
+    assert f"{winner} > {loser} in 1/1 cells" in table
+    assert f"higher AUC: logistic in {int(delta > 0)}, deepchrome in {int(delta < 0)}, tied in 0" in table
 
 
 def test_verdict_and_plot(workspace, tmp_path):

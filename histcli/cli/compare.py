@@ -91,10 +91,11 @@ def _print_rich(result) -> None:
         if s["n_cells"]:
             ci = ("n/a" if s["median_delta_ci_low"] is None
                   else f"[{s['median_delta_ci_low']:+.4f}, {s['median_delta_ci_high']:+.4f}]")
+            method = f"; Wilcoxon {s['wilcoxon_method']}" if s["wilcoxon_method"] else ""
             lines.append(
-                f"  wins/ties/losses {s['wins']}/{s['ties']}/{s['losses']}; mean AUC {s['mean_a']:.4f} vs "
-                f"{s['mean_b']:.4f}; median ΔAUC 95% bootstrap CI {ci}; paired t p = "
-                f"{_p(s['ttest_p'])}; rank-biserial r = {_num(s['rank_biserial'])}; Wilcoxon {s['wilcoxon_method']}"
+                f"  higher AUC: {pair.model_a} in {s['wins']}, {pair.model_b} in {s['losses']}, tied in "
+                f"{s['ties']}; mean AUC {s['mean_a']:.4f} vs {s['mean_b']:.4f}; median ΔAUC 95% bootstrap CI "
+                f"{ci}; paired t p = {_p(s['ttest_p'])}; rank-biserial r = {_num(s['rank_biserial'])}{method}"
             )
     for note in result.notes:
         lines.append(f"note: {note}")
