@@ -8,7 +8,8 @@ README. The signed gradient (`--method saliency`) is printed beside it: it
 says which way a little more of a mark moves the prediction, whatever the
 baseline. Finally each expectation from the literature is checked against
 both: H3K4me3 at the TSS and H3K36me3 drive predictions up, H3K27me3 and
-H3K9me3 down.
+H3K9me3 down; and, without any model, how each mark's reads correlate with
+the label.
 
 Usage: python bench/explain_e116.py [--keep DIR] [--plot docs/explain-e116.png]
 """
@@ -71,6 +72,16 @@ def main() -> None:
     for label, by_ig, by_gradient, sign in checks:
         agrees = "yes" if by_ig * sign > 0 and by_gradient * sign > 0 else "NO"
         print(f"{label:<38} {by_ig:8.3f} {by_gradient:9.3f}  {agrees}")
+    # The data without a model: Spearman correlation of each mark's log reads over the window with the label.
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from histcli.store import Store
+
+    cell = Store(env["HISTCLI_STORE"]).load("E116", splits=["test"])
+    reads = np.log1p(cell.counts_array().astype(np.float64)).sum(1)
+    print("\nSpearman correlation with the label of log1p reads summed over the window (test genes):")
+    print("  " + ", ".join(f"{mark} {spearmanr(reads[:, m], cell.labels)[0]:+.3f}" for m, mark in enumerate(cell.marks)))
     print(f"\nheatmap: {options.plot}")
 
 

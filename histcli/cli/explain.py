@@ -46,12 +46,13 @@ def mark_columns():
 
 
 def bin_columns(groups: list[str]):
+    """The terminal's per-bin table: signed and absolute means of all genes, signed means by label
+    (80 columns)."""
     from histcli.output import Column
 
-    columns = [Column("mark", justify="left"), Column("bin"), Column("position_kb", "kb", digits=1)]
-    for group in groups:
-        columns += [Column(f"mean_{group}", group, digits=4), Column(f"abs_{group}", f"|{group}|", digits=4)]
-    return columns
+    columns = [Column("mark", justify="left"), Column("bin"), Column("position", "bp"),
+               Column("mean_all", "all", digits=4), Column("abs_all", "|all|", digits=4)]
+    return columns + [Column(f"mean_{group}", group, digits=4) for group in groups if group != "all"]
 
 
 def explain(
@@ -107,8 +108,13 @@ def explain(
     if output is not None and (output.is_dir() or not output.parent.resolve().is_dir()):
         raise UsageError(f"--output {output}: " + ("is a folder" if output.is_dir()
                                                    else f"folder {output.parent} does not exist"))
-    fmt = resolve_format(output_format.value) if output is None else (
-        "tsv" if output_format == OutputFormat.auto else output_format.value)
+    # auto: the summary is a table on a terminal; rows per gene, bin and mark are always TSV.
+    if output_format == OutputFormat.auto:
+        fmt = resolve_format("auto") if summary and output is None else "tsv"
+    else:
+        fmt = output_format.value
+    if fmt == "table" and output is not None:
+        raise UsageError("--format table is for the terminal; write --output files as tsv or json")
     if fmt == "table" and not summary:
         raise UsageError("--format table needs --summary (one row per gene, bin and mark is for machines: tsv or json)")
     pyplot = plotting_backend(plot) if plot is not None else None
@@ -158,7 +164,7 @@ def explain(
     seconds = time.perf_counter() - started
     if explainer.incomplete:
         console.note(f"{explainer.incomplete} gene orientation(s) still miss completeness by more than "
-                     f"0.5% at {steps * 16} integration points")
+                     f"1% at {steps * 16} integration points")
     n = len(chosen.gene_ids)
     console.note(f"explained {n} genes of {target_cell} with {entry.name} ({entry.cell}), {method.value}, "
                  f"{resolved_device}: {seconds:.2f} s" + (f", {1000 * seconds / n:.2f} s per 1,000 genes" if n else ""))
@@ -185,7 +191,7 @@ def _print_summary(totals, fmt: str, output: Path | None, title: str) -> None:
         wide: dict[tuple, dict] = {}
         for row in bin_rows:
             line = wide.setdefault((row["mark"], row["bin"]), {"mark": row["mark"], "bin": row["bin"],
-                                                              "position_kb": row["position"] / 1000})
+                                                              "position": row["position"]})
             line[f"mean_{row['group']}"] = row["mean_attribution"]
             line[f"abs_{row['group']}"] = row["mean_abs_attribution"]
         write_rich_table(list(wide.values()), bin_columns(totals.groups), title="mean attribution per mark and bin")
