@@ -50,7 +50,7 @@ from typing import Iterable, Iterator, TextIO
 
 import numpy as np
 
-from histcli.errors import InputError, MissingExtraError, UsageError
+from histcli.errors import HistcliError, InputError, MissingExtraError, UsageError
 from histcli.registry import Entry
 from histcli.store import CellData
 
@@ -398,6 +398,8 @@ def prepare_cell(entry: Entry, cell: CellData, baseline: str, *, split: str | No
         chosen = candidates[select_genes(cell.select(mask), genes, where, genes_source)]
     else:
         chosen = candidates
+    if not len(chosen):
+        raise HistcliError(f"cell {cell.name} has no {split} genes to explain; choose another --split")
     counts = cell.counts_array()
     return CellExplanation(
         cell=cell,

@@ -151,10 +151,8 @@ def explain(
     stream_target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
     with contextlib.ExitStack() as stack:
         writer = None
-        stream = None
         if not summary:
-            stream = stack.enter_context(stream_target)
-            writer = LongWriter(stream, fmt, chosen.marks, chosen.positions, attention=method == Method.attention)
+            writer = LongWriter(stack.enter_context(stream_target), fmt, chosen.marks, chosen.positions, attention=method == Method.attention)
         bar = stack.enter_context(console.progress())
         task = bar.add_task(f"explaining ({method.value})", total=len(chosen.gene_ids))
         explain_genes(explainer, chosen, writer=writer, summary=totals,
