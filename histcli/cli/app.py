@@ -12,6 +12,7 @@ from histcli.cli import (
     compare,
     demo,
     evaluate,
+    explain,
     models_cmd,
     predict,
     prepare,
@@ -51,5 +52,6 @@ app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("predict")(predict.predict)
+app.command("explain")(explain.explain)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(models_cmd.app, name="models")
