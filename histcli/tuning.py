@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -160,7 +161,7 @@ class TuneTrial:
 
 def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dict[str, SearchSpec], samples: int,
                scheduler: str, seed: int, cpus_per_trial: int, gpus_per_trial: float,
-               retries: int) -> list[TuneTrial]:
+               retries: int, max_concurrent: int | None = None) -> list[TuneTrial]:
     """Run the search in the current Ray session; returns the trials in the order they were sampled."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -175,12 +176,16 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
     trainable = tune.with_resources(tune.with_parameters(tune_trial, cell=cell, arch=arch, base=base, fixed=fixed),
                                     {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     storage = tempfile.mkdtemp(prefix="histcli-tune-")
+    # The classic reporter is the one that stays silent at verbose=0 (the new
+    # one still prints a banner): the command prints its own table.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
         tuner = tune.Tuner(
             trainable,
             param_space={key: spec.domain() for key, spec in specs.items()},
             tune_config=tune.TuneConfig(metric="best_valid_auc", mode="max", num_samples=samples, scheduler=chosen,
-                                        search_alg=BasicVariantGenerator(random_state=seed)),
+                                        search_alg=BasicVariantGenerator(random_state=seed),
+                                        max_concurrent_trials=max_concurrent),
             run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         )
@@ -221,7 +226,7 @@ def best_trial(trials: list[TuneTrial]) -> TuneTrial:
 def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base: dict, fixed: dict,
                   specs: dict[str, SearchSpec], samples: int, scheduler: str, seed: int, mirror: str,
                   cpus_per_trial: int, gpus_per_trial: float, retries: int, address: str | None,
-                  overwrite: bool, on_searched: Callable[[list[TuneTrial]], None] | None = None):
+                  overwrite: bool, max_concurrent: int | None = None, on_searched: Callable[[list[TuneTrial]], None] | None = None):
     """Search, train the best configuration again and save it under ``name``.
 
     Returns (entry, trials, best trial). ``on_searched`` is called with the
@@ -237,7 +242,7 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
     with ray_session(address, "histcli tune", tune=True) as ray:
         trials = run_search(cell, arch, base=base, fixed=fixed, specs=specs, samples=samples,
                             scheduler=scheduler, seed=seed, cpus_per_trial=cpus_per_trial,
-                            gpus_per_trial=gpus_per_trial, retries=retries)
+                            gpus_per_trial=gpus_per_trial, retries=retries, max_concurrent=max_concurrent)
         best = best_trial(trials)
         if on_searched is not None:
             on_searched(trials)
@@ -253,6 +258,7 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
         "samples": samples,
         "scheduler": scheduler,
         "seed": seed,
+        "max_concurrent": max_concurrent,
         "best_trial": best.number,
         "trials": [trial.record() for trial in trials],
     }}

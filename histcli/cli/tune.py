@@ -72,6 +72,10 @@ def tune(
     address: AddressOption = None,
     cpus_per_trial: CpusPerTrialOption = 1,
     gpus_per_trial: GpusPerTrialOption = 0.0,
+    max_concurrent: Annotated[Optional[int], typer.Option(
+        "--max-concurrent", min=1, help="Trials at a time [default: as many as fit]. ASHA's stops depend on the "
+                                        "order trials reach its rungs: 1 makes an asha search repeat exactly.",
+        rich_help_panel="Ray")] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.",
                                          rich_help_panel="Ray")] = 2,
     overwrite: OverwriteOption = False,
@@ -110,7 +114,7 @@ def tune(
         Store(store_path), cell, arch, Registry(models_path), model_name, base=base, fixed=parse_params(params or []),
         specs=specs, samples=samples, scheduler=scheduler.value, seed=seed, mirror=mirror.value,
         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, retries=retries, address=address,
-        overwrite=overwrite, on_searched=searched)
+        overwrite=overwrite, max_concurrent=max_concurrent, on_searched=searched)
     rows = [{"trial": t.number, **t.params, "valid_auc": t.valid_auc, "best_epoch": t.best_epoch,
              "epochs": t.epochs, "status": t.status, "best": t is best} for t in trials]
     render_rows(rows, tune_columns(list(specs)), output_format.value, title=f"search of {arch} on {cell}")
