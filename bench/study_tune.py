@@ -66,7 +66,10 @@ def main() -> None:
             _, tuned = run(histcli("tune", "--cell", cell, "--arch", arch, *[f"--search={s}" for s in search],
                                    "--samples", options.samples, *budget, "--overwrite", "-q", "-f", "json"), env=env)
             seconds = time.perf_counter() - started
-            trials = json.loads(tuned)
+            try:
+                trials = json.loads(tuned)
+            except json.JSONDecodeError:
+                sys.exit(f"histcli tune for {arch} on {cell} printed no JSON table:\n{tuned[-3000:]}")
             best = next(trial for trial in trials if trial["best"])
             stopped = sum(trial["status"] == "stopped" for trial in trials)
             settings = " ".join(f"{key}={best[key]:.3g}" for key in (s.split("=")[0] for s in search))

@@ -179,6 +179,9 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
     # The classic reporter is the one that stays silent at verbose=0 (the new
     # one still prints a banner): the command prints its own table.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ctrl-C raises KeyboardInterrupt here, as everywhere in histcli, rather
+    # than making Tune return a partial result as if the search had ended.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     try:
         tuner = tune.Tuner(
             trainable,

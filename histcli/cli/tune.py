@@ -91,6 +91,7 @@ def tune(
     from histcli.cli import console
     from histcli.cli.train import parse_params
     from histcli.distributed import import_ray
+    from histcli.errors import EXIT_INTERRUPTED
     from histcli.output import render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
@@ -110,11 +111,15 @@ def tune(
                      f"{sum(t.status == 'failed' for t in trials)} failed; training the best configuration")
 
     console.note(f"searching {arch} on {cell}: {samples} configurations, {scheduler.value} scheduler")
-    entry, trials, best = tune_and_save(
-        Store(store_path), cell, arch, Registry(models_path), model_name, base=base, fixed=parse_params(params or []),
-        specs=specs, samples=samples, scheduler=scheduler.value, seed=seed, mirror=mirror.value,
-        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, retries=retries, address=address,
-        overwrite=overwrite, max_concurrent=max_concurrent, on_searched=searched)
+    try:
+        entry, trials, best = tune_and_save(
+            Store(store_path), cell, arch, Registry(models_path), model_name, base=base,
+            fixed=parse_params(params or []), specs=specs, samples=samples, scheduler=scheduler.value, seed=seed,
+            mirror=mirror.value, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, retries=retries,
+            address=address, overwrite=overwrite, max_concurrent=max_concurrent, on_searched=searched)
+    except KeyboardInterrupt:
+        console.note("interrupted: the search is abandoned and nothing is saved")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     rows = [{"trial": t.number, **t.params, "valid_auc": t.valid_auc, "best_epoch": t.best_epoch,
              "epochs": t.epochs, "status": t.status, "best": t is best} for t in trials]
     render_rows(rows, tune_columns(list(specs)), output_format.value, title=f"search of {arch} on {cell}")
