@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,9 +28,8 @@ from typing import Callable
 import numpy as np
 
 from histcli.errors import HistcliError, MissingExtraError, ModelError, UsageError
+from histcli.fsutil import ensure_writable_dir
 from histcli.store import CellData
-
-log = logging.getLogger("histcli")
 
 # Characters of a model name (histcli.registry): anything else in a grid value
 # (the comma of dense=100,20) becomes '_' in a default entry name.
@@ -305,14 +305,14 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
     failed sweep keeps them. A worker that dies is retried ``retries`` times;
     an exception raised by training is not retried (it would fail again).
     """
-    registry.check_writable("", [], overwrite)
+    ensure_writable_dir(registry.root.resolve(), "model registry")
     skip, mirrors = check_existing(trials, store, registry, overwrite, mirror)
     outcomes: dict[int, TrialOutcome] = {}
     for index in skip:
         entry = registry.get(trials[index].name, trials[index].cell)
         outcomes[index] = TrialOutcome(trials[index], "skipped", entry.metadata["best_valid_auc"],
                                        entry.metadata["best_epoch"], entry.metadata.get("train_seconds"))
-    queue = [index for index in range(len(trials)) if index not in outcomes]
+    queue = deque(index for index in range(len(trials)) if index not in outcomes)
     progress = SweepProgress(total=len(queue))
     if not queue:
         return [outcomes[i] for i in range(len(trials))], False
@@ -333,7 +333,7 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
 
         def submit():
             while queue and len(pending) < 2 * slots:
-                index = queue.pop(0)
+                index = queue.popleft()
                 trial = trials[index]
                 if trial.cell not in cell_refs:
                     cell_refs[trial.cell] = ray.put(plain_cell(store.load(trial.cell)))

@@ -67,7 +67,8 @@ def _number(text: str):
 
 
 def parse_search(values: list[str]) -> dict[str, SearchSpec]:
-    """``KEY=loguniform:1e-4:1e-2``, ``uniform:0.1:0.6``, ``choice:16,32,64`` (``|`` between tuple options), ``int:1:3``."""
+    """``KEY=SPEC`` with SPEC ``loguniform:1e-4:1e-2``, ``uniform:0.1:0.6``, ``int:1:3`` (inclusive) or
+    ``choice:16,32,64`` (``choice:100,20|50,10`` when the options hold commas)."""
     specs: dict[str, SearchSpec] = {}
     for value in values:
         key, sep, spec = value.partition("=")
@@ -229,7 +230,8 @@ def best_trial(trials: list[TuneTrial]) -> TuneTrial:
 def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base: dict, fixed: dict,
                   specs: dict[str, SearchSpec], samples: int, scheduler: str, seed: int, mirror: str,
                   cpus_per_trial: int, gpus_per_trial: float, retries: int, address: str | None,
-                  overwrite: bool, max_concurrent: int | None = None, on_searched: Callable[[list[TuneTrial]], None] | None = None):
+                  overwrite: bool, max_concurrent: int | None = None,
+                  on_searched: Callable[[list[TuneTrial]], None] | None = None):
     """Search, train the best configuration again and save it under ``name``.
 
     Returns (entry, trials, best trial). ``on_searched`` is called with the

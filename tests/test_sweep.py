@@ -42,7 +42,8 @@ def _same_entry(sweep_entry: Path, train_entry: Path) -> None:
     weights = [load_file(entry / "weights.safetensors") for entry in (sweep_entry, train_entry)]
     assert weights[0].keys() == weights[1].keys()
     assert all(np.array_equal(weights[0][key], weights[1][key]) for key in weights[0])
-    assert json.loads((sweep_entry / "config.json").read_text()) == json.loads((train_entry / "config.json").read_text())
+    configs = [json.loads((entry / "config.json").read_text()) for entry in (sweep_entry, train_entry)]
+    assert configs[0] == configs[1]
     metadata = [json.loads((entry / "metadata.json").read_text()) for entry in (sweep_entry, train_entry)]
     for content in metadata:
         del content["created"], content["train_seconds"], content["weights_sha256"]
