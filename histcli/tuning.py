@@ -202,7 +202,7 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
     trials = []
     for result in results:
         metrics = result.metrics or {}
-        params = {key: result.config[key] for key in specs}
+        params = {key: (result.config or {}).get(key) for key in specs}  # no config: the trial never started
         if result.error is not None or "best_valid_auc" not in metrics:
             message = str(result.error).strip().splitlines() if result.error is not None else ["no epoch finished"]
             trials.append(TuneTrial(0, params, math.nan, None, int(metrics.get("epoch", 0)), "failed",
