@@ -19,6 +19,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ def ray_session(address: str | None, purpose: str, tune: bool = False):
 
     The embedded instance is sized to this machine and has no dashboard. A
     session already open in this process (a library caller's) is used as is.
+    Within the session, stdout is redirected to stderr.
     """
     ray = import_ray(purpose, tune)
     if ray.is_initialized():
@@ -71,7 +73,10 @@ def ray_session(address: str | None, purpose: str, tune: bool = False):
     except ConnectionError as exc:
         raise HistcliError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
     try:
-        yield ray
+        # Ray's driver prints what workers and raylets report (a worker that
+        # died, Tune's progress) on stdout, which belongs to the command's table.
+        with contextlib.redirect_stdout(sys.stderr):
+            yield ray
     finally:
         ray.shutdown()
 

@@ -11,12 +11,10 @@ holds the whole search.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,9 +191,7 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
             run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         )
-        # Tune's own reports must never reach the command's stdout.
-        with contextlib.redirect_stdout(sys.stderr):
-            grid = tuner.fit()
+        grid = tuner.fit()
         results = [grid[i] for i in range(len(grid))]
     finally:
         shutil.rmtree(storage, ignore_errors=True)

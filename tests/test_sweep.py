@@ -146,6 +146,7 @@ def test_killed_worker_is_retried_and_a_failing_trial_leaves_the_others(tmp_path
     assert killed is not None, "no trial was caught running"
     assert process.returncode == 1, stderr
 
+    assert stdout.startswith("name\t"), stderr
     rows = {(r["name"], r["cell"]): r for r in parse_tsv(stdout)}
     assert [rows["crnn-s0", "flat"]["status"], rows["crnn-s1", "flat"]["status"]] == ["failed", "failed"]
     assert "every valid gene has label 0" in rows["crnn-s0", "flat"]["error"]
