@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -393,26 +394,19 @@ def ensemble_valid_auc(cell: CellData, members: list[TrainResult]) -> float:
     return roc_auc(cell.labels[cell.split_mask("valid")].astype(np.int8), probabilities)
 
 
-def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
-                   seeds: list[int] | None = None, overwrite: bool = False, mirror: str = "auto",
-                   on_member: Callable[[int], None] | None = None,
-                   on_epoch: Callable[[EpochReport], None] | None = None):
-    """Train a model on one stored cell and write its registry entry.
+def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: list[int] | None = None,
+                mirror: str = "auto", on_member: Callable[[int], None] | None = None,
+                on_epoch: Callable[[EpochReport], None] | None = None):
+    """Train a registry entry's model(s) on a cell in memory, without writing anything.
 
-    ``seeds`` of more than one seed train one member per seed (each exactly as
-    a single run with that seed) and store them as one ensemble entry; a member
-    that fails fails the whole entry, and nothing is written. ``on_member`` is
-    called with each seed before its training starts.
-    ``mirror`` is auto, on or off (see :func:`resolve_mirror`).
-    Returns (entry or None, EntryResult): no entry when training was
-    interrupted before the first epoch finished. An interrupted run that has a
-    best epoch is saved with ``interrupted: true`` in its metadata (for an
-    ensemble, with the members trained so far).
+    Returns (states, config, metadata, EntryResult), ready for ``Registry.save``;
+    states, config and metadata are None when training was interrupted before
+    the first epoch finished. ``store_path`` is recorded as where the cell came
+    from. See :func:`train_and_save` for the other arguments.
     """
     from datetime import datetime, timezone
 
-    cell = store.load(cell_name)
-    settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell_name}"))
+    settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell.name}"))
     seeds = list(seeds) if seeds else [settings.seed]
     members: list[TrainResult] = []
     for seed in seeds:
@@ -424,7 +418,7 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
         if result.interrupted:
             break
     if not members:
-        return None, EntryResult([result], math.nan, interrupted=True)
+        return None, None, None, EntryResult([result], math.nan, interrupted=True)
     ensemble = len(seeds) > 1
     outcome = EntryResult(members, ensemble_valid_auc(cell, members) if ensemble else members[0].best_valid_auc,
                           interrupted=result.interrupted)
@@ -450,7 +444,7 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
             "aggregate": cell.attrs.get("aggregate"),
         },
         "data": {
-            "store": str(store.path.resolve()),
+            "store": str(Path(store_path).resolve()),
             "cell": cell.name,
             "fingerprint": cell.fingerprint,
             "split_sizes": split_sizes,
@@ -484,5 +478,29 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
             "history": member.history,
         } for member in members]
     states = [member.state for member in members] if ensemble else members[0].state
+    return states, config, metadata, outcome
+
+
+def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
+                   seeds: list[int] | None = None, overwrite: bool = False, mirror: str = "auto",
+                   on_member: Callable[[int], None] | None = None,
+                   on_epoch: Callable[[EpochReport], None] | None = None):
+    """Train a model on one stored cell and write its registry entry.
+
+    ``seeds`` of more than one seed train one member per seed (each exactly as
+    a single run with that seed) and store them as one ensemble entry; a member
+    that fails fails the whole entry, and nothing is written. ``on_member`` is
+    called with each seed before its training starts.
+    ``mirror`` is auto, on or off (see :func:`resolve_mirror`).
+    Returns (entry or None, EntryResult): no entry when training was
+    interrupted before the first epoch finished. An interrupted run that has a
+    best epoch is saved with ``interrupted: true`` in its metadata (for an
+    ensemble, with the members trained so far).
+    """
+    cell = store.load(cell_name)
+    states, config, metadata, outcome = train_entry(cell, settings, store_path=store.path, seeds=seeds,
+                                                    mirror=mirror, on_member=on_member, on_epoch=on_epoch)
+    if states is None:
+        return None, outcome
     entry = registry.save(name, cell.name, states, config, metadata, overwrite=overwrite)
     return entry, outcome

@@ -17,7 +17,9 @@ from histcli.cli import (
     predict,
     prepare,
     store_cmd,
+    sweep,
     train,
+    tune,
 )
 
 app = typer.Typer(
@@ -49,6 +51,8 @@ def root(
 app.command("demo")(demo.demo)
 app.add_typer(prepare.app, name="prepare")
 app.command("train")(train.train)
+app.command("sweep")(sweep.sweep)
+app.command("tune")(tune.tune)
 app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("predict")(predict.predict)

@@ -228,3 +228,56 @@ def seeds_text(seeds: list[int]) -> str:
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}"
     return ",".join(map(str, seeds))
+
+
+# Training options shared by sweep and tune (train defines the same ones inline).
+EpochsOption = Annotated[
+    Optional[int],
+    typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner [default: 500, the paper's].",
+                 rich_help_panel="Training"),
+]
+PatienceOption = Annotated[
+    Optional[int],
+    typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation AUC "
+                 "[default: 1,500 optimizer steps' worth, at least 20].", rich_help_panel="Training"),
+]
+BatchSizeOption = Annotated[
+    Optional[int],
+    typer.Option("--batch-size", min=1, help="Genes per batch [default: the paper's 200, smaller for cells too "
+                 "small to give 20 batches an epoch, at least 32].", rich_help_panel="Training"),
+]
+LrOption = Annotated[
+    Optional[float],
+    typer.Option("--lr", min=1e-9, max=10.0, help="Adam learning rate.", rich_help_panel="Training"),
+]
+WeightDecayOption = Annotated[
+    Optional[float],
+    typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.", rich_help_panel="Training"),
+]
+MirrorOption = Annotated[
+    Mirror,
+    typer.Option("--mirror", case_sensitive=False, help="Train on genes in both orientations and predict the "
+                 "average: for genes whose strand the data do not give (auto: then).", rich_help_panel="Training"),
+]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option("--precision", case_sensitive=False, help="Training arithmetic: bf16 autocast is faster where the "
+                 "hardware has it; auto picks it then.", rich_help_panel="Training"),
+]
+
+# Where trials run (sweep, tune).
+AddressOption = Annotated[
+    Optional[str],
+    typer.Option("--address", envvar="RAY_ADDRESS", help="Join this Ray cluster (e.g. head-node:6379) instead of "
+                 "running Ray on this machine for the command's duration.", rich_help_panel="Ray"),
+]
+CpusPerTrialOption = Annotated[
+    int,
+    typer.Option("--cpus-per-trial", min=1, help="CPUs Ray reserves per trial, and torch threads per trial.",
+                 rich_help_panel="Ray"),
+]
+GpusPerTrialOption = Annotated[
+    float,
+    typer.Option("--gpus-per-trial", min=0.0, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
+                 "above 0 trials train on CUDA.", rich_help_panel="Ray"),
+]

@@ -1,0 +1,127 @@
+"""`histcli tune`: search an architecture's hyperparameters on one cell with Ray Tune."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    DEFAULT_STORE,
+    AddressOption,
+    BatchSizeOption,
+    CellOption,
+    CpusPerTrialOption,
+    EpochsOption,
+    FormatOption,
+    GpusPerTrialOption,
+    LrOption,
+    Mirror,
+    MirrorOption,
+    ModelsOption,
+    OutputFormat,
+    OverwriteOption,
+    PatienceOption,
+    Precision,
+    PrecisionOption,
+    QuietOption,
+    StoreOption,
+    WeightDecayOption,
+    complete_architectures,
+)
+
+
+class Scheduler(str, Enum):
+    asha = "asha"
+    fifo = "fifo"
+
+
+def tune_columns(keys: list[str]):
+    from histcli.output import Column
+
+    return [Column("trial"), *(Column(key) for key in keys), Column("valid_auc", digits=4),
+            Column("best_epoch"), Column("epochs"), Column("status", justify="left"), Column("best")]
+
+
+def tune(
+    cell: CellOption,
+    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture.", autocompletion=complete_architectures)],
+    search: Annotated[list[str], typer.Option(
+        "--search", "-s", help="KEY=SPEC to search (repeat): loguniform:1e-4:1e-2, uniform:0.1:0.6, "
+                               "choice:16,32,64 (choice:100,20|50,10 for tuples), int:1:3. Keys: the "
+                               "architecture's hyperparameters, lr, weight_decay, batch_size.")],
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Configurations to try.")] = 10,
+    scheduler: Annotated[Scheduler, typer.Option(
+        "--scheduler", case_sensitive=False, help="asha stops trials that fall behind at rungs of a ninth, a third "
+                                                   "and all of --epochs; fifo runs every trial to the end.")]
+    = Scheduler.asha,
+    name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name of the best configuration "
+                                                                     "[default: ARCH-tuned].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and of every trial's training.")] = 0,
+    params: Annotated[Optional[list[str]], typer.Option(
+        "--param", "-p", help="Hyperparameter KEY=VALUE held fixed (repeat).")] = None,
+    epochs: EpochsOption = None,
+    patience: PatienceOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    weight_decay: WeightDecayOption = None,
+    mirror: MirrorOption = Mirror.auto,
+    precision: PrecisionOption = Precision.fp32,
+    address: AddressOption = None,
+    cpus_per_trial: CpusPerTrialOption = 1,
+    gpus_per_trial: GpusPerTrialOption = 0.0,
+    max_concurrent: Annotated[Optional[int], typer.Option(
+        "--max-concurrent", min=1, help="Trials at a time [default: as many as fit]. ASHA's stops depend on the "
+                                        "order trials reach its rungs: 1 makes an asha search repeat exactly.",
+        rich_help_panel="Ray")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.",
+                                         rich_help_panel="Ray")] = 2,
+    overwrite: OverwriteOption = False,
+    store_path: StoreOption = DEFAULT_STORE,
+    models_path: ModelsOption = DEFAULT_MODELS,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Search hyperparameters by validation AUC (never test), then save the best configuration's model.
+
+    Prints one row per trial; the saved entry's metadata holds the whole search.
+    """
+    from histcli.cli import console
+    from histcli.cli.train import parse_params
+    from histcli.distributed import import_ray
+    from histcli.errors import EXIT_INTERRUPTED
+    from histcli.output import render_rows
+    from histcli.registry import Registry, check_model_name
+    from histcli.store import Store
+    from histcli.tuning import parse_search, tune_and_save
+
+    console.setup(quiet)
+    import_ray("histcli tune", tune=True)
+    specs = parse_search(search)
+    model_name = check_model_name(name or f"{arch}-tuned")
+    base = {"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "max_epochs": epochs,
+            "patience": patience, "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
+            "precision": precision.value}
+
+    def searched(trials):
+        console.note(f"search done: {sum(t.status == 'completed' for t in trials)} trials completed, "
+                     f"{sum(t.status == 'stopped' for t in trials)} stopped early, "
+                     f"{sum(t.status == 'failed' for t in trials)} failed; training the best configuration")
+
+    console.note(f"searching {arch} on {cell}: {samples} configurations, {scheduler.value} scheduler")
+    try:
+        entry, trials, best = tune_and_save(
+            Store(store_path), cell, arch, Registry(models_path), model_name, base=base,
+            fixed=parse_params(params or []), specs=specs, samples=samples, scheduler=scheduler.value, seed=seed,
+            mirror=mirror.value, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, retries=retries,
+            address=address, overwrite=overwrite, max_concurrent=max_concurrent, on_searched=searched)
+    except KeyboardInterrupt:
+        console.note("interrupted: the search is abandoned and nothing is saved")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    rows = [{"trial": t.number, **t.params, "valid_auc": t.valid_auc, "best_epoch": t.best_epoch,
+             "epochs": t.epochs, "status": t.status, "best": t is best} for t in trials]
+    render_rows(rows, tune_columns(list(specs)), output_format.value, title=f"search of {arch} on {cell}")
+    console.note(f"saved trial {best.number}'s configuration as {model_name} for {cell}: "
+                 f"valid AUC {entry.metadata['best_valid_auc']:.4f} (in the search {best.valid_auc:.4f})")

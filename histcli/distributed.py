@@ -1,0 +1,405 @@
+"""Many training runs on Ray: `histcli sweep` (a grid of trials) and the Ray side of `histcli tune`.
+
+The driver (the command's process) reads each cell from the store once and
+puts it in Ray's object store as plain numpy arrays, so workers need neither
+the store file nor a shared file system. A worker trains with the same
+function as ``histcli train`` (:func:`histcli.training.train_entry`) and
+returns weights, config and metadata; the driver writes the entry with the
+registry's atomic save. Ray is an optional extra, imported only here and
+only when a command runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from histcli.errors import HistcliError, MissingExtraError, ModelError, UsageError
+from histcli.fsutil import ensure_writable_dir
+from histcli.store import CellData
+
+# Characters of a model name (histcli.registry): anything else in a grid value
+# (the comma of dense=100,20) becomes '_' in a default entry name.
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def import_ray(purpose: str, tune: bool = False):
+    """The ray module, or a one-line error saying how to install the extra."""
+    try:
+        import ray
+
+        if tune:
+            import ray.tune  # noqa: F401 - ray[tune]'s extra packages
+    except ImportError:
+        raise MissingExtraError("ray[tune]", "ray", purpose) from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, purpose: str, tune: bool = False):
+    """Join the cluster at ``address`` (or $RAY_ADDRESS), else run Ray embedded for the command's duration.
+
+    The embedded instance is sized to this machine and has no dashboard. A
+    session already open in this process (a library caller's) is used as is.
+    Within the session, stdout is redirected to stderr.
+    """
+    ray = import_ray(purpose, tune)
+    if ray.is_initialized():
+        yield ray
+        return
+    # Workers' output and Ray's own notices stay out of the command's stderr;
+    # trial errors come back as exceptions and are reported by the command.
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    address = address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(include_dashboard=False, **quiet)
+    except ConnectionError as exc:
+        raise HistcliError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+    try:
+        # Ray's driver prints what workers and raylets report (a worker that
+        # died, Tune's progress) on stdout, which belongs to the command's table.
+        with contextlib.redirect_stdout(sys.stderr):
+            yield ray
+    finally:
+        ray.shutdown()
+
+
+def trial_slots(ray, cpus_per_trial: float, gpus_per_trial: float) -> int:
+    """How many trials the cluster runs at once; an impossible request is a usage error, not a hang."""
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if cpus_per_trial > cpus:
+        raise UsageError(f"--cpus-per-trial {cpus_per_trial:g}: the Ray cluster has {cpus:g} CPUs")
+    slots = int(cpus // cpus_per_trial) if cpus_per_trial > 0 else int(cpus) or 1
+    if gpus_per_trial > 0:
+        if gpus < gpus_per_trial:
+            raise UsageError(f"--gpus-per-trial {gpus_per_trial:g}: the Ray cluster has {gpus:g} GPUs")
+        slots = min(slots, int(gpus // gpus_per_trial + 1e-9))
+    return max(1, slots)
+
+
+def plain_cell(cell: CellData) -> CellData:
+    """The cell with every array as an in-memory numpy array (nothing backed by an open HDF5 file)."""
+    return dataclasses.replace(
+        cell,
+        counts=np.ascontiguousarray(cell.counts_array()),
+        gene_ids=np.asarray(cell.gene_ids),
+        split=np.asarray(cell.split),
+        expression=None if cell.expression is None else np.asarray(cell.expression),
+        labels=None if cell.labels is None else np.asarray(cell.labels),
+        coordinates={key: np.asarray(value) for key, value in cell.coordinates.items()},
+    )
+
+
+def run_trial(cell: CellData, settings, store_path: str, mirror: str) -> dict:
+    """One trial on a Ray worker: train like `histcli train` and return what the registry needs."""
+    from histcli.training import resolve_precision, train_entry
+
+    # bf16 "auto" depends on the worker's hardware, so it is resolved here.
+    settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision, settings.device))
+    states, config, metadata, outcome = train_entry(cell, settings, store_path=store_path, mirror=mirror)
+    return {"states": states, "config": config, "metadata": metadata, "node": socket.gethostname(),
+            "valid_auc": outcome.valid_auc, "best_epoch": outcome.best_epoch, "seconds": outcome.seconds,
+            "converged": outcome.converged}
+
+
+# ---------------------------------------------------------------- sweep plan
+
+
+def parse_grid(values: list[str]) -> dict[str, list[str]]:
+    """``KEY=VALUE`` options; a key given more than once is a grid axis. Values keep train's syntax."""
+    grid: dict[str, list[str]] = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        key, setting = key.strip(), setting.strip()
+        if not sep or not key:
+            raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
+        if setting in grid.setdefault(key, []):
+            raise UsageError(f"--param {key}={setting} is given twice")
+        grid[key].append(setting)
+    return grid
+
+
+def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values, the first key varying slowest."""
+    points = [{}]
+    for key, values in grid.items():
+        points = [{**point, key: value} for point in points for value in values]
+    return points
+
+
+@dataclass
+class Trial:
+    name: str
+    cell: str
+    arch: str
+    seed: int
+    params: dict[str, str]  # the grid point (values of the axes only)
+    settings: object  # TrainSettings
+    replaces: bool = False  # an entry of this name is there and is replaced
+
+    @property
+    def params_text(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.params.items())
+
+
+def entry_name(template: str | None, arch: str, seed: int, several_seeds: bool, point: dict[str, str]) -> str:
+    """The trial's entry name: the template filled in, or arch[-sSEED][-KEYVALUE...]."""
+    safe = {key: _NAME_UNSAFE.sub("_", value) for key, value in point.items()}
+    if template is None:
+        return arch + (f"-s{seed}" if several_seeds else "") + "".join(f"-{k}{v}" for k, v in safe.items())
+    try:
+        return template.format(arch=arch, seed=seed, **safe)
+    except (KeyError, IndexError, ValueError) as exc:
+        fields = ", ".join(["{arch}", "{seed}"] + [f"{{{key}}}" for key in point])
+        raise UsageError(f"--name {template!r}: cannot fill in {exc} (available: {fields})") from None
+
+
+def plan_sweep(cells: list[str], archs: list[str], seeds: list[int], params: list[str], template: str | None,
+               make_settings: Callable[[str, dict, int], object]) -> list[Trial]:
+    """Trials for every cell x architecture x seed x grid point, cell by cell.
+
+    ``make_settings(arch, overrides, seed)`` gives a trial's TrainSettings (and
+    rejects unknown hyperparameters before anything runs).
+    """
+    from histcli.registry import check_model_name
+
+    grid = parse_grid(params)
+    fixed = {key: values[0] for key, values in grid.items() if len(values) == 1}
+    axes = {key: values for key, values in grid.items() if len(values) > 1}
+    points = grid_points(axes)
+    settings = {(arch, seed, i): make_settings(arch, {**fixed, **point}, seed)
+                for arch in archs for seed in seeds for i, point in enumerate(points)}
+    trials, names = [], {}
+    for arch in archs:
+        for seed in seeds:
+            for i, point in enumerate(points):
+                name = entry_name(template, arch, seed, len(seeds) > 1, point)
+                try:
+                    check_model_name(name)
+                except ModelError as exc:
+                    raise UsageError(f"--name: {exc}") from None
+                label = f"{arch} seed {seed}" + (f" {' '.join(f'{k}={v}' for k, v in point.items())}" if point else "")
+                if name in names:
+                    raise UsageError(f"--name: {names[name]} and {label} would both be saved as {name!r}; "
+                                     "put {seed} or the grid keys in the template")
+                names[name] = label
+                trials += [(name, arch, seed, point, settings[arch, seed, i])]
+    return [Trial(name, cell, arch, seed, point, s) for cell in cells for name, arch, seed, point, s in trials]
+
+
+def _json(value):
+    return json.loads(json.dumps(value))
+
+
+def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) -> dict:
+    """The parts of an entry's config that decide its training, as this trial would write them."""
+    from histcli.training import resolve_budget
+
+    settings = resolve_budget(dataclasses.replace(trial.settings, mirror=mirror), n_train)
+    return _json({"architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
+                  "training": settings.as_config(), "transform": settings.transform, "mirror": settings.mirror,
+                  "fingerprint": fingerprint})
+
+
+def config_of_entry(config: dict) -> dict:
+    return {"architecture": config["architecture"], "hyperparameters": config["hyperparameters"],
+            "training": config["training"], "transform": config["input"]["transform"],
+            "mirror": config["input"].get("mirror", False), "fingerprint": config["data"].get("fingerprint")}
+
+
+# ---------------------------------------------------------------- sweep run
+
+
+@dataclass
+class TrialOutcome:
+    trial: Trial
+    status: str  # trained, skipped, failed, cancelled
+    valid_auc: float = math.nan
+    best_epoch: int | None = None
+    seconds: float | None = None
+    node: str | None = None
+    error: str | None = None
+    converged: bool | None = None
+
+    def row(self) -> dict:
+        t = self.trial
+        return {"name": t.name, "cell": t.cell, "arch": t.arch, "seed": t.seed, "params": t.params_text,
+                "status": self.status, "valid_auc": self.valid_auc, "best_epoch": self.best_epoch,
+                "seconds": self.seconds, "node": self.node, "error": self.error}
+
+
+@dataclass
+class SweepProgress:
+    total: int
+    done: int = 0
+    running: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        finished = self.done + self.failed
+        if not finished:
+            return None
+        return (time.perf_counter() - self.started) / finished * (self.total - finished)
+
+
+def check_existing(trials: list[Trial], store, registry, overwrite: bool,
+                   mirror: str) -> tuple[set[int], dict[str, bool]]:
+    """Find the trials whose entry exists with the same resolved config (to skip); refuse other clashes.
+
+    Returns the indices of the trials to skip and the mirror setting resolved
+    per cell. Reads the store's summaries only; no counts are loaded here.
+    An entry saved as interrupted is trained again.
+    """
+    from histcli.training import resolve_mirror
+
+    summaries = {summary.name: summary for summary in store.summaries()}
+    mirrors = {}
+    for cell in dict.fromkeys(t.cell for t in trials):
+        summary = summaries[cell]
+        attrs = {"source_format": summary.source_format, **summary.attrs}
+        mirrors[cell] = resolve_mirror(mirror, attrs, f"cell {cell}")
+    skip = set()
+    for index, trial in enumerate(trials):
+        if not registry.exists(trial.name, trial.cell):
+            continue
+        trial.replaces = True
+        if overwrite:
+            continue
+        summary = summaries[trial.cell]
+        entry = registry.get(trial.name, trial.cell)
+        wanted = expected_config(trial, summary.split_sizes["train"], summary.fingerprint, mirrors[trial.cell])
+        found = config_of_entry(entry.config)
+        if trial.settings.precision == "auto":  # resolved on the worker: either result is this request
+            wanted["training"]["precision"] = found["training"].get("precision")
+        if found == wanted and not entry.metadata.get("interrupted"):
+            skip.add(index)
+        elif found != wanted:
+            differs = sorted(key for key in wanted if wanted[key] != found.get(key))
+            raise ModelError(f"model {trial.name!r} for cell {trial.cell!r} already exists in {registry.root} "
+                             f"with other settings ({', '.join(differs)}); pass --overwrite to replace it")
+    return skip, mirrors
+
+
+def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: str, retries: int,
+              cpus_per_trial: float, gpus_per_trial: float, address: str | None,
+              on_progress: Callable[[SweepProgress, TrialOutcome | None], None] | None = None,
+              ) -> tuple[list[TrialOutcome], bool]:
+    """Run the trials on Ray; returns one outcome per trial (in trial order) and whether Ctrl-C ended it.
+
+    Finished entries are written as they arrive, so an interrupted or partly
+    failed sweep keeps them. A worker that dies is retried ``retries`` times;
+    an exception raised by training is not retried (it would fail again).
+    """
+    ensure_writable_dir(registry.root.resolve(), "model registry")
+    skip, mirrors = check_existing(trials, store, registry, overwrite, mirror)
+    outcomes: dict[int, TrialOutcome] = {}
+    for index in skip:
+        entry = registry.get(trials[index].name, trials[index].cell)
+        outcomes[index] = TrialOutcome(trials[index], "skipped", entry.metadata["best_valid_auc"],
+                                       entry.metadata["best_epoch"], entry.metadata.get("train_seconds"))
+    queue = deque(index for index in range(len(trials)) if index not in outcomes)
+    progress = SweepProgress(total=len(queue))
+    if not queue:
+        return [outcomes[i] for i in range(len(trials))], False
+
+    with ray_session(address, "histcli sweep") as ray:
+        slots = trial_slots(ray, cpus_per_trial, gpus_per_trial)
+        remote = ray.remote(run_trial).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
+                                               max_retries=retries, retry_exceptions=False)
+        # Cells go to the object store when their first trial is submitted and
+        # leave it after their last; submitting at most two rounds of trials
+        # ahead bounds the memory to a few cells.
+        remaining = {}
+        for index in queue:
+            remaining[trials[index].cell] = remaining.get(trials[index].cell, 0) + 1
+        cell_refs, pending = {}, {}
+        store_path = str(Path(store.path).resolve())
+        interrupted = False
+
+        def submit():
+            while queue and len(pending) < 2 * slots:
+                index = queue.popleft()
+                trial = trials[index]
+                if trial.cell not in cell_refs:
+                    cell_refs[trial.cell] = ray.put(plain_cell(store.load(trial.cell)))
+                mode = "on" if mirrors[trial.cell] else "off"
+                pending[remote.remote(cell_refs[trial.cell], trial.settings, store_path, mode)] = index
+
+        def finished(index, outcome):
+            outcomes[index] = outcome
+            cell = trials[index].cell
+            remaining[cell] -= 1
+            if not remaining[cell]:
+                del cell_refs[cell]
+            if outcome.status == "failed":
+                progress.failed += 1
+            else:
+                progress.done += 1
+            progress.running = min(len(pending), slots)
+            if on_progress is not None:
+                on_progress(progress, outcome)
+
+        try:
+            submit()
+            progress.running = min(len(pending), slots)
+            if on_progress is not None:
+                on_progress(progress, None)
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    index = pending.pop(ref)
+                    trial = trials[index]
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - any trial failure is reported, the rest go on
+                        finished(index, TrialOutcome(trial, "failed", error=describe_failure(exc)))
+                        continue
+                    registry.save(trial.name, trial.cell, result["states"], result["config"], result["metadata"],
+                                  overwrite=overwrite or trial.replaces)
+                    finished(index, TrialOutcome(trial, "trained", result["valid_auc"], result["best_epoch"],
+                                                 result["seconds"], result["node"],
+                                                 converged=result["converged"]))
+                submit()
+                progress.running = min(len(pending), slots)
+                if not ready and on_progress is not None:
+                    on_progress(progress, None)
+        except KeyboardInterrupt:
+            interrupted = True
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            for index in [*pending.values(), *queue]:
+                outcomes[index] = TrialOutcome(trials[index], "cancelled")
+    return [outcomes[i] for i in range(len(trials))], interrupted
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for a failed trial: the training error's own message, or what happened to the worker."""
+    import ray.exceptions
+
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause if exc.cause is not None else exc
+        if isinstance(cause, HistcliError):
+            return str(cause)
+        return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,263 @@
+"""`histcli sweep` and `histcli tune` against a real local Ray instance (each command starts its own)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO, assert_one_line_error, file_digest, parse_tsv, run_cli
+
+from histcli.distributed import entry_name, grid_points, parse_grid, plan_sweep
+from histcli.errors import UsageError
+from histcli.store import Store
+from histcli.tuning import parse_search
+
+README = (REPO / "README.md").read_text()
+
+
+def _env(store: Path, models: Path) -> dict:
+    return {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
+
+
+def _readme_sweep_example() -> str:
+    section = README.split("### `histcli sweep`", 1)[1]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def _same_entry(sweep_entry: Path, train_entry: Path) -> None:
+    """Identical weights and config; metadata equal but for when, how long and the weights file's hash.
+
+    The file's bytes (so its hash) can differ between processes: safetensors writes its header
+    metadata from a hash map, in an order that varies from process to process.
+    """
+    from safetensors.numpy import load_file
+
+    weights = [load_file(entry / "weights.safetensors") for entry in (sweep_entry, train_entry)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(np.array_equal(weights[0][key], weights[1][key]) for key in weights[0])
+    configs = [json.loads((entry / "config.json").read_text()) for entry in (sweep_entry, train_entry)]
+    assert configs[0] == configs[1]
+    metadata = [json.loads((entry / "metadata.json").read_text()) for entry in (sweep_entry, train_entry)]
+    for content in metadata:
+        del content["created"], content["train_seconds"], content["weights_sha256"]
+    assert metadata[0] == metadata[1]
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("sweep") / "store.h5"
+    result = run_cli("prepare", "simulate", "--cells", 2, "--genes", 300, "--bins", 20, "--seed", 5, "-q",
+                     "--store", store)
+    assert result.code == 0, result.stderr
+    return store
+
+
+def test_sweep_equals_sequential_train_resumes_and_overwrites(cells, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    models = tmp_path / "models"
+    env = {**os.environ, **_env(cells, models), "EPOCHS": "3",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def sweep(*extra):
+        command = _readme_sweep_example().replace("> sweep.tsv", " ".join(extra))
+        process = subprocess.run(["bash", "-c", "set -euo pipefail\n" + command], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert process.returncode == 0, process.stderr[-3000:]
+        return parse_tsv(process.stdout)
+
+    rows = sweep()
+    assert sorted((r["name"], r["cell"], r["arch"], r["seed"]) for r in rows) == sorted(
+        (f"{arch}-s{seed}", cell, arch, str(seed))
+        for cell in ("sim01", "sim02") for arch in ("crnn", "deepchrome") for seed in (0, 1))
+    assert {r["status"] for r in rows} == {"trained"}
+    for row in rows:
+        entry = models / row["name"] / row["cell"]
+        metadata = json.loads((entry / "metadata.json").read_text())
+        assert float(row["valid_auc"]) == metadata["best_valid_auc"]
+        assert int(row["best_epoch"]) == metadata["best_epoch"]
+        # The same training, one `histcli train` at a time, with the sweep's one thread per trial.
+        reference = tmp_path / "sequential"
+        trained = run_cli("train", "--cell", row["cell"], "--arch", row["arch"], "--seed", row["seed"],
+                          "--epochs", 3, "--threads", 1, "--device", "cpu", "--name", row["name"], "-q",
+                          env=_env(cells, reference))
+        assert trained.code == 0, trained.stderr
+        _same_entry(entry, reference / row["name"] / row["cell"])
+
+    digests = {r["name"] + r["cell"]: file_digest(models / r["name"] / r["cell"] / "metadata.json") for r in rows}
+    again = sweep()
+    assert {r["status"] for r in again} == {"skipped"} and len(again) == 8
+    assert [float(r["valid_auc"]) for r in again] == [float(r["valid_auc"]) for r in rows]
+    assert all(file_digest(models / r["name"] / r["cell"] / "metadata.json") == digests[r["name"] + r["cell"]]
+               for r in again)
+
+    marker = models / "crnn-s0" / "sim01" / "marker"
+    marker.write_text("an entry replaced as a whole loses this file")
+    retrained = sweep("--overwrite")
+    assert {r["status"] for r in retrained} == {"trained"} and len(retrained) == 8
+    assert not marker.exists()
+    assert [float(r["valid_auc"]) for r in retrained] == [float(r["valid_auc"]) for r in rows]
+
+
+def _trial_workers() -> list[int]:
+    """Ray worker processes busy with a sweep trial (Ray titles them ray::<function> while they run one)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::run_trial"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_killed_worker_is_retried_and_a_failing_trial_leaves_the_others(tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    store, models = tmp_path / "store.h5", tmp_path / "models"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 1500, "--bins", 20, "--seed", 2, "-q",
+                   "--store", store).code == 0
+    # A cell whose validation genes all have label 0: training it fails (AUC is undefined) on every attempt.
+    good = Store(store).load("sim01")
+    labels = good.labels.copy()
+    labels[good.split_mask("valid")] = 0
+    Store(store).write([dataclasses.replace(good, name="flat", labels=labels, fingerprint=None)])
+
+    env = {**os.environ, **_env(store, models), "PYTHONUNBUFFERED": "1"}
+    args = ["sweep", "--cell", "sim01", "--cell", "flat", "--arch", "crnn", "--seeds", "0-1", "--epochs", 12,
+            "--patience", 100, "-f", "tsv"]
+    process = subprocess.Popen([sys.executable, "-m", "histcli", *map(str, args)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        busy = _trial_workers()
+        time.sleep(1.5)  # still busy after this long: a crnn trial of sim01 in the middle of its epochs
+        for pid in set(busy) & set(_trial_workers()):
+            os.kill(pid, 9)
+            killed = pid
+            break
+    stdout, stderr = process.communicate(timeout=600)
+    assert killed is not None, "no trial was caught running"
+    assert process.returncode == 1, stderr
+
+    assert stdout.startswith("name\t"), stderr
+    rows = {(r["name"], r["cell"]): r for r in parse_tsv(stdout)}
+    assert [rows["crnn-s0", "flat"]["status"], rows["crnn-s1", "flat"]["status"]] == ["failed", "failed"]
+    assert "every valid gene has label 0" in rows["crnn-s0", "flat"]["error"]
+    assert not (models / "crnn-s0" / "flat").exists()
+    # Both trials of the good cell finished despite the kill, exactly as sequential runs would have.
+    for seed in (0, 1):
+        assert rows[f"crnn-s{seed}", "sim01"]["status"] == "trained"
+        reference = tmp_path / "sequential"
+        trained = run_cli("train", "--cell", "sim01", "--arch", "crnn", "--seed", seed, "--epochs", 12,
+                          "--patience", 100, "--threads", 1, "--device", "cpu", "--name", f"crnn-s{seed}", "-q",
+                          env=_env(store, reference))
+        assert trained.code == 0, trained.stderr
+        _same_entry(models / f"crnn-s{seed}" / "sim01", reference / f"crnn-s{seed}" / "sim01")
+    assert "2 of 4 trials failed" in stderr and "Traceback" not in stderr
+
+
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Probability that a positive outscores a negative (ties count half), over every pair."""
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    greater = (positive[:, None] > negative[None, :]).sum()
+    ties = (positive[:, None] == negative[None, :]).sum()
+    return (greater + ties / 2) / (len(positive) * len(negative))
+
+
+def test_tune_keeps_the_best_trial_with_the_search_record(cells, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    import torch
+
+    from histcli.evaluation import match_inputs
+    from histcli.registry import Registry
+
+    models = tmp_path / "models"
+    result = run_cli("tune", "--cell", "sim01", "--arch", "rnn", "--search", "lr=loguniform:1e-3:3e-2",
+                     "--search", "units=choice:8,16", "--samples", 4, "--epochs", 6, "--seed", 1, "-f", "json",
+                     env=_env(cells, models))
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 4 and sum(r["best"] for r in rows) == 1
+    entry = Registry(models).get("rnn-tuned", "sim01")
+    search = entry.metadata["search"]
+    assert search["space"] == {"lr": "loguniform:1e-3:3e-2", "units": "choice:8,16"}
+    assert [t["valid_auc"] for t in search["trials"]] == [r["valid_auc"] for r in rows]
+    for trial in search["trials"]:
+        assert 1e-3 <= trial["params"]["lr"] <= 3e-2 and trial["params"]["units"] in (8, 16)
+        assert 1 <= trial["epochs"] <= 6
+    best = max(search["trials"], key=lambda t: t["valid_auc"])
+    assert best["trial"] == search["best_trial"]
+    assert entry.config["training"]["lr"] == best["params"]["lr"]
+    assert entry.config["hyperparameters"]["units"] == best["params"]["units"]
+    # The saved model is the best trial trained again: its validation AUC, computed here from its
+    # predictions, is at least every trial's (equal when the best trial was not stopped early).
+    cell = Store(cells).load("sim01", splits=["valid"])
+    inputs = match_inputs(entry, cell)
+    with torch.inference_mode():
+        scores = entry.build_module()(torch.from_numpy(inputs)).numpy()
+    auc = _auc(cell.labels, scores)
+    assert auc == pytest.approx(entry.metadata["best_valid_auc"], abs=1e-9)
+    assert auc >= max(t["valid_auc"] for t in search["trials"]) - 1e-9
+    if best["status"] == "completed":
+        assert entry.metadata["best_valid_auc"] == best["valid_auc"]
+
+
+def test_without_ray_both_commands_say_how_to_install_it(cells, tmp_path):
+    fake = tmp_path / "no-ray" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO)])}
+    sweep = run_cli("sweep", "--cell", "sim01", "--arch", "crnn", "--store", cells, env=env)
+    assert_one_line_error(sweep, "histcli sweep", "pip install 'histcli[ray]'")
+    tune = run_cli("tune", "--cell", "sim01", "--arch", "crnn", "--search", "lr=uniform:0.001:0.01",
+                   "--store", cells, env=env)
+    assert_one_line_error(tune, "histcli tune", "pip install 'histcli[ray]'")
+
+
+def test_grid_axes_and_entry_names():
+    grid = parse_grid(["units=32", "dense=100,20", "units=64", "dropout=0.3"])
+    assert grid == {"units": ["32", "64"], "dense": ["100,20"], "dropout": ["0.3"]}
+    assert grid_points({"a": ["1", "2"], "b": ["x", "y"]}) == [
+        {"a": "1", "b": "x"}, {"a": "1", "b": "y"}, {"a": "2", "b": "x"}, {"a": "2", "b": "y"}]
+    assert entry_name(None, "crnn", 3, False, {}) == "crnn"
+    assert entry_name(None, "crnn", 3, True, {"units": "32", "dense": "100,20"}) == "crnn-s3-units32-dense100_20"
+    assert entry_name("{arch}-u{units}-{seed}", "rnn", 1, True, {"units": "8"}) == "rnn-u8-1"
+    with pytest.raises(UsageError, match="width"):
+        entry_name("{arch}-{width}", "rnn", 1, True, {"units": "8"})
+
+    def settings(arch, overrides, seed):
+        return (arch, tuple(sorted(overrides.items())), seed)
+
+    trials = plan_sweep(["c1", "c2"], ["rnn", "crnn"], [0, 1], ["units=8", "units=16", "dropout=0.2"], None, settings)
+    assert len(trials) == 2 * 2 * 2 * 2
+    assert trials[0].name == "rnn-s0-units8" and trials[0].settings == ("rnn", (("dropout", "0.2"), ("units", "8")), 0)
+    assert trials[0].params_text == "units=8"
+    with pytest.raises(UsageError, match="would both be saved"):
+        plan_sweep(["c1"], ["rnn"], [0, 1], [], "{arch}", settings)
+
+
+def test_search_specs():
+    specs = parse_search(["lr=loguniform:1e-4:1e-2", "dropout=uniform:0.1:0.6", "units=choice:16,32,64",
+                          "dense=choice:100,20|50,10", "layers=int:1:3"])
+    assert specs["lr"].values == (1e-4, 1e-2) and specs["units"].values == (16, 32, 64)
+    assert specs["dense"].values == ("100,20", "50,10") and specs["layers"].values == (1, 3)
+    for bad in ("lr=loguniform:0:1", "lr=uniform:0.5:0.1", "lr=normal:0:1", "lr", "units=int:1:x", "x=choice:"):
+        with pytest.raises(UsageError):
+            parse_search([bad])
+
+
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+def test_help_does_not_import_ray_or_torch(command):
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "histcli", command, "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.stderr.splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert imported and not imported & {"ray", "torch", "scipy", "pandas"}
