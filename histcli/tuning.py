@@ -24,7 +24,7 @@ from histcli.errors import HistcliError, ModelError, UsageError
 from histcli.store import CellData
 
 # Training settings a search may vary besides the architecture's hyperparameters.
-TRAINING_KEYS = ("lr", "weight_decay", "batch_size")
+TRAINING_KEYS = ("lr", "weight_decay", "batch_size", "clip_norm")
 SPEC_KINDS = ("loguniform", "uniform", "choice", "int")
 # ASHA: rungs at grace, grace*3, grace*9, ... epochs; the grace is a ninth of
 # the epoch cap, so a search has three rungs whatever the cap.

@@ -230,7 +230,7 @@ def seeds_text(seeds: list[int]) -> str:
     return ",".join(map(str, seeds))
 
 
-# Training options shared by sweep and tune (train defines the same ones inline).
+# Training options of train, sweep and tune.
 EpochsOption = Annotated[
     Optional[int],
     typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner [default: 500, the paper's].",
@@ -239,7 +239,7 @@ EpochsOption = Annotated[
 PatienceOption = Annotated[
     Optional[int],
     typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation AUC "
-                 "[default: 1,500 optimizer steps' worth, at least 20].", rich_help_panel="Training"),
+                 "[default: 50, more where that is under 300 optimizer steps].", rich_help_panel="Training"),
 ]
 BatchSizeOption = Annotated[
     Optional[int],
@@ -253,6 +253,16 @@ LrOption = Annotated[
 WeightDecayOption = Annotated[
     Optional[float],
     typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.", rich_help_panel="Training"),
+]
+ClipNormOption = Annotated[
+    Optional[float],
+    typer.Option("--clip-norm", min=0.0, help="Clip the gradient norm to this (0: off) [default: 1 for recurrent "
+                 "models, else 0].", rich_help_panel="Training"),
+]
+LrScheduleOption = Annotated[
+    Optional[LrSchedule],
+    typer.Option("--lr-schedule", case_sensitive=False, help="plateau: halve the learning rate when validation AUC "
+                 "stalls for a quarter of the patience [default: constant].", rich_help_panel="Training"),
 ]
 MirrorOption = Annotated[
     Mirror,

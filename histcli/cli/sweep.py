@@ -14,11 +14,13 @@ from histcli.cli.options import (
     AddressOption,
     BatchSizeOption,
     CellsOption,
+    ClipNormOption,
     CpusPerTrialOption,
     EpochsOption,
     FormatOption,
     GpusPerTrialOption,
     LrOption,
+    LrScheduleOption,
     Mirror,
     MirrorOption,
     ModelsOption,
@@ -77,6 +79,8 @@ def sweep(
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
     weight_decay: WeightDecayOption = None,
+    clip_norm: ClipNormOption = None,
+    lr_schedule: LrScheduleOption = None,
     mirror: MirrorOption = Mirror.auto,
     precision: PrecisionOption = Precision.fp32,
     address: AddressOption = None,
@@ -119,6 +123,7 @@ def sweep(
 
     def make_settings(arch, overrides, seed):
         return settings_for(arch, overrides=overrides, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                            clip_norm=clip_norm, lr_schedule=lr_schedule.value if lr_schedule else None,
                             max_epochs=epochs, patience=patience, seed=seed, device=device, threads=cpus_per_trial,
                             precision=precision.value)
 

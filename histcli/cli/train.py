@@ -10,21 +10,29 @@ import typer
 from histcli.cli.options import (
     DEFAULT_MODELS,
     DEFAULT_STORE,
+    BatchSizeOption,
     CellsOption,
+    ClipNormOption,
     Device,
     DeviceOption,
+    EpochsOption,
     FormatOption,
-    LrSchedule,
+    LrOption,
+    LrScheduleOption,
     Mirror,
+    MirrorOption,
     ModelsOption,
     OutputFormat,
     OverwriteOption,
+    PatienceOption,
     Precision,
+    PrecisionOption,
     QuietOption,
     StoreOption,
+    WeightDecayOption,
+    complete_architectures,
     parse_seeds,
     seeds_text,
-    complete_architectures,
 )
 
 
@@ -70,21 +78,13 @@ def train(
     cells: CellsOption = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Train on every cell in the store.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name (default: the architecture).")] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner "
-                                                  "[default: 500, the paper's].")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", min=1, help="Stop after this many epochs without a better "
-                                                    "validation AUC [default: 50, more where that is under 300 "
-                                                    "optimizer steps].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Genes per batch [default: the paper's 200, smaller for "
-                                                      "cells too small to give 20 batches an epoch, at least 32].")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", min=1e-9, max=10.0, help="Adam learning rate.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="L2 penalty of Adam.")] = None,
-    clip_norm: Annotated[Optional[float], typer.Option("--clip-norm", min=0.0, help="Clip the gradient norm to this "
-                                                       "(0: off) [default: 1 for recurrent models, else 0].")] = None,
-    lr_schedule: Annotated[Optional[LrSchedule], typer.Option("--lr-schedule", case_sensitive=False,
-                                                              help="plateau: halve the learning rate when validation "
-                                                                   "AUC stalls for a quarter of the patience "
-                                                                   "[default: constant].")] = None,
+    epochs: EpochsOption = None,
+    patience: PatienceOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    weight_decay: WeightDecayOption = None,
+    clip_norm: ClipNormOption = None,
+    lr_schedule: LrScheduleOption = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat), e.g. dropout=0.3.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of initialisation, dropout and batch order "
                                                 "[default: 0].")] = None,
@@ -93,13 +93,8 @@ def train(
                                                  "mean of their probabilities.")] = None,
     device: DeviceOption = Device.auto,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
-    mirror: Annotated[Mirror, typer.Option("--mirror", case_sensitive=False,
-                                           help="Train on genes in both orientations and predict the average: "
-                                                "for genes whose strand the data do not give (auto: then).")]
-    = Mirror.auto,
-    precision: Annotated[Precision, typer.Option("--precision", case_sensitive=False,
-                                                 help="Training arithmetic: bf16 autocast is faster where the "
-                                                      "hardware has it; auto picks it then.")] = Precision.fp32,
+    mirror: MirrorOption = Mirror.auto,
+    precision: PrecisionOption = Precision.fp32,
     overwrite: OverwriteOption = False,
     store_path: StoreOption = DEFAULT_STORE,
     models_path: ModelsOption = DEFAULT_MODELS,

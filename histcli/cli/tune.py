@@ -12,12 +12,14 @@ from histcli.cli.options import (
     DEFAULT_STORE,
     AddressOption,
     BatchSizeOption,
+    ClipNormOption,
     CellOption,
     CpusPerTrialOption,
     EpochsOption,
     FormatOption,
     GpusPerTrialOption,
     LrOption,
+    LrScheduleOption,
     Mirror,
     MirrorOption,
     ModelsOption,
@@ -67,6 +69,8 @@ def tune(
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
     weight_decay: WeightDecayOption = None,
+    clip_norm: ClipNormOption = None,
+    lr_schedule: LrScheduleOption = None,
     mirror: MirrorOption = Mirror.auto,
     precision: PrecisionOption = Precision.fp32,
     address: AddressOption = None,
@@ -102,7 +106,8 @@ def tune(
     specs = parse_search(search)
     model_name = check_model_name(name or f"{arch}-tuned")
     base = {"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "max_epochs": epochs,
-            "patience": patience, "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
+            "patience": patience, "clip_norm": clip_norm, "lr_schedule": lr_schedule.value if lr_schedule else None,
+            "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
             "precision": precision.value}
 
     def searched(trials):
