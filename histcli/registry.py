@@ -275,8 +275,10 @@ class Registry:
             hashes = []
             for filename, weights in zip(files, states):
                 tensors = {key: value.detach().to("cpu").contiguous() for key, value in weights.items()}
-                save_file(tensors, temp / filename,
-                          metadata={"format": ENTRY_FORMAT, "architecture": config["architecture"]})
+                # One metadata key: safetensors writes several in a random order, and then
+                # identical weights would not give identical files (and hashes).
+                header = json.dumps({"architecture": config["architecture"], "format": ENTRY_FORMAT}, sort_keys=True)
+                save_file(tensors, temp / filename, metadata={"histcli": header})
                 fsync_file(temp / filename)
                 hashes.append(file_sha256(temp / filename))
             if members:

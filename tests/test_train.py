@@ -43,7 +43,7 @@ def test_entry_holds_weights_config_and_metadata(small_store, tmp_path):
     # safetensors: an 8-byte little-endian header length, then a JSON header; never a pickle.
     raw = entry.weights_path.read_bytes()
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
-    assert header["__metadata__"]["architecture"] == "logistic"
+    assert json.loads(header["__metadata__"]["histcli"]) == {"architecture": "logistic", "format": "histcli-model"}
     config, metadata = entry.config, entry.metadata
     assert config["architecture"] == "logistic"
     assert config["input"] == {"marks": ["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3"],
