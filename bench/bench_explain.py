@@ -77,8 +77,9 @@ def main() -> None:
                                                          gene_ids=chosen.gene_ids[:8]))  # warm-up
             # The forward pass is short and the machine shared: the median of five.
             forward = statistics.median(
-                _timed(lambda: predict_probabilities(entry, chosen.inputs, device, module), device) for _ in range(5))
-            seconds = _timed(lambda: explain_genes(explainer, chosen), device)
+                _timed(lambda entry=entry, chosen=chosen, module=module:
+                       predict_probabilities(entry, chosen.inputs, device, module), device) for _ in range(5))
+            seconds = _timed(lambda explainer=explainer, chosen=chosen: explain_genes(explainer, chosen), device)
             per_1000 = 1000 / len(genes)
             print(f"{arch:<16} {method:<21} {seconds * per_1000:15.3f} {forward * per_1000:19.4f} "
                   f"{seconds / forward:6.0f}x", flush=True)

@@ -166,8 +166,9 @@ def test_machine_output_has_no_colour_or_box_drawing(workspace):
 
 def test_tsv_output_parses_with_cut_and_awk(workspace):
     env = {**os.environ, "HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(workspace.models)}
-    run = lambda script: subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
-                                        timeout=300).stdout
+    def run(script: str) -> str:
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=300).stdout
+
     histcli = f"{sys.executable} -m histcli"
     assert run(f"{histcli} store list | cut -f1 | tail -n +2").split() == ["sim01", "sim02", "sim03"]
     genes = run(f"{histcli} store list | awk -F'\\t' 'NR>1 {{s += $2}} END {{print s}}'")

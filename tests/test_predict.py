@@ -112,7 +112,7 @@ def test_output_file_is_atomic(workspace, genes, tmp_path):
 
 
 BAD_LONG = {
-    "missing mark": (lambda lines: ["\t".join(lines[0].split("\t")[:-1])] + [l.rsplit("\t", 1)[0] for l in lines[1:]],
+    "missing mark": (lambda lines: ["\t".join(lines[0].split("\t")[:-1])] + [line.rsplit("\t", 1)[0] for line in lines[1:]],
                      "line 1", "H3K27me3 needed by the model are missing"),
     "unknown mark name": (lambda lines: [lines[0].replace("H3K9me3", "H3K9foo")] + lines[1:], "line 1",
                           "unknown mark name 'H3K9foo'"),
@@ -142,7 +142,7 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
     path = write_wide(tmp_path / "w.tsv", gene_ids[:4], counts[:4])
     lines = path.read_text().splitlines()
     short = tmp_path / "short.tsv"
-    short.write_text("\n".join(["\t".join(l.split("\t")[:-1]) for l in lines]) + "\n")
+    short.write_text("\n".join(["\t".join(line.split("\t")[:-1]) for line in lines]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", short, "--cell", "sim01"),
                           "line 1", "mark H3K27me3 has 19 bin columns", "H3K27me3_1..H3K27me3_20")
     duplicated = tmp_path / "dup.tsv"
@@ -223,8 +223,10 @@ def test_a_million_genes_stream_in_bounded_memory(workspace, tmp_path):
               "try:\n    app(prog_name='histcli')\n"
               "except SystemExit as e:\n    assert not e.code, e.code\n" + peak)
     baseline = "import torch, pandas, h5py, histcli.prediction, histcli.cli.app\n" + peak
-    run = lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
-                                      env={**os.environ, **env})
+    def run(code: str):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, **env})
+
     measured, base = run(script), run(baseline)
     assert measured.returncode == 0, measured.stderr
     peak_mb, base_mb = int(measured.stdout.split()[-1]) / 1024, int(base.stdout.split()[-1]) / 1024

@@ -113,7 +113,7 @@ def test_deepdiff_missing_expression_needs_drop_missing(tmp_path):
     lines = (data / "Cell1.expr.csv").read_text().splitlines()
     in_cell = {line.split("_")[0] for line in (data / "Cell1.test.csv").read_text().splitlines()[::200]}
     removed = sorted(in_cell)[:3]
-    (folder / "Cell1.expr.csv").write_text("\n".join(l for l in lines if l.split(",")[0] not in removed) + "\n")
+    (folder / "Cell1.expr.csv").write_text("\n".join(line for line in lines if line.split(",")[0] not in removed) + "\n")
     store = tmp_path / "s.h5"
     result = run_cli("prepare", "deepdiff", folder, "--cell", "Cell1", "--store", store)
     assert_one_line_error(result, "Cell1.expr.csv", "3 of 600 genes have no expression", "--drop-missing")

@@ -152,7 +152,8 @@ def explain(
     with contextlib.ExitStack() as stack:
         writer = None
         if not summary:
-            writer = LongWriter(stack.enter_context(stream_target), fmt, chosen.marks, chosen.positions, attention=method == Method.attention)
+            writer = LongWriter(stack.enter_context(stream_target), fmt, chosen.marks, chosen.positions,
+                                attention=method == Method.attention)
         bar = stack.enter_context(console.progress())
         task = bar.add_task(f"explaining ({method.value})", total=len(chosen.gene_ids))
         explain_genes(explainer, chosen, writer=writer, summary=totals,

@@ -85,14 +85,16 @@ def train(
     weight_decay: WeightDecayOption = None,
     clip_norm: ClipNormOption = None,
     lr_schedule: LrScheduleOption = None,
-    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat), e.g. dropout=0.3.")] = None,
+    params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE "
+                                                                             "(repeat), e.g. dropout=0.3.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of initialisation, dropout and batch order "
                                                 "[default: 0].")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train one model per seed (a range 0-4 or a list "
                                                  "0,2,7) and store them as one ensemble entry that predicts the "
                                                  "mean of their probabilities.")] = None,
     device: DeviceOption = Device.auto,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1,
+                                                   help="CPU threads for torch (default: torch's choice).")] = None,
     mirror: MirrorOption = Mirror.auto,
     precision: PrecisionOption = Precision.fp32,
     overwrite: OverwriteOption = False,
