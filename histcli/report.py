@@ -293,12 +293,14 @@ def attribution_figures(inputs: ReportInputs) -> list[dict]:
             limit = float(np.nanmax(np.abs(heat["mean"]))) or 1.0
             cells[cell] = {
                 "data": [{"type": "heatmap", "z": np.round(heat["mean"], 6).tolist(), "x": heat["positions"],
-                          "y": heat["marks"], "zmid": 0, "zmin": -limit, "zmax": limit, "colorscale": "RdBu",
-                          "reversescale": True, "colorbar": {"title": {"text": "logit"}},
+                          "y": heat["marks"], "zmid": 0, "zmin": -limit, "zmax": limit,
+                          # plotly's RdBu runs blue to red: positive attributions red, as in explain --plot.
+                          "colorscale": "RdBu", "colorbar": {"title": {"text": "logit"}},
                           "hovertemplate": "%{y} at %{x} bp<br>mean attribution %{z:.4g}<extra></extra>"}],
                 "layout": _layout(f"{model} on {cell}: mean {inputs.explain_method} attribution, "
                                   f"{heat['n_genes']} {inputs.split} genes", "position relative to the TSS (bp)",
-                                  "", height=300, yaxis={"autorange": "reversed"}),
+                                  "", height=300, yaxis={"autorange": "reversed"},
+                                  margin={"l": 90, "r": 20, "t": 40, "b": 50}),
             }
         figures.append({"id": f"fig-explain-{index}", "kind": "explain", "by_cell": cells})
     return figures
