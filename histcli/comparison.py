@@ -161,7 +161,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     return Comparison(models, chosen, auc, pairs, list(dict.fromkeys(notes)))
 
 
-# Column order of compare's per-cell and summary rows (TSV/CSV, JSON, the HTML report).
+# Column order of compare's per-cell and summary rows (TSV/CSV and JSON).
 CELL_KEYS = ["cell", "n", "positives", "auc_a", "auc_b", "delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q"]
 SUMMARY_KEYS = [
     "n_cells", "mean_a", "mean_b", "median_delta", "median_delta_ci_low", "median_delta_ci_high", "wins", "ties",
@@ -185,17 +185,18 @@ def _summary_object(pair) -> dict:
     return summary
 
 
-def json_payload(result: "Comparison") -> dict:
+def pair_payload(pair: PairComparison) -> dict:
+    """One pair as compare's JSON shows it: per-cell objects and the summary with its verdict."""
+    return {"model_a": pair.model_a, "model_b": pair.model_b,
+            "cells": [_cell_object(pair, row) for row in pair.cells], "summary": _summary_object(pair)}
+
+
+def json_payload(result: Comparison) -> dict:
     """What `compare -f json` prints (before NaN cleaning): cells and summary, or one block per pair."""
     if len(result.pairs) == 1:
-        (pair,) = result.pairs
-        return {"models": result.models, "cells": [_cell_object(pair, row) for row in pair.cells],
-                "summary": _summary_object(pair), "notes": result.notes}
-    return {"models": result.models,
-            "pairs": [{"model_a": pair.model_a, "model_b": pair.model_b,
-                       "cells": [_cell_object(pair, row) for row in pair.cells],
-                       "summary": _summary_object(pair)} for pair in result.pairs],
-            "notes": result.notes}
+        block = pair_payload(result.pairs[0])
+        return {"models": result.models, "cells": block["cells"], "summary": block["summary"], "notes": result.notes}
+    return {"models": result.models, "pairs": [pair_payload(pair) for pair in result.pairs], "notes": result.notes}
 
 
 def roc_points(store: Store, registry: Registry, models: list[str], cell: str, split: str = "test", *,

@@ -348,32 +348,33 @@ def metrics_table(inputs: ReportInputs) -> str:
             f'<tbody>{"".join(body)}</tbody><tfoot>{"".join(foot)}</tfoot></table>')
 
 
-def pair_section(pair, index: int) -> str:
-    s = pair.summary
-    ci = ("n/a" if s.get("median_delta_ci_low") is None
+def pair_section(block: dict, index: int) -> str:
+    """One pair of ``histcli.comparison.pair_payload``: verdict, across-cell tests, per-cell table."""
+    s, model_a, model_b = block["summary"], block["model_a"], block["model_b"]
+    ci = ("n/a" if s["median_delta_ci_low"] is None
           else f"[{s['median_delta_ci_low']:+.4f}, {s['median_delta_ci_high']:+.4f}]")
     facts = [
         ("cells tested", s["n_cells"]),
-        (f"higher AUC: {pair.model_a} / {pair.model_b} / tied", f"{s['wins']} / {s['losses']} / {s['ties']}"),
+        (f"higher AUC: {model_a} / {model_b} / tied", f"{s['wins']} / {s['losses']} / {s['ties']}"),
         ("mean AUC", f"{_fmt(s['mean_a'])} vs {_fmt(s['mean_b'])}"),
         ("median ΔAUC (95% bootstrap CI)", f"{_fmt(s['median_delta'])} {ci}"),
-        ("Wilcoxon signed-rank p", _fmt(s["wilcoxon_p"], 3) + (f" ({s['wilcoxon_method']})" if s.get("wilcoxon_method") else "")),
-        ("Wilcoxon p, Holm-adjusted over pairs", _fmt(s.get("wilcoxon_p_holm"), 3)),
+        ("Wilcoxon signed-rank p", _fmt(s["wilcoxon_p"], 3) + (f" ({s['wilcoxon_method']})" if s["wilcoxon_method"] else "")),
+        ("Wilcoxon p, Holm-adjusted over pairs", _fmt(s["wilcoxon_p_holm"], 3)),
         ("paired t-test p", _fmt(s["ttest_p"], 3)),
-        ("paired t-test p, Holm-adjusted", _fmt(s.get("ttest_p_holm"), 3)),
+        ("paired t-test p, Holm-adjusted", _fmt(s["ttest_p_holm"], 3)),
         ("rank-biserial r", _fmt(s["rank_biserial"], 3)),
     ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-    head = ['<th data-type="text">cell</th>', "<th>n</th>", f"<th>AUC {_e(pair.model_a)}</th>",
-            f"<th>AUC {_e(pair.model_b)}</th>", "<th>ΔAUC</th>", "<th>CI low</th>", "<th>CI high</th>",
+    keys = [f"auc_{model_a}", f"auc_{model_b}", "delta_auc", "ci_low", "ci_high", "delong_p", "q"]
+    head = ['<th data-type="text">cell</th>', "<th>n</th>", f"<th>AUC {_e(model_a)}</th>",
+            f"<th>AUC {_e(model_b)}</th>", "<th>ΔAUC</th>", "<th>CI low</th>", "<th>CI high</th>",
             "<th>DeLong p</th>", "<th>q (BH)</th>"]
     body = []
-    for row in pair.cells:
-        tds = [f'<td data-value="{_e(row["cell"])}">{_e(row["cell"])}</td>', _cell_td(row["n"]),
-               _cell_td(row["auc_a"]), _cell_td(row["auc_b"]), _cell_td(row["delta_auc"]), _cell_td(row["ci_low"]),
-               _cell_td(row["ci_high"]), _cell_td(row["delong_p"], 3), _cell_td(row["q"], 3)]
+    for row in block["cells"]:
+        tds = [f'<td data-value="{_e(row["cell"])}">{_e(row["cell"])}</td>', _cell_td(row["n"])]
+        tds += [_cell_td(row[key], 3 if key in ("delong_p", "q") else 4) for key in keys]
         body.append(f'<tr data-cell="{_e(row["cell"])}">{"".join(tds)}</tr>')
-    return (f'<h3>{_e(pair.model_a)} vs {_e(pair.model_b)}</h3><p class="verdict">{_e(pair.verdict())}</p>'
+    return (f'<h3>{_e(model_a)} vs {_e(model_b)}</h3><p class="verdict">{_e(s["verdict"])}</p>'
             f'<dl class="facts">{dl}</dl><table id="pair-{index}" class="sortable"><thead><tr>{"".join(head)}</tr>'
             f'</thead><tbody>{"".join(body)}</tbody></table>')
 
@@ -476,6 +477,7 @@ SCRIPT = r"""
 
 def render(inputs: ReportInputs, plotly_js: str) -> str:
     """The page: plotly.js once, the figures' JSON, the tables as HTML."""
+    from histcli.comparison import json_payload, pair_payload
     from histcli.output import clean
 
     figures = scatter_figures(inputs)
@@ -485,6 +487,10 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
     by_cell = curve_figures(inputs) + [training_figure(inputs)] + attribution_figures(inputs)
     payload = {"figures": figures, "by_cell": by_cell, "models": inputs.models, "cells": inputs.cells}
     data = json.dumps(clean(payload), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    # The numbers as `evaluate -f json` and `compare -f json` give them, for anyone who reads the page's source.
+    numbers = {"evaluate": {"rows": inputs.rows, "summary": inputs.summaries["auc"]},
+               "compare": json_payload(inputs.comparison) if inputs.comparison is not None else None}
+    numbers_text = json.dumps(clean(numbers), indent=1, allow_nan=False).replace("</", "<\\/")
     default_cell = max(inputs.cells, key=lambda cell: max(
         (abs(r["delta_auc"]) for r in inputs.comparison.pairs[0].cells if r["cell"] == cell and r["delta_auc"] is not None),
         default=0.0)) if inputs.comparison is not None else inputs.cells[0]
@@ -500,7 +506,7 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
         sections.append("<h2>Paired comparison</h2><p>Per cell: ΔAUC with its DeLong 95% CI and p, "
                         "Benjamini-Hochberg q across cells. Across cells: Wilcoxon signed-rank and paired t-tests"
                         + (", Holm-corrected over the pairs" if len(inputs.comparison.pairs) > 1 else "") + ".</p>")
-        sections += [pair_section(pair, i) for i, pair in enumerate(inputs.comparison.pairs)]
+        sections += [pair_section(pair_payload(pair), i) for i, pair in enumerate(inputs.comparison.pairs)]
         sections.append('<h2>Across cells</h2><div class="figures">'
                         + "".join(f'<div class="figure" id="{f["id"]}"></div>' for f in figures) + "</div>")
     sections.append(f'<h2>One cell</h2><p><label>cell <select id="cell-select">{options}</select></label> '
@@ -519,6 +525,7 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
         f"<title>{_e(inputs.title)}</title><style>{STYLE}</style>"
         f"<script>{plotly_js}</script></head><body>{''.join(sections)}"
         f'<script type="application/json" id="report-data">{data}</script>'
+        f'<script type="application/json" id="report-numbers">{numbers_text}</script>'
         f"<script>{SCRIPT}</script></body></html>\n"
     )
 

@@ -192,11 +192,8 @@ def test_page_curves_and_heatmap_come_from_the_library(space, page):
     entry = Registry(space.models).get("cnn", "sim02")
     predictions = predictions_for(entry, Store(space.store), "sim02", device="cpu")
     fpr, tpr, _ = roc_curve(predictions.labels, predictions.probabilities)
-    assert len(fpr) <= 300 or len(roc["x"]) == 300
-    assert roc["x"][0] == 0 and roc["y"][-1] == 1
-    assert np.allclose(np.interp(roc["x"], fpr, tpr), roc["y"], atol=1e-5) or len(fpr) <= 300
-    if len(fpr) <= 300:
-        assert roc["x"] == np.round(fpr, 5).tolist() and roc["y"] == np.round(tpr, 5).tolist()
+    assert len(fpr) <= 300  # 100 test genes: the whole curve, rounded to 5 decimals
+    assert roc["x"] == np.round(fpr, 5).tolist() and roc["y"] == np.round(tpr, 5).tolist()
     precision, recall, _ = precision_recall_curve(predictions.labels, predictions.probabilities)
     assert np.sum(np.diff(recall) * precision[1:]) == pytest.approx(
         average_precision(predictions.labels, predictions.probabilities))
@@ -210,6 +207,24 @@ def test_page_curves_and_heatmap_come_from_the_library(space, page):
     for row in bins:  # 100 test genes: under the cap, so the same genes as explain's
         assert heat["z"][marks.index(row["mark"])][row["bin"] - 1] == pytest.approx(row["mean_attribution"],
                                                                                     abs=1e-6)
+
+
+def test_long_curves_are_thinned_keeping_both_ends():
+    from histcli.report import thin
+
+    x = np.linspace(0, 1, 1001) ** 2
+    xs, ys = thin(x, 2 * x, points=300)
+    assert len(xs) == 300 and xs[0] == 0 and xs[-1] == 1 and ys[-1] == 2
+    assert np.all(np.diff(xs) > 0) and np.allclose(2 * np.array(xs), ys, atol=3e-5)  # pairs stay together
+    assert thin(x[:50], x[:50]) == (np.round(x[:50], 5).tolist(), np.round(x[:50], 5).tolist())
+
+
+def test_embedded_numbers_are_those_of_evaluate_and_compare(space, page):
+    text = page.read_text()
+    numbers = json.loads(re.search(r'<script type="application/json" id="report-numbers">(.*?)</script>', text,
+                                   flags=re.S).group(1).replace("<\\/", "</"))
+    assert numbers["evaluate"] == json.loads(space.run("evaluate", *MODELS, "-f", "json").stdout)
+    assert numbers["compare"] == json.loads(space.run("compare", *MODELS, "-f", "json").stdout)
 
 
 def test_one_model_report(space, tmp_path):
