@@ -201,7 +201,7 @@ def scatter_figures(inputs: ReportInputs) -> list[dict]:
             {"type": "scatter", "mode": "lines", "name": "equal AUC", "x": [low, 1], "y": [low, 1],
              "hoverinfo": "skip", "line": {"dash": "dash", "color": "grey", "width": 1}},
         ]
-        figures.append({"id": f"fig-scatter-{index}", "kind": "scatter", "points": len(usable), "data": traces,
+        figures.append({"id": f"fig-scatter-{index}", "kind": "scatter", "data": traces,
                         "layout": _layout(f"AUC per cell: {pair.model_a} vs {pair.model_b}", f"AUC {pair.model_b}",
                                           f"AUC {pair.model_a}", showlegend=False, width=460, height=420)})
     return figures
@@ -226,7 +226,7 @@ def delta_figure(inputs: ReportInputs) -> dict | None:
     layout = _layout("ΔAUC per cell with DeLong 95% CI", "cell", "ΔAUC",
                      shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
                               "line": {"color": "grey", "dash": "dash", "width": 1}}])
-    return {"id": "fig-delta", "kind": "delta", "points": len(inputs.cells), "data": traces, "layout": layout}
+    return {"id": "fig-delta", "kind": "delta", "data": traces, "layout": layout}
 
 
 def curve_figures(inputs: ReportInputs) -> list[dict]:
