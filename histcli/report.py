@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime
 import html
 import json
-import logging
 import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +24,8 @@ from histcli.errors import HistcliError, MissingExtraError
 from histcli.registry import Entry, Registry
 from histcli.store import Store
 
-log = logging.getLogger("histcli")
+if TYPE_CHECKING:
+    from histcli.comparison import Comparison
 
 METRICS = (("auc", "AUC"), ("auprc", "AUPRC"), ("accuracy", "accuracy"))
 # Curves are drawn from at most this many points each (evenly spaced along the curve,
@@ -34,8 +35,8 @@ EXPLAIN_METHODS = ("saliency", "integrated-gradients", "deeplift", "gradient-sha
 # plotly's default colours, so a run's line and its best-epoch star share one.
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
-# Chromium refuses everything the page does not carry itself.
-CONTENT_POLICY = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+# Browsers refuse anything the page does not carry itself.
+CONTENT_POLICY = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                   "img-src data:; font-src data:")
 
 
@@ -77,7 +78,7 @@ class ReportInputs:
     entries: dict[str, dict[str, Entry]]  # model -> cell -> entry
     rows: list[dict]  # evaluation_rows
     summaries: dict[str, list[dict]]  # metric -> summarise(rows, metric)
-    comparison: object | None  # histcli.comparison.Comparison, None for one model
+    comparison: Comparison | None  # None for one model
     curves: dict[str, dict[str, dict]]  # cell -> model -> {"roc": (fpr, tpr), "pr": (recall, precision)}
     attributions: dict[str, dict[str, dict]] = field(default_factory=dict)  # model -> cell -> heatmap
     explain_method: str | None = None
