@@ -15,7 +15,6 @@ import pytest
 from conftest import REPO, Workspace, assert_one_line_error, run_cli
 
 pytest.importorskip("plotly")
-pytest.importorskip("websocket")
 
 MODELS = ("logistic", "cnn", "logistic-s1")
 METRICS = ("auc", "auprc", "accuracy")
@@ -50,6 +49,7 @@ def page(space) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
+    pytest.importorskip("websocket", reason="websocket-client (the test extra) drives Chromium")
     from chromium import Browser, chromium_binary
 
     chromium_binary()
