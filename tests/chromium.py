@@ -89,14 +89,21 @@ class Browser:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
+    def _centre(self, selector: str) -> list[float]:
+        return self.evaluate(f"(function () {{ var e = document.querySelector({json.dumps(selector)}); "
+                             "e.scrollIntoView({block: 'center'}); var r = e.getBoundingClientRect(); "
+                             "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+
     def click(self, selector: str) -> None:
         """A real mouse click (pressed and released) at the centre of the element."""
-        box = self.evaluate(f"(function () {{ var e = document.querySelector({json.dumps(selector)}); "
-                            "e.scrollIntoView({block: 'center'}); var r = e.getBoundingClientRect(); "
-                            "return [r.left + r.width / 2, r.top + r.height / 2]; })()")
+        x, y = self._centre(selector)
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
-                                                   "clickCount": 1})
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    def hover(self, selector: str) -> None:
+        """Move the mouse onto the centre of the element."""
+        x, y = self._centre(selector)
+        self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
 
     def console_errors(self) -> list[str]:
         """Console errors, uncaught exceptions and browser log errors seen so far."""

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,17 @@ def test_figures_have_drawn_one_point_per_cell(space, page, browser):
         assert browser.evaluate(count(points)) == 3
         assert browser.evaluate(f"document.getElementById('fig-scatter-{index}').data[0].text") == \
             ["sim01", "sim02", "sim03"]
+    # Hovering a point names its cell and both AUCs (compare's numbers).
+    comparison = json.loads(space.run("compare", *MODELS, "-f", "json").stdout)
+    first = comparison["pairs"][0]
+    a, b, cell = first["model_a"], first["model_b"], first["cells"][0]
+    browser.hover("#fig-scatter-0 .scatterlayer .trace:first-child path.point")
+    hover = "Array.from(document.querySelectorAll('#fig-scatter-0 .hoverlayer .hovertext')).map(e => e.textContent)"
+    for _ in range(50):  # plotly draws the label on the next animation frame
+        if browser.evaluate(hover):
+            break
+        time.sleep(0.1)
+    assert browser.evaluate(hover) == [f"{cell['cell']}{b} {cell[f'auc_{b}']:.4f}{a} {cell[f'auc_{a}']:.4f}"]
     # ΔAUC with CIs: per pair one marker and one error bar per cell.
     assert browser.evaluate(count("#fig-delta .scatterlayer .trace")) == 3
     assert browser.evaluate(count("#fig-delta .scatterlayer path.point")) == 3 * 3
