@@ -161,6 +161,44 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     return Comparison(models, chosen, auc, pairs, list(dict.fromkeys(notes)))
 
 
+# Column order of compare's per-cell and summary rows (TSV/CSV and JSON).
+CELL_KEYS = ["cell", "n", "positives", "auc_a", "auc_b", "delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q"]
+SUMMARY_KEYS = [
+    "n_cells", "mean_a", "mean_b", "median_delta", "median_delta_ci_low", "median_delta_ci_high", "wins", "ties",
+    "losses", "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_method", "wilcoxon_p_holm", "ttest_statistic",
+    "ttest_p", "ttest_p_holm", "rank_biserial",
+]
+
+
+def _cell_object(pair, row) -> dict:
+    """A per-cell JSON object with the model names in the AUC keys."""
+    obj = {"cell": row["cell"], "n": row["n"], "positives": row["positives"],
+           f"auc_{pair.model_a}": row["auc_a"], f"auc_{pair.model_b}": row["auc_b"]}
+    obj.update({key: row[key] for key in ("delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q")})
+    return obj
+
+
+def _summary_object(pair) -> dict:
+    summary = {key: pair.summary.get(key) for key in SUMMARY_KEYS}
+    summary["median_delta_ci"] = [summary["median_delta_ci_low"], summary["median_delta_ci_high"]]
+    summary["verdict"] = pair.verdict()
+    return summary
+
+
+def pair_payload(pair: PairComparison) -> dict:
+    """One pair as compare's JSON shows it: per-cell objects and the summary with its verdict."""
+    return {"model_a": pair.model_a, "model_b": pair.model_b,
+            "cells": [_cell_object(pair, row) for row in pair.cells], "summary": _summary_object(pair)}
+
+
+def json_payload(result: Comparison) -> dict:
+    """What `compare -f json` prints (before NaN cleaning): cells and summary, or one block per pair."""
+    if len(result.pairs) == 1:
+        block = pair_payload(result.pairs[0])
+        return {"models": result.models, "cells": block["cells"], "summary": block["summary"], "notes": result.notes}
+    return {"models": result.models, "pairs": [pair_payload(pair) for pair in result.pairs], "notes": result.notes}
+
+
 def roc_points(store: Store, registry: Registry, models: list[str], cell: str, split: str = "test", *,
                device: str = "auto", allow_changed: bool = False):
     """(model, fpr, tpr) for one cell, for plotting; uses the cached predictions."""

@@ -199,6 +199,25 @@ def metrics_row(predictions: Predictions, threshold: float = 0.5) -> dict:
     return row
 
 
+def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, on_cell: str | None = None,
+                    threshold: float = 0.5, device: str = "auto", allow_changed: bool = False,
+                    on_entry=None) -> list[dict]:
+    """``metrics_row`` of every entry on its own cell (or ``on_cell``), sorted by cell, model and
+    training cell; ``on_entry()`` is called after each entry."""
+    from histcli import interrupt
+
+    rows = []
+    for entry in entries:
+        interrupt.check()
+        predictions = predictions_for(entry, store, on_cell or entry.cell, split, device=device,
+                                      allow_changed=allow_changed)
+        rows.append(metrics_row(predictions, threshold))
+        if on_entry is not None:
+            on_entry()
+    rows.sort(key=lambda row: (row["cell"], row["model"], row["trained_on"]))
+    return rows
+
+
 def summarise(rows: list[dict], metric: str = "auc") -> list[dict]:
     """Per model: the number of cells where ``metric`` is defined, and its mean, median, min and max."""
     summaries = []

@@ -131,6 +131,19 @@ def accuracy(labels, scores, threshold: float = 0.5) -> float:
     return float(np.mean((scores >= threshold) == positive))
 
 
+def precision_recall_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision-recall points: (precision, recall, thresholds), one point per distinct score,
+    highest first (the points ``average_precision`` sums over), after a first point (recall 0,
+    precision 1, threshold +inf). Recall is all NaN without positives."""
+    positive, scores = _check_binary_inputs(labels, scores)
+    true_positives, false_positives, thresholds = _counts_at_thresholds(positive, scores)
+    n_pos = int(positive.sum())
+    precision = true_positives / (true_positives + false_positives)
+    recall = true_positives / n_pos if n_pos else np.full(true_positives.shape, np.nan)
+    return (np.concatenate([[1.0], precision]), np.concatenate([[0.0], recall]),
+            np.concatenate([[np.inf], thresholds]))
+
+
 def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve points, like scikit-learn's ``roc_curve(drop_intermediate=False)``.
 

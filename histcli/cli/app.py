@@ -16,6 +16,7 @@ from histcli.cli import (
     models_cmd,
     predict,
     prepare,
+    report,
     store_cmd,
     sweep,
     train,
@@ -57,5 +58,6 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(compare.compare)
 app.command("predict")(predict.predict)
 app.command("explain")(explain.explain)
+app.command("report")(report.report)
 app.add_typer(store_cmd.app, name="store")
 app.add_typer(models_cmd.app, name="models")

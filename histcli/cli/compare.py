@@ -23,41 +23,6 @@ from histcli.cli.options import (
     complete_model_names,
 )
 
-CELL_KEYS = ["cell", "n", "positives", "auc_a", "auc_b", "delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q"]
-SUMMARY_KEYS = [
-    "n_cells", "mean_a", "mean_b", "median_delta", "median_delta_ci_low", "median_delta_ci_high", "wins", "ties",
-    "losses", "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_method", "wilcoxon_p_holm", "ttest_statistic",
-    "ttest_p", "ttest_p_holm", "rank_biserial",
-]
-
-
-def _cell_object(pair, row) -> dict:
-    """A per-cell JSON object with the model names in the AUC keys."""
-    obj = {"cell": row["cell"], "n": row["n"], "positives": row["positives"],
-           f"auc_{pair.model_a}": row["auc_a"], f"auc_{pair.model_b}": row["auc_b"]}
-    obj.update({key: row[key] for key in ("delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q")})
-    return obj
-
-
-def _summary_object(pair) -> dict:
-    summary = {key: pair.summary.get(key) for key in SUMMARY_KEYS}
-    summary["median_delta_ci"] = [summary["median_delta_ci_low"], summary["median_delta_ci_high"]]
-    summary["verdict"] = pair.verdict()
-    return summary
-
-
-def json_payload(result) -> dict:
-    if len(result.pairs) == 1:
-        (pair,) = result.pairs
-        return {"models": result.models, "cells": [_cell_object(pair, row) for row in pair.cells],
-                "summary": _summary_object(pair), "notes": result.notes}
-    return {"models": result.models,
-            "pairs": [{"model_a": pair.model_a, "model_b": pair.model_b,
-                       "cells": [_cell_object(pair, row) for row in pair.cells],
-                       "summary": _summary_object(pair)} for pair in result.pairs],
-            "notes": result.notes}
-
-
 def _print_rich(result) -> None:
     from rich.panel import Panel
     from rich.text import Text
@@ -186,6 +151,7 @@ def compare(
     import json
 
     from histcli.cli import console
+    from histcli.comparison import CELL_KEYS, SUMMARY_KEYS, json_payload
     from histcli.comparison import compare as run_compare
     from histcli.output import Column, clean, delimited, resolve_format, write
     from histcli.registry import Registry

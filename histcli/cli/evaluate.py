@@ -79,13 +79,11 @@ def evaluate(
     quiet: QuietOption = False,
 ) -> None:
     """AUC, AUPRC and accuracy per (model, cell), sorted by cell, with mean/median/min/max rows."""
-    from histcli import interrupt
     from histcli.cli import console
     from histcli.errors import UsageError
     from histcli.evaluation import (
         SPLIT_CHOICES,
-        metrics_row,
-        predictions_for,
+        evaluation_rows,
         summarise,
     )
     from histcli.output import Column, render_rows, resolve_format
@@ -97,16 +95,10 @@ def evaluate(
         raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
     store = Store(store_path)
     entries = chosen_entries(Registry(models_path), list(dict.fromkeys(names)), cells)
-    rows = []
     with console.progress() as bar:
         task = bar.add_task("evaluating", total=len(entries))
-        for entry in entries:
-            interrupt.check()
-            predictions = predictions_for(entry, store, on_cell or entry.cell, split, device=device.value,
-                                          allow_changed=allow_changed_data)
-            rows.append(metrics_row(predictions, threshold))
-            bar.advance(task)
-    rows.sort(key=lambda row: (row["cell"], row["model"], row["trained_on"]))
+        rows = evaluation_rows(entries, store, split, on_cell=on_cell, threshold=threshold, device=device.value,
+                               allow_changed=allow_changed_data, on_entry=lambda: bar.advance(task))
     summaries = summarise(rows)
     if summary and resolve_format(output_format.value) in ("tsv", "csv"):
         columns = [Column(key) for key in ("model", "n_cells", "mean_auc", "median_auc", "min_auc", "max_auc")]

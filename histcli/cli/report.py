@@ -1,0 +1,71 @@
+"""`histcli report`: one self-contained HTML page of an evaluation and comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from histcli.cli.evaluate import AllowChangedOption, SplitOption
+from histcli.cli.options import (
+    DEFAULT_MODELS,
+    DEFAULT_STORE,
+    CellsOption,
+    Device,
+    DeviceOption,
+    ModelsOption,
+    QuietOption,
+    StoreOption,
+    complete_model_names,
+)
+
+
+def report(
+    names: Annotated[list[str], typer.Argument(help="Model names in the registry.", autocompletion=complete_model_names)],
+    cells: CellsOption = None,
+    split: SplitOption = "test",
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: the models compared).")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Add attribution heatmaps (histcli explain --summary "
+                                                            "per model and cell; the explain extra).")] = False,
+    explain_method: Annotated[str, typer.Option("--explain-method", help="Attribution method for --explain: "
+                                                "saliency, integrated-gradients, deeplift, gradient-shap or "
+                                                "occlusion.")] = "saliency",
+    explain_genes: Annotated[int, typer.Option("--explain-genes", min=1, help="At most this many genes per cell "
+                                               "for --explain, evenly spaced through the split.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of compare's bootstrap CI.")] = 0,
+    device: DeviceOption = Device.auto,
+    allow_changed_data: AllowChangedOption = False,
+    store_path: StoreOption = DEFAULT_STORE,
+    models_path: ModelsOption = DEFAULT_MODELS,
+    quiet: QuietOption = False,
+) -> None:
+    """Write one HTML page (offline, self-contained) of evaluate and compare: tables, figures, training."""
+    from histcli.cli import console
+    from histcli.errors import UsageError
+    from histcli.output import write
+    from histcli.registry import Registry
+    from histcli.report import EXPLAIN_METHODS, check_output, gather, render, require_plotly, write_report
+    from histcli.store import Store
+
+    console.setup(quiet)
+    if explain_method not in EXPLAIN_METHODS:
+        raise UsageError(f"--explain-method {explain_method!r}: expected one of {', '.join(EXPLAIN_METHODS)}")
+    plotly_js = require_plotly()
+    check_output(output)
+    if explain:
+        from histcli.explanation import require_captum
+
+        require_captum()
+    with console.progress() as bar:
+        task = bar.add_task("report", total=None)
+        inputs = gather(Store(store_path), Registry(models_path), list(names), cells, split=split, title=title,
+                        device=device.value, allow_changed=allow_changed_data, seed=seed,
+                        explain=explain_method if explain else None, explain_genes=explain_genes,
+                        on_progress=lambda step: bar.update(task, description=step))
+    page = render(inputs, plotly_js)
+    write_report(page, output)
+    console.note(f"report of {len(inputs.models)} model(s) on {len(inputs.cells)} cell(s): "
+                 f"{len(page.encode()) / 1e6:.1f} MB")
+    write(f"{output}\n")
