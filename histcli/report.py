@@ -421,9 +421,11 @@ def run_section(inputs: ReportInputs) -> str:
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{padding:.2em .6em;border-bottom:1px solid #e4e4e4;text-align:right}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+th,td{padding:.2em .6em;border-bottom:1px solid #e4e4e4;text-align:right}
 td:first-child,th:first-child{text-align:left}thead th{background:#f3f3f3;position:sticky;top:0}
-table.sortable thead th{cursor:pointer;user-select:none}th[aria-sort=ascending]::after{content:' ▲'}th[aria-sort=descending]::after{content:' ▼'}
+table.sortable thead th{cursor:pointer;user-select:none}
+th[aria-sort=ascending]::after{content:' ▲'}th[aria-sort=descending]::after{content:' ▼'}
 tfoot th,tfoot td{font-weight:600;border-top:2px solid #999}tr.warn td{background:#fff1e6}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;font-size:.9em}dt{color:#555}dd{margin:0}
 .verdict{font-weight:600}.figures{display:flex;flex-wrap:wrap;gap:1em}.figure{min-width:440px;flex:1}

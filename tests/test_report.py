@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, Workspace, assert_one_line_error, run_cli
 
 pytest.importorskip("plotly")

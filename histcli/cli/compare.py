@@ -23,6 +23,7 @@ from histcli.cli.options import (
     complete_model_names,
 )
 
+
 def _print_rich(result) -> None:
     from rich.panel import Panel
     from rich.text import Text
