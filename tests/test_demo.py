@@ -1,0 +1,25 @@
+"""`histcli demo`: the whole workflow with default settings, every model converged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+
+@pytest.mark.slow
+def test_demo_trains_every_model_to_convergence(tmp_path):
+    folder = tmp_path / "demo"
+    result = run_cli("demo", "--dir", folder, timeout=3000)
+    assert result.code == 0, result.stderr[-2000:]
+    assert "did not converge" not in result.stderr
+    listed = run_cli("models", "list", "--models", folder / "models", "-f", "json")
+    rows = json.loads(listed.stdout)
+    assert sorted((row["arch"], row["cell"]) for row in rows) == sorted(
+        (arch, f"sim{i:02d}") for arch in ("crnn", "deepchrome", "logistic") for i in range(1, 5))
+    for row in rows:
+        assert row["converged"] is True, row
+        assert row["best_epoch"] < 500  # never the cap
+    # The tables it prints include the comparison of the three models over the four cells.
+    assert "crnn" in result.stdout and "delong_p" in result.stdout
