@@ -13,6 +13,17 @@ from histcli.errors import InputError
 
 #: Integral counts above this no longer fit int32 and are stored as int64.
 _INT32_MAX = np.iinfo(np.int32).max
+#: Whole-number counts from here on do not fit int64 (2**63 is the first float64 beyond it).
+_INT64_LIMIT = 2.0**63
+#: The largest count the store (and a model's float32 input) can hold.
+MAX_COUNT = float(np.finfo(np.float32).max)
+#: The largest genomic position held (coordinates are int64).
+MAX_POSITION = int(np.iinfo(np.int64).max)
+
+
+def too_large(value: str | float, limit: float = MAX_COUNT) -> str:
+    """The message for a value beyond what its destination type holds."""
+    return f"{value} is too large: at most {limit:.8g} (float32) can be stored"
 
 _ENSEMBL = re.compile(r"(ENS[A-Z]*G\d{11})(?:\.\d+)?")
 
@@ -56,7 +67,8 @@ class CountBlocks:
 
     Integral input is kept as int32 (int64 if a value needs it), anything else
     as float32, so a cell never sits in memory at float64 size. A non-integral
-    block arriving late converts the earlier blocks one at a time.
+    block (or a whole number beyond int64) arriving late converts the earlier
+    blocks one at a time. Callers check values against ``MAX_COUNT`` first.
     """
 
     def __init__(self) -> None:
@@ -65,9 +77,10 @@ class CountBlocks:
 
     def add(self, block: np.ndarray) -> None:
         if self.dtype != np.float32:
-            if not np.array_equal(block, np.floor(block)):
+            largest = block.max() if block.size else 0.0
+            if largest >= _INT64_LIMIT or not np.array_equal(block, np.floor(block)):
                 self._convert(np.dtype(np.float32))
-            elif block.size and block.max() > _INT32_MAX and self.dtype == np.int32:
+            elif largest > _INT32_MAX and self.dtype == np.int32:
                 self._convert(np.dtype(np.int64))
         self.blocks.append(block.astype(self.dtype))
 
@@ -83,7 +96,11 @@ class CountBlocks:
 
 def labels_from_expression(values: np.ndarray) -> tuple[np.ndarray, float]:
     """DeepChrome's labels: 1 where expression is above the median of all genes given."""
-    threshold = float(np.median(values))
+    with np.errstate(over="ignore"):
+        threshold = float(np.median(values))
+    if not np.isfinite(threshold):
+        # The mean of the two middle values overflowed (both near the float64 limit): halve them first.
+        threshold = float(np.median(np.asarray(values) / 2) * 2)
     return (values > threshold).astype(np.int8), threshold
 
 

@@ -61,8 +61,23 @@ import pandas as pd
 
 from histcli.errors import InputError, MissingExtraError, UsageError
 from histcli.marks import CORE_MARKS, canonical_mark
-from histcli.sources.annotation import GeneTable, gene_key, read_genes
-from histcli.sources.common import CountBlocks, labels_from_expression, read_bytes
+from histcli.sources.annotation import (
+    MIXED,
+    GeneTable,
+    chromosome_style,
+    gene_key,
+    in_style,
+    read_genes,
+    style_examples,
+)
+from histcli.sources.common import (
+    MAX_COUNT,
+    MAX_POSITION,
+    CountBlocks,
+    labels_from_expression,
+    read_bytes,
+    too_large,
+)
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
 AGGREGATES = ("sum", "mean")
@@ -184,7 +199,8 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
         return None
     if frame.shape[1] != 4:
         return None
-    if not all(pd.api.types.is_integer_dtype(frame[column]) for column in (1, 2)):
+    # uint64 or object columns hold coordinates beyond int64.
+    if not all(frame[column].dtype == np.int64 for column in (1, 2)):
         return None
     if not pd.api.types.is_numeric_dtype(frame[3]) or pd.api.types.is_bool_dtype(frame[3]):
         return None
@@ -192,6 +208,8 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     ends = frame[2].to_numpy(np.int64)
     values = frame[3].to_numpy(np.float64)
     if (starts < 0).any() or (ends <= starts).any() or not np.isfinite(values).all() or (values < 0).any():
+        return None
+    if (values > MAX_COUNT).any():
         return None
     codes, names = pd.factorize(frame[0], sort=False)
     order = np.lexsort((starts, codes))
@@ -221,6 +239,9 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
                 coordinates.append(int(text))
             except ValueError:
                 return InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field)
+            if coordinates[-1] > MAX_POSITION:
+                return InputError(path, f"coordinate {text} is beyond the largest position {MAX_POSITION}",
+                                  line=number, field=field)
         start, end = coordinates
         if start < 0:
             return InputError(path, f"negative start {start}", line=number, field="start")
@@ -236,6 +257,8 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
             return InputError(path, f"value {value_text} is infinite", line=number, field="value")
         if value < 0:
             return InputError(path, f"negative value {value_text}", line=number, field="value")
+        if value > MAX_COUNT:
+            return InputError(path, too_large(value_text), line=number, field="value")
         records.append((chrom, start, end, number))
     records.sort()
     for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in zip(records, records[1:]):
@@ -296,6 +319,14 @@ def iter_binned(
                 f"does not cover ({int(absent.sum())} genes on such chromosomes)",
                 line=int(genes.line[first]),
             )
+    if len(genes) and int(genes.tss.max()) > MAX_POSITION - window - 1:
+        far = int(np.argmax(genes.tss))
+        raise InputError(
+            genes.path,
+            f"gene {genes.name[far]}: TSS {genes.tss[far]} plus the window of {window} bp goes beyond "
+            f"the largest position {MAX_POSITION}",
+            line=int(genes.line[far]),
+        )
     integrals = [_Integral(track, aggregate) for track in tracks.values()]
     block_genes = max(1, _BLOCK_VALUES // ((n_bins + 1) * len(tracks)))
     for start in range(0, len(genes), block_genes):
@@ -307,7 +338,26 @@ def iter_binned(
             binned /= bin_size
         # Differences of large cumulative sums can round a little below zero.
         np.maximum(binned, 0.0, out=binned)
+        if binned.size and binned.max() > MAX_COUNT:
+            raise _bin_too_large(binned, list(tracks.values()), genes.select(block), bin_size, window, aggregate)
         yield binned
+
+
+def _bin_too_large(binned, tracks: list[Track], genes: GeneTable, bin_size: int, window: int,
+                   aggregate: str) -> InputError:
+    """Values that each fit float32 can add up to more in one bin: name the first such bin."""
+    gene, k, mark = (int(i) for i in np.unravel_index(np.argmax(binned > MAX_COUNT), binned.shape))
+    tss = int(genes.tss[gene])
+    if genes.strand[gene] == "+":
+        low = tss - window + k * bin_size
+    else:
+        low = tss + 1 + window - (k + 1) * bin_size
+    return InputError(
+        tracks[mark].path,
+        f"the {aggregate} over {genes.chrom[gene]}:{low}-{low + bin_size} (bin {k + 1} of gene "
+        f"{genes.name[gene]}) is {binned[gene, k, mark]:.8g}, "
+        f"beyond the largest count the store holds ({MAX_COUNT:.8g}, float32)",
+    )
 
 
 def _bin_block(integrals, chrom, tss, strand, n_bins: int, bin_size: int, window: int) -> np.ndarray:
@@ -414,7 +464,9 @@ def read_tracks_cell(
         orientation = "5' to 3'"
     else:
         orientation = "unknown" if table.n_unstranded == len(table) else "partly unknown"
-    table = _drop_missing_chromosomes(table, loaded, drop_missing, notes)
+    matched = _match_chromosome_styles(table, loaded, notes)
+    table = _drop_missing_chromosomes(table, matched, drop_missing, notes, as_read=loaded)
+    loaded = matched
 
     expression_values = labels = None
     attrs: dict = {"source_format": "tracks", "aggregate": aggregate, "orientation": orientation}
@@ -507,9 +559,53 @@ def _per_chromosome(chroms: np.ndarray, shown: int = 10) -> str:
     return listed + (f" and {len(order) - shown} more chromosomes" if len(order) > shown else "")
 
 
+def _match_chromosome_styles(table: GeneTable, tracks: dict[str, Track], notes: list[str]) -> dict[str, Track]:
+    """Rename the chromosomes of tracks named in the other style than the genes (1 -> chr1, MT -> chrM).
+
+    Only a track whose names all follow one style, and that the genes' names all
+    follow the other, is renamed, and only when no two of its names become one;
+    anything else is left for ``_drop_missing_chromosomes`` to report.
+    """
+    genes_style = chromosome_style(table.chrom)
+    if genes_style == MIXED:
+        return tracks
+    matched, renamed_from = dict(tracks), []
+    for mark, track in tracks.items():
+        style = chromosome_style(track.chroms)
+        if style in (genes_style, MIXED):
+            continue
+        renamed = {in_style(name, genes_style): intervals for name, intervals in track.chroms.items()}
+        if len(renamed) < len(track.chroms):  # e.g. both M and MT
+            continue
+        matched[mark] = Track(track.path, track.format, renamed)
+        renamed_from.append(track)
+    if renamed_from:
+        names = [name for track in renamed_from for name in track.chroms]
+        notes.append(
+            f"{', '.join(track.path.name for track in renamed_from)}: chromosomes named "
+            f"{chromosome_style(names)}-style ({style_examples(names)}), the genes of {table.path.name} "
+            f"{genes_style}-style ({style_examples(table.chrom)}); matched them by name (chr1 = 1, chrM = MT)"
+        )
+    return matched
+
+
+def _style_clash(table: GeneTable, tracks: dict[str, Track]) -> str:
+    """How each file names chromosomes, when the files do not all agree ("" when they do)."""
+    styles = {table.path.name: (chromosome_style(table.chrom), table.chrom)}
+    styles.update({track.path.name: (chromosome_style(track.chroms), list(track.chroms)) for track in tracks.values()})
+    if len({style for style, _ in styles.values()}) == 1:
+        return ""
+    described = [
+        f"{name} {'mixes both styles' if style == MIXED else f'is {style}-style'} ({style_examples(names)})"
+        for name, (style, names) in styles.items()
+    ]
+    return "; chromosome names: " + ", ".join(described)
+
+
 def _drop_missing_chromosomes(
-    table: GeneTable, tracks: dict[str, Track], drop_missing: bool, notes: list[str]
+    table: GeneTable, tracks: dict[str, Track], drop_missing: bool, notes: list[str], *, as_read: dict[str, Track]
 ) -> GeneTable:
+    """Refuse (or leave out) genes on chromosomes absent from a track; ``as_read``: the tracks before renaming."""
     present = set.intersection(*(set(track.chroms) for track in tracks.values()))
     missing = ~np.isin(table.chrom, list(present))
     if not missing.any():
@@ -521,9 +617,11 @@ def _drop_missing_chromosomes(
     if missing.all():
         shared = sorted(present)
         listed = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
-        raise InputError(table.path, f"{summary}; chromosomes in every track: {listed or 'none'}")
+        raise InputError(
+            table.path, f"{summary}; chromosomes in every track: {listed or 'none'}{_style_clash(table, as_read)}"
+        )
     if not drop_missing:
-        raise InputError(table.path, f"{summary}; pass --drop-missing to leave them out")
+        raise InputError(table.path, f"{summary}{_style_clash(table, as_read)}; pass --drop-missing to leave them out")
     notes.append(f"{table.path.name}: {summary}; left out")
     return table.select(~missing)
 
