@@ -189,18 +189,6 @@ def test_the_mean_of_huge_values_fits(tmp_path):
 # predict TSVs ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A logistic model on one simulated cell of 60 genes x 4 bins (a minute of training at most)."""
-    folder = tmp_path_factory.mktemp("tiny")
-    env = {"HISTCLI_STORE": str(folder / "s.h5"), "HISTCLI_MODELS": str(folder / "models")}
-    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 60, "--bins", 4, "-q", env=env).code == 0
-    result = run_cli("train", "--all-cells", "--arch", "logistic", "--epochs", 2, "--threads", 1,
-                     "--device", "cpu", "-q", env=env)
-    assert result.code == 0, result.stderr
-    return env
-
-
 MARKS = ("H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3")
 
 

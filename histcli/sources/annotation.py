@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from histcli.errors import InputError
-from histcli.sources.common import MAX_POSITION, ensembl_id, read_bytes
+from histcli.sources.common import MAX_POSITION, ensembl_id, parse_integer, read_bytes
 
 _SKIPPED_PREFIXES = ("#", "track", "browser")
 _GTF_ATTRIBUTE = re.compile(r'(\w+)\s+"([^"]*)"')
@@ -174,7 +174,7 @@ def _format(path: Path, lines: list[str]) -> str:
 
 def _integer(path: Path, text: str, number: int, field: str) -> int:
     try:
-        value = int(text)
+        value = parse_integer(text)
     except ValueError:
         raise InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field) from None
     if value > MAX_POSITION:

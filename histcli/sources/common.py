@@ -21,6 +21,20 @@ MAX_COUNT = float(np.finfo(np.float32).max)
 MAX_POSITION = int(np.iinfo(np.int64).max)
 
 
+def parse_number(text: str) -> float:
+    """``float(text)`` for ASCII numbers only: float() also takes "1_000" and other scripts' digits ("٣")."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"{text!r} is not a number")
+    return float(text)
+
+
+def parse_integer(text: str) -> int:
+    """``int(text)`` for ASCII digits only (see :func:`parse_number`)."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
 def too_large(value: str | float, limit: float = MAX_COUNT) -> str:
     """The message for a value beyond what its destination type holds."""
     return f"{value} is too large: at most {limit:.8g} (float32) can be stored"
@@ -43,8 +57,12 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_bytes(path: Path) -> bytes:
-    """The whole (possibly gzip-compressed) file; empty or truncated gzip is an InputError."""
+    """The whole (possibly gzip-compressed) file without a leading UTF-8 byte-order mark;
+    empty or truncated gzip is an InputError."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -55,9 +73,9 @@ def read_bytes(path: Path) -> bytes:
     if raw[:2] != b"\x1f\x8b":
         if path.suffix == ".gz":
             raise InputError(path, "empty file, expected gzip data" if not raw else "not gzip data despite the .gz name")
-        return raw
+        return raw.removeprefix(_BOM)
     try:
-        return gzip.decompress(raw)
+        return gzip.decompress(raw).removeprefix(_BOM)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(path, f"truncated or corrupt gzip data ({exc})") from None
 
@@ -125,7 +143,7 @@ def read_expression_table(path: Path, *, sep: str | None = None) -> tuple[np.nda
             raise InputError(path, f"expected 2 columns (gene id, expression), found {len(fields)}", line=number)
         gene, value = fields[0].strip(), fields[1].strip()
         try:
-            number_value = float(value)
+            number_value = parse_number(value)
         except ValueError:
             if first_data_line and not _ENSEMBL.search(gene):
                 first_data_line = False

@@ -17,7 +17,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError
-from histcli.sources.common import MAX_COUNT, CountBlocks, is_gzip, too_large
+from histcli.sources.common import MAX_COUNT, CountBlocks, is_gzip, parse_number, too_large
 
 CHUNK_ROWS = 200_000
 
@@ -42,7 +42,7 @@ def _problem(text: str, field: Field) -> str | None:
             problem = f"bin {bin_text!r} is not a positive whole number"
         return problem
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         return f"{text!r} is not a number"
     if value != value:
@@ -222,7 +222,7 @@ class GeneBlocks:
         self._carry = None
 
     def _check_values(self, bins, values, labels, lines) -> None:
-        bad = np.isnan(bins) | (bins < 1) | (bins != np.floor(bins))
+        bad = ~np.isfinite(bins) | (bins < 1) | (bins != np.floor(bins))
         bad |= ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1) | (values > MAX_COUNT).any(axis=1)
         if labels is not None:
             bad |= (labels != 0) & (labels != 1)

@@ -75,6 +75,8 @@ from histcli.sources.common import (
     MAX_POSITION,
     CountBlocks,
     labels_from_expression,
+    parse_integer,
+    parse_number,
     read_bytes,
     too_large,
 )
@@ -236,7 +238,7 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
         coordinates = []
         for field, text in (("start", start_text), ("end", end_text)):
             try:
-                coordinates.append(int(text))
+                coordinates.append(parse_integer(text))
             except ValueError:
                 return InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field)
             if coordinates[-1] > MAX_POSITION:
@@ -248,7 +250,7 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
         if end <= start:
             return InputError(path, f"end {end} is not after start {start}", line=number, field="end")
         try:
-            value = float(value_text)
+            value = parse_number(value_text)
         except ValueError:
             return InputError(path, f"{value_text!r} is not a number", line=number, field="value")
         if math.isnan(value):
@@ -693,7 +695,7 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
 
 def _expression_value(text: str) -> float:
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
