@@ -91,7 +91,9 @@ def _deepdiff_folder(folder: Path, bad_row: str) -> Path:
     ("ENSG00000000002_B_2,1,2,1e39,4,5", ("line 2", "field H3K9me3", "too large")),
     # Digits other than 0-9 pass str.isdigit() but are no bin number.
     ("ENSG00000000002_B_\u00b2,1,2,3,4,5", ("line 2", "field gene_bin", "is not a number")),
-    ("ENSG00000000002_B_\u0663,1,2,3,4,5", ("line 2", "field gene_bin", "not a positive whole number")),
+    ("ENSG00000000002_B_\u0663,1,2,3,4,5", ("line 2", "field gene_bin", "'\u0663' is not a number")),
+    # float() reads "1e0" as 1, but a bin in a gene_bin field is plain digits.
+    ("ENSG00000000002_B_1e0,1,2,3,4,5", ("line 2", "field gene_bin", "bin '1e0' is not a positive whole number")),
     ("ENSG00000000002_B_99999999999999999999999,1,2,3,4,5", ("gene ENSG00000000002_B", "bin 99999999999999991611392 is outside 1..2")),
 ])
 def test_deepdiff_values_beyond_their_types_name_the_line(tmp_path, row, fragments):
@@ -299,3 +301,67 @@ def test_prepare_tracks_says_which_names_it_matched(tmp_path):
     assert result.code == 0, result.stderr
     assert "note: k4.bedGraph: chromosomes named Ensembl-style" in result.stderr
     assert Store(store).load("T").coordinates["chrom"].tolist() == ["chr1", "chr1", "chrM", "chr2"]
+
+
+def test_predict_tracks_are_checked_and_matched_like_prepared_ones(tiny_model, tmp_path):
+    genes = _write(tmp_path / "genes.bed", UCSC_GENES)
+    tracks = {mark: _write(tmp_path / f"{mark}.bedGraph", ENSEMBL_LINES) for mark in MARKS}
+    options = [f"--track={mark}={path}" for mark, path in tracks.items()] + ["--genes", genes]
+    result = run_cli("predict", "logistic", "--cell", "sim01", *options, env=tiny_model)
+    assert result.code == 0, result.stderr
+    assert [row["gene_id"] for row in parse_tsv(result.stdout)] == [f"ENSG0000000000{i}_{c}" for i, c in
+                                                                    zip(range(1, 5), "ABCD")]
+    assert "chromosomes named Ensembl-style (1, 2, MT)" in result.stderr
+    tracks["H3K9me3"].write_text("1\t0\t1000\t5\n1\t1000\t2000\t1e39\n")
+    out = tmp_path / "out.tsv"
+    result = run_cli("predict", "logistic", "--cell", "sim01", *options, "-o", out, env=tiny_model)
+    assert_one_line_error(result, "H3K9me3.bedGraph", "line 2", "field value", "too large")
+    assert not out.exists()
+
+
+# text that Python reads as a number but a data file should not hold ---------------------
+
+
+@pytest.mark.parametrize("name, text, fragment", [
+    ("g.bed", "chr1\t\u0663\t5\tENSG00000000001\t0\t+\n", "field start: '\u0663' is not an integer"),
+    ("g.bed", "chr1\t1_0\t50\tENSG00000000001\t0\t+\n", "field start: '1_0' is not an integer"),
+    ("t.bedGraph", "chr1\t0\t10\t1_5\n", "field value: '1_5' is not a number"),
+    ("t.bedGraph", "chr1\t\u0663\t10\t1\n", "field start: '\u0663' is not an integer"),
+])
+def test_numbers_are_ascii_without_underscores(tmp_path, name, text, fragment):
+    # float() and int() accept "1_5" and digits of other scripts; pandas and other tools do not.
+    path = _write(tmp_path / name, text)
+    with pytest.raises(InputError, match=f"{name}, line 1, {fragment}"):
+        (read_genes if name.endswith(".bed") else read_track)(path)
+
+
+def test_expression_values_are_ascii_numbers(tmp_path):
+    from histcli.sources.common import read_expression_table
+
+    path = _write(tmp_path / "e.csv", "ENSG00000000001,1\nENSG00000000002,\u0663\n")
+    with pytest.raises(InputError, match=r"e.csv, line 2, field expression: '\u0663' is not a number"):
+        read_expression_table(path, sep=",")
+    files = {"tracks": {"H3K4me3": _write(tmp_path / "t.bedGraph", "chr1\t0\t10\t1\n")},
+             "genes": _write(tmp_path / "g.bed", "chr1\t5\t6\tENSG00000000001\t0\t+\n"),
+             "expression": _write(tmp_path / "x.tsv", "gene\tvalue\nENSG00000000001\t2_0\n")}
+    with pytest.raises(InputError, match=r"x.tsv, line 2, field expression: '2_0' is not a number"):
+        read_tracks_cell("c", **files, bin_size=5, window=5)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    bom = "\ufeff"
+    genes = read_genes(_write(tmp_path / "g.bed", bom + "chr1\t5\t6\tENSG00000000001\t0\t+\n"))
+    assert genes.chrom.tolist() == ["chr1"]
+    track = read_track(_write(tmp_path / "t.bedGraph", bom + "chr1\t0\t10\t1\n"))
+    assert list(track.chroms) == ["chr1"]
+    gz = tmp_path / "t.bedGraph.gz"
+    gz.write_bytes(gzip.compress((bom + "chr2\t0\t10\t1\n").encode()))
+    assert list(read_track(gz).chroms) == ["chr2"]
+
+
+def test_an_infinite_bin_is_refused_before_it_is_cast(tmp_path):
+    folder = _deepchrome_folder(tmp_path / "c")
+    train = folder / "train.csv"
+    train.write_text(train.read_text().replace("train0,3,", "train0,inf,", 1))
+    with pytest.raises(InputError, match=r"train.csv, line 3, field bin: 'inf' is not a finite number"):
+        deepchrome.read_cell("c", {s: folder / f"{s}.csv" for s in ("train", "valid", "test")})

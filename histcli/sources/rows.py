@@ -38,7 +38,7 @@ def _problem(text: str, field: Field) -> str | None:
             return f"{text!r} is not <gene>_<bin>"
         problem = _problem(bin_text, Field(field.name, "bin"))
         if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
-            # float() takes "1e2", " 3" and "٣"; the bin of a gene_bin field is plain digits.
+            # parse_number takes "1e2" and " 3"; the bin of a gene_bin field is plain digits.
             problem = f"bin {bin_text!r} is not a positive whole number"
         return problem
     try:
