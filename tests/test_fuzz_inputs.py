@@ -123,6 +123,43 @@ def _deepchrome_check(result, lines):
         assert label == expected[gene][1]
 
 
+# DeepDiff CSV: <ENSG>_<SYMBOL>_<bin>,5 marks; the other split files and the expression file stay valid.
+
+
+def _deepdiff_valid(draw) -> list[str]:
+    return [f"ENSG{g:011d}_G{g}_{b}," + ",".join(_counts(draw, 5)) for g in range(draw(st.integers(1, 3)))
+            for b in range(1, 4)]
+
+
+def _deepdiff_parse(path: Path):
+    from histcli.sources.deepdiff import read_cell
+
+    folder = path.parent
+    for split, gene in (("valid", 7), ("test", 8)):
+        (folder / f"X.{split}.csv").write_text("".join(f"ENSG{gene:011d}_V_{b},1,2,3,4,5\n" for b in range(1, 4)))
+    (folder / "X.expr.csv").write_text("".join(f"ENSG{g:011d},{g}\n" for g in range(10)))
+    splits = {"train": path, "valid": folder / "X.valid.csv", "test": folder / "X.test.csv"}
+    cell = read_cell("X", splits, folder / "X.expr.csv", drop_missing=True)
+    counts = cell.counts_array()
+    train = cell.split == SPLIT_CODES["train"]
+    return {gene: (counts[i].astype(np.float64).tolist(), counts.dtype.kind)
+            for i, gene in enumerate(cell.gene_ids) if train[i]}
+
+
+def _deepdiff_check(result, lines):
+    genes: dict = {}
+    for line in _read_lines(lines):
+        fields = line.split(",")
+        gene, _, bin_text = fields[0].rpartition("_")
+        genes.setdefault(gene, {})[int(bin_text)] = [float(v) for v in fields[1:]]
+    # Genes without an expression value are left out (drop_missing).
+    expected = {gene: [rows[b] for b in sorted(rows)] for gene, rows in genes.items()
+                if gene[:15] in {f"ENSG{g:011d}" for g in range(10)}}
+    assert list(result) == list(expected)
+    for gene, (counts, kind) in result.items():
+        assert _same_counts(counts, expected[gene], kind), gene
+
+
 # bedGraph: chrom start end value, whitespace-separated, comments and track lines skipped.
 
 
@@ -317,6 +354,8 @@ LAYOUTS = {
     for layout in [
         Layout("deepchrome", "train.csv", ",", False, [1, 2, 3, 4, 5, 6, 7], BAD_COUNTS, True,
                _deepchrome_valid, _deepchrome_parse, _deepchrome_check),
+        Layout("deepdiff", "X.train.csv", ",", False, [1, 2, 3, 4, 5], BAD_COUNTS, True,
+               _deepdiff_valid, _deepdiff_parse, _deepdiff_check),
         Layout("bedgraph", "t.bedGraph", "\t", True, [1, 2, 3], BAD_COUNTS, True,
                _bedgraph_valid, _bedgraph_parse, _bedgraph_check),
         Layout("bed", "genes.bed", "\t", False, [1, 2], BAD_COUNTS, False, _bed_valid, _bed_parse, _bed_check),

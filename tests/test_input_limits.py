@@ -183,6 +183,25 @@ def test_a_bin_summing_beyond_float32_names_the_track_and_region(tmp_path):
                                         "ENSG00000000001) is 3e+39, beyond the largest count")
 
 
+@pytest.mark.parametrize("aggregate", ["sum", "mean"])
+def test_a_huge_value_does_not_swamp_small_ones_elsewhere_on_the_chromosome(tmp_path, aggregate):
+    # Running totals would hold 3.4e38 + 0.125, which is 3.4e38: the small bins would read 0.
+    track = _write(tmp_path / "t.bedGraph", f"chr1\t0\t1\t{FLOAT32_MAX!r}\nchr1\t1000\t1010\t0.125\n"
+                                            "chr1\t1010\t1030\t3\n")
+    genes = _write(tmp_path / "g.bed", "chr1\t1010\t1011\tENSG00000000001\t0\t+\n"
+                                       "chr1\t1010\t1011\tENSG00000000002\t0\t-\n")
+    cell = read_tracks_cell("c", tracks={"H3K4me3": track}, genes=genes, bin_size=10, window=20, aggregate=aggregate)
+    counts = np.concatenate(cell.counts)[:, :, 0]
+    # + strand bins [990,1000) [1000,1010) [1010,1020) [1020,1030); - strand (mirrored around
+    # base 1010) [1021,1031) [1011,1021) [1001,1011) [991,1001). Per base: 0.0125 on [1000,1010),
+    # 0.15 on [1010,1030) when summing counts; 0.125 and 3 as signal (mean).
+    if aggregate == "sum":
+        expected = [[0, 0.125, 1.5, 1.5], [9 * 0.15, 1.5, 9 * 0.0125 + 0.15, 0.0125]]
+    else:
+        expected = [[0, 0.125, 3, 3], [2.7, 3, (9 * 0.125 + 3) / 10, 0.0125]]
+    np.testing.assert_allclose(counts, np.array(expected, dtype=np.float32), rtol=1e-6)
+
+
 def test_the_mean_of_huge_values_fits(tmp_path):
     cell = _huge_track_cell(tmp_path, "mean")
     assert np.concatenate(cell.counts)[0, :, 1].tolist() == [np.float32(3e38)] * 2

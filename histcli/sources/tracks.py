@@ -42,10 +42,12 @@ Genes, expression, splits
     expression is above the median over every row of the expression table,
     whether or not its gene is in the cell.
 
-The binning is vectorised: per chromosome and track, the cumulative integral
-of the piecewise-constant signal is evaluated at every bin edge of every gene
-with one ``np.searchsorted``, and bin values are differences of it. Genes are
-processed in blocks of consecutive genes to bound memory.
+The binning is vectorised: per chromosome and track, one ``np.searchsorted``
+finds the interval at every bin edge of every gene, and a bin adds the parts
+of the intervals at its edges to the whole intervals between them (one
+``np.add.reduceat``); it never subtracts running totals, so a huge value does
+not swamp small ones elsewhere on the chromosome. Genes are processed in
+blocks of consecutive genes to bound memory.
 """
 
 from __future__ import annotations
@@ -329,17 +331,15 @@ def iter_binned(
             f"the largest position {MAX_POSITION}",
             line=int(genes.line[far]),
         )
-    integrals = [_Integral(track, aggregate) for track in tracks.values()]
+    signals = [_Signal(track, aggregate) for track in tracks.values()]
     block_genes = max(1, _BLOCK_VALUES // ((n_bins + 1) * len(tracks)))
     for start in range(0, len(genes), block_genes):
         block = slice(start, start + block_genes)
         binned = _bin_block(
-            integrals, genes.chrom[block], genes.tss[block], genes.strand[block], n_bins, bin_size, window
+            signals, genes.chrom[block], genes.tss[block], genes.strand[block], n_bins, bin_size, window
         )
         if aggregate == "mean":
             binned /= bin_size
-        # Differences of large cumulative sums can round a little below zero.
-        np.maximum(binned, 0.0, out=binned)
         if binned.size and binned.max() > MAX_COUNT:
             raise _bin_too_large(binned, list(tracks.values()), genes.select(block), bin_size, window, aggregate)
         yield binned
@@ -362,57 +362,84 @@ def _bin_too_large(binned, tracks: list[Track], genes: GeneTable, bin_size: int,
     )
 
 
-def _bin_block(integrals, chrom, tss, strand, n_bins: int, bin_size: int, window: int) -> np.ndarray:
+def _bin_block(signals, chrom, tss, strand, n_bins: int, bin_size: int, window: int) -> np.ndarray:
     plus = strand == "+"
-    sign = np.where(plus, 1, -1)
-    # The 5' edge of bin 0; see the module docstring.
-    first_edge = np.where(plus, tss - window, tss + 1 + window)
+    # Bin edges in ascending position; minus-strand genes take their bins in reverse
+    # order below, so that bin 0 is the 5' one (see the module docstring).
+    low = np.where(plus, tss - window, tss + 1 - window)
     codes, chrom_names = pd.factorize(chrom, sort=False)
     # Work in chromosome and position order: searchsorted is much faster on ordered keys.
-    order = np.lexsort((first_edge, codes))
-    sign = sign[order, None]
-    edges = first_edge[order, None] + sign * (np.arange(n_bins + 1, dtype=np.int64) * bin_size)
+    order = np.lexsort((low, codes))
+    edges = low[order, None] + np.arange(n_bins + 1, dtype=np.int64) * bin_size
     bounds = np.searchsorted(codes[order], np.arange(len(chrom_names) + 1))
-    by_mark = np.empty((len(integrals), len(order), n_bins))
+    by_mark = np.empty((len(signals), len(order), n_bins))
     for code, name in enumerate(chrom_names):
         rows = slice(bounds[code], bounds[code + 1])
-        for mark, integral in enumerate(integrals):
-            by_mark[mark, rows] = np.diff(integral.at(name, edges[rows]), axis=1) * sign[rows]
-    binned = np.empty((len(order), n_bins, len(integrals)))
+        for mark, signal in enumerate(signals):
+            by_mark[mark, rows] = signal.bins(name, edges[rows])
+    minus = ~plus[order]
+    by_mark[:, minus] = by_mark[:, minus, ::-1]
+    binned = np.empty((len(order), n_bins, len(signals)))
     binned[order] = by_mark.transpose(1, 2, 0)
     return binned
 
 
-class _Integral:
-    """The cumulative integral of one track's piecewise-constant signal, chromosome by chromosome."""
+class _Signal:
+    """One track's piecewise-constant signal, summed over bins chromosome by chromosome.
+
+    A bin adds up only the intervals it overlaps: the part of the interval at each
+    edge and the whole intervals between. Differences of running totals along the
+    chromosome would be simpler, but one huge value would then swamp every small
+    bin after it (3.4e38 + 0.125 - 3.4e38 is 0).
+    """
 
     def __init__(self, track: Track, aggregate: str):
         self.track = track
         self.aggregate = aggregate
-        self._prefix: dict[str, tuple] = {}
 
-    def at(self, chrom: str, positions: np.ndarray) -> np.ndarray:
-        """The signal integrated from the chromosome start up to each position (exclusive)."""
-        if chrom not in self._prefix:
-            intervals = self.track.chroms[chrom]
-            lengths = intervals.ends - intervals.starts
-            # Sum mode spreads each value over its bases, so a whole interval contributes its value.
-            mass = intervals.values if self.aggregate == "sum" else intervals.values * lengths
-            before = np.concatenate(([0.0], np.cumsum(mass)[:-1]))
-            self._prefix[chrom] = (intervals.starts, lengths, intervals.values, before)
-        starts, lengths, values, before = self._prefix[chrom]
+    def bins(self, chrom: str, edges: np.ndarray) -> np.ndarray:
+        """``edges``: genes x (bins + 1) ascending positions; returns genes x bins."""
+        intervals = self.track.chroms[chrom]
+        starts, values = intervals.starts, intervals.values
+        lengths = intervals.ends - starts
         if len(starts) == 0:
-            return np.zeros(positions.shape)
-        index = np.searchsorted(starts, positions, side="right") - 1
-        inside = index >= 0
-        index = np.maximum(index, 0)
-        covered = np.clip(positions - starts[index], 0, lengths[index])
+            return np.zeros((edges.shape[0], edges.shape[1] - 1))
+        # The interval starting at or before each edge (-1: none), and its bases before the edge.
+        index = np.searchsorted(starts, edges, side="right") - 1
+        known = index >= 0
+        at = np.maximum(index, 0)
+        covered = np.where(known, np.clip(edges - starts[at], 0, lengths[at]), 0)
+        first, last = index[:, :-1], index[:, 1:]
+        # Bases of the edge's interval before it (head), after it (tail), and, when both
+        # edges of a bin lie in one interval or gap, between them (within).
+        within_bases = covered[:, 1:] - covered[:, :-1]
         if self.aggregate == "sum":
-            # value * covered / length (not density * covered) keeps whole intervals exact.
-            partial = values[index] * covered / lengths[index]
+            # Sum mode spreads each value over its bases: a whole interval contributes its
+            # value, and value * bases / length (not density * bases) keeps that exact.
+            mass = values
+            head = values[at] * covered / lengths[at]
+            tail = values[at] * (lengths[at] - covered) / lengths[at]
+            within = values[at[:, :-1]] * within_bases / lengths[at[:, :-1]]
         else:
-            partial = values[index] * covered
-        return np.where(inside, before[index] + partial, 0.0)
+            mass = values * lengths
+            head = values[at] * covered
+            tail = values[at] * (lengths[at] - covered)
+            within = values[at[:, :-1]] * within_bases
+        tail[~known] = 0.0
+        between = _segment_sums(mass, first + 1, last)
+        return np.where(first == last, within, tail[:, :-1] + between + head[:, 1:])
+
+
+def _segment_sums(values: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``values[first:stop]`` summed for every pair of entries (0 where empty), each sum on its own."""
+    bounds = np.empty(2 * first.size, dtype=np.int64)
+    bounds[0::2] = first.ravel()
+    bounds[1::2] = stop.ravel()
+    np.maximum(bounds, 0, out=bounds)  # a stop of -1 (empty segment) is masked below
+    # reduceat sums values[bounds[i]:bounds[i+1]]: the even entries are the segments
+    # asked for, the odd ones what lies between them. The zero keeps every bound in range.
+    sums = np.add.reduceat(np.append(values, 0.0), bounds)[0::2].reshape(first.shape)
+    return np.where(stop > first, sums, 0.0)
 
 
 # cells ---------------------------------------------------------------------------
