@@ -264,6 +264,18 @@ def _expression_check(result, lines):
     assert result == _expression_expected(lines)
 
 
+def _deepdiff_expression_check(result, lines):
+    values, first = {}, True
+    for line in _read_lines(lines, skip=lambda line: line.startswith("#")):
+        gene, value = line.split("\t")
+        try:
+            values[gene.strip()] = float(value)
+        except ValueError:
+            assert first, line  # only a first line may be a header
+        first = False
+    assert result == values
+
+
 def _deepdiff_expression_parse(path: Path):
     from histcli.sources.common import read_expression_table
 
@@ -362,7 +374,7 @@ LAYOUTS = {
         Layout("expression", "expr.tsv", "\t", True, [1], NOT_NUMBERS, True,
                _expression_valid, _expression_parse, _expression_check),
         Layout("deepdiff-expression", "expr.tsv", "\t", True, [1], NOT_NUMBERS, True,
-               _expression_valid, _deepdiff_expression_parse, _expression_check),
+               _expression_valid, _deepdiff_expression_parse, _deepdiff_expression_check),
         Layout("predict-long", "long.tsv", "\t", True, [1, 2, 3], BAD_COUNTS, True,
                _long_valid, _predict, _model_input_check(_long_expected)),
         Layout("predict-wide", "wide.tsv", "\t", True, [1, 2, 3, 4, 5, 6], BAD_COUNTS, True,
