@@ -404,28 +404,29 @@ class _Signal:
         lengths = intervals.ends - starts
         if len(starts) == 0:
             return np.zeros((edges.shape[0], edges.shape[1] - 1))
-        # The interval starting at or before each edge (-1: none), and its bases before the edge.
+        # The interval starting at or before each edge (-1: none), and its bases before the
+        # edge (0 for an edge before the first interval: the clip sees a negative distance).
         index = np.searchsorted(starts, edges, side="right") - 1
-        known = index >= 0
         at = np.maximum(index, 0)
-        covered = np.where(known, np.clip(edges - starts[at], 0, lengths[at]), 0)
+        value, length = values[at], lengths[at]
+        covered = np.clip(edges - starts[at], 0, length)
         first, last = index[:, :-1], index[:, 1:]
-        # Bases of the edge's interval before it (head), after it (tail), and, when both
-        # edges of a bin lie in one interval or gap, between them (within).
+        # The parts of the edge's interval before it (head) and after it (tail), and, when
+        # both edges of a bin lie in one interval or gap, the part between them (within).
         within_bases = covered[:, 1:] - covered[:, :-1]
         if self.aggregate == "sum":
             # Sum mode spreads each value over its bases: a whole interval contributes its
             # value, and value * bases / length (not density * bases) keeps that exact.
             mass = values
-            head = values[at] * covered / lengths[at]
-            tail = values[at] * (lengths[at] - covered) / lengths[at]
-            within = values[at[:, :-1]] * within_bases / lengths[at[:, :-1]]
+            head = value * covered / length
+            tail = value * (length - covered) / length
+            within = value[:, :-1] * within_bases / length[:, :-1]
         else:
             mass = values * lengths
-            head = values[at] * covered
-            tail = values[at] * (lengths[at] - covered)
-            within = values[at[:, :-1]] * within_bases
-        tail[~known] = 0.0
+            head = value * covered
+            tail = value * (length - covered)
+            within = value[:, :-1] * within_bases
+        tail[index < 0] = 0.0
         between = _segment_sums(mass, first + 1, last)
         return np.where(first == last, within, tail[:, :-1] + between + head[:, 1:])
 
