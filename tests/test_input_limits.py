@@ -21,7 +21,7 @@ from histcli.sources import deepchrome, deepdiff
 from histcli.sources.annotation import read_genes
 from histcli.sources.common import labels_from_expression
 from histcli.sources.tracks import read_track, read_tracks_cell
-from histcli.store import Store
+from histcli.store import SPLIT_CODES, Store
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # 3.4028235e38
 INT64_MAX = 2**63 - 1
@@ -384,3 +384,14 @@ def test_an_infinite_bin_is_refused_before_it_is_cast(tmp_path):
     train.write_text(train.read_text().replace("train0,3,", "train0,inf,", 1))
     with pytest.raises(InputError, match=r"train.csv, line 3, field bin: 'inf' is not a finite number"):
         deepchrome.read_cell("c", {s: folder / f"{s}.csv" for s in ("train", "valid", "test")})
+
+
+def test_a_chromosome_split_may_name_chromosomes_in_the_other_style(tmp_path):
+    genes = UCSC_GENES.replace("chrM", "MT").replace("chr", "")
+    notes: list[str] = []
+    cell = _style_cell(tmp_path, genes, ENSEMBL_LINES, ENSEMBL_LINES, notes,
+                       split_by_chromosome={"test": ["chr2"], "valid": ["chrM", "chr9"]})
+    assert cell.split.tolist() == [SPLIT_CODES[s] for s in ("train", "train", "valid", "test")]
+    assert notes == ["chromosome split: chr2 (test) taken as 2, as genes.bed names chromosomes Ensembl-style",
+                     "chromosome split: chrM (valid) taken as MT, as genes.bed names chromosomes Ensembl-style",
+                     "chromosome split: no gene of the cell lies on chr9 (valid)"]

@@ -791,9 +791,16 @@ def _split_from_file(table: GeneTable, path: Path, notes: list[str]) -> np.ndarr
 
 def _split_by_chromosome(table: GeneTable, by_chromosome: dict[str, list[str]], notes: list[str]) -> np.ndarray:
     codes = np.full(len(table), SPLIT_CODES["train"], dtype=np.uint8)
+    genes_style = chromosome_style(table.chrom)
     for split_name, chroms in by_chromosome.items():
         for chrom in chroms:
             on_chrom = table.chrom == chrom
+            # chr8 given for genes named 8 (or the other way): the same chromosome.
+            if not on_chrom.any() and genes_style != MIXED and in_style(chrom, genes_style) != chrom:
+                on_chrom = table.chrom == in_style(chrom, genes_style)
+                if on_chrom.any():
+                    notes.append(f"chromosome split: {chrom} ({split_name}) taken as {in_style(chrom, genes_style)}, "
+                                 f"as {table.path.name} names chromosomes {genes_style}-style")
             if not on_chrom.any():
                 notes.append(f"chromosome split: no gene of the cell lies on {chrom} ({split_name})")
             codes[on_chrom] = SPLIT_CODES[split_name]
