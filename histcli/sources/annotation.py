@@ -103,7 +103,7 @@ def chromosome_style(names) -> str:
 
 
 def in_style(name: str, style: str) -> str:
-    """A chromosome's name in the other style: chr1 <-> 1, chrM <-> MT (M, as in older files, -> chrM)."""
+    """A chromosome's name in ``style``: chr1 <-> 1, chrM <-> MT (M, as in older files, -> chrM)."""
     if style == UCSC:
         if name.startswith("chr"):
             return name

@@ -35,9 +35,9 @@ def parse_integer(text: str) -> int:
     return int(text)
 
 
-def too_large(value: str | float, limit: float = MAX_COUNT) -> str:
-    """The message for a value beyond what its destination type holds."""
-    return f"{value} is too large: at most {limit:.8g} (float32) can be stored"
+def too_large(text: str) -> str:
+    """The message for a count or track value beyond what float32 holds."""
+    return f"{text} is too large: at most {MAX_COUNT:.8g} (float32) can be stored"
 
 _ENSEMBL = re.compile(r"(ENS[A-Z]*G\d{11})(?:\.\d+)?")
 
