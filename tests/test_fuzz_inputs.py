@@ -11,7 +11,9 @@ fixed-column layout) must give the error; mutations that keep a file valid
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,13 +60,34 @@ class Layout:
     fixed_columns: bool  # a field more or less is an error
     valid: Callable  # draw -> list of lines
     parse: Callable  # path -> result (raises InputError)
-    expected: Callable  # (list of lines) -> what a plain reading gives, comparable with result
+    check: Callable  # (result, lines) -> asserts the result is what a plain reading of the lines gives
+    # Whether the parser splits lines like str.splitlines (also at \x0b, \x1c, \u2028 ...)
+    # rather than only at \n, \r\n and \r like pandas and Python's files.
+    splitlines: bool = False
 
 
 def _counts(draw, n: int) -> list[str]:
-    values = draw(st.lists(st.one_of(st.integers(0, 3000), st.floats(0, 1e6, allow_nan=False).map(lambda v: round(v, 3)),
-                                     st.sampled_from([FLOAT32_MAX, 1e19])), min_size=n, max_size=n))
+    number = st.one_of(st.integers(0, 3000), st.floats(0, 1e6, allow_nan=False).map(lambda v: round(v, 3)),
+                       st.sampled_from([FLOAT32_MAX, 1e19]))
+    values = draw(st.lists(number, min_size=n, max_size=n))
     return [repr(v) if isinstance(v, float) else str(v) for v in values]
+
+
+_NUMBER = re.compile(r"\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)\s*", re.IGNORECASE)
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+
+
+def _number(text: str) -> float:
+    """A number as the file formats define it: ASCII digits, no digit separators."""
+    if not (text.isascii() and _NUMBER.fullmatch(text)):
+        raise ValueError(text)
+    return float(text)
+
+
+def _integer(text: str) -> int:
+    if not (text.isascii() and _INTEGER.fullmatch(text)):
+        raise ValueError(text)
+    return int(text)
 
 
 def _read_lines(lines: list[str], skip=lambda line: False) -> list[str]:
@@ -104,8 +127,8 @@ def _deepchrome_expected(lines: list[str]):
     genes: dict = {}
     for line in _read_lines(lines):
         fields = line.split(",")
-        row = genes.setdefault(fields[0], ({}, int(float(fields[7]))))[0]
-        row[int(float(fields[1]))] = [float(v) for v in fields[2:7]]
+        row = genes.setdefault(fields[0], ({}, int(_number(fields[7]))))[0]
+        row[int(_number(fields[1]))] = [_number(v) for v in fields[2:7]]
     return {gene: ([rows[b] for b in sorted(rows)], label) for gene, (rows, label) in genes.items()}
 
 
@@ -151,7 +174,7 @@ def _deepdiff_check(result, lines):
     for line in _read_lines(lines):
         fields = line.split(",")
         gene, _, bin_text = fields[0].rpartition("_")
-        genes.setdefault(gene, {})[int(bin_text)] = [float(v) for v in fields[1:]]
+        genes.setdefault(gene, {})[_integer(bin_text)] = [_number(v) for v in fields[1:]]
     # Genes without an expression value are left out (drop_missing).
     expected = {gene: [rows[b] for b in sorted(rows)] for gene, rows in genes.items()
                 if gene[:15] in {f"ENSG{g:011d}" for g in range(10)}}
@@ -183,9 +206,9 @@ def _bedgraph_parse(path: Path):
 
 def _bedgraph_expected(lines):
     chroms: dict = {}
-    for line in _read_lines(lines, skip=lambda line: line.startswith(("track", "browser", "#"))):
+    for line in _read_lines(lines, skip=lambda line: re.match(r"(track|browser)\b|#", line)):
         chrom, start, end, value = line.split("#")[0].split()
-        chroms.setdefault(chrom, []).append((int(start), int(end), float(value)))
+        chroms.setdefault(chrom, []).append((_integer(start), _integer(end), _number(value)))
     return {chrom: sorted(rows) for chrom, rows in chroms.items()}
 
 
@@ -219,7 +242,7 @@ def _bed_expected(lines):
     genes, seen = [], set()
     for line in _read_lines(lines, skip=lambda line: line.startswith(("track", "browser", "#"))):
         fields = line.split("\t") if "\t" in line else line.split()
-        chrom, start, end, name = fields[0].strip(), int(fields[1]), int(fields[2]), fields[3].strip()
+        chrom, start, end, name = fields[0].strip(), _integer(fields[1]), _integer(fields[2]), fields[3].strip()
         strand = fields[5].strip() if len(fields) >= 6 else "."
         if gene_key(name) in seen:
             continue
@@ -252,10 +275,13 @@ def _expression_expected(lines):
     values, first = {}, True
     for line in _read_lines(lines, skip=lambda line: line.split()[0].startswith("#")):
         gene, value = line.split() if len(line.split()) > 1 else line.split(",")
-        try:
-            values[gene.strip()] = float(value)
-        except ValueError:
-            assert first, line  # only a first line may be a header
+        number = _number(value) if _NUMBER.fullmatch(value) and value.isascii() else math.nan
+        if math.isfinite(number):
+            # Genes are matched by the Ensembl id inside the name.
+            ensembl = re.search(r"ENS[A-Z]*G\d{11}", gene)
+            values[ensembl.group(0) if ensembl else gene.strip()] = number
+        else:
+            assert first, line  # only a first line may be a header (here: one without a finite value)
         first = False
     return values
 
@@ -269,7 +295,7 @@ def _deepdiff_expression_check(result, lines):
     for line in _read_lines(lines, skip=lambda line: line.startswith("#")):
         gene, value = line.split("\t")
         try:
-            values[gene.strip()] = float(value)
+            values[gene.strip()] = _number(value)
         except ValueError:
             assert first, line  # only a first line may be a header
         first = False
@@ -333,7 +359,7 @@ def _long_expected(lines):
     genes: dict = {}
     for line in _read_lines(lines[1:]):
         gene, b, k27, k4 = line.split("\t")
-        genes.setdefault(gene, {})[int(b)] = [float(k4), float(k27)]
+        genes.setdefault(gene, {})[int(_number(b))] = [_number(k4), _number(k27)]
     return {gene: [rows[b] for b in sorted(rows)] for gene, rows in genes.items()}
 
 
@@ -346,7 +372,7 @@ def _wide_expected(lines):
     genes = {}
     for line in _read_lines(lines[1:]):
         fields = line.split("\t")
-        values = [float(v) for v in fields[1:]]
+        values = [_number(v) for v in fields[1:]]
         genes[fields[0]] = [[values[2 * b + 1], values[2 * b]] for b in range(3)]
     return genes
 
@@ -370,11 +396,12 @@ LAYOUTS = {
                _deepdiff_valid, _deepdiff_parse, _deepdiff_check),
         Layout("bedgraph", "t.bedGraph", "\t", True, [1, 2, 3], BAD_COUNTS, True,
                _bedgraph_valid, _bedgraph_parse, _bedgraph_check),
-        Layout("bed", "genes.bed", "\t", False, [1, 2], BAD_COUNTS, False, _bed_valid, _bed_parse, _bed_check),
+        Layout("bed", "genes.bed", "\t", False, [1, 2], BAD_COUNTS, False, _bed_valid, _bed_parse, _bed_check,
+               splitlines=True),
         Layout("expression", "expr.tsv", "\t", True, [1], NOT_NUMBERS, True,
-               _expression_valid, _expression_parse, _expression_check),
+               _expression_valid, _expression_parse, _expression_check, splitlines=True),
         Layout("deepdiff-expression", "expr.tsv", "\t", True, [1], NOT_NUMBERS, True,
-               _expression_valid, _deepdiff_expression_parse, _deepdiff_expression_check),
+               _expression_valid, _deepdiff_expression_parse, _deepdiff_expression_check, splitlines=True),
         Layout("predict-long", "long.tsv", "\t", True, [1, 2, 3], BAD_COUNTS, True,
                _long_valid, _predict, _model_input_check(_long_expected)),
         Layout("predict-wide", "wide.tsv", "\t", True, [1, 2, 3, 4, 5, 6], BAD_COUNTS, True,
@@ -457,9 +484,12 @@ def mutated(draw, layout: Layout):
     return original, data, benign, breaking
 
 
-def _plain_lines(data: bytes) -> list[str]:
-    """The lines a plain reader sees: UTF-8 (bad bytes replaced), without a BOM, any line end."""
-    return data.decode("utf-8", errors="replace").removeprefix("\ufeff").splitlines()
+def _plain_lines(data: bytes, layout: Layout) -> list[str]:
+    """The lines a plain reader sees: UTF-8 (bad bytes replaced), without a BOM, split at line ends."""
+    text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    if layout.splitlines:
+        return text.splitlines()
+    return re.split(r"\r\n|\r|\n", text.removesuffix("\n").removesuffix("\r"))
 
 
 def _parse_in(folder: str, layout: Layout, data: bytes):
@@ -472,9 +502,10 @@ def _parse_in(folder: str, layout: Layout, data: bytes):
 
 
 def _assert_clean_error(error: InputError, path: Path) -> None:
+    """One line naming an input file: the mutated one, or one it no longer agrees with."""
     message = str(error)
     assert "\n" not in message and "\r" not in message, message
-    assert message.startswith(str(path)), message
+    assert message.startswith(str(path.parent)), message
 
 
 # properties ---------------------------------------------------------------------------------
@@ -515,11 +546,11 @@ def test_mutated_files_give_their_values_or_one_clean_error(name, data):
         if not breaking:
             # A byte-order mark and CRLF line ends change nothing.
             assert error is None, (benign, error)
-            layout.expected(result, original)
+            layout.check(result, original)
         elif error is not None:
             _assert_clean_error(error, path)
         else:
-            layout.expected(result, _plain_lines(mutated_bytes))
+            layout.check(result, _plain_lines(mutated_bytes, layout))
 
 
 # through the command line: a few examples each, checking the store and output are untouched ---
@@ -557,7 +588,7 @@ def test_prepare_deepchrome_through_the_command_line(cli_store, data):
         _assert_cli_outcome(result, cli_store, digest)
         assert (result.code == 0) == expected_ok, result.stderr
         if expected_ok:
-            _deepchrome_check(_train_genes(Store(cli_store).load("fuzz")), _plain_lines(mutated_bytes))
+            _deepchrome_check(_train_genes(Store(cli_store).load("fuzz")), _plain_lines(mutated_bytes, layout))
 
 
 @CLI
@@ -576,7 +607,7 @@ def test_prepare_tracks_through_the_command_line(cli_store, data):
         _assert_cli_outcome(result, cli_store, digest)
         if result.code == 0:
             # The gene's bins [0,10) and [10,20), [20,30), [30,40): sums over the drawn intervals.
-            track = _bedgraph_expected(_plain_lines(mutated_bytes)).get("chr1", [])
+            track = _bedgraph_expected(_plain_lines(mutated_bytes, layout)).get("chr1", [])
             expected = [sum(v * max(0, min(e, lo + 10) - max(s, lo)) / (e - s) for s, e, v in track)
                         for lo in (0, 10, 20, 30)]
             stored = Store(cli_store).load("fuzzt").counts_array()[0, :, 0]

@@ -49,12 +49,12 @@ def store(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("count", ["1e40", "3.5e38", "1e400", "-1e40"])
+@pytest.mark.parametrize("count", ["1e40", "3.4028236e38", "1e400", "-1e40"])
 def test_deepchrome_counts_beyond_float32_are_refused(tmp_path, store, count):
     folder = _deepchrome_folder(tmp_path / "bad", count)
     digest = file_digest(store)
     result = run_cli("prepare", "deepchrome", folder, "--cell", "bad", "--store", store)
-    expected = {"1e40": "too large", "3.5e38": "too large", "1e400": "not a finite number", "-1e40": "negative"}
+    expected = {"1e40": "too large", "3.4028236e38": "too large", "1e400": "not a finite number", "-1e40": "negative"}
     assert_one_line_error(result, "train.csv", "line 2", "field H3K27me3", expected[count])
     assert "Warning" not in result.stderr
     assert file_digest(store) == digest
@@ -69,10 +69,11 @@ def test_whole_counts_beyond_int64_are_stored_as_float32(tmp_path):
     assert counts.dtype == np.float32
     assert counts[0, 1, 0] == np.float32(1e19)
     assert counts[0, :, 1].tolist() == [2, 2, 2, 2] and counts[0, 0, 0] == 1
-    # The largest float32 itself fits.
-    _deepchrome_folder(tmp_path / "edge", repr(FLOAT32_MAX))
-    edge = deepchrome.read_cell("edge", {s: tmp_path / "edge" / f"{s}.csv" for s in files})
-    assert np.concatenate(edge.counts)[0, 1, 0] == np.float32(FLOAT32_MAX)
+    # The largest float32 itself fits, also as printed (3.4028235e38 is a little more, and rounds to it).
+    for text in (repr(FLOAT32_MAX), "3.4028235e38"):
+        folder = _deepchrome_folder(tmp_path / text, text)
+        edge = deepchrome.read_cell("edge", {s: folder / f"{s}.csv" for s in files})
+        assert np.concatenate(edge.counts)[0, 1, 0] == np.float32(FLOAT32_MAX)
 
 
 def _deepdiff_folder(folder: Path, bad_row: str) -> Path:
@@ -94,7 +95,8 @@ def _deepdiff_folder(folder: Path, bad_row: str) -> Path:
     ("ENSG00000000002_B_\u0663,1,2,3,4,5", ("line 2", "field gene_bin", "'\u0663' is not a number")),
     # float() reads "1e0" as 1, but a bin in a gene_bin field is plain digits.
     ("ENSG00000000002_B_1e0,1,2,3,4,5", ("line 2", "field gene_bin", "bin '1e0' is not a positive whole number")),
-    ("ENSG00000000002_B_99999999999999999999999,1,2,3,4,5", ("gene ENSG00000000002_B", "bin 99999999999999991611392 is outside 1..2")),
+    ("ENSG00000000002_B_99999999999999999999999,1,2,3,4,5",
+     ("gene ENSG00000000002_B", "bin 99999999999999991611392 is outside 1..2")),
 ])
 def test_deepdiff_values_beyond_their_types_name_the_line(tmp_path, row, fragments):
     folder = _deepdiff_folder(tmp_path / "dd", row)
@@ -144,8 +146,9 @@ def test_bedgraph_values_and_coordinates_beyond_their_types(tmp_path, line, frag
 
 
 def test_the_largest_float32_value_is_a_valid_bedgraph_value(tmp_path):
-    track = read_track(_write(tmp_path / "t.bedGraph", f"chr1\t0\t10\t{FLOAT32_MAX!r}\n"))
-    assert track.chroms["chr1"].values.tolist() == [FLOAT32_MAX]
+    track = read_track(_write(tmp_path / "t.bedGraph", f"chr1\t0\t10\t{FLOAT32_MAX!r}\nchr1\t10\t20\t3.4028235e38\n"))
+    assert track.chroms["chr1"].values.tolist() == [FLOAT32_MAX, 3.4028235e38]
+    assert np.float32(3.4028235e38) == np.float32(FLOAT32_MAX)
 
 
 @pytest.mark.parametrize("name, text, field", [
@@ -161,7 +164,8 @@ def test_gene_coordinates_beyond_int64_are_refused(tmp_path, name, text, field):
 def test_a_window_reaching_past_the_largest_position_names_the_gene(tmp_path):
     track = _write(tmp_path / "t.bedGraph", "chr1\t0\t10\t1\n")
     tss = INT64_MAX - 500
-    genes = _write(tmp_path / "g.bed", f"chr1\t5\t6\tENSG00000000001\t0\t+\nchr1\t{tss}\t{tss + 1}\tENSG00000000002\t0\t-\n")
+    genes = _write(tmp_path / "g.bed", f"chr1\t5\t6\tENSG00000000001\t0\t+\n"
+                                       f"chr1\t{tss}\t{tss + 1}\tENSG00000000002\t0\t-\n")
     with pytest.raises(InputError, match=r"g.bed, line 2: gene ENSG00000000002: TSS \d+ plus the window of 1000 bp"):
         read_tracks_cell("c", tracks={"H3K4me3": track}, genes=genes, bin_size=100, window=1000)
 
@@ -233,7 +237,10 @@ def _wide(path: Path, value: str) -> Path:
 
 @pytest.mark.parametrize("layout", ["long", "wide"])
 def test_predict_refuses_values_beyond_float32_and_scores_the_largest(tiny_model, tmp_path, layout):
-    write, field, line = (_long, "field H3K27me3", "line 4") if layout == "long" else (_wide, "field H3K27me3_4", "line 3")
+    if layout == "long":
+        write, field, line = _long, "field H3K27me3", "line 4"
+    else:
+        write, field, line = _wide, "field H3K27me3_4", "line 3"
     bad = write(tmp_path / "bad.tsv", "1e39")
     out = tmp_path / "out.tsv"
     result = run_cli("predict", "logistic", bad, "--cell", "sim01", "-o", out, env=tiny_model)

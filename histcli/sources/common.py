@@ -17,6 +17,9 @@ _INT32_MAX = np.iinfo(np.int32).max
 _INT64_LIMIT = 2.0**63
 #: The largest count the store (and a model's float32 input) can hold.
 MAX_COUNT = float(np.finfo(np.float32).max)
+#: The smallest number float32 rounds to infinity (half a float32 step above MAX_COUNT):
+#: counts must stay below it, so that "3.4028235e38", float32's maximum as printed, is one.
+COUNT_OVERFLOW = MAX_COUNT + 2.0**103
 #: The largest genomic position held (coordinates are int64).
 MAX_POSITION = int(np.iinfo(np.int64).max)
 
@@ -86,7 +89,7 @@ class CountBlocks:
     Integral input is kept as int32 (int64 if a value needs it), anything else
     as float32, so a cell never sits in memory at float64 size. A non-integral
     block (or a whole number beyond int64) arriving late converts the earlier
-    blocks one at a time. Callers check values against ``MAX_COUNT`` first.
+    blocks one at a time. Callers check that values stay below ``COUNT_OVERFLOW``.
     """
 
     def __init__(self) -> None:

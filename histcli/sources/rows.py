@@ -17,7 +17,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError
-from histcli.sources.common import MAX_COUNT, CountBlocks, is_gzip, parse_number, too_large
+from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, parse_number, too_large
 
 CHUNK_ROWS = 200_000
 
@@ -57,7 +57,7 @@ def _problem(text: str, field: Field) -> str | None:
             return f"label {text!r} is not 0 or 1"
     elif value < 0:
         return f"negative value {text}; expected a non-negative count"
-    elif value > MAX_COUNT:
+    elif value >= COUNT_OVERFLOW:
         return too_large(text)
     return None
 
@@ -223,7 +223,8 @@ class GeneBlocks:
 
     def _check_values(self, bins, values, labels, lines) -> None:
         bad = ~np.isfinite(bins) | (bins < 1) | (bins != np.floor(bins))
-        bad |= ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1) | (values > MAX_COUNT).any(axis=1)
+        bad |= ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+        bad |= (values >= COUNT_OVERFLOW).any(axis=1)
         if labels is not None:
             bad |= (labels != 0) & (labels != 1)
         if bad.any():

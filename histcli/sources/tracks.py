@@ -73,6 +73,7 @@ from histcli.sources.annotation import (
     style_examples,
 )
 from histcli.sources.common import (
+    COUNT_OVERFLOW,
     MAX_COUNT,
     MAX_POSITION,
     CountBlocks,
@@ -213,7 +214,7 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     values = frame[3].to_numpy(np.float64)
     if (starts < 0).any() or (ends <= starts).any() or not np.isfinite(values).all() or (values < 0).any():
         return None
-    if (values > MAX_COUNT).any():
+    if (values >= COUNT_OVERFLOW).any():
         return None
     codes, names = pd.factorize(frame[0], sort=False)
     order = np.lexsort((starts, codes))
@@ -261,7 +262,7 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
             return InputError(path, f"value {value_text} is infinite", line=number, field="value")
         if value < 0:
             return InputError(path, f"negative value {value_text}", line=number, field="value")
-        if value > MAX_COUNT:
+        if value >= COUNT_OVERFLOW:
             return InputError(path, too_large(value_text), line=number, field="value")
         records.append((chrom, start, end, number))
     records.sort()
@@ -340,7 +341,7 @@ def iter_binned(
         )
         if aggregate == "mean":
             binned /= bin_size
-        if binned.size and binned.max() > MAX_COUNT:
+        if binned.size and binned.max() >= COUNT_OVERFLOW:
             raise _bin_too_large(binned, list(tracks.values()), genes.select(block), bin_size, window, aggregate)
         yield binned
 
@@ -348,7 +349,7 @@ def iter_binned(
 def _bin_too_large(binned, tracks: list[Track], genes: GeneTable, bin_size: int, window: int,
                    aggregate: str) -> InputError:
     """Values that each fit float32 can add up to more in one bin: name the first such bin."""
-    gene, k, mark = (int(i) for i in np.unravel_index(np.argmax(binned > MAX_COUNT), binned.shape))
+    gene, k, mark = (int(i) for i in np.unravel_index(np.argmax(binned >= COUNT_OVERFLOW), binned.shape))
     tss = int(genes.tss[gene])
     if genes.strand[gene] == "+":
         low = tss - window + k * bin_size
