@@ -32,7 +32,7 @@ from histcli import interrupt
 from histcli.errors import InputError, StdoutClosed
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
-from histcli.sources.common import is_gzip
+from histcli.sources.common import COUNT_OVERFLOW, is_gzip
 from histcli.sources.rows import Field, GeneBlocks, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
@@ -331,7 +331,7 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
     found = []
     for index, column in enumerate(header[1:], start=1):
         name, sep, bin_text = column.rpartition("_")
-        if not sep or not bin_text.isdigit():
+        if not sep or not (bin_text.isascii() and bin_text.isdigit()):
             raise InputError(shown, f"column {column!r} is neither 'bin' (long layout) nor <mark>_<bin> "
                                     "(wide layout)", line=1, field=column)
         mark = _mark_of(name, shown, column)
@@ -355,6 +355,7 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
             for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
                 values = chunk.iloc[:, 1:].to_numpy(np.float64)
                 bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+                bad |= (values >= COUNT_OVERFLOW).any(axis=1)
                 if bad.any():
                     line = first_line + int(np.argmax(bad))
                     raise (first_bad_line(path, schema, start=line, sep="\t")

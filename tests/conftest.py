@@ -91,3 +91,16 @@ def workspace(tmp_path_factory) -> Workspace:
         result = ws.run("train", "--all-cells", "--arch", arch, "--epochs", 4, "--device", "cpu", "-q")
         assert result.code == 0, result.stderr
     return ws
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> dict:
+    """Environment naming a store with one simulated cell (sim01, 60 genes x 4 bins) and a logistic
+    model trained on it for two epochs: enough for ``predict`` to run (a few seconds)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    env = {"HISTCLI_STORE": str(folder / "s.h5"), "HISTCLI_MODELS": str(folder / "models")}
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 60, "--bins", 4, "-q", env=env).code == 0
+    result = run_cli("train", "--all-cells", "--arch", "logistic", "--epochs", 2, "--threads", 1,
+                     "--device", "cpu", "-q", env=env)
+    assert result.code == 0, result.stderr
+    return env

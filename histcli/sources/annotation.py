@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from histcli.errors import InputError
-from histcli.sources.common import ensembl_id, read_bytes
+from histcli.sources.common import MAX_POSITION, ensembl_id, parse_integer, read_bytes
 
 _SKIPPED_PREFIXES = ("#", "track", "browser")
 _GTF_ATTRIBUTE = re.compile(r'(\w+)\s+"([^"]*)"')
@@ -87,6 +87,40 @@ def gene_key(name: str) -> str:
     """The identifier genes are matched by: the Ensembl id, keeping a ``_PAR_Y`` suffix."""
     key = ensembl_id(name)
     return key + "_PAR_Y" if name.endswith("_PAR_Y") and key != name else key
+
+
+UCSC = "UCSC"
+ENSEMBL = "Ensembl"
+MIXED = "mixed"
+
+
+def chromosome_style(names) -> str:
+    """How a file names chromosomes: UCSC (chr1, chrM), Ensembl (1, MT) or mixed, by the ``chr`` prefix."""
+    prefixed = {name.startswith("chr") for name in names}
+    if prefixed == {True}:
+        return UCSC
+    return ENSEMBL if prefixed == {False} else MIXED
+
+
+def in_style(name: str, style: str) -> str:
+    """A chromosome's name in ``style``: chr1 <-> 1, chrM <-> MT (M, as in older files, -> chrM)."""
+    if style == UCSC:
+        if name.startswith("chr"):
+            return name
+        return "chrM" if name in ("MT", "M") else "chr" + name
+    if not name.startswith("chr"):
+        return name
+    bare = name[3:]
+    return "MT" if bare == "M" else bare
+
+
+def style_examples(names, shown: int = 3) -> str:
+    """The first few names in natural order (chr2 before chr10): "chr1, chr2, chrM"."""
+    def natural(name: str):
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+    ordered = sorted(set(names), key=natural)
+    return ", ".join(ordered[:shown]) + (", ..." if len(ordered) > shown else "")
 
 
 def read_genes(path: Path) -> GeneTable:
@@ -140,9 +174,13 @@ def _format(path: Path, lines: list[str]) -> str:
 
 def _integer(path: Path, text: str, number: int, field: str) -> int:
     try:
-        return int(text)
+        value = parse_integer(text)
     except ValueError:
         raise InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field) from None
+    if value > MAX_POSITION:
+        raise InputError(path, f"coordinate {text} is beyond the largest position {MAX_POSITION}",
+                         line=number, field=field)
+    return value
 
 
 def _bed_records(path: Path, lines: list[str]) -> list[tuple]:

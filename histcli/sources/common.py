@@ -13,6 +13,34 @@ from histcli.errors import InputError
 
 #: Integral counts above this no longer fit int32 and are stored as int64.
 _INT32_MAX = np.iinfo(np.int32).max
+#: Whole-number counts from here on do not fit int64 (2**63 is the first float64 beyond it).
+_INT64_LIMIT = 2.0**63
+#: The largest count the store (and a model's float32 input) can hold.
+MAX_COUNT = float(np.finfo(np.float32).max)
+#: The smallest number float32 rounds to infinity (half a float32 step above MAX_COUNT):
+#: counts must stay below it, so that "3.4028235e38", float32's maximum as printed, is one.
+COUNT_OVERFLOW = MAX_COUNT + 2.0**103
+#: The largest genomic position held (coordinates are int64).
+MAX_POSITION = int(np.iinfo(np.int64).max)
+
+
+def parse_number(text: str) -> float:
+    """``float(text)`` for ASCII numbers only: float() also takes "1_000" and other scripts' digits ("٣")."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"{text!r} is not a number")
+    return float(text)
+
+
+def parse_integer(text: str) -> int:
+    """``int(text)`` for ASCII digits only (see :func:`parse_number`)."""
+    if not text.isascii() or "_" in text:
+        raise ValueError(f"{text!r} is not an integer")
+    return int(text)
+
+
+def too_large(text: str) -> str:
+    """The message for a count or track value beyond what float32 holds."""
+    return f"{text} is too large: at most {MAX_COUNT:.8g} (float32) can be stored"
 
 _ENSEMBL = re.compile(r"(ENS[A-Z]*G\d{11})(?:\.\d+)?")
 
@@ -32,8 +60,12 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_bytes(path: Path) -> bytes:
-    """The whole (possibly gzip-compressed) file; empty or truncated gzip is an InputError."""
+    """The whole (possibly gzip-compressed) file without a leading UTF-8 byte-order mark;
+    empty or truncated gzip is an InputError."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -44,9 +76,9 @@ def read_bytes(path: Path) -> bytes:
     if raw[:2] != b"\x1f\x8b":
         if path.suffix == ".gz":
             raise InputError(path, "empty file, expected gzip data" if not raw else "not gzip data despite the .gz name")
-        return raw
+        return raw.removeprefix(_BOM)
     try:
-        return gzip.decompress(raw)
+        return gzip.decompress(raw).removeprefix(_BOM)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(path, f"truncated or corrupt gzip data ({exc})") from None
 
@@ -56,7 +88,8 @@ class CountBlocks:
 
     Integral input is kept as int32 (int64 if a value needs it), anything else
     as float32, so a cell never sits in memory at float64 size. A non-integral
-    block arriving late converts the earlier blocks one at a time.
+    block (or a whole number beyond int64) arriving late converts the earlier
+    blocks one at a time. Callers check that values stay below ``COUNT_OVERFLOW``.
     """
 
     def __init__(self) -> None:
@@ -65,9 +98,10 @@ class CountBlocks:
 
     def add(self, block: np.ndarray) -> None:
         if self.dtype != np.float32:
-            if not np.array_equal(block, np.floor(block)):
+            largest = block.max() if block.size else 0.0
+            if largest >= _INT64_LIMIT or not np.array_equal(block, np.floor(block)):
                 self._convert(np.dtype(np.float32))
-            elif block.size and block.max() > _INT32_MAX and self.dtype == np.int32:
+            elif largest > _INT32_MAX and self.dtype == np.int32:
                 self._convert(np.dtype(np.int64))
         self.blocks.append(block.astype(self.dtype))
 
@@ -83,7 +117,11 @@ class CountBlocks:
 
 def labels_from_expression(values: np.ndarray) -> tuple[np.ndarray, float]:
     """DeepChrome's labels: 1 where expression is above the median of all genes given."""
-    threshold = float(np.median(values))
+    with np.errstate(over="ignore"):
+        threshold = float(np.median(values))
+    if not np.isfinite(threshold):
+        # The mean of the two middle values overflowed (both near the float64 limit): halve them first.
+        threshold = float(np.median(np.asarray(values) / 2) * 2)
     return (values > threshold).astype(np.int8), threshold
 
 
@@ -108,7 +146,7 @@ def read_expression_table(path: Path, *, sep: str | None = None) -> tuple[np.nda
             raise InputError(path, f"expected 2 columns (gene id, expression), found {len(fields)}", line=number)
         gene, value = fields[0].strip(), fields[1].strip()
         try:
-            number_value = float(value)
+            number_value = parse_number(value)
         except ValueError:
             if first_data_line and not _ENSEMBL.search(gene):
                 first_data_line = False

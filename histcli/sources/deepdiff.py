@@ -68,7 +68,7 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
         blocks = GeneBlocks(path, schema, counts=counts)
         for first_line, chunk in read_chunks(path, schema):
             gene_bin = chunk["gene_bin"].str.rpartition("_")
-            valid = (gene_bin[2].str.isdigit() & (gene_bin[0] != "")).to_numpy()
+            valid = (gene_bin[2].str.fullmatch("[0-9]+") & (gene_bin[0] != "")).to_numpy()
             if not valid.all():
                 blocks.fail_at(first_line + int(np.argmax(~valid)))
             bins = gene_bin[2].astype(np.float64).to_numpy()

@@ -17,7 +17,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError
-from histcli.sources.common import CountBlocks, is_gzip
+from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, parse_number, too_large
 
 CHUNK_ROWS = 200_000
 
@@ -36,9 +36,13 @@ def _problem(text: str, field: Field) -> str | None:
         gene, sep, bin_text = text.rpartition("_")
         if not sep or not gene:
             return f"{text!r} is not <gene>_<bin>"
-        return _problem(bin_text, Field(field.name, "bin"))
+        problem = _problem(bin_text, Field(field.name, "bin"))
+        if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
+            # parse_number takes "1e2" and " 3"; the bin of a gene_bin field is plain digits.
+            problem = f"bin {bin_text!r} is not a positive whole number"
+        return problem
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         return f"{text!r} is not a number"
     if value != value:
@@ -53,6 +57,8 @@ def _problem(text: str, field: Field) -> str | None:
             return f"label {text!r} is not 0 or 1"
     elif value < 0:
         return f"negative value {text}; expected a non-negative count"
+    elif value >= COUNT_OVERFLOW:
+        return too_large(text)
     return None
 
 
@@ -150,7 +156,7 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
 
 def _bins_problem(bins: np.ndarray, n_bins: int) -> str:
     expected = set(range(1, n_bins + 1))
-    values = bins.astype(np.int64).tolist()
+    values = [int(value) for value in bins.tolist()]  # whole numbers (checked), possibly beyond int64
     seen = set()
     for value in values:
         if value not in expected:
@@ -216,8 +222,9 @@ class GeneBlocks:
         self._carry = None
 
     def _check_values(self, bins, values, labels, lines) -> None:
-        bad = np.isnan(bins) | (bins < 1) | (bins != np.floor(bins))
+        bad = ~np.isfinite(bins) | (bins < 1) | (bins != np.floor(bins))
         bad |= ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+        bad |= (values >= COUNT_OVERFLOW).any(axis=1)
         if labels is not None:
             bad |= (labels != 0) & (labels != 1)
         if bad.any():

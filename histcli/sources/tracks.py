@@ -42,10 +42,12 @@ Genes, expression, splits
     expression is above the median over every row of the expression table,
     whether or not its gene is in the cell.
 
-The binning is vectorised: per chromosome and track, the cumulative integral
-of the piecewise-constant signal is evaluated at every bin edge of every gene
-with one ``np.searchsorted``, and bin values are differences of it. Genes are
-processed in blocks of consecutive genes to bound memory.
+The binning is vectorised: per chromosome and track, one ``np.searchsorted``
+finds the interval at every bin edge of every gene, and a bin adds the parts
+of the intervals at its edges to the whole intervals between them (one
+``np.add.reduceat``); it never subtracts running totals, so a huge value does
+not swamp small ones elsewhere on the chromosome. Genes are processed in
+blocks of consecutive genes to bound memory.
 """
 
 from __future__ import annotations
@@ -61,8 +63,26 @@ import pandas as pd
 
 from histcli.errors import InputError, MissingExtraError, UsageError
 from histcli.marks import CORE_MARKS, canonical_mark
-from histcli.sources.annotation import GeneTable, gene_key, read_genes
-from histcli.sources.common import CountBlocks, labels_from_expression, read_bytes
+from histcli.sources.annotation import (
+    MIXED,
+    GeneTable,
+    chromosome_style,
+    gene_key,
+    in_style,
+    read_genes,
+    style_examples,
+)
+from histcli.sources.common import (
+    COUNT_OVERFLOW,
+    MAX_COUNT,
+    MAX_POSITION,
+    CountBlocks,
+    labels_from_expression,
+    parse_integer,
+    parse_number,
+    read_bytes,
+    too_large,
+)
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
 AGGREGATES = ("sum", "mean")
@@ -184,7 +204,8 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
         return None
     if frame.shape[1] != 4:
         return None
-    if not all(pd.api.types.is_integer_dtype(frame[column]) for column in (1, 2)):
+    # uint64 or object columns hold coordinates beyond int64.
+    if not all(frame[column].dtype == np.int64 for column in (1, 2)):
         return None
     if not pd.api.types.is_numeric_dtype(frame[3]) or pd.api.types.is_bool_dtype(frame[3]):
         return None
@@ -192,6 +213,8 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     ends = frame[2].to_numpy(np.int64)
     values = frame[3].to_numpy(np.float64)
     if (starts < 0).any() or (ends <= starts).any() or not np.isfinite(values).all() or (values < 0).any():
+        return None
+    if (values >= COUNT_OVERFLOW).any():
         return None
     codes, names = pd.factorize(frame[0], sort=False)
     order = np.lexsort((starts, codes))
@@ -218,16 +241,19 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
         coordinates = []
         for field, text in (("start", start_text), ("end", end_text)):
             try:
-                coordinates.append(int(text))
+                coordinates.append(parse_integer(text))
             except ValueError:
                 return InputError(path, f"{text!r} is not an integer coordinate", line=number, field=field)
+            if coordinates[-1] > MAX_POSITION:
+                return InputError(path, f"coordinate {text} is beyond the largest position {MAX_POSITION}",
+                                  line=number, field=field)
         start, end = coordinates
         if start < 0:
             return InputError(path, f"negative start {start}", line=number, field="start")
         if end <= start:
             return InputError(path, f"end {end} is not after start {start}", line=number, field="end")
         try:
-            value = float(value_text)
+            value = parse_number(value_text)
         except ValueError:
             return InputError(path, f"{value_text!r} is not a number", line=number, field="value")
         if math.isnan(value):
@@ -236,6 +262,8 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
             return InputError(path, f"value {value_text} is infinite", line=number, field="value")
         if value < 0:
             return InputError(path, f"negative value {value_text}", line=number, field="value")
+        if value >= COUNT_OVERFLOW:
+            return InputError(path, too_large(value_text), line=number, field="value")
         records.append((chrom, start, end, number))
     records.sort()
     for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in zip(records, records[1:]):
@@ -296,71 +324,124 @@ def iter_binned(
                 f"does not cover ({int(absent.sum())} genes on such chromosomes)",
                 line=int(genes.line[first]),
             )
-    integrals = [_Integral(track, aggregate) for track in tracks.values()]
+    if len(genes) and int(genes.tss.max()) > MAX_POSITION - window - 1:
+        far = int(np.argmax(genes.tss))
+        raise InputError(
+            genes.path,
+            f"gene {genes.name[far]}: TSS {genes.tss[far]} plus the window of {window} bp goes beyond "
+            f"the largest position {MAX_POSITION}",
+            line=int(genes.line[far]),
+        )
+    signals = [_Signal(track, aggregate) for track in tracks.values()]
     block_genes = max(1, _BLOCK_VALUES // ((n_bins + 1) * len(tracks)))
     for start in range(0, len(genes), block_genes):
         block = slice(start, start + block_genes)
         binned = _bin_block(
-            integrals, genes.chrom[block], genes.tss[block], genes.strand[block], n_bins, bin_size, window
+            signals, genes.chrom[block], genes.tss[block], genes.strand[block], n_bins, bin_size, window
         )
         if aggregate == "mean":
             binned /= bin_size
-        # Differences of large cumulative sums can round a little below zero.
-        np.maximum(binned, 0.0, out=binned)
+        if binned.size and binned.max() >= COUNT_OVERFLOW:
+            raise _bin_too_large(binned, list(tracks.values()), genes.select(block), bin_size, window, aggregate)
         yield binned
 
 
-def _bin_block(integrals, chrom, tss, strand, n_bins: int, bin_size: int, window: int) -> np.ndarray:
+def _bin_too_large(binned, tracks: list[Track], genes: GeneTable, bin_size: int, window: int,
+                   aggregate: str) -> InputError:
+    """Values that each fit float32 can add up to more in one bin: name the first such bin."""
+    gene, k, mark = (int(i) for i in np.unravel_index(np.argmax(binned >= COUNT_OVERFLOW), binned.shape))
+    tss = int(genes.tss[gene])
+    if genes.strand[gene] == "+":
+        low = tss - window + k * bin_size
+    else:
+        low = tss + 1 + window - (k + 1) * bin_size
+    return InputError(
+        tracks[mark].path,
+        f"the {aggregate} over {genes.chrom[gene]}:{low}-{low + bin_size} (bin {k + 1} of gene "
+        f"{genes.name[gene]}) is {binned[gene, k, mark]:.8g}, "
+        f"beyond the largest count the store holds ({MAX_COUNT:.8g}, float32)",
+    )
+
+
+def _bin_block(signals, chrom, tss, strand, n_bins: int, bin_size: int, window: int) -> np.ndarray:
     plus = strand == "+"
-    sign = np.where(plus, 1, -1)
-    # The 5' edge of bin 0; see the module docstring.
-    first_edge = np.where(plus, tss - window, tss + 1 + window)
+    # Bin edges in ascending position; minus-strand genes take their bins in reverse
+    # order below, so that bin 0 is the 5' one (see the module docstring).
+    low = np.where(plus, tss - window, tss + 1 - window)
     codes, chrom_names = pd.factorize(chrom, sort=False)
     # Work in chromosome and position order: searchsorted is much faster on ordered keys.
-    order = np.lexsort((first_edge, codes))
-    sign = sign[order, None]
-    edges = first_edge[order, None] + sign * (np.arange(n_bins + 1, dtype=np.int64) * bin_size)
+    order = np.lexsort((low, codes))
+    edges = low[order, None] + np.arange(n_bins + 1, dtype=np.int64) * bin_size
     bounds = np.searchsorted(codes[order], np.arange(len(chrom_names) + 1))
-    by_mark = np.empty((len(integrals), len(order), n_bins))
+    by_mark = np.empty((len(signals), len(order), n_bins))
     for code, name in enumerate(chrom_names):
         rows = slice(bounds[code], bounds[code + 1])
-        for mark, integral in enumerate(integrals):
-            by_mark[mark, rows] = np.diff(integral.at(name, edges[rows]), axis=1) * sign[rows]
-    binned = np.empty((len(order), n_bins, len(integrals)))
+        for mark, signal in enumerate(signals):
+            by_mark[mark, rows] = signal.bins(name, edges[rows])
+    minus = ~plus[order]
+    by_mark[:, minus] = by_mark[:, minus, ::-1]
+    binned = np.empty((len(order), n_bins, len(signals)))
     binned[order] = by_mark.transpose(1, 2, 0)
     return binned
 
 
-class _Integral:
-    """The cumulative integral of one track's piecewise-constant signal, chromosome by chromosome."""
+class _Signal:
+    """One track's piecewise-constant signal, summed over bins chromosome by chromosome.
+
+    A bin adds up only the intervals it overlaps: the part of the interval at each
+    edge and the whole intervals between. Differences of running totals along the
+    chromosome would be simpler, but one huge value would then swamp every small
+    bin after it (3.4e38 + 0.125 - 3.4e38 is 0).
+    """
 
     def __init__(self, track: Track, aggregate: str):
         self.track = track
         self.aggregate = aggregate
-        self._prefix: dict[str, tuple] = {}
 
-    def at(self, chrom: str, positions: np.ndarray) -> np.ndarray:
-        """The signal integrated from the chromosome start up to each position (exclusive)."""
-        if chrom not in self._prefix:
-            intervals = self.track.chroms[chrom]
-            lengths = intervals.ends - intervals.starts
-            # Sum mode spreads each value over its bases, so a whole interval contributes its value.
-            mass = intervals.values if self.aggregate == "sum" else intervals.values * lengths
-            before = np.concatenate(([0.0], np.cumsum(mass)[:-1]))
-            self._prefix[chrom] = (intervals.starts, lengths, intervals.values, before)
-        starts, lengths, values, before = self._prefix[chrom]
+    def bins(self, chrom: str, edges: np.ndarray) -> np.ndarray:
+        """``edges``: genes x (bins + 1) ascending positions; returns genes x bins."""
+        intervals = self.track.chroms[chrom]
+        starts, values = intervals.starts, intervals.values
+        lengths = intervals.ends - starts
         if len(starts) == 0:
-            return np.zeros(positions.shape)
-        index = np.searchsorted(starts, positions, side="right") - 1
-        inside = index >= 0
-        index = np.maximum(index, 0)
-        covered = np.clip(positions - starts[index], 0, lengths[index])
+            return np.zeros((edges.shape[0], edges.shape[1] - 1))
+        # The interval starting at or before each edge (-1: none), and its bases before the
+        # edge (0 for an edge before the first interval: the clip sees a negative distance).
+        index = np.searchsorted(starts, edges, side="right") - 1
+        at = np.maximum(index, 0)
+        value, length = values[at], lengths[at]
+        covered = np.clip(edges - starts[at], 0, length)
+        first, last = index[:, :-1], index[:, 1:]
+        # The parts of the edge's interval before it (head) and after it (tail), and, when
+        # both edges of a bin lie in one interval or gap, the part between them (within).
+        within_bases = covered[:, 1:] - covered[:, :-1]
         if self.aggregate == "sum":
-            # value * covered / length (not density * covered) keeps whole intervals exact.
-            partial = values[index] * covered / lengths[index]
+            # Sum mode spreads each value over its bases: a whole interval contributes its
+            # value, and value * bases / length (not density * bases) keeps that exact.
+            mass = values
+            head = value * covered / length
+            tail = value * (length - covered) / length
+            within = value[:, :-1] * within_bases / length[:, :-1]
         else:
-            partial = values[index] * covered
-        return np.where(inside, before[index] + partial, 0.0)
+            mass = values * lengths
+            head = value * covered
+            tail = value * (length - covered)
+            within = value[:, :-1] * within_bases
+        tail[index < 0] = 0.0
+        between = _segment_sums(mass, first + 1, last)
+        return np.where(first == last, within, tail[:, :-1] + between + head[:, 1:])
+
+
+def _segment_sums(values: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """``values[first:stop]`` summed for every pair of entries (0 where empty), each sum on its own."""
+    bounds = np.empty(2 * first.size, dtype=np.int64)
+    bounds[0::2] = first.ravel()
+    bounds[1::2] = stop.ravel()
+    np.maximum(bounds, 0, out=bounds)  # a stop of -1 (empty segment) is masked below
+    # reduceat sums values[bounds[i]:bounds[i+1]]: the even entries are the segments
+    # asked for, the odd ones what lies between them. The zero keeps every bound in range.
+    sums = np.add.reduceat(np.append(values, 0.0), bounds)[0::2].reshape(first.shape)
+    return np.where(stop > first, sums, 0.0)
 
 
 # cells ---------------------------------------------------------------------------
@@ -414,7 +495,9 @@ def read_tracks_cell(
         orientation = "5' to 3'"
     else:
         orientation = "unknown" if table.n_unstranded == len(table) else "partly unknown"
-    table = _drop_missing_chromosomes(table, loaded, drop_missing, notes)
+    matched = _match_chromosome_styles(table, loaded, notes)
+    table = _drop_missing_chromosomes(table, matched, drop_missing, notes, as_read=loaded)
+    loaded = matched
 
     expression_values = labels = None
     attrs: dict = {"source_format": "tracks", "aggregate": aggregate, "orientation": orientation}
@@ -507,9 +590,53 @@ def _per_chromosome(chroms: np.ndarray, shown: int = 10) -> str:
     return listed + (f" and {len(order) - shown} more chromosomes" if len(order) > shown else "")
 
 
+def _match_chromosome_styles(table: GeneTable, tracks: dict[str, Track], notes: list[str]) -> dict[str, Track]:
+    """Rename the chromosomes of tracks named in the other style than the genes (1 -> chr1, MT -> chrM).
+
+    Only a track whose names all follow one style, and that the genes' names all
+    follow the other, is renamed, and only when no two of its names become one;
+    anything else is left for ``_drop_missing_chromosomes`` to report.
+    """
+    genes_style = chromosome_style(table.chrom)
+    if genes_style == MIXED:
+        return tracks
+    matched, renamed_from = dict(tracks), []
+    for mark, track in tracks.items():
+        style = chromosome_style(track.chroms)
+        if style in (genes_style, MIXED):
+            continue
+        renamed = {in_style(name, genes_style): intervals for name, intervals in track.chroms.items()}
+        if len(renamed) < len(track.chroms):  # e.g. both M and MT
+            continue
+        matched[mark] = Track(track.path, track.format, renamed)
+        renamed_from.append(track)
+    if renamed_from:
+        names = [name for track in renamed_from for name in track.chroms]
+        notes.append(
+            f"{', '.join(track.path.name for track in renamed_from)}: chromosomes named "
+            f"{chromosome_style(names)}-style ({style_examples(names)}), the genes of {table.path.name} "
+            f"{genes_style}-style ({style_examples(table.chrom)}); matched them by name (chr1 = 1, chrM = MT)"
+        )
+    return matched
+
+
+def _style_clash(table: GeneTable, tracks: dict[str, Track]) -> str:
+    """How each file names chromosomes, when the files do not all agree ("" when they do)."""
+    styles = {table.path.name: (chromosome_style(table.chrom), table.chrom)}
+    styles.update({track.path.name: (chromosome_style(track.chroms), list(track.chroms)) for track in tracks.values()})
+    if len({style for style, _ in styles.values()}) == 1:
+        return ""
+    described = [
+        f"{name} {'mixes both styles' if style == MIXED else f'is {style}-style'} ({style_examples(names)})"
+        for name, (style, names) in styles.items()
+    ]
+    return "; chromosome names: " + ", ".join(described)
+
+
 def _drop_missing_chromosomes(
-    table: GeneTable, tracks: dict[str, Track], drop_missing: bool, notes: list[str]
+    table: GeneTable, tracks: dict[str, Track], drop_missing: bool, notes: list[str], *, as_read: dict[str, Track]
 ) -> GeneTable:
+    """Refuse (or leave out) genes on chromosomes absent from a track; ``as_read``: the tracks before renaming."""
     present = set.intersection(*(set(track.chroms) for track in tracks.values()))
     missing = ~np.isin(table.chrom, list(present))
     if not missing.any():
@@ -521,9 +648,11 @@ def _drop_missing_chromosomes(
     if missing.all():
         shared = sorted(present)
         listed = ", ".join(shared[:3]) + (", ..." if len(shared) > 3 else "")
-        raise InputError(table.path, f"{summary}; chromosomes in every track: {listed or 'none'}")
+        raise InputError(
+            table.path, f"{summary}; chromosomes in every track: {listed or 'none'}{_style_clash(table, as_read)}"
+        )
     if not drop_missing:
-        raise InputError(table.path, f"{summary}; pass --drop-missing to leave them out")
+        raise InputError(table.path, f"{summary}{_style_clash(table, as_read)}; pass --drop-missing to leave them out")
     notes.append(f"{table.path.name}: {summary}; left out")
     return table.select(~missing)
 
@@ -595,7 +724,7 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
 
 def _expression_value(text: str) -> float:
     try:
-        value = float(text)
+        value = parse_number(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
@@ -663,9 +792,16 @@ def _split_from_file(table: GeneTable, path: Path, notes: list[str]) -> np.ndarr
 
 def _split_by_chromosome(table: GeneTable, by_chromosome: dict[str, list[str]], notes: list[str]) -> np.ndarray:
     codes = np.full(len(table), SPLIT_CODES["train"], dtype=np.uint8)
+    genes_style = chromosome_style(table.chrom)
     for split_name, chroms in by_chromosome.items():
         for chrom in chroms:
             on_chrom = table.chrom == chrom
+            # chr8 given for genes named 8 (or the other way): the same chromosome.
+            if not on_chrom.any() and genes_style != MIXED and in_style(chrom, genes_style) != chrom:
+                on_chrom = table.chrom == in_style(chrom, genes_style)
+                if on_chrom.any():
+                    notes.append(f"chromosome split: {chrom} ({split_name}) taken as {in_style(chrom, genes_style)}, "
+                                 f"as {table.path.name} names chromosomes {genes_style}-style")
             if not on_chrom.any():
                 notes.append(f"chromosome split: no gene of the cell lies on {chrom} ({split_name})")
             codes[on_chrom] = SPLIT_CODES[split_name]
