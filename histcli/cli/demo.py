@@ -23,7 +23,7 @@ DEMO_MODELS = ("logistic", "deepchrome", "crnn")
 def demo(
     folder: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its store and models.")] = Path("histcli-demo"),
     cells: Annotated[int, typer.Option("--cells", min=2, help="Simulated cells.")] = 4,
-    genes: Annotated[int, typer.Option("--genes", min=30, help="Genes per cell.")] = 1500,
+    genes: Annotated[int, typer.Option("--genes", min=30, help="Genes per cell.")] = 1000,
     bins: Annotated[int, typer.Option("--bins", min=14, help="Bins per gene (DeepChrome needs 14).")] = 20,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs per model "
                                                   "[default: train's, which stops when a model has converged].")] = None,
