@@ -70,7 +70,8 @@ def test_long_wide_gzip_and_stdin_agree_with_the_store(workspace, genes, tmp_pat
     long = predicted(result)
     assert list(long) == list(gene_ids)  # input order
     for gene, (probability, call) in long.items():
-        assert probability == from_store[gene][0]
+        # Full float32 precision shows that BLAS rounds differently for other batch compositions.
+        assert probability == pytest.approx(from_store[gene][0], rel=1e-6)
         assert call == int(probability >= 0.5)
     wide = predicted(workspace.run("predict", "logistic", write_wide(tmp_path / "w.tsv", gene_ids, counts),
                                    "--cell", "sim01", "-q"))
@@ -78,7 +79,10 @@ def test_long_wide_gzip_and_stdin_agree_with_the_store(workspace, genes, tmp_pat
                                  "--cell", "sim01", "-q"))
     stdin = predicted(workspace.run("predict", "logistic", "-", "--cell", "sim01", "-q",
                                     stdin=long_file.read_text()))
-    assert wide == long == gz == stdin
+    for other in (wide, gz, stdin):
+        assert list(other) == list(long)
+        assert [call for _, call in other.values()] == [call for _, call in long.values()]
+        np.testing.assert_allclose([p for p, _ in other.values()], [p for p, _ in long.values()], rtol=1e-6)
 
 
 def test_json_output_and_threshold(workspace, genes, tmp_path):
