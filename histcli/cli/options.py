@@ -256,8 +256,8 @@ WeightDecayOption = Annotated[
 ]
 ClipNormOption = Annotated[
     Optional[float],
-    typer.Option("--clip-norm", min=0.0, help="Clip the gradient norm to this (0: off) [default: 1 for recurrent "
-                 "models, else 0].", rich_help_panel="Training"),
+    typer.Option("--clip-norm", min=0.0, help="Clip the gradient norm to this (0: off) [default: 1 for rnn and "
+                 "attentivechrome, else 0].", rich_help_panel="Training"),
 ]
 LrScheduleOption = Annotated[
     Optional[LrSchedule],

@@ -56,8 +56,9 @@ class Crnn(Architecture):
         "input_dropout": 0.5,
         "recurrent_dropout": 0.5,
     }
-    # Clipped gradients keep the LSTM's rare large steps from undoing what it has learnt.
-    training = {**Architecture.training, "clip_norm": 1.0}
+    # No gradient clipping, unlike rnn and attentivechrome: it lowered the CRNN's
+    # validation AUC on Cell1 (0.8845 against 0.8994) and left E116's unchanged.
+    training = {**Architecture.training, "clip_norm": 0.0}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         check_image_kernel(self.name, hparams["kernel"])
