@@ -11,7 +11,7 @@ The budget adapts to the cell (see :func:`resolve_budget`): a cell of 200
 training genes gives one optimizer step per epoch at the paper's batch of 200,
 a DeepChrome cell 33, so the batch size is chosen from the number of training
 genes, and patience is at least a number of optimizer steps as well as of
-epochs. The cap is the paper's 500 epochs; a run that reaches it while still
+epochs. The cap is 1,000 epochs; a run that reaches it while still
 improving is reported as not converged.
 """
 

@@ -59,9 +59,9 @@ def test_architecture_declares_its_defaults(name):
     assert arch.summary and "\n" not in arch.summary
     assert set(arch.training) == {"lr", "batch_size", "weight_decay", "max_epochs", "patience", "clip_norm",
                                   "lr_schedule"}
-    # Batch size and patience are chosen per cell (training.resolve_budget); the cap is the paper's 500 epochs.
+    # Batch size and patience are chosen per cell (training.resolve_budget); the cap is 1,000 epochs.
     assert arch.training["batch_size"] is None and arch.training["patience"] is None
-    assert arch.training["max_epochs"] == 500
+    assert arch.training["max_epochs"] == 1000
     assert arch.transform == "log1p"
 
 

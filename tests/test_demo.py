@@ -21,6 +21,6 @@ def test_demo_trains_every_model_to_convergence(tmp_path):
         (arch, f"sim{i:02d}") for arch in ("crnn", "deepchrome", "logistic") for i in range(1, 5))
     for row in rows:
         assert row["converged"] is True, row
-        assert row["best_epoch"] < 500  # never the cap
+        assert row["best_epoch"] < 1000  # never the cap
     # The tables it prints include the comparison of the three models over the four cells.
     assert "crnn" in result.stdout and "delong_p" in result.stdout

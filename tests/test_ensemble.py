@@ -49,7 +49,7 @@ def member_probabilities(entry, inputs: np.ndarray) -> np.ndarray:
 
 def test_budget_follows_the_number_of_training_genes():
     crnn = settings_for("crnn")
-    assert crnn.batch_size is None and crnn.patience is None and crnn.max_epochs == 500
+    assert crnn.batch_size is None and crnn.patience is None and crnn.max_epochs == 1000
     # DeepChrome cells: the paper's batch of 200 (34 steps an epoch); 50 epochs are 1,700 steps.
     deepchrome_size = resolve_budget(crnn, 6601)
     assert (deepchrome_size.batch_size, deepchrome_size.patience) == (200, 50)
@@ -98,7 +98,7 @@ def test_a_run_stopped_by_patience_is_flagged_converged(store, tmp_path):
     assert row["converged"] is True and "did not converge" not in result.stderr
     metadata = Registry(models).get("logistic", "sim01").metadata
     assert metadata["converged"] is True
-    assert metadata["epochs_run"] == metadata["best_epoch"] + 4 < 500
+    assert metadata["epochs_run"] == metadata["best_epoch"] + 4 < 1000
     listed = run_cli("models", "list", "--models", models, "-f", "json")
     assert json.loads(listed.stdout)[0]["converged"] is True
 

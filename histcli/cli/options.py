@@ -233,7 +233,7 @@ def seeds_text(seeds: list[int]) -> str:
 # Training options of train, sweep and tune.
 EpochsOption = Annotated[
     Optional[int],
-    typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner [default: 500, the paper's].",
+    typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner [default: 1000].",
                  rich_help_panel="Training"),
 ]
 PatienceOption = Annotated[
