@@ -9,7 +9,7 @@ from conftest import run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)  # a few minutes on two idle cores; far more on a busy machine
+@pytest.mark.timeout(2400)  # under a minute on two idle cores; far more on a busy machine
 def test_demo_trains_every_model_to_convergence(tmp_path):
     folder = tmp_path / "demo"
     result = run_cli("demo", "--dir", folder, timeout=3000)
