@@ -275,6 +275,13 @@ PrecisionOption = Annotated[
                  "hardware has it; auto picks it then.", rich_help_panel="Training"),
 ]
 
+def budget_choices(*, epochs, patience, batch_size, lr, weight_decay, clip_norm, lr_schedule) -> dict:
+    """The training options above as histcli.training.settings_for takes them (None keeps a default)."""
+    return {"max_epochs": epochs, "patience": patience, "batch_size": batch_size, "lr": lr,
+            "weight_decay": weight_decay, "clip_norm": clip_norm,
+            "lr_schedule": lr_schedule.value if lr_schedule else None}
+
+
 # Where trials run (sweep, tune).
 AddressOption = Annotated[
     Optional[str],

@@ -32,6 +32,7 @@ from histcli.cli.options import (
     QuietOption,
     StoreOption,
     WeightDecayOption,
+    budget_choices,
     complete_architectures,
     parse_seeds,
 )
@@ -121,11 +122,12 @@ def sweep(
             store.load(cell)  # raises the store's message listing the known cells
     device = "cuda" if gpus_per_trial > 0 else "cpu"
 
+    budget = budget_choices(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                            clip_norm=clip_norm, lr_schedule=lr_schedule)
+
     def make_settings(arch, overrides, seed):
-        return settings_for(arch, overrides=overrides, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                            clip_norm=clip_norm, lr_schedule=lr_schedule.value if lr_schedule else None,
-                            max_epochs=epochs, patience=patience, seed=seed, device=device, threads=cpus_per_trial,
-                            precision=precision.value)
+        return settings_for(arch, overrides=overrides, seed=seed, device=device, threads=cpus_per_trial,
+                            precision=precision.value, **budget)
 
     trials = plan_sweep(chosen, list(dict.fromkeys(archs)), parse_seeds(seeds), params or [], name, make_settings)
     registry = Registry(models_path)

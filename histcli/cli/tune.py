@@ -31,6 +31,7 @@ from histcli.cli.options import (
     QuietOption,
     StoreOption,
     WeightDecayOption,
+    budget_choices,
     complete_architectures,
 )
 
@@ -105,8 +106,8 @@ def tune(
     import_ray("histcli tune", tune=True)
     specs = parse_search(search)
     model_name = check_model_name(name or f"{arch}-tuned")
-    base = {"lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "max_epochs": epochs,
-            "patience": patience, "clip_norm": clip_norm, "lr_schedule": lr_schedule.value if lr_schedule else None,
+    base = {**budget_choices(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
             "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
             "precision": precision.value}
 
