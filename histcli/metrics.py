@@ -1,9 +1,16 @@
-"""Classification metrics for predicted expression (high/low) against 0/1 labels.
+"""Metrics for predicted expression: classification (high/low against 0/1 labels)
+and regression (predicted against measured values, e.g. log expression).
 
 Pure numpy and vectorised: every function sorts once (O(n log n)) and never
 loops over samples in Python, so scoring ~7000 genes in each of dozens of
 cells is cheap. Labels are any integer, boolean or float array holding only
 0 and 1; scores are finite floats where larger means "more likely 1".
+
+Regression metrics take measured values ``y`` and predictions ``yhat``: 1-D,
+equally long, finite, at least one sample (ValueError otherwise), computed in
+float64. Where a metric is undefined because a vector is constant (a
+correlation of a constant; R² of a constant ``y``) it returns ``math.nan``
+rather than raising, so one degenerate cell does not stop a table of many.
 """
 
 from __future__ import annotations
@@ -163,3 +170,86 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fpr = false_positives / n_neg if n_neg else np.full(false_positives.shape, np.nan)
     tpr = true_positives / n_pos if n_pos else np.full(true_positives.shape, np.nan)
     return fpr, tpr, thresholds
+
+
+# --------------------------------------------------------------------------
+# Regression
+# --------------------------------------------------------------------------
+
+
+def check_regression_inputs(y, yhat) -> tuple[np.ndarray, np.ndarray]:
+    """Return (y, yhat) as 1-D float64; ValueError if unusable."""
+    y = np.asarray(y, dtype=np.float64)
+    yhat = np.asarray(yhat, dtype=np.float64)
+    if y.ndim != 1 or yhat.ndim != 1:
+        raise ValueError(f"y and yhat must be 1-D; got shapes {y.shape} and {yhat.shape}")
+    if y.size != yhat.size:
+        raise ValueError(f"y ({y.size}) and yhat ({yhat.size}) differ in length")
+    if y.size == 0:
+        raise ValueError("y and yhat are empty")
+    if not (np.isfinite(y).all() and np.isfinite(yhat).all()):
+        raise ValueError("y and yhat must be finite (found NaN or infinity)")
+    return y, yhat
+
+
+def _is_constant(values: np.ndarray) -> bool:
+    # Compared exactly: the mean of a constant vector may differ from its value
+    # by rounding, which would leave tiny non-zero deviations behind.
+    return bool((values == values[0]).all())
+
+
+def _scaled_deviations(values: np.ndarray) -> np.ndarray:
+    """Deviations from the mean divided by their largest magnitude, so squares cannot overflow."""
+    deviations = values - values.mean()
+    return deviations / np.abs(deviations).max()
+
+
+def _pearson_of_checked(x: np.ndarray, y: np.ndarray) -> float:
+    if _is_constant(x) or _is_constant(y):
+        return math.nan
+    dx, dy = _scaled_deviations(x), _scaled_deviations(y)
+    r = float(np.dot(dx, dy) / math.sqrt(float(np.dot(dx, dx)) * float(np.dot(dy, dy))))
+    return min(1.0, max(-1.0, r))  # rounding can step just past +/-1
+
+
+def pearson(y, yhat) -> float:
+    """Pearson's correlation of ``y`` and ``yhat``; ``math.nan`` when either is constant
+    (including a single sample), as the correlation is then 0/0."""
+    y, yhat = check_regression_inputs(y, yhat)
+    return _pearson_of_checked(y, yhat)
+
+
+def spearman(y, yhat) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the midranks (ties share the
+    mean of their ranks, as ``scipy.stats.spearmanr``); ``math.nan`` when either is constant."""
+    y, yhat = check_regression_inputs(y, yhat)
+    return _pearson_of_checked(midranks(y), midranks(yhat))
+
+
+def r_squared(y, yhat) -> float:
+    """The coefficient of determination of the predictions as given: 1 - SS_res / SS_tot.
+
+    SS_res = sum((y - yhat)^2), SS_tot = sum((y - mean(y))^2). No refitting, so
+    it is not the squared correlation: it is 1 only for exact predictions, 0 for
+    predicting mean(y) everywhere and negative for predictions worse than that.
+    ``math.nan`` when ``y`` is constant (SS_tot = 0).
+    """
+    y, yhat = check_regression_inputs(y, yhat)
+    if _is_constant(y):
+        return math.nan
+    deviations = y - y.mean()
+    scale = np.abs(deviations).max()  # both sums divided by scale**2, so neither overflows
+    residuals = (y - yhat) / scale
+    deviations = deviations / scale
+    return 1.0 - float(np.dot(residuals, residuals)) / float(np.dot(deviations, deviations))
+
+
+def rmse(y, yhat) -> float:
+    """Root mean squared error sqrt(mean((y - yhat)^2)), in the units of ``y``."""
+    y, yhat = check_regression_inputs(y, yhat)
+    errors = y - yhat
+    scale = float(np.abs(errors).max())
+    if scale == 0.0:
+        return 0.0
+    errors = errors / scale
+    return scale * math.sqrt(float(np.dot(errors, errors)) / errors.size)

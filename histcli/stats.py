@@ -2,6 +2,9 @@
 
 * DeLong's test for two correlated ROC curves (same genes, same labels),
   using the O(n log n) midrank algorithm of Sun & Xu (2014).
+* Two correlations with the same measured values (two regression models
+  scored on the same genes): Steiger's (1980) z test and Zou's (2007)
+  confidence interval for dependent, overlapping correlations.
 * Benjamini-Hochberg and Holm adjustment of many p-values.
 * Paired tests and effect sizes on per-cell AUCs of two models.
 
@@ -18,7 +21,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from histcli.metrics import binary_labels, midranks
+from histcli.metrics import binary_labels, check_regression_inputs, midranks, pearson
 
 # Sample-size boundaries of scipy.stats.wilcoxon(method="auto") since scipy 1.15,
 # which this module follows: exact null distribution
@@ -193,6 +196,169 @@ def delong_test(labels, scores_a, scores_b, level: float = 0.95) -> DeLongResult
         ci_high=delta + half_width,
         note=note,
     )
+
+
+# --------------------------------------------------------------------------
+# Dependent overlapping correlations
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DependentCorrelationResult:
+    """Comparison of r1 = r(y, a) with r2 = r(y, b) on the same n samples.
+
+    ``r12`` = r(a, b); ``difference`` = r1 - r2; ``z`` and ``p`` (two-sided)
+    are Steiger's (1980) test; (ci_low, ci_high) is Zou's (2007) interval for
+    the difference at ``level``. ``method`` is "pearson" or "spearman".
+    Undefined quantities are NaN and ``note`` says why; it also records
+    degenerate cases handled by a stated rule.
+    """
+
+    r1: float
+    r2: float
+    r12: float
+    n: int
+    difference: float
+    z: float
+    p: float
+    ci_low: float
+    ci_high: float
+    method: str
+    level: float
+    note: str | None = None
+
+
+def _fisher_z(r: float) -> float:
+    """atanh(r), infinite at r = +/-1 (rather than math.atanh's ValueError)."""
+    if abs(r) >= 1.0:
+        return math.copysign(math.inf, r)
+    return math.atanh(r)
+
+
+def _check_correlations(r1: float, r2: float, r12: float, n: int) -> None:
+    for name, value in (("r1", r1), ("r2", r2), ("r12", r12)):
+        if not -1.0 <= value <= 1.0:  # also refuses NaN
+            raise ValueError(f"{name} must be a correlation in [-1, 1]; got {value}")
+    if n <= 3:
+        raise ValueError(f"n must exceed 3 (the Fisher z variance is 1/(n - 3)); got {n}")
+
+
+def steiger_test(r1: float, r2: float, r12: float, n: int) -> tuple[float, float]:
+    """Steiger's (1980) z test of rho(y, a) = rho(y, b) given r12 = r(a, b): (z, two-sided p).
+
+    z = (atanh r1 - atanh r2) * sqrt(n - 3) / sqrt(2 - 2c), with the covariance
+    of the two Fisher z values from Dunn & Clark (1969) evaluated at the pooled
+    r = (r1 + r2) / 2 (Steiger 1980, Psychological Bulletin 87:245, eqs. 10 and
+    14; "steiger1980" in the R package cocor):
+
+        c = (r12 (1 - 2 r^2) - r^2 (1 - 2 r^2 - r12^2) / 2) / (1 - r^2)^2
+
+    Degenerate cases: r1 == r2 gives z = 0, p = 1 (whatever c is, e.g. two
+    identical predictors, where 2 - 2c = 0 too); a correlation of +/-1 with
+    r1 != r2 gives an infinite z and p = 0, the limit of the test.
+    """
+    _check_correlations(r1, r2, r12, n)
+    if r1 == r2:
+        return 0.0, 1.0
+    pooled = (r1 + r2) / 2.0
+    pooled2 = pooled * pooled
+    # pooled2 < 1: r1 != r2 rules out r1 = r2 = +/-1.
+    covariance = (r12 * (1.0 - 2.0 * pooled2) - 0.5 * pooled2 * (1.0 - 2.0 * pooled2 - r12 * r12)) / (
+        1.0 - pooled2
+    ) ** 2
+    spread = _fisher_z(r1) - _fisher_z(r2)
+    variance = 2.0 - 2.0 * covariance
+    if math.isinf(spread) or variance <= 0.0:
+        # A perfect correlation, or a variance rounded to 0 although r1 != r2.
+        return math.copysign(math.inf, r1 - r2), 0.0
+    z = spread * math.sqrt(n - 3) / math.sqrt(variance)
+    return z, math.erfc(abs(z) / math.sqrt(2.0))
+
+
+def zou_interval(r1: float, r2: float, r12: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Zou's (2007) confidence interval for rho(y, a) - rho(y, b) given r12 = r(a, b).
+
+    Each correlation gets its Fisher interval (l_i, u_i) = tanh(atanh r_i -/+
+    z_crit / sqrt(n - 3)); the two are combined with the correlation c between
+    r1 and r2 (Zou 2007, Psychological Methods 12:399, p. 409; "zou2007" in
+    cocor):
+
+        c = ((r12 - r1 r2 / 2)(1 - r1^2 - r2^2 - r12^2) + r12^3) / ((1 - r1^2)(1 - r2^2))
+        L = r1 - r2 - sqrt((r1 - l1)^2 + (u2 - r2)^2 - 2c (r1 - l1)(u2 - r2))
+        U = r1 - r2 + sqrt((u1 - r1)^2 + (r2 - l2)^2 - 2c (u1 - r1)(r2 - l2))
+
+    A correlation of +/-1 has a zero-width interval of its own, so its terms
+    vanish (c is then taken as 0). A negative radicand (rounding, at c near 1)
+    counts as 0.
+    """
+    _check_correlations(r1, r2, r12, n)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1; got {level}")
+    half_width = NormalDist().inv_cdf(0.5 + level / 2.0) / math.sqrt(n - 3)
+
+    def bounds(r: float) -> tuple[float, float]:
+        if abs(r) == 1.0:
+            return r, r
+        return math.tanh(math.atanh(r) - half_width), math.tanh(math.atanh(r) + half_width)
+
+    l1, u1 = bounds(r1)
+    l2, u2 = bounds(r2)
+    denominator = (1.0 - r1 * r1) * (1.0 - r2 * r2)
+    c = (
+        ((r12 - 0.5 * r1 * r2) * (1.0 - r1 * r1 - r2 * r2 - r12 * r12) + r12**3) / denominator
+        if denominator > 0.0
+        else 0.0
+    )
+    difference = r1 - r2
+    lower = math.sqrt(max(0.0, (r1 - l1) ** 2 + (u2 - r2) ** 2 - 2.0 * c * (r1 - l1) * (u2 - r2)))
+    upper = math.sqrt(max(0.0, (u1 - r1) ** 2 + (r2 - l2) ** 2 - 2.0 * c * (u1 - r1) * (r2 - l2)))
+    return difference - lower, difference + upper
+
+
+def compare_dependent_correlations(y, a, b, *, method: str = "pearson", level: float = 0.95
+                                   ) -> DependentCorrelationResult:
+    """Is predictor ``a`` more correlated with ``y`` than predictor ``b`` (same samples)?
+
+    r1 = r(y, a), r2 = r(y, b) and r12 = r(a, b) go into :func:`steiger_test`
+    and :func:`zou_interval`. ``method="spearman"`` applies both to the midranks
+    of y, a and b. That is an approximation: the formulas assume bivariate
+    normal data, and the Fisher z of a Spearman correlation has a somewhat
+    larger variance (about 1.06 / (n - 3), Fieller et al. 1957) than the
+    1 / (n - 3) used, so p-values are a little too small and intervals a
+    little too narrow for Spearman.
+
+    A constant y, a or b leaves the correlations undefined: every statistic
+    is NaN and ``note`` says which vector is constant. Raises ValueError for
+    unequal lengths, non-finite values, n <= 3 or an unknown method.
+    """
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson' or 'spearman'; got {method!r}")
+    y, a = check_regression_inputs(y, a)
+    y, b = check_regression_inputs(y, b)
+    n = y.size
+    if n <= 3:
+        raise ValueError(f"need more than 3 samples to compare correlations; got {n}")
+    if method == "spearman":
+        y, a, b = midranks(np.stack([y, a, b]))
+    r1, r2, r12 = pearson(y, a), pearson(y, b), pearson(a, b)
+    if math.isnan(r1) or math.isnan(r2) or math.isnan(r12):
+        constant = [name for name, values in (("y", y), ("a", a), ("b", b)) if (values == values[0]).all()]
+        nan = math.nan
+        return DependentCorrelationResult(
+            r1, r2, r12, n, r1 - r2, nan, nan, nan, nan, method, level,
+            note=f"{' and '.join(constant)} {'is' if len(constant) == 1 else 'are'} constant: "
+                 "correlations undefined",
+        )
+    note = None
+    if r12 == 1.0 and r1 != r2:
+        # a and b are perfectly correlated, so r1 = r2 exactly; the difference is rounding.
+        note = "a and b are perfectly correlated, so their correlations with y are equal (r1 = r2 taken)"
+        r2 = r1
+    z, p = steiger_test(r1, r2, r12, n)
+    low, high = zou_interval(r1, r2, r12, n, level)
+    if note is None and math.isinf(z):
+        note = "a correlation of +/-1: z is infinite and p = 0 is the limit of the test, not an exact probability"
+    return DependentCorrelationResult(r1, r2, r12, n, r1 - r2, z, p, low, high, method, level, note)
 
 
 # --------------------------------------------------------------------------
