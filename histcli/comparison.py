@@ -1,12 +1,19 @@
-"""Compare models on the same genes: DeLong per cell, paired tests across cells.
+"""Compare models on the same genes: a paired test per cell, paired tests across cells.
 
 For each pair of models and each cell, both models' test predictions (cached
-by ``histcli.evaluation``) are scored on identical genes: AUCs, their
-difference with a 95% DeLong confidence interval and p-value, and
-Benjamini-Hochberg q-values across cells. Across cells: Wilcoxon signed-rank
-and paired t-tests on the per-cell AUCs, wins/ties/losses, the median AUC
-difference with a bootstrap CI and the rank-biserial effect size. With more
-than two models every pair is compared and the across-cell p-values are
+by ``histcli.evaluation``) are scored on identical genes with one metric:
+
+* ``auc`` (any models, regressors by their predicted level): AUCs against the
+  high/low labels, their difference with a 95% DeLong confidence interval and
+  p-value;
+* ``pearson`` or ``spearman`` (regression models): correlations with the
+  measured levels, their difference with Zou's 95% confidence interval and
+  Steiger's test for two correlations sharing the measured values;
+
+and Benjamini-Hochberg q-values across cells. Across cells: Wilcoxon
+signed-rank and paired t-tests on the per-cell values, wins/ties/losses, the
+median difference with a bootstrap CI and the rank-biserial effect size. With
+more than two models every pair is compared and the across-cell p-values are
 Holm-corrected over the pairs.
 """
 
@@ -18,18 +25,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from histcli.errors import HistcliError
+from histcli.errors import HistcliError, UsageError
 from histcli.evaluation import Predictions, predictions_for
 from histcli.registry import Registry
 from histcli.store import Store
 
 log = logging.getLogger("histcli")
 
+METRICS = ("auc", "pearson", "spearman")
+# How people read each metric, and the per-cell test that compares two models on it.
+METRIC_LABELS = {"auc": "AUC", "pearson": "Pearson r", "spearman": "Spearman rho"}
+CELL_TESTS = {"auc": "delong", "pearson": "steiger", "spearman": "steiger"}
+
 
 @dataclass
 class PairComparison:
     model_a: str
     model_b: str
+    metric: str = "auc"
     cells: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
@@ -37,8 +50,9 @@ class PairComparison:
         """One sentence for people, e.g. "crnn > deepchrome in 51/56 cells, Wilcoxon p = 2e-09"."""
         s = self.summary
         n = s["n_cells"]
+        label = METRIC_LABELS[self.metric]
         if n == 0:
-            return f"{self.model_a} vs {self.model_b}: no cell with a defined AUC for both"
+            return f"{self.model_a} vs {self.model_b}: no cell with a defined {label} for both"
         wins, losses = s["wins"], s["losses"]
         if wins > losses:
             head = f"{self.model_a} > {self.model_b} in {wins}/{n} cells"
@@ -49,16 +63,33 @@ class PairComparison:
         if s.get("wilcoxon_p") is None:
             return f"{head} (too few cells for a test)"
         holm = f", Holm-adjusted p = {s['wilcoxon_p_holm']:.2g}" if s.get("wilcoxon_p_holm") is not None else ""
-        return f"{head}, Wilcoxon p = {s['wilcoxon_p']:.2g}{holm}; median ΔAUC = {s['median_delta']:+.4f}"
+        return f"{head}, Wilcoxon p = {s['wilcoxon_p']:.2g}{holm}; median Δ{label} = {s['median_delta']:+.4f}"
 
 
 @dataclass
 class Comparison:
     models: list[str]
     cells: list[str]
-    auc: dict[str, dict[str, float | None]]  # cell -> model -> AUC
+    values: dict[str, dict[str, float | None]]  # cell -> model -> value of the metric
     pairs: list[PairComparison]
     notes: list[str] = field(default_factory=list)
+    metric: str = "auc"
+
+
+def choose_metric(metric: str | None, tasks: dict) -> str:
+    """``metric``, checked against the models' tasks (model -> task); by default Pearson r for
+    regression models only, else AUC (which ranks classifiers and regressors alike)."""
+    regressors = all(task.name == "regression" for task in tasks.values())
+    if metric is None:
+        return "pearson" if regressors else "auc"
+    if metric not in METRICS:
+        raise UsageError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+    if metric != "auc" and not regressors:
+        classifiers = [model for model, task in tasks.items() if task.name != "regression"]
+        raise UsageError(f"--metric {metric} compares regression models, but {', '.join(classifiers)} "
+                         f"{'is a classifier' if len(classifiers) == 1 else 'are classifiers'}; "
+                         "use --metric auc to rank classifiers and regressors together")
+    return metric
 
 
 def common_cells(registry: Registry, models: list[str], cells: list[str] | None) -> tuple[list[str], list[str]]:
@@ -81,27 +112,73 @@ def common_cells(registry: Registry, models: list[str], cells: list[str] | None)
     return everywhere, notes
 
 
-def _same_genes(first: Predictions, other: Predictions) -> None:
-    if first.labels is None:
-        raise HistcliError(f"cell {first.cell} has no labels; models cannot be compared on it")
+def _same_genes(first: Predictions, other: Predictions, metric: str) -> None:
+    if metric == "auc" and first.labels is None:
+        raise HistcliError(f"cell {first.cell} has no labels; models cannot be compared on it by AUC")
     if len(first.gene_ids) != len(other.gene_ids) or not np.array_equal(first.gene_ids, other.gene_ids):
         raise HistcliError(f"cell {first.cell}: {first.model} and {other.model} were scored on different genes")
 
 
-def compare(store: Store, registry: Registry, models: list[str], cells: list[str] | None = None, *,
-            split: str = "test", device: str = "auto", allow_changed: bool = False, seed: int = 0,
-            on_progress=None) -> Comparison:
-    """Compare ``models`` on every cell they share (or ``cells``); ``on_progress(done, total)``."""
+def _metric_value(predictions: Predictions, metric: str, split: str, notes: list[str]) -> float | None:
+    """The metric of one model's predictions on one cell; None (with a note) where undefined."""
+    from histcli.metrics import pearson, roc_auc, spearman
+
+    cell = predictions.cell
+    if metric == "auc":
+        labels = predictions.labels
+        if not len(labels):
+            notes.append(f"cell {cell}: no {split} genes; cell left out of the tests")
+        elif labels.min() == labels.max():
+            notes.append(f"cell {cell}: every {split} gene has label {int(labels[0])}; AUC undefined, "
+                         "cell left out of the tests")
+        else:
+            return roc_auc(labels, predictions.scores)
+        return None
+    measured = predictions.measured
+    if measured is None or len(measured) < 4:
+        notes.append(f"cell {cell}: fewer than 4 {split} genes with expression; cell left out of the tests")
+        return None
+    value = (pearson if metric == "pearson" else spearman)(measured, predictions.scores)
+    if np.isnan(value):
+        notes.append(f"cell {cell}: {METRIC_LABELS[metric]} undefined (constant values); cell left out of the tests")
+        return None
+    return value
+
+
+def _cell_test(metric: str, a: Predictions, b: Predictions):
+    """(difference, ci_low, ci_high, z, p, note) of the per-cell test; ValueError where it cannot run."""
     from histcli import stats
-    from histcli.metrics import roc_auc
+
+    if metric == "auc":
+        test = stats.delong_test(a.labels, a.scores, b.scores)
+        return test.delta, test.ci_low, test.ci_high, test.z, test.p, test.note
+    test = stats.compare_dependent_correlations(a.measured, a.scores, b.scores, method=metric)
+    return test.difference, test.ci_low, test.ci_high, test.z, test.p, test.note
+
+
+def cell_keys(metric: str) -> list[str]:
+    """Column order of compare's per-cell rows (TSV/CSV) for a metric."""
+    test = CELL_TESTS[metric]
+    return ["cell", "n", "positives", f"{metric}_a", f"{metric}_b", f"delta_{metric}", "ci_low", "ci_high",
+            f"{test}_z", f"{test}_p", "q"]
+
+
+def compare(store: Store, registry: Registry, models: list[str], cells: list[str] | None = None, *,
+            metric: str | None = None, split: str = "test", device: str = "auto", allow_changed: bool = False,
+            seed: int = 0, on_progress=None) -> Comparison:
+    """Compare ``models`` on every cell they share (or ``cells``) by ``metric`` (see :func:`choose_metric`);
+    ``on_progress(done, total)``."""
+    from histcli import stats
 
     if len(models) < 2:
         raise HistcliError("compare needs at least two model names")
     if len(set(models)) != len(models):
         raise HistcliError("each model may be named once")
     chosen, notes = common_cells(registry, models, cells)
+    metric = choose_metric(metric, {model: registry.get(model, chosen[0]).task for model in models})
+    test_name = CELL_TESTS[metric]
     predictions: dict[str, dict[str, Predictions]] = {}
-    auc: dict[str, dict[str, float | None]] = {}
+    values: dict[str, dict[str, float | None]] = {}
     for done, cell in enumerate(chosen, start=1):
         per_model = {
             model: predictions_for(registry.get(model, cell), store, cell, split, device=device,
@@ -110,43 +187,40 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         }
         first = per_model[models[0]]
         for model in models[1:]:
-            _same_genes(first, per_model[model])
+            _same_genes(first, per_model[model], metric)
         predictions[cell] = per_model
-        defined = len(first.labels) > 0 and first.labels.min() != first.labels.max()
-        if not len(first.labels):
-            notes.append(f"cell {cell}: no {split} genes; cell left out of the tests")
-        elif not defined:
-            notes.append(f"cell {cell}: every {split} gene has label {int(first.labels[0])}; AUC undefined, "
-                         "cell left out of the tests")
-        auc[cell] = {model: roc_auc(first.labels, p.probabilities) if defined else None
-                     for model, p in per_model.items()}
+        defined = _metric_value(first, metric, split, notes) is not None
+        values[cell] = {model: _metric_value(p, metric, split, []) if defined else None
+                        for model, p in per_model.items()}
         if on_progress is not None:
             on_progress(done, len(chosen))
 
     pairs = []
     for model_a, model_b in itertools.combinations(models, 2):
-        pair = PairComparison(model_a, model_b)
+        pair = PairComparison(model_a, model_b, metric)
         for cell in chosen:
             a, b = predictions[cell][model_a], predictions[cell][model_b]
-            row = {"cell": cell, "n": len(a.labels), "positives": int(a.labels.sum()),
-                   "auc_a": auc[cell][model_a], "auc_b": auc[cell][model_b], "delta_auc": None,
-                   "ci_low": None, "ci_high": None, "delong_z": None, "delong_p": None, "q": None}
-            if auc[cell][model_a] is not None:
+            row = {"cell": cell, "n": len(a.scores), "positives": None if a.labels is None else int(a.labels.sum()),
+                   f"{metric}_a": values[cell][model_a], f"{metric}_b": values[cell][model_b],
+                   f"delta_{metric}": None, "ci_low": None, "ci_high": None, f"{test_name}_z": None,
+                   f"{test_name}_p": None, "q": None}
+            if values[cell][model_a] is not None and values[cell][model_b] is not None:
                 try:
-                    test = stats.delong_test(a.labels, a.probabilities, b.probabilities)
-                except ValueError as exc:  # fewer than 2 positives or negatives
-                    notes.append(f"cell {cell}: no DeLong test ({exc})")
+                    delta, low, high, z, p, note = _cell_test(metric, a, b)
+                except ValueError as exc:  # e.g. fewer than 2 positives or negatives
+                    notes.append(f"cell {cell}: no {test_name.capitalize()} test ({exc})")
                 else:
-                    row.update(delta_auc=test.delta, ci_low=test.ci_low, ci_high=test.ci_high,
-                               delong_z=test.z, delong_p=test.p)
-                    if test.note:
-                        notes.append(f"cell {cell}, {model_a} vs {model_b}: {test.note}")
+                    row.update({f"delta_{metric}": delta, "ci_low": low, "ci_high": high,
+                                f"{test_name}_z": z, f"{test_name}_p": p})
+                    if note:
+                        notes.append(f"cell {cell}, {model_a} vs {model_b}: {note}")
             pair.cells.append(row)
-        p_values = np.array([np.nan if r["delong_p"] is None else r["delong_p"] for r in pair.cells])
+        p_values = np.array([np.nan if r[f"{test_name}_p"] is None else r[f"{test_name}_p"] for r in pair.cells])
         for row, q in zip(pair.cells, stats.benjamini_hochberg(p_values)):
             row["q"] = None if np.isnan(q) else float(q)
-        usable = [r for r in pair.cells if r["auc_a"] is not None]
-        pair.summary = stats.paired_summary([r["auc_a"] for r in usable], [r["auc_b"] for r in usable], seed=seed)
+        usable = [r for r in pair.cells if r[f"{metric}_a"] is not None and r[f"{metric}_b"] is not None]
+        pair.summary = stats.paired_summary([r[f"{metric}_a"] for r in usable], [r[f"{metric}_b"] for r in usable],
+                                            seed=seed)
         for note in pair.summary.pop("notes", []):
             notes.append(f"{model_a} vs {model_b}: {note}")
         pairs.append(pair)
@@ -158,11 +232,10 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         raw_t = np.array([np.nan if p.summary["ttest_p"] is None else p.summary["ttest_p"] for p in pairs])
         for pair, adjusted in zip(pairs, stats.holm(raw_t)):
             pair.summary["ttest_p_holm"] = None if np.isnan(adjusted) else float(adjusted)
-    return Comparison(models, chosen, auc, pairs, list(dict.fromkeys(notes)))
+    return Comparison(models, chosen, values, pairs, list(dict.fromkeys(notes)), metric)
 
 
-# Column order of compare's per-cell and summary rows (TSV/CSV and JSON).
-CELL_KEYS = ["cell", "n", "positives", "auc_a", "auc_b", "delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q"]
+# Column order of compare's summary rows (TSV/CSV and JSON).
 SUMMARY_KEYS = [
     "n_cells", "mean_a", "mean_b", "median_delta", "median_delta_ci_low", "median_delta_ci_high", "wins", "ties",
     "losses", "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_method", "wilcoxon_p_holm", "ttest_statistic",
@@ -171,10 +244,11 @@ SUMMARY_KEYS = [
 
 
 def _cell_object(pair, row) -> dict:
-    """A per-cell JSON object with the model names in the AUC keys."""
+    """A per-cell JSON object with the model names in the metric's keys (e.g. auc_crnn)."""
+    m = pair.metric
     obj = {"cell": row["cell"], "n": row["n"], "positives": row["positives"],
-           f"auc_{pair.model_a}": row["auc_a"], f"auc_{pair.model_b}": row["auc_b"]}
-    obj.update({key: row[key] for key in ("delta_auc", "ci_low", "ci_high", "delong_z", "delong_p", "q")})
+           f"{m}_{pair.model_a}": row[f"{m}_a"], f"{m}_{pair.model_b}": row[f"{m}_b"]}
+    obj.update({key: row[key] for key in cell_keys(m)[5:]})
     return obj
 
 
@@ -187,7 +261,7 @@ def _summary_object(pair) -> dict:
 
 def pair_payload(pair: PairComparison) -> dict:
     """One pair as compare's JSON shows it: per-cell objects and the summary with its verdict."""
-    return {"model_a": pair.model_a, "model_b": pair.model_b,
+    return {"model_a": pair.model_a, "model_b": pair.model_b, "metric": pair.metric,
             "cells": [_cell_object(pair, row) for row in pair.cells], "summary": _summary_object(pair)}
 
 
@@ -195,8 +269,10 @@ def json_payload(result: Comparison) -> dict:
     """What `compare -f json` prints (before NaN cleaning): cells and summary, or one block per pair."""
     if len(result.pairs) == 1:
         block = pair_payload(result.pairs[0])
-        return {"models": result.models, "cells": block["cells"], "summary": block["summary"], "notes": result.notes}
-    return {"models": result.models, "pairs": [pair_payload(pair) for pair in result.pairs], "notes": result.notes}
+        return {"models": result.models, "metric": result.metric, "cells": block["cells"],
+                "summary": block["summary"], "notes": result.notes}
+    return {"models": result.models, "metric": result.metric, "pairs": [pair_payload(pair) for pair in result.pairs],
+            "notes": result.notes}
 
 
 def roc_points(store: Store, registry: Registry, models: list[str], cell: str, split: str = "test", *,
@@ -207,6 +283,6 @@ def roc_points(store: Store, registry: Registry, models: list[str], cell: str, s
     curves = []
     for model in models:
         p = predictions_for(registry.get(model, cell), store, cell, split, device=device, allow_changed=allow_changed)
-        fpr, tpr, _ = roc_curve(p.labels, p.probabilities)
+        fpr, tpr, _ = roc_curve(p.labels, p.scores)
         curves.append((model, fpr, tpr))
     return curves

@@ -116,7 +116,7 @@ def run_trial(cell: CellData, settings, store_path: str, mirror: str) -> dict:
     settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision, settings.device))
     states, config, metadata, outcome = train_entry(cell, settings, store_path=store_path, mirror=mirror)
     return {"states": states, "config": config, "metadata": metadata, "node": socket.gethostname(),
-            "valid_auc": outcome.valid_auc, "best_epoch": outcome.best_epoch, "seconds": outcome.seconds,
+            "valid_score": outcome.valid_score, "best_epoch": outcome.best_epoch, "seconds": outcome.seconds,
             "converged": outcome.converged}
 
 
@@ -232,7 +232,7 @@ def config_of_entry(config: dict) -> dict:
 class TrialOutcome:
     trial: Trial
     status: str  # trained, skipped, failed, cancelled
-    valid_auc: float = math.nan
+    valid_score: float = math.nan  # the task's validation metric (AUC, Pearson r)
     best_epoch: int | None = None
     seconds: float | None = None
     node: str | None = None
@@ -242,7 +242,8 @@ class TrialOutcome:
     def row(self) -> dict:
         t = self.trial
         return {"name": t.name, "cell": t.cell, "arch": t.arch, "seed": t.seed, "params": t.params_text,
-                "status": self.status, "valid_auc": self.valid_auc, "best_epoch": self.best_epoch,
+                "status": self.status, f"valid_{t.settings.task.selection_metric}": self.valid_score,
+                "best_epoch": self.best_epoch,
                 "seconds": self.seconds, "node": self.node, "error": self.error}
 
 
@@ -315,7 +316,7 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
     outcomes: dict[int, TrialOutcome] = {}
     for index in skip:
         entry = registry.get(trials[index].name, trials[index].cell)
-        outcomes[index] = TrialOutcome(trials[index], "skipped", entry.metadata["best_valid_auc"],
+        outcomes[index] = TrialOutcome(trials[index], "skipped", entry.best_valid_score,
                                        entry.metadata["best_epoch"], entry.metadata.get("train_seconds"))
     queue = deque(index for index in range(len(trials)) if index not in outcomes)
     progress = SweepProgress(total=len(queue))
@@ -376,7 +377,7 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
                         continue
                     registry.save(trial.name, trial.cell, result["states"], result["config"], result["metadata"],
                                   overwrite=overwrite or trial.replaces)
-                    finished(index, TrialOutcome(trial, "trained", result["valid_auc"], result["best_epoch"],
+                    finished(index, TrialOutcome(trial, "trained", result["valid_score"], result["best_epoch"],
                                                  result["seconds"], result["node"],
                                                  converged=result["converged"]))
                 submit()

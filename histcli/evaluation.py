@@ -33,7 +33,9 @@ class Predictions:
     split: str
     gene_ids: np.ndarray
     labels: np.ndarray | None
-    probabilities: np.ndarray
+    scores: np.ndarray  # the task's prediction: a probability, or a level on the target scale
+    measured: np.ndarray | None = None  # regression: the measured levels on the target scale
+    task: object = None  # histcli.tasks task of the model
 
 
 def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
@@ -62,8 +64,9 @@ def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
     return apply_transform(wanted["transform"], counts)
 
 
-def predict_probabilities(entry: Entry, inputs: np.ndarray, device: str = "cpu", module=None) -> np.ndarray:
-    """Sigmoid outputs of the model for transformed inputs (genes x bins x marks)."""
+def predict_scores(entry: Entry, inputs: np.ndarray, device: str = "cpu", module=None) -> np.ndarray:
+    """The model's predictions for transformed inputs (genes x bins x marks), as its task gives them:
+    probabilities, or levels on the target scale."""
     import torch
 
     from histcli.training import EVAL_BATCH, predict_logits
@@ -71,9 +74,9 @@ def predict_probabilities(entry: Entry, inputs: np.ndarray, device: str = "cpu",
     module = module if module is not None else entry.build_module(device)
     if len(inputs) == 0:
         return np.zeros(0, dtype=np.float32)
-    logits = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH,
-                            mirror=bool(entry.input.get("mirror", False)))
-    return torch.sigmoid(logits).float().cpu().numpy()
+    outputs = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH,
+                             mirror=bool(entry.input.get("mirror", False)))
+    return entry.task.scores(outputs.float().cpu().numpy())
 
 
 def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, allow_changed: bool) -> None:
@@ -109,7 +112,7 @@ def _read_cache(path: Path, weights: str, fingerprint: str) -> dict | None:
         with np.load(path, allow_pickle=False) as cached:
             if str(cached["weights_sha256"]) != weights or str(cached["fingerprint"]) != fingerprint:
                 return None
-            return {key: cached[key] for key in ("gene_ids", "labels", "probabilities")}
+            return {key: cached[key] for key in ("gene_ids", "labels", "scores", "measured")}
     except (OSError, KeyError, ValueError):
         return None
 
@@ -136,21 +139,26 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
         check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
         from histcli.training import resolve_device
 
-        probabilities = predict_probabilities(entry, match_inputs(entry, data), resolve_device(device))
-        labels = data.labels if data.labels is not None else np.zeros(0, dtype=np.int8)
-        cached = {"gene_ids": np.asarray(data.gene_ids, dtype=str), "labels": labels,
-                  "probabilities": probabilities}
+        measured = entry.task.measured(data)
+        scores = predict_scores(entry, match_inputs(entry, data), resolve_device(device))
+        empty = np.zeros(0, dtype=np.int8)
+        cached = {"gene_ids": np.asarray(data.gene_ids, dtype=str),
+                  "labels": data.labels if data.labels is not None else empty, "scores": scores,
+                  "measured": measured if measured is not None else empty}
         _write_cache(path, cached, weights, data.fingerprint)
     warn_overlap(entry, store, cell, cached["gene_ids"])
-    labels = cached["labels"]
+    n = len(cached["scores"])
+    labels, measured = cached["labels"], cached["measured"]
     return Predictions(
         model=entry.name,
         trained_on=entry.cell,
         cell=cell,
         split=split,
         gene_ids=cached["gene_ids"],
-        labels=labels if len(labels) == len(cached["probabilities"]) else None,
-        probabilities=cached["probabilities"],
+        labels=labels if len(labels) == n else None,
+        scores=cached["scores"],
+        measured=measured if len(measured) == n else None,
+        task=entry.task,
     )
 
 
@@ -165,35 +173,39 @@ def _write_cache(path: Path, arrays: dict, weights: str, fingerprint: str) -> No
         log.info("could not cache predictions in %s (%s)", path.parent, exc.strerror)
 
 
-def metrics_row(predictions: Predictions, threshold: float = 0.5) -> dict:
-    """AUC, AUPRC, accuracy and counts; undefined metrics are None with a note."""
-    from histcli.metrics import accuracy, average_precision, roc_auc
+def metric_columns(tasks) -> list[str]:
+    """The metrics of every task among ``tasks``, in one fixed order (classifiers' first)."""
+    from histcli.tasks import Classification, Regression
 
+    present = [task.metric_columns for task in (Classification, Regression) if any(isinstance(t, task) for t in tasks)]
+    return list(dict.fromkeys(key for keys in present for key in keys))
+
+
+def metrics_row(predictions: Predictions, threshold: float = 0.5, columns: list[str] | None = None) -> dict:
+    """The task's metrics and counts, one key per name of ``columns`` (default: the task's own);
+    undefined metrics are None with a note."""
+    task = predictions.task
     labels = predictions.labels
-    if labels is None:
+    if labels is None and predictions.measured is None:
         raise HistcliError(f"cell {predictions.cell} has no labels (prepared without expression); "
                            "use 'histcli predict --from-store' for predictions without evaluation")
-    scores = predictions.probabilities
-    n, positives = len(labels), int(labels.sum())
+    n = len(predictions.scores)
     row = {
         "model": predictions.model,
         "cell": predictions.cell,
         "trained_on": predictions.trained_on,
         "split": predictions.split,
+        "task": task.name,
         "n": n,
-        "positives": positives,
-        "auc": None,
-        "auprc": None,
-        "accuracy": None,
+        "positives": None if labels is None else int(labels.sum()),
     }
+    row.update({key: None for key in columns or task.metric_columns})
     if n == 0:
         log.warning("%s on %s: the %s split has no genes", predictions.model, predictions.cell, predictions.split)
         return row
-    row["accuracy"] = accuracy(labels, scores, threshold)
-    if 0 < positives < n:
-        row["auc"] = roc_auc(labels, scores)
-        row["auprc"] = average_precision(labels, scores)
-    else:
+    values = task.metrics(labels, predictions.measured, predictions.scores, threshold)
+    row.update({key: value for key, value in values.items() if key in row})
+    if labels is not None and values.get("auc") is None:
         log.warning("%s on %s: every %s gene has label %d, so AUC and AUPRC are undefined",
                     predictions.model, predictions.cell, predictions.split, int(labels[0]))
     return row
@@ -207,11 +219,12 @@ def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, 
     from histcli import interrupt
 
     rows = []
+    columns = metric_columns([entry.task for entry in entries])
     for entry in entries:
         interrupt.check()
         predictions = predictions_for(entry, store, on_cell or entry.cell, split, device=device,
                                       allow_changed=allow_changed)
-        rows.append(metrics_row(predictions, threshold))
+        rows.append(metrics_row(predictions, threshold, columns))
         if on_entry is not None:
             on_entry()
     rows.sort(key=lambda row: (row["cell"], row["model"], row["trained_on"]))

@@ -39,6 +39,10 @@ members' logits): the weights are equal, and the result the mean of the
 members' attributions, when the members agree, and the combination keeps
 completeness when they do not. Attention weights of an ensemble are the mean of
 its members'.
+
+Regression models are explained through their raw output, the standardised
+level (level = output x target_scale + target_mean, see histcli.tasks); their
+ensembles average the members' outputs, so DeepLift weights each member equally.
 """
 
 from __future__ import annotations
@@ -228,7 +232,11 @@ class Explainer:
                 with torch.no_grad():
                     logits.append(member(x))
                     base_logits.append(member(baselines))
-            weights = ensemble_weights(torch.stack(logits, -1), torch.stack(base_logits, -1)).to(x.dtype)
+            if self.module.combine == "mean":  # regression: the ensemble's output is the members' mean
+                weights = torch.full((len(x), len(self.members)), 1.0 / len(self.members), dtype=x.dtype,
+                                     device=x.device)
+            else:
+                weights = ensemble_weights(torch.stack(logits, -1), torch.stack(base_logits, -1)).to(x.dtype)
             return torch.einsum("gbmk,gk->gbm", torch.stack(parts, -1), weights)
         if self.method == "integrated-gradients":
             return self._integrated_gradients(x, baselines)

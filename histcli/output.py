@@ -140,9 +140,10 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
     from rich.table import Table
 
     terminal = stdout_is_terminal()
+    # Two spaces between columns and none at the edges: tables stay within 80 columns longer.
     table = Table(title=title, box=box.SIMPLE_HEAD if terminal else None,
                   header_style="bold" if terminal else None, title_style="bold" if terminal else None,
-                  show_edge=False)
+                  show_edge=False, collapse_padding=True, pad_edge=False)
     for column in columns:
         table.add_column(column.title, justify=column.justify, no_wrap=True)
     for row in rows:
@@ -166,6 +167,14 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
             out.print(renderable)
         if extra is not None:
             out.print(extra)
+    except BrokenPipeError:
+        raise StdoutClosed() from None
+
+
+def write_rich(renderable) -> None:
+    """Print any rich renderable (a panel, text) on stdout like the tables."""
+    try:
+        console().print(renderable)
     except BrokenPipeError:
         raise StdoutClosed() from None
 

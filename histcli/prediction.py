@@ -42,12 +42,17 @@ GENES_PER_CHUNK = 2_000
 
 
 class PredictionWriter:
-    """Writes ``gene_id  probability  prediction`` rows (TSV) or a JSON array, as they come."""
+    """Writes ``gene_id`` and the task's prediction columns (``probability  prediction``, or
+    ``log_expression  expression``) as TSV rows or a JSON array, as they come."""
 
-    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = 0.5, on_written=None):
+    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = 0.5, on_written=None, task=None):
+        from histcli.tasks import Classification
+
         self.stream = stream
         self.fmt = fmt
         self.threshold = threshold
+        self.task = task or Classification()
+        self.columns = self.task.prediction_columns
         self.count = 0
         self.started = False
         self.on_written = on_written  # called with the number of genes written so far
@@ -56,7 +61,7 @@ class PredictionWriter:
         # The header waits for the first predictions: bad input leaves stdout empty.
         if not self.started:
             self.started = True
-            self._write("gene_id\tprobability\tprediction\n" if self.fmt == "tsv" else "[")
+            self._write("\t".join(("gene_id", *self.columns)) + "\n" if self.fmt == "tsv" else "[")
 
     def _write(self, text: str) -> None:
         try:
@@ -64,19 +69,23 @@ class PredictionWriter:
         except BrokenPipeError:
             raise StdoutClosed() from None
 
-    def add(self, gene_ids, probabilities: np.ndarray) -> None:
+    def add(self, gene_ids, scores: np.ndarray) -> None:
+        """``scores``: the model's predictions as its task gives them (histcli.evaluation.predict_scores)."""
         interrupt.check()
         self._start()
-        calls = (probabilities >= self.threshold).astype(int)
+        values = self.task.prediction_values(scores, self.threshold)
+        columns = [values[name] for name in self.columns]
         if self.fmt == "tsv":
-            lines = [f"{gene}\t{p:.9g}\t{c}\n" for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+            # 9 significant digits read back as the same float32.
+            lines = ["\t".join([str(gene), *(f"{v:.9g}" if isinstance(v, float) else str(v) for v in row)]) + "\n"
+                     for gene, *row in zip(gene_ids, *columns, strict=True)]
             self._write("".join(lines))
         else:
-            items = [json.dumps({"gene_id": str(gene), "probability": p, "prediction": c})
-                     for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+            items = [json.dumps({"gene_id": str(gene), **dict(zip(self.columns, row, strict=True))})
+                     for gene, *row in zip(gene_ids, *columns, strict=True)]
             if items:
                 self._write(("," if self.count else "") + "\n  " + ",\n  ".join(items))
-        self.count += len(probabilities)
+        self.count += len(scores)
         if self.on_written is not None:
             self.on_written(self.count)
 
@@ -109,18 +118,18 @@ class Predictor:
             self.module = self.entry.build_module(self.device)
         return self.module
 
-    def probabilities(self, counts: np.ndarray) -> np.ndarray:
-        """``counts``: genes x bins x model marks, untransformed."""
-        from histcli.evaluation import predict_probabilities
+    def scores(self, counts: np.ndarray) -> np.ndarray:
+        """Predictions (probabilities, or levels) for ``counts``: genes x bins x model marks, untransformed."""
+        from histcli.evaluation import predict_scores
 
         inputs = apply_transform(self.entry.input["transform"], counts)
-        return predict_probabilities(self.entry, inputs, self.device, self.load())
+        return predict_scores(self.entry, inputs, self.device, self.load())
 
-    def cell_probabilities(self, cell) -> np.ndarray:
-        """Probabilities for every gene of a cell (from the store or tracks), marks matched by name."""
-        from histcli.evaluation import match_inputs, predict_probabilities
+    def cell_scores(self, cell) -> np.ndarray:
+        """Predictions for every gene of a cell (from the store or tracks), marks matched by name."""
+        from histcli.evaluation import match_inputs, predict_scores
 
-        return predict_probabilities(self.entry, match_inputs(self.entry, cell), self.device, self.load())
+        return predict_scores(self.entry, match_inputs(self.entry, cell), self.device, self.load())
 
 
 class ScoringPipeline:
@@ -144,7 +153,7 @@ class ScoringPipeline:
         self.waiting.append(self.executor.submit(self._run, self._score, gene_ids, counts))
 
     def _score(self, gene_ids, counts: np.ndarray) -> None:
-        self.writer.add(gene_ids, self.predictor.probabilities(counts))
+        self.writer.add(gene_ids, self.predictor.scores(counts))
 
     def _run(self, job, *args) -> None:
         # After a failure the chunks already queued are skipped: the output stays a prefix of the input.

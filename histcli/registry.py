@@ -9,7 +9,8 @@
                                input description (marks, bins, bin size,
                                transform) and the data it was trained on
         metadata.json          results and provenance: best epoch, validation
-                               AUC, history, timings, versions, weights SHA-256
+                               metric (best_valid_auc, or best_valid_pearson
+                               for regression), history, timings, versions, weights SHA-256
         predictions/           cached predictions (see histcli.evaluation)
 
 An entry is built in a hidden temporary folder and moved into place in one
@@ -85,6 +86,22 @@ class Entry:
         return self.config["input"]
 
     @property
+    def task(self):
+        """What the model predicts (histcli.tasks): labels, or expression levels."""
+        from histcli.tasks import task_from_config
+
+        return task_from_config(self.config)
+
+    @property
+    def selection_metric(self) -> str:
+        return self.metadata.get("selection_metric", "auc")
+
+    @property
+    def best_valid_score(self) -> float:
+        """The validation metric that selected the weights (AUC, or Pearson r for regression)."""
+        return self.metadata[f"best_valid_{self.selection_metric}"]
+
+    @property
     def members(self) -> list[dict]:
         """The members of a seed ensemble (seed, weights file, results); empty for a single model."""
         return self.metadata.get("members", [])
@@ -115,8 +132,9 @@ class Entry:
     def build_module(self, device: str = "cpu"):
         """The trained torch module, in eval mode, on ``device``.
 
-        A seed ensemble becomes one module whose output is the logit of the
-        mean of its members' probabilities (histcli.models._ensemble).
+        A seed ensemble becomes one module combining its members as the task
+        says: the logit of the mean of their probabilities, or the mean of
+        their outputs (histcli.models._ensemble).
         """
         from histcli import models
 
@@ -132,13 +150,13 @@ class Entry:
         if self.members:
             from histcli.models._ensemble import Ensemble
 
-            return Ensemble(modules).to(device).eval()
+            return Ensemble(modules, self.task.ensemble_combine).to(device).eval()
         return modules[0].to(device).eval()
 
 
 _REQUIRED = {
     CONFIG: ("architecture", "hyperparameters", "training", "input", "data", "name", "cell"),
-    METADATA: ("best_epoch", "best_valid_auc", "epochs_run", "interrupted", "created", "history", "weights_sha256"),
+    METADATA: ("best_epoch", "epochs_run", "interrupted", "created", "history", "weights_sha256"),
 }
 _REQUIRED_INPUT = ("marks", "n_bins", "bin_size", "window", "tss_offset", "transform")
 
@@ -166,6 +184,9 @@ def read_entry(path: Path) -> Entry:
         missing = [key for key in _REQUIRED[filename] if key not in content]
         if missing:
             raise ModelError(f"{path / filename}: damaged, {', '.join(missing)} missing")
+    selection = f"best_valid_{metadata.get('selection_metric', 'auc')}"
+    if selection not in metadata:
+        raise ModelError(f"{path / METADATA}: damaged, {selection} missing")
     missing = [key for key in _REQUIRED_INPUT if key not in config["input"]]
     if missing:
         raise ModelError(f"{path / CONFIG}: damaged, input.{', input.'.join(missing)} missing")

@@ -113,7 +113,7 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     comparison = None
     if len(models) > 1:
         progress("comparing")
-        comparison = compare(store, registry, models, chosen, split=split, device=device,
+        comparison = compare(store, registry, models, chosen, metric="auc", split=split, device=device,
                              allow_changed=allow_changed, seed=seed)
         notes += comparison.notes
     curves: dict[str, dict[str, dict]] = {}
@@ -125,8 +125,8 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
             labels = predictions.labels
             if labels is None or len(labels) == 0 or labels.min() == labels.max():
                 continue  # no curve without both classes
-            fpr, tpr, _ = roc_curve(labels, predictions.probabilities)
-            precision, recall, _ = precision_recall_curve(labels, predictions.probabilities)
+            fpr, tpr, _ = roc_curve(labels, predictions.scores)
+            precision, recall, _ = precision_recall_curve(labels, predictions.scores)
             curves[cell][model] = {"roc": thin(fpr, tpr), "pr": thin(recall, precision)}
     inputs = ReportInputs(
         title=title or f"histcli report: {' vs '.join(models)}", models=models, cells=chosen, split=split,
@@ -267,18 +267,21 @@ def training_figure(inputs: ReportInputs) -> dict:
         for index, (model, run) in enumerate(runs):
             colour = COLOURS[index % len(COLOURS)]
             history = run.get("history") or []
-            name = f"{model} {run['label']}".strip()
+            # Regression models are selected on Pearson r: their curve shows it, and says so.
+            metric = inputs.entries[model][cell].selection_metric
+            key = f"valid_{metric}"
+            name = f"{model} {run['label']}".strip() + ("" if metric == "auc" else f" ({metric})")
             if run.get("converged") is False:
                 name += " (not converged)"
             traces.append({"type": "scatter", "mode": "lines", "name": name, "legendgroup": name,
-                           "x": [h["epoch"] for h in history], "y": [h.get("valid_auc") for h in history],
+                           "x": [h["epoch"] for h in history], "y": [h.get(key) for h in history],
                            "line": {"dash": "dot" if run.get("converged") is False else "solid", "color": colour}})
             best = next((h for h in history if h["epoch"] == run.get("best_epoch")), None)
             if best is not None:
                 traces.append({"type": "scatter", "mode": "markers", "name": f"{name}: best epoch",
                                "legendgroup": name, "showlegend": False, "x": [best["epoch"]],
-                               "y": [best.get("valid_auc")], "marker": {"symbol": "star", "size": 12, "color": colour},
-                               "hovertemplate": f"{name}<br>best epoch %{{x}}<br>valid AUC %{{y:.4f}}"
+                               "y": [best.get(key)], "marker": {"symbol": "star", "size": 12, "color": colour},
+                               "hovertemplate": f"{name}<br>best epoch %{{x}}<br>valid {metric} %{{y:.4f}}"
                                                 "<extra></extra>"})
         by_cell[cell] = {"data": traces, "layout": _layout(f"validation AUC per epoch, {cell} (★ best epoch)",
                                                            "epoch", "validation AUC")}
@@ -405,7 +408,7 @@ def run_section(inputs: ReportInputs) -> str:
                     f'<tr class="{"warn" if converged is False else ""}"><td>{_e(model)}</td><td>{_e(cell)}</td>'
                     f'<td>{_e(run["label"] or "-")}</td><td>{_e(run.get("best_epoch"))}</td>'
                     f'<td>{_e(run.get("epochs_run", len(run.get("history") or [])))}</td>'
-                    f'<td>{_e(_fmt(run.get("best_valid_auc")))}</td><td>{flag}</td>'
+                    f'<td>{_e(_fmt(run.get(f"best_valid_{entry.selection_metric}")))}</td><td>{flag}</td>'
                     f'<td class="mono">{_e((entry.config.get("data") or {}).get("fingerprint", "")[:16])}</td></tr>')
     parts.append('<table id="training-runs"><thead><tr><th>model</th><th>cell</th><th>member</th><th>best epoch</th>'
                  '<th>epochs run</th><th>valid AUC</th><th>converged</th><th>data fingerprint</th></tr></thead>'

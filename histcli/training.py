@@ -1,4 +1,8 @@
-"""Training: mini-batch Adam on binary cross-entropy, model selection by validation AUC.
+"""Training: mini-batch Adam, model selection by the task's validation metric.
+
+The task (histcli.tasks) gives the targets, the loss and the metric: binary
+cross-entropy and AUC for classification, mean squared error on standardised
+log expression and Pearson r for regression.
 
 The data go to the device once as tensors; batches are index slices of them
 (no DataLoader, no per-sample Python). Validation runs in inference mode in
@@ -30,6 +34,7 @@ import numpy as np
 from histcli import interrupt
 from histcli.errors import HistcliError, ModelError
 from histcli.store import CellData
+from histcli.tasks import Classification, Task
 
 # Inference runs fastest in batches of a few hundred genes on the CPU: larger
 # batches make the CRNN's convolution outputs fall out of the caches.
@@ -71,6 +76,7 @@ class TrainSettings:
     transform: str = "log1p"
     precision: str = "fp32"
     mirror: bool = False  # genes of unknown orientation: train on both, predict the average
+    task: Task = field(default_factory=Classification)
 
     def as_config(self) -> dict:
         return {
@@ -87,8 +93,8 @@ class TrainSettings:
             "precision": self.precision,
             "mirror": self.mirror,
             "optimizer": "Adam",
-            "loss": "binary cross-entropy",
-            "selection": "best validation AUC",
+            "loss": self.task.loss_name,
+            "selection": f"best validation {self.task.selection_label}",
         }
 
 
@@ -96,9 +102,9 @@ class TrainSettings:
 class EpochReport:
     epoch: int
     loss: float
-    valid_auc: float
+    valid_score: float  # the task's selection metric (AUC, Pearson r) this epoch
     best_epoch: int
-    best_valid_auc: float
+    best_valid_score: float
     seconds: float
     patience: int
     lr: float
@@ -108,14 +114,14 @@ class EpochReport:
 class TrainResult:
     state: dict | None  # weights of the best epoch; None if no epoch finished
     best_epoch: int
-    best_valid_auc: float
+    best_valid_score: float  # the task's selection metric at the best epoch
     epochs_run: int
     history: list[dict] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
     n_parameters: int = 0
-    settings: TrainSettings | None = None  # as resolved for the cell (batch size, patience)
-    best_valid_scores: np.ndarray | None = None  # validation logits of the best epoch
+    settings: TrainSettings | None = None  # as resolved for the cell (batch size, patience, task scaling)
+    best_valid_outputs: np.ndarray | None = None  # the module's validation outputs at the best epoch
 
     @property
     def converged(self) -> bool:
@@ -152,7 +158,7 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
     arch = models.get(architecture)
     defaults = arch.training
     chosen = {key: value for key, value in training.items() if value is not None}
-    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision", "mirror"}
+    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision", "mirror", "task"}
     if unknown:
         raise ModelError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     setting = {**defaults, **chosen}
@@ -172,6 +178,7 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
         transform=chosen.get("transform", arch.transform),
         precision=chosen.get("precision", "fp32"),
         mirror=bool(chosen.get("mirror", False)),
+        task=chosen.get("task", Classification()),
     )
 
 
@@ -205,19 +212,15 @@ def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell
     return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
 
 
-def split_arrays(cell: CellData, split: str, transform: str) -> tuple[np.ndarray, np.ndarray]:
-    """Transformed inputs and labels of one split, checked to be usable for training."""
+def split_arrays(cell: CellData, split: str, transform: str, task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """Transformed inputs and the task's targets of one split, checked to be usable for training."""
     from histcli.transforms import apply_transform
 
-    if cell.labels is None:
-        raise HistcliError(f"cell {cell.name} has no labels (prepared without expression); it cannot be trained on")
     mask = cell.split_mask(split)
     if not mask.any():
         raise HistcliError(f"cell {cell.name} has no {split} genes; prepare it with a split")
-    labels = cell.labels[mask]
-    if labels.min() == labels.max():
-        raise HistcliError(f"cell {cell.name}: every {split} gene has label {int(labels[0])}; AUC is undefined")
-    return apply_transform(transform, cell.counts[mask]), labels.astype(np.float32)
+    targets = task.targets(cell, split)
+    return apply_transform(transform, cell.counts[mask]), targets
 
 
 def predict_logits(module, inputs, batch_size: int = EVAL_BATCH, mirror: bool = False):
@@ -250,7 +253,6 @@ def train(cell: CellData, settings: TrainSettings, *,
     import torch
 
     from histcli import models
-    from histcli.metrics import roc_auc
 
     started = time.perf_counter()
     if settings.threads:
@@ -259,9 +261,10 @@ def train(cell: CellData, settings: TrainSettings, *,
     torch.use_deterministic_algorithms(settings.device == "cpu", warn_only=True)
     device = torch.device(settings.device)
 
-    train_x, train_y = split_arrays(cell, "train", settings.transform)
-    valid_x, valid_y = split_arrays(cell, "valid", settings.transform)
-    settings = resolve_budget(settings, len(train_x))
+    train_x, train_targets = split_arrays(cell, "train", settings.transform, settings.task)
+    valid_x, valid_targets = split_arrays(cell, "valid", settings.transform, settings.task)
+    task = settings.task.fitted(train_targets)
+    settings = dataclasses.replace(resolve_budget(settings, len(train_x)), task=task)
     n_bins, n_marks = train_x.shape[1:]
     module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters)
     # Channels-last convolution weights train faster on CPU and GPU (only 4-D weights change).
@@ -273,17 +276,17 @@ def train(cell: CellData, settings: TrainSettings, *,
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=LR_FACTOR, patience=max(1, settings.patience // PLATEAU_FRACTION),
             threshold=0.0, min_lr=settings.lr * LR_FACTOR**LR_REDUCTIONS)
-    loss_function = torch.nn.BCEWithLogitsLoss()
+    loss_function = task.loss()
     train_inputs = torch.from_numpy(train_x).to(device)
-    train_targets = torch.from_numpy(train_y).to(device)
+    train_targets = torch.from_numpy(task.training_targets(train_targets)).to(device)
     valid_inputs = torch.from_numpy(valid_x).to(device)
-    valid_labels = valid_y.astype(np.int8)
     order_generator = torch.Generator().manual_seed(settings.seed)
     # Mixed precision for the training steps only: validation, and so model
     # selection, stays in float32 like evaluation and prediction.
     bf16 = settings.precision == "bf16"
 
-    best_state, best_epoch, best_auc, best_scores = None, 0, -math.inf, None
+    best_state, best_epoch, best_score, best_outputs = None, 0, -math.inf, None
+    metric = task.selection_metric
     history: list[dict] = []
     interrupted = False
     epoch = 0
@@ -311,19 +314,19 @@ def train(cell: CellData, settings: TrainSettings, *,
                 optimizer.step()
                 total_loss += loss.detach() * len(batch)
             mean_loss = float(total_loss) / len(order)
-            valid_scores = predict_logits(module, valid_inputs, mirror=settings.mirror).float().cpu().numpy()
-            if not math.isfinite(mean_loss) or not np.isfinite(valid_scores).all():
+            valid_outputs = predict_logits(module, valid_inputs, mirror=settings.mirror).float().cpu().numpy()
+            if not math.isfinite(mean_loss) or not np.isfinite(valid_outputs).all():
                 raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss:.4g}); try a smaller --lr")
-            valid_auc = roc_auc(valid_labels, valid_scores)
-            if valid_auc > best_auc:
-                best_auc, best_epoch, best_scores = valid_auc, epoch, valid_scores
+            valid_score = task.selection_score(valid_targets, valid_outputs)
+            if valid_score > best_score:
+                best_score, best_epoch, best_outputs = valid_score, epoch, valid_outputs
                 best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
             lr = optimizer.param_groups[0]["lr"]
-            history.append({"epoch": epoch, "loss": mean_loss, "valid_auc": valid_auc, "lr": lr})
+            history.append({"epoch": epoch, "loss": mean_loss, f"valid_{metric}": valid_score, "lr": lr})
             if scheduler is not None:
-                scheduler.step(valid_auc)
+                scheduler.step(valid_score)
             if on_epoch is not None:
-                on_epoch(EpochReport(epoch, mean_loss, valid_auc, best_epoch, best_auc,
+                on_epoch(EpochReport(epoch, mean_loss, valid_score, best_epoch, best_score,
                                      time.perf_counter() - epoch_start, settings.patience, lr))
             if epoch - best_epoch >= settings.patience:
                 break
@@ -333,14 +336,14 @@ def train(cell: CellData, settings: TrainSettings, *,
     return TrainResult(
         state=best_state,
         best_epoch=best_epoch,
-        best_valid_auc=best_auc if best_state is not None else math.nan,
+        best_valid_score=best_score if best_state is not None else math.nan,
         epochs_run=len(history),
         history=history,
         interrupted=interrupted,
         seconds=time.perf_counter() - started,
         n_parameters=n_parameters,
         settings=settings,
-        best_valid_scores=best_scores,
+        best_valid_outputs=best_outputs,
     )
 
 
@@ -360,7 +363,7 @@ class EntryResult:
     """What one registry entry's training gave: one member, or one per seed of an ensemble."""
 
     members: list[TrainResult]
-    valid_auc: float  # of the entry's prediction: for an ensemble, the mean of the members' probabilities
+    valid_score: float  # the selection metric of the entry's prediction (for an ensemble, of the combined members)
     interrupted: bool = False  # Ctrl-C: for an ensemble, members after the interrupted one were not trained
 
     @property
@@ -385,13 +388,12 @@ class EntryResult:
         return self.members[0].settings
 
 
-def ensemble_valid_auc(cell: CellData, members: list[TrainResult]) -> float:
-    """Validation AUC of the mean of the members' probabilities at their best epochs."""
-    from histcli.metrics import roc_auc
-
-    probabilities = np.mean([1.0 / (1.0 + np.exp(-member.best_valid_scores.astype(np.float64)))
-                             for member in members], axis=0)
-    return roc_auc(cell.labels[cell.split_mask("valid")].astype(np.int8), probabilities)
+def ensemble_valid_score(cell: CellData, members: list[TrainResult]) -> float:
+    """The selection metric of the members' validation outputs at their best epochs, combined as the
+    ensemble combines them (the task's ensemble_outputs)."""
+    task = members[0].settings.task
+    combined = task.ensemble_outputs(np.stack([member.best_valid_outputs for member in members]))
+    return task.selection_score(task.targets(cell, "valid"), combined)
 
 
 def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: list[int] | None = None,
@@ -420,14 +422,17 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
     if not members:
         return None, None, None, EntryResult([result], math.nan, interrupted=True)
     ensemble = len(seeds) > 1
-    outcome = EntryResult(members, ensemble_valid_auc(cell, members) if ensemble else members[0].best_valid_auc,
+    outcome = EntryResult(members, ensemble_valid_score(cell, members) if ensemble else members[0].best_valid_score,
                           interrupted=result.interrupted)
     training_config = outcome.settings.as_config()
     if ensemble:
         del training_config["seed"]
         training_config["seeds"] = [member.settings.seed for member in members]
     split_sizes = {split: int(cell.split_mask(split).sum()) for split in ("train", "valid", "test")}
+    task = outcome.settings.task
+    best_key = f"best_valid_{task.selection_metric}"
     config = {
+        "task": task.config(),
         "architecture": settings.architecture,
         "hyperparameters": settings.hyperparameters,
         "training": training_config,
@@ -452,7 +457,8 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
     }
     metadata = {
         "best_epoch": outcome.best_epoch,
-        "best_valid_auc": outcome.valid_auc,
+        "selection_metric": task.selection_metric,
+        best_key: outcome.valid_score,
         "epochs_run": outcome.epochs_run,
         "converged": outcome.converged,
         "interrupted": outcome.interrupted,
@@ -470,7 +476,7 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
             "seed": member.settings.seed,
             "weights": member_weights_name(member.settings.seed),
             "best_epoch": member.best_epoch,
-            "best_valid_auc": member.best_valid_auc,
+            best_key: member.best_valid_score,
             "epochs_run": member.epochs_run,
             "converged": member.converged,
             "interrupted": member.interrupted,

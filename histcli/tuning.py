@@ -127,7 +127,7 @@ def check_space(arch: str, base: dict, fixed: dict, specs: dict[str, SearchSpec]
 
 
 def tune_trial(config: dict, *, cell: CellData, arch: str, base: dict, fixed: dict) -> None:
-    """One Tune trial on a worker: train and report every epoch's validation AUC."""
+    """One Tune trial on a worker: train and report every epoch's validation metric (AUC, Pearson r)."""
     from ray import tune
 
     from histcli.training import resolve_precision, train
@@ -136,7 +136,7 @@ def tune_trial(config: dict, *, cell: CellData, arch: str, base: dict, fixed: di
     settings = dataclasses.replace(settings, precision=resolve_precision(settings.precision, settings.device))
 
     def report(epoch):
-        tune.report({"valid_auc": epoch.valid_auc, "best_valid_auc": epoch.best_valid_auc,
+        tune.report({"valid_score": epoch.valid_score, "best_valid_score": epoch.best_valid_score,
                      "best_epoch": epoch.best_epoch, "epoch": epoch.epoch, "patience": epoch.patience})
 
     train(cell, settings, on_epoch=report)
@@ -146,15 +146,16 @@ def tune_trial(config: dict, *, cell: CellData, arch: str, base: dict, fixed: di
 class TuneTrial:
     number: int
     params: dict
-    valid_auc: float  # best validation AUC over the epochs it ran
+    valid_score: float  # best validation metric (the task's: AUC, Pearson r) over the epochs it ran
     best_epoch: int | None
     epochs: int
     status: str  # completed (ran until patience or the epoch cap), stopped (by ASHA), failed
     error: str | None = None
     trial_id: str = ""  # Tune's, ending in the index of the sample
 
-    def record(self) -> dict:
-        return {"trial": self.number, "params": self.params, "valid_auc": self.valid_auc,
+    def record(self, metric: str) -> dict:
+        """The trial as the entry's metadata keeps it, its result named after the metric (valid_auc, ...)."""
+        return {"trial": self.number, "params": self.params, f"valid_{metric}": self.valid_score,
                 "best_epoch": self.best_epoch, "epochs": self.epochs, "status": self.status, "error": self.error}
 
 
@@ -185,7 +186,7 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
         tuner = tune.Tuner(
             trainable,
             param_space={key: spec.domain() for key, spec in specs.items()},
-            tune_config=tune.TuneConfig(metric="best_valid_auc", mode="max", num_samples=samples, scheduler=chosen,
+            tune_config=tune.TuneConfig(metric="best_valid_score", mode="max", num_samples=samples, scheduler=chosen,
                                         search_alg=BasicVariantGenerator(random_state=seed),
                                         max_concurrent_trials=max_concurrent),
             run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
@@ -199,7 +200,7 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
     for result in results:
         metrics = result.metrics or {}
         params = {key: (result.config or {}).get(key) for key in specs}  # no config: the trial never started
-        if result.error is not None or "best_valid_auc" not in metrics:
+        if result.error is not None or "best_valid_score" not in metrics:
             message = str(result.error).strip().splitlines() if result.error is not None else ["no epoch finished"]
             trials.append(TuneTrial(0, params, math.nan, None, int(metrics.get("epoch", 0)), "failed",
                                     message[-1] if message else type(result.error).__name__,
@@ -207,7 +208,7 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
             continue
         epochs, best_epoch, patience = int(metrics["epoch"]), int(metrics["best_epoch"]), int(metrics["patience"])
         finished = epochs >= max_epochs or epochs - best_epoch >= patience
-        trials.append(TuneTrial(0, params, float(metrics["best_valid_auc"]), best_epoch, epochs,
+        trials.append(TuneTrial(0, params, float(metrics["best_valid_score"]), best_epoch, epochs,
                                 "completed" if finished else "stopped", trial_id=metrics.get("trial_id", "")))
     # Trial ids end in the index of the sample (…_00003): number trials in sampling order.
     trials.sort(key=lambda trial: int(trial.trial_id.rsplit("_", 1)[-1]) if trial.trial_id else 0)
@@ -220,7 +221,7 @@ def best_trial(trials: list[TuneTrial]) -> TuneTrial:
     finished = [trial for trial in trials if trial.status != "failed"]
     if not finished:
         raise HistcliError(f"every trial of the search failed; the first: {trials[0].error}")
-    return max(finished, key=lambda trial: (trial.valid_auc, -trial.number))
+    return max(finished, key=lambda trial: (trial.valid_score, -trial.number))
 
 
 def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base: dict, fixed: dict,
@@ -253,7 +254,7 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
         store_path = str(Path(store.path).resolve())
         result = ray.get(remote.remote(cell, settings, store_path, "on" if base["mirror"] else "off"))
     metadata = {**result["metadata"], "search": {
-        "objective": "validation AUC (best epoch)",
+        "objective": f"validation {settings.task.selection_label} (best epoch)",
         "space": {key: spec.text for key, spec in specs.items()},
         "fixed": fixed,
         "samples": samples,
@@ -261,7 +262,7 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
         "seed": seed,
         "max_concurrent": max_concurrent,
         "best_trial": best.number,
-        "trials": [trial.record() for trial in trials],
+        "trials": [trial.record(settings.task.selection_metric) for trial in trials],
     }}
     entry = registry.save(name, cell.name, result["states"], result["config"], metadata, overwrite=overwrite)
     return entry, trials, best

@@ -16,7 +16,7 @@ from histcli.stats import delong_test
 
 def _cached(models, model, cell):
     with np.load(Registry(models).get(model, cell).path / "predictions" / f"{cell}.test.npz") as data:
-        return data["labels"], data["probabilities"]
+        return data["labels"], data["scores"]
 
 
 def test_two_models_json_matches_independent_statistics(workspace):
@@ -175,3 +175,48 @@ def test_constant_labels_and_empty_splits_give_notes_not_crashes(workspace, tmp_
     payload = json.loads(empty.stdout)
     assert payload["summary"]["n_cells"] == 0
     assert any("no none genes" in note for note in payload["notes"])
+
+
+def test_the_terminal_layout_is_one_table_per_pair_within_80_columns(monkeypatch):
+    """Long model names and three pairs: every value readable at 80 columns, a row per cell."""
+    import io
+
+    from rich.console import Console
+
+    from histcli import output
+    from histcli.cli.compare import _print_rich
+    from histcli.comparison import Comparison, PairComparison
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True,
+                                                                         highlight=False))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    models, cells = ["attentivechrome", "deepchrome-x5", "logistic"], ["E003", "E004", "E116"]
+    values = {cell: {model: 0.85 + 0.01 * i + 0.001 * j for j, model in enumerate(models)}
+              for i, cell in enumerate(cells)}
+    pairs = []
+    for a, b in [(models[0], models[1]), (models[0], models[2]), (models[1], models[2])]:
+        pair = PairComparison(a, b, "auc")
+        for cell in cells:
+            delta = values[cell][a] - values[cell][b]
+            pair.cells.append({"cell": cell, "n": 6600, "positives": 3300, "auc_a": values[cell][a],
+                               "auc_b": values[cell][b], "delta_auc": delta, "ci_low": delta - 0.004,
+                               "ci_high": delta + 0.004, "delong_z": -1.5, "delong_p": 0.1234, "q": 0.1851})
+        pair.summary = {"n_cells": 3, "wins": 0, "ties": 0, "losses": 3, "wilcoxon_p": 0.25, "wilcoxon_method": "exact",
+                        "median_delta": -0.001, "median_delta_ci_low": -0.002, "median_delta_ci_high": -0.001,
+                        "mean_a": 0.86, "mean_b": 0.861, "ttest_p": 0.01, "rank_biserial": -1.0}
+        pairs.append(pair)
+    _print_rich(Comparison(models, cells, values, pairs, ["a note"], "auc"), "test")
+    text = buffer.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for pair in pairs:
+        title = f"AUC, A = {pair.model_a} vs B = {pair.model_b}, test genes"
+        assert title in text
+        table = text.split(title)[1]
+        header = table.splitlines()[1].split()
+        assert header[:4] == ["cell", "n", "A", "B"]
+        for row in pair.cells:
+            line = next(line.split() for line in table.splitlines() if line.split()[:1] == [row["cell"]])
+            assert line[:5] == [row["cell"], "6600", f"{row['auc_a']:.4f}", f"{row['auc_b']:.4f}",
+                                f"{row['delta_auc']:.4f}"]
+    assert "note: a note" in text

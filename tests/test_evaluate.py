@@ -56,6 +56,7 @@ def test_metrics_match_an_independent_computation(workspace):
         assert summary[model]["mean_auc"] == pytest.approx(np.mean(aucs))
         assert summary[model]["median_auc"] == pytest.approx(np.median(aucs))
         assert summary[model]["min_auc"] == min(aucs) and summary[model]["max_auc"] == max(aucs)
+        assert summary[model]["mean_auprc"] == pytest.approx(np.mean([r["auprc"] for r in rows if r["model"] == model]))
     tsv = parse_tsv(workspace.run("evaluate", "logistic", "deepchrome", "--summary", "-f", "tsv", "-q").stdout)
     assert [(r["model"], float(r["mean_auc"])) for r in tsv] == [
         (s["model"], pytest.approx(s["mean_auc"])) for s in payload["summary"]]
@@ -64,11 +65,18 @@ def test_metrics_match_an_independent_computation(workspace):
 def test_table_tsv_and_csv_carry_the_same_fields(workspace):
     tsv = parse_tsv(workspace.run("evaluate", "logistic", "-f", "tsv", "-q").stdout)
     rows = list(csv.DictReader(io.StringIO(workspace.run("evaluate", "logistic", "-f", "csv", "-q").stdout)))
-    assert list(tsv[0]) == ["model", "cell", "trained_on", "split", "n", "positives", "auc", "auprc", "accuracy"]
+    assert list(tsv[0]) == ["model", "cell", "trained_on", "split", "task", "n", "positives", "auc", "auprc",
+                            "accuracy"]
     assert tsv == rows
     table = workspace.run("evaluate", "logistic", "-f", "table", "-q").stdout
-    for label in ("mean", "median", "min", "max"):
+    # The summary is its own table: one row per model, a column per statistic.
+    for label in ("AUC mean", "AUC median", "AUC min", "AUC max", "AUPRC mean"):
         assert label in table
+    summary_line = next(line for line in table.splitlines() if line.split()[:1] == ["logistic"]
+                        and len(line.split()) == 7)
+    aucs = [float(row["auc"]) for row in tsv]
+    assert summary_line.split()[1:6] == ["3", f"{np.mean(aucs):.4f}", f"{np.median(aucs):.4f}", f"{min(aucs):.4f}",
+                                         f"{max(aucs):.4f}"]
     assert all(row["model"] == "logistic" for row in tsv) and len(tsv) == 3
 
 
@@ -84,7 +92,7 @@ def test_predictions_are_cached_and_invalidated(workspace, tmp_path):
     # The cache is what evaluate reads: doctor it and the AUC follows.
     with np.load(cache) as data:
         arrays = {key: data[key] for key in data.files}
-    arrays["probabilities"] = arrays["labels"].astype(np.float32)
+    arrays["scores"] = arrays["labels"].astype(np.float32)
     np.savez(cache, **arrays)
     doctored = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "-f", "json", "-q", env=env).stdout)
     assert doctored["rows"][0]["auc"] == 1.0 != first["rows"][0]["auc"]

@@ -249,7 +249,7 @@ def test_streaming_in_many_chunks_keeps_input_order_and_values(workspace, genes,
 
     gene_ids, counts = genes
     predictor = Predictor(Registry(workspace.models).get("deepchrome", "sim01"))
-    expected = predictor.probabilities(counts.astype(np.float64))
+    expected = predictor.scores(counts.astype(np.float64))
     for path in (write_long(tmp_path / "long.tsv", gene_ids, counts, marks=MARKS[::-1]),
                  write_wide(tmp_path / "wide.tsv", gene_ids, counts)):
         stream = io.StringIO()
@@ -298,12 +298,12 @@ def test_after_a_failed_chunk_no_later_chunk_is_written(workspace, genes, tmp_pa
     class FailingSecondChunk(Predictor):
         sizes: list[int] = []
 
-        def probabilities(self, counts):
+        def scores(self, counts):
             self.sizes.append(len(counts))
             if len(self.sizes) == 2:
                 time.sleep(0.3)  # the reader queues the next chunk meanwhile
                 raise RuntimeError("out of memory")
-            return super().probabilities(counts)
+            return super().scores(counts)
 
     gene_ids, counts = genes
     predictor = FailingSecondChunk(Registry(workspace.models).get("deepchrome", "sim01"))

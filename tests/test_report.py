@@ -202,12 +202,12 @@ def test_page_curves_and_heatmap_come_from_the_library(space, page):
     roc = {f["id"]: f for f in data["by_cell"]}["fig-roc"]["by_cell"]["sim02"]["data"][1]
     entry = Registry(space.models).get("cnn", "sim02")
     predictions = predictions_for(entry, Store(space.store), "sim02", device="cpu")
-    fpr, tpr, _ = roc_curve(predictions.labels, predictions.probabilities)
+    fpr, tpr, _ = roc_curve(predictions.labels, predictions.scores)
     assert len(fpr) <= 300  # 100 test genes: the whole curve, rounded to 5 decimals
     assert roc["x"] == np.round(fpr, 5).tolist() and roc["y"] == np.round(tpr, 5).tolist()
-    precision, recall, _ = precision_recall_curve(predictions.labels, predictions.probabilities)
+    precision, recall, _ = precision_recall_curve(predictions.labels, predictions.scores)
     assert np.sum(np.diff(recall) * precision[1:]) == pytest.approx(
-        average_precision(predictions.labels, predictions.probabilities))
+        average_precision(predictions.labels, predictions.scores))
 
     result = space.run("explain", "logistic", "--cell", "sim01", "--method", "saliency", "--summary", "-f", "json",
                        "--device", "cpu")

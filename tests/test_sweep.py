@@ -209,6 +209,39 @@ def test_tune_keeps_the_best_trial_with_the_search_record(cells, tmp_path):
         assert entry.metadata["best_valid_auc"] == best["valid_auc"]
 
 
+def test_sweep_and_tune_train_regression_models(cells, tmp_path):
+    """--task regression goes through sweep and tune to the same entries train makes: selected on Pearson r."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    import torch
+    from scipy import stats
+
+    from histcli.evaluation import match_inputs
+    from histcli.registry import Registry
+
+    models = tmp_path / "models"
+    swept = run_cli("sweep", "--cell", "sim01", "--arch", "logistic", "--seeds", "0", "--task", "regression",
+                    "--epochs", 3, "-f", "tsv", env=_env(cells, models))
+    assert swept.code == 0, swept.stderr
+    (row,) = parse_tsv(swept.stdout)
+    entry = Registry(models).get(row["name"], "sim01")
+    assert entry.task.name == "regression" and float(row["valid_pearson"]) == entry.metadata["best_valid_pearson"]
+
+    tuned = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--search",
+                    "lr=loguniform:1e-3:3e-2", "--samples", 2, "--epochs", 3, "-f", "json", env=_env(cells, models))
+    assert tuned.code == 0, tuned.stderr
+    rows = json.loads(tuned.stdout)
+    entry = Registry(models).get("logistic-tuned", "sim01")
+    search = entry.metadata["search"]
+    assert search["objective"] == "validation Pearson r (best epoch)"
+    assert [t["valid_pearson"] for t in search["trials"]] == [r["valid_pearson"] for r in rows]
+    # The saved model's validation Pearson r, from its outputs and the stored expression.
+    cell = Store(cells).load("sim01", splits=["valid"])
+    with torch.inference_mode():
+        outputs = entry.build_module()(torch.from_numpy(match_inputs(entry, cell))).numpy()
+    r = stats.pearsonr(np.log1p(cell.expression), outputs)[0]
+    assert r == pytest.approx(entry.metadata["best_valid_pearson"], abs=1e-5)
+
+
 def test_without_ray_both_commands_say_how_to_install_it(cells, tmp_path):
     fake = tmp_path / "no-ray" / "ray"
     fake.mkdir(parents=True)

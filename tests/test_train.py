@@ -312,7 +312,7 @@ def test_mirror_auto_warns_about_track_cells_stored_without_orientation(caplog):
 
 def test_mirrored_models_predict_the_same_for_both_orientations(small_store, tmp_path):
     """--mirror on averages both orientations; without it a reversed gene scores differently."""
-    from histcli.evaluation import predict_probabilities
+    from histcli.evaluation import predict_scores
     from histcli.metrics import roc_auc
 
     models = tmp_path / "models"
@@ -325,15 +325,15 @@ def test_mirrored_models_predict_the_same_for_both_orientations(small_store, tmp
     reversed_inputs = np.ascontiguousarray(inputs[:, ::-1])
     mirrored = Registry(models).get("mirrored", "sim01")
     assert mirrored.config["input"]["mirror"] is True and mirrored.config["training"]["mirror"] is True
-    forward = predict_probabilities(mirrored, inputs)
-    assert np.allclose(forward, predict_probabilities(mirrored, reversed_inputs), atol=1e-6)
+    forward = predict_scores(mirrored, inputs)
+    assert np.allclose(forward, predict_scores(mirrored, reversed_inputs), atol=1e-6)
     plain = Registry(models).get("plain", "sim01")
-    assert not np.allclose(predict_probabilities(plain, inputs), predict_probabilities(plain, reversed_inputs),
+    assert not np.allclose(predict_scores(plain, inputs), predict_scores(plain, reversed_inputs),
                            atol=1e-3)
     # The cached predictions of evaluate use the same averaging.
     evaluated = run_cli("evaluate", "mirrored", "--split", "test", "--store", small_store, "--models", models,
                         "-f", "json", "-q")
     assert evaluated.code == 0, evaluated.stderr
     test = cell.split == SPLIT_CODES["test"]
-    expected = roc_auc(cell.labels[test], predict_probabilities(mirrored, np.log1p(cell.counts[test].astype(np.float32))))
+    expected = roc_auc(cell.labels[test], predict_scores(mirrored, np.log1p(cell.counts[test].astype(np.float32))))
     assert json.loads(evaluated.stdout)["rows"][0]["auc"] == pytest.approx(expected, abs=1e-6)

@@ -24,32 +24,28 @@ from histcli.cli.options import (
 )
 
 
-def _print_rich(result) -> None:
+def _print_rich(result, split: str) -> None:
+    """One table per pair (a row per cell), then each pair's across-cell summary: fits 80 columns."""
     from rich.panel import Panel
     from rich.text import Text
 
-    from histcli.output import Column, stdout_is_terminal, write_rich_table
+    from histcli.comparison import CELL_TESTS, METRIC_LABELS
+    from histcli.output import Column, stdout_is_terminal, write_rich, write_rich_table
 
-    models = result.models
-    columns = [Column("cell", justify="left"), Column("n")]
-    columns += [Column(f"auc_{m}", f"AUC {m}", digits=4) for m in models]
-    rows = []
-    for index, cell in enumerate(result.cells):
-        row = {"cell": cell, "n": result.pairs[0].cells[index]["n"]}
-        row.update({f"auc_{m}": result.auc[cell][m] for m in models})
-        for pair in result.pairs:
-            data = pair.cells[index]
-            tag = "" if len(result.pairs) == 1 else f" {pair.model_a}-{pair.model_b}"
-            row[f"delta{tag}"] = data["delta_auc"]
-            row[f"ci{tag}"] = (None if data["ci_low"] is None
-                               else f"[{data['ci_low']:+.4f}, {data['ci_high']:+.4f}]")
-            row[f"p{tag}"] = data["delong_p"]
-            row[f"q{tag}"] = data["q"]
-        rows.append(row)
-    for pair in result.pairs:
-        tag = "" if len(result.pairs) == 1 else f" {pair.model_a}-{pair.model_b}"
-        columns += [Column(f"delta{tag}", f"ΔAUC{tag}", digits=4), Column(f"ci{tag}", "95% CI"),
-                    Column(f"p{tag}", "DeLong p", digits=3), Column(f"q{tag}", "q (BH)", digits=3)]
+    metric = result.metric
+    label = METRIC_LABELS[metric]
+    test = CELL_TESTS[metric]
+    for index, pair in enumerate(result.pairs):
+        columns = [Column("cell", justify="left"), Column("n"),
+                   Column(f"{metric}_a", "A", digits=4), Column(f"{metric}_b", "B", digits=4),
+                   Column(f"delta_{metric}", "A - B", digits=4), Column("ci", "95% CI"),
+                   Column(f"{test}_p", f"{test.capitalize()} p", digits=3), Column("q", "q (BH)", digits=3)]
+        rows = [{**row, "ci": None if row["ci_low"] is None else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"}
+                for row in pair.cells]
+        if index:
+            write_rich(Text(""))
+        # Model names head the table, not its columns: long names would push it past 80 columns.
+        write_rich_table(rows, columns, title=f"{label}, A = {pair.model_a} vs B = {pair.model_b}, {split} genes")
     lines = []
     for pair in result.pairs:
         s = pair.summary
@@ -59,15 +55,14 @@ def _print_rich(result) -> None:
                   else f"[{s['median_delta_ci_low']:+.4f}, {s['median_delta_ci_high']:+.4f}]")
             method = f"; Wilcoxon {s['wilcoxon_method']}" if s["wilcoxon_method"] else ""
             lines.append(
-                f"  higher AUC: {pair.model_a} in {s['wins']}, {pair.model_b} in {s['losses']}, tied in "
-                f"{s['ties']}; mean AUC {s['mean_a']:.4f} vs {s['mean_b']:.4f}; median ΔAUC 95% bootstrap CI "
+                f"  higher {label}: {pair.model_a} in {s['wins']}, {pair.model_b} in {s['losses']}, tied in "
+                f"{s['ties']}; mean {label} {s['mean_a']:.4f} vs {s['mean_b']:.4f}; median Δ 95% bootstrap CI "
                 f"{ci}; paired t p = {_p(s['ttest_p'])}; rank-biserial r = {_num(s['rank_biserial'])}{method}"
             )
     for note in result.notes:
         lines.append(f"note: {note}")
     text = Text("\n".join(lines))
-    extra = Panel(text, title="summary", expand=False) if stdout_is_terminal() else text
-    write_rich_table(rows, columns, title=f"{' vs '.join(models)} on {len(result.cells)} cells", extra=extra)
+    write_rich(Panel(text, title="summary", expand=False) if stdout_is_terminal() else text)
 
 
 def _p(value) -> str:
@@ -102,6 +97,8 @@ def write_plot(pyplot, result, store, registry, path: Path, roc_cell: str | None
     from histcli.fsutil import atomic_path
 
     pair = result.pairs[0]
+    if result.metric != "auc":
+        raise UsageError("--plot draws AUCs and ROC curves: use it with --metric auc")
     usable = [r for r in pair.cells if r["auc_a"] is not None]
     if not usable:
         raise HistcliError("--plot: no cell has a defined AUC for both models")
@@ -118,7 +115,7 @@ def write_plot(pyplot, result, store, registry, path: Path, roc_cell: str | None
     scatter.set_ylabel(f"AUC {pair.model_a}")
     scatter.set_title(pair.verdict().split(";")[0], fontsize=9)
     for model, fpr, tpr in roc_points(store, registry, result.models, cell, **options):
-        roc.plot(fpr, tpr, label=f"{model} (AUC {result.auc[cell][model]:.3f})")
+        roc.plot(fpr, tpr, label=f"{model} (AUC {result.values[cell][model]:.3f})")
     roc.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     roc.set_xlabel("false positive rate")
     roc.set_ylabel("true positive rate")
@@ -133,6 +130,9 @@ def write_plot(pyplot, result, store, registry, path: Path, roc_cell: str | None
 def compare(
     names: Annotated[list[str], typer.Argument(help="Two or more model names.", autocompletion=complete_model_names)],
     cells: CellsOption = None,
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", help="auc (any models; regressors by their predicted level), pearson or spearman (regression "
+                         "models). Default: pearson when every model is a regressor, else auc.")] = None,
     split: SplitOption = "test",
     summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print the across-cell summary (one row per "
                                                             "pair) instead of the per-cell rows.")] = False,
@@ -148,11 +148,12 @@ def compare(
     output_format: TableFormatOption = TableFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """Per cell: AUCs, ΔAUC with DeLong CI and p, BH q. Across cells: Wilcoxon, paired t, wins, median ΔAUC."""
+    """Per cell: the metric of each model, the difference with its CI and p (DeLong for AUC, Steiger and Zou for
+    correlations), BH q. Across cells: Wilcoxon, paired t, wins, median difference."""
     import json
 
     from histcli.cli import console
-    from histcli.comparison import CELL_KEYS, SUMMARY_KEYS, json_payload
+    from histcli.comparison import SUMMARY_KEYS, cell_keys, json_payload
     from histcli.comparison import compare as run_compare
     from histcli.output import Column, clean, delimited, resolve_format, write
     from histcli.registry import Registry
@@ -167,7 +168,7 @@ def compare(
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        result = run_compare(store, registry, list(names), cells, split=split, device=device.value,
+        result = run_compare(store, registry, list(names), cells, metric=metric, split=split, device=device.value,
                              allow_changed=allow_changed_data, seed=seed, on_progress=advance)
     fmt = resolve_format(output_format.value)
     if fmt == "json":
@@ -180,12 +181,12 @@ def compare(
             columns = [Column(k) for k in ["model_a", "model_b", *SUMMARY_KEYS]]
         else:
             rows = [{"model_a": p.model_a, "model_b": p.model_b, **row} for p in result.pairs for row in p.cells]
-            columns = [Column(k) for k in ["model_a", "model_b", *CELL_KEYS]]
+            columns = [Column(k) for k in ["model_a", "model_b", *cell_keys(result.metric)]]
         write(delimited(rows, columns, sep))
         for note in result.notes:
             console.note(note)
     else:
-        _print_rich(result)
+        _print_rich(result, split)
     if plot is not None:
         write_plot(pyplot, result, store, registry, plot, roc_cell, split=split, device=device.value,
                    allow_changed=allow_changed_data)

@@ -31,7 +31,8 @@ AllowChangedOption = Annotated[
 ]
 
 
-def evaluate_columns():
+def evaluate_columns(metrics: list[str]):
+    """Per-cell columns: counts, then the metrics of the tasks evaluated (histcli.evaluation.metric_columns)."""
     from histcli.output import Column
 
     return [
@@ -39,12 +40,52 @@ def evaluate_columns():
         Column("cell", justify="left"),
         Column("trained_on", justify="left"),
         Column("split", justify="left"),
+        Column("task", justify="left"),
         Column("n"),
         Column("positives"),
-        Column("auc", digits=4),
-        Column("auprc", digits=4),
-        Column("accuracy", digits=4),
+        *(Column(metric, digits=4) for metric in metrics),
     ]
+
+
+def people_tables(rows: list[dict], entries) -> list[tuple[list[dict], list]]:
+    """For a terminal: one table per task, with the task's headline metrics, so that each fits 80 columns.
+    The split is in the title; trained_on only shows when a model was applied to another cell."""
+    from histcli.output import Column
+
+    tables = []
+    tasks = {entry.task.name: entry.task for entry in entries}
+    transfer = any(row["trained_on"] != row["cell"] for row in rows)
+    for name, task in tasks.items():
+        task_rows = [row for row in rows if row["task"] == name]
+        columns = [Column("model", justify="left"), Column("cell", justify="left")]
+        columns += [Column("trained_on", "trained on", justify="left")] if transfer else []
+        columns += [Column("n")] + [Column(key, header) if key == "positives" else Column(key, header, digits=4)
+                                    for key, header in task.metric_headers.items()]
+        tables.append((task_rows, columns))
+    return tables
+
+
+# The summary per model: which statistics of which metric (as histcli.evaluation.summarise names them).
+SUMMARY_STATISTICS = {"auc": ("mean", "median", "min", "max"), "auprc": ("mean",), "pearson": ("mean", "median")}
+SUMMARY_HEADERS = {"auc": "AUC", "auprc": "AUPRC", "pearson": "r"}
+
+
+def summary_rows(rows: list[dict], metrics: list[str]) -> tuple[list[dict], list]:
+    """One row per model with the summary statistics of each metric shown, and its columns."""
+    from histcli.evaluation import summarise
+    from histcli.output import Column
+
+    shown = [metric for metric in SUMMARY_STATISTICS if metric in metrics]
+    by_model: dict[str, dict] = {}
+    for metric in shown:
+        for summary in summarise(rows, metric):
+            merged = by_model.setdefault(summary["model"], {"model": summary["model"], "n_cells": 0})
+            merged["n_cells"] = max(merged["n_cells"], summary.pop("n_cells"))
+            merged.update(summary)
+    columns = [Column("model", justify="left"), Column("n_cells", "cells")]
+    columns += [Column(f"{statistic}_{metric}", f"{SUMMARY_HEADERS[metric]} {statistic}", digits=4)
+                for metric in shown for statistic in SUMMARY_STATISTICS[metric]]
+    return list(by_model.values()), columns
 
 
 def chosen_entries(registry, names: list[str], cells: list[str] | None):
@@ -69,8 +110,9 @@ def evaluate(
                                                    "each model's own cell (transfer).", autocompletion=complete_cells)] = None,
     split: SplitOption = "test",
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off for accuracy.")] = 0.5,
-    summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print one row per model (mean, median, min "
-                                                            "and max AUC over cells) instead of the per-cell rows.")] = False,
+    summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print one row per model (AUC mean, median, "
+                                                            "min and max over cells, AUPRC mean; Pearson r for "
+                                                            "regression models) instead of the per-cell rows.")] = False,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
     store_path: StoreOption = DEFAULT_STORE,
@@ -78,15 +120,12 @@ def evaluate(
     output_format: TableFormatOption = TableFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """AUC, AUPRC and accuracy per (model, cell), sorted by cell, with mean/median/min/max rows."""
+    """Metrics per (model, cell), sorted by cell: AUC, AUPRC and accuracy; for regression models Pearson r, Spearman
+    rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
     from histcli.errors import UsageError
-    from histcli.evaluation import (
-        SPLIT_CHOICES,
-        evaluation_rows,
-        summarise,
-    )
-    from histcli.output import Column, render_rows, resolve_format
+    from histcli.evaluation import SPLIT_CHOICES, evaluation_rows, metric_columns
+    from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
     from histcli.store import Store
 
@@ -99,13 +138,15 @@ def evaluate(
         task = bar.add_task("evaluating", total=len(entries))
         rows = evaluation_rows(entries, store, split, on_cell=on_cell, threshold=threshold, device=device.value,
                                allow_changed=allow_changed_data, on_entry=lambda: bar.advance(task))
-    summaries = summarise(rows)
-    if summary and resolve_format(output_format.value) in ("tsv", "csv"):
-        columns = [Column(key) for key in ("model", "n_cells", "mean_auc", "median_auc", "min_auc", "max_auc")]
-        render_rows(summaries, columns, output_format.value)
+    metrics = metric_columns([entry.task for entry in entries])
+    summaries, summary_columns = summary_rows(rows, metrics)
+    fmt = resolve_format(output_format.value)
+    if summary and fmt in ("tsv", "csv"):
+        render_rows(summaries, summary_columns, fmt)
         return
-    # In the rich table the summaries sit below the cells, one row per statistic and model.
-    footer = [{"model": s["model"], "cell": statistic, "auc": s[f"{statistic}_auc"]}
-              for s in summaries for statistic in ("mean", "median", "min", "max")]
-    render_rows(rows, evaluate_columns(), output_format.value, title=f"{split} split", footer_rows=footer,
-                json_payload={"rows": rows, "summary": summaries})
+    if fmt != "table":
+        render_rows(rows, evaluate_columns(metrics), fmt, json_payload={"rows": rows, "summary": summaries})
+        return
+    for task_rows, columns in people_tables(rows, entries):
+        write_rich_table(task_rows, columns, title=f"{task_rows[0]['task']}, {split} genes")
+    write_rich_table(summaries, summary_columns, title=f"summary over cells, {split} genes")

@@ -27,13 +27,16 @@ def entry_row(entry) -> dict:
         "model": entry.name,
         "cell": entry.cell,
         "arch": config["architecture"],
+        "task": entry.task.name,
         "marks": ",".join(config["input"]["marks"]),
         "bins": config["input"]["n_bins"],
         "bin_size": config["input"]["bin_size"],
         "seed": seeds_text(entry.seeds),
         "members": len(entry.seeds),
         "best_epoch": metadata["best_epoch"],
-        "valid_auc": metadata["best_valid_auc"],
+        # The validation metric that selected the weights: AUC for classifiers, Pearson r for regressors.
+        "valid_auc": metadata.get("best_valid_auc"),
+        "valid_pearson": metadata.get("best_valid_pearson"),
         "converged": metadata.get("converged"),  # None: trained before histcli recorded it
         "interrupted": metadata["interrupted"],
         "created": metadata["created"],
@@ -44,8 +47,9 @@ def entry_columns():
     from histcli.output import Column
 
     return [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
-            Column("marks", justify="left"), Column("bins"), Column("bin_size"), Column("seed", justify="left"),
-            Column("members"), Column("best_epoch"), Column("valid_auc", digits=4), Column("converged"),
+            Column("task", justify="left"), Column("marks", justify="left"), Column("bins"), Column("bin_size"),
+            Column("seed", justify="left"), Column("members"), Column("best_epoch"), Column("valid_auc", digits=4),
+            Column("valid_pearson", digits=4), Column("converged"),
             Column("interrupted"),
             Column("created", justify="left")]
 
@@ -87,19 +91,20 @@ def show_model(
         else:
             fields[section] = value
     fields.update({key: value for key, value in entry.metadata.items() if key not in ("history", "members")})
-    fields["history"] = _history(entry.metadata["history"])
+    fields["history"] = _history(entry.metadata["history"], f"valid_{entry.selection_metric}")
     for member in entry.members:
         fields.update({f"member.seed{member['seed']}.{key}": value for key, value in member.items()
                        if key not in ("seed", "history")})
-        fields[f"member.seed{member['seed']}.history"] = _history(member["history"])
+        fields[f"member.seed{member['seed']}.history"] = _history(member["history"], f"valid_{entry.selection_metric}")
     rows = [{"field": key, "value": _flat(value)} for key, value in fields.items()]
     render_rows(rows, [Column("field", justify="left"), Column("value", justify="left")], output_format.value,
                 title=f"{name} for {cell}",
                 json_payload={"path": str(entry.path), "config": entry.config, "metadata": entry.metadata})
 
 
-def _history(history: list[dict]) -> str:
-    return " ".join(f"{h['epoch']}:{h['valid_auc']:.4f}" for h in history)
+def _history(history: list[dict], key: str) -> str:
+    """epoch:value pairs of the validation metric ``key`` (valid_auc, valid_pearson)."""
+    return " ".join(f"{h['epoch']}:{h[key]:.4f}" for h in history)
 
 
 def _flat(value):

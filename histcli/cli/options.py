@@ -53,6 +53,17 @@ class Mirror(str, Enum):
     off = "off"
 
 
+class TaskName(str, Enum):
+    classification = "classification"
+    regression = "regression"
+
+
+class Target(str, Enum):
+    log1p = "log1p"
+    log2p1 = "log2p1"
+    log10p1 = "log10p1"
+
+
 class LrSchedule(str, Enum):
     plateau = "plateau"
     constant = "constant"
@@ -231,6 +242,17 @@ def seeds_text(seeds: list[int]) -> str:
 
 
 # Training options of train, sweep and tune.
+TaskOption = Annotated[
+    TaskName,
+    typer.Option("--task", case_sensitive=False, help="classification: expression above the cell's median (labels); "
+                 "regression: the expression level (needs expression values), selected on validation Pearson r.",
+                 rich_help_panel="Training"),
+]
+TargetOption = Annotated[
+    Optional[Target],
+    typer.Option("--target", case_sensitive=False, help="Regression target: log1p = ln(RPKM + 1), log2p1, log10p1 "
+                 "[default: log1p]; predict writes it and RPKM back.", rich_help_panel="Training"),
+]
 EpochsOption = Annotated[
     Optional[int],
     typer.Option("--epochs", min=1, help="Most epochs; early stopping usually ends sooner [default: 1000].",
@@ -238,7 +260,7 @@ EpochsOption = Annotated[
 ]
 PatienceOption = Annotated[
     Optional[int],
-    typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation AUC "
+    typer.Option("--patience", min=1, help="Stop after this many epochs without a better validation metric "
                  "[default: 50, more where that is under 300 optimizer steps].", rich_help_panel="Training"),
 ]
 BatchSizeOption = Annotated[
@@ -275,9 +297,12 @@ PrecisionOption = Annotated[
                  "hardware has it; auto picks it then.", rich_help_panel="Training"),
 ]
 
-def budget_choices(*, epochs, patience, batch_size, lr, weight_decay, clip_norm, lr_schedule) -> dict:
+def budget_choices(*, task, target, epochs, patience, batch_size, lr, weight_decay, clip_norm, lr_schedule) -> dict:
     """The training options above as histcli.training.settings_for takes them (None keeps a default)."""
-    return {"max_epochs": epochs, "patience": patience, "batch_size": batch_size, "lr": lr,
+    from histcli.tasks import make_task
+
+    return {"task": make_task(task.value, target.value if target else None),
+            "max_epochs": epochs, "patience": patience, "batch_size": batch_size, "lr": lr,
             "weight_decay": weight_decay, "clip_norm": clip_norm,
             "lr_schedule": lr_schedule.value if lr_schedule else None}
 

@@ -1,4 +1,4 @@
-"""`histcli predict`: probabilities for new genes from TSV, genome-wide tracks or the store."""
+"""`histcli predict`: predictions for new genes (probabilities, or expression levels) from TSV, tracks or the store."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def predict(
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Output TSV (written atomically; default stdout).")] = None,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
-                                             help="prediction = probability >= threshold.")] = 0.5,
+                                             help="Classifiers: prediction = probability >= threshold.")] = 0.5,
     output_format: Annotated[PredictionFormat, typer.Option("--format", "-f", case_sensitive=False,
                                                             help="Output format.")] = PredictionFormat.tsv,
     track: Annotated[Optional[list[str]], typer.Option("--track", "-t", help="MARK=FILE bedGraph/bigWig (repeat per mark).",
@@ -60,7 +60,8 @@ def predict(
     models_path: ModelsOption = DEFAULT_MODELS,
     quiet: QuietOption = False,
 ) -> None:
-    """Predict expression (probability above the cell's median) for every gene of the input, in input order."""
+    """Predict expression for every gene of the input, in input order: the probability of expression above the
+    cell's median (classifiers), or the level, log_expression and expression in RPKM (regression models)."""
     import contextlib
     import sys
 
@@ -99,14 +100,14 @@ def predict(
     target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
     with target as stream, console.progress() as bar:
         task = bar.add_task("predicting genes", total=None)
-        writer = PredictionWriter(stream, output_format.value, threshold,
+        writer = PredictionWriter(stream, output_format.value, threshold, task=entry.task,
                                   on_written=lambda count: bar.update(task, completed=count))
         if input_args:
             count = predict_table(predictor, input_args[0], writer)
         else:
             genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing,
                                    from_store, split, store_path)
-            writer.add(genes_cell.gene_ids, predictor.cell_probabilities(genes_cell))
+            writer.add(genes_cell.gene_ids, predictor.cell_scores(genes_cell))
             count = genes_cell.n_genes
         writer.close()
     console.note(f"predicted {count} genes with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))

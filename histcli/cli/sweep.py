@@ -31,6 +31,9 @@ from histcli.cli.options import (
     PrecisionOption,
     QuietOption,
     StoreOption,
+    TargetOption,
+    TaskName,
+    TaskOption,
     WeightDecayOption,
     budget_choices,
     complete_architectures,
@@ -38,15 +41,17 @@ from histcli.cli.options import (
 )
 
 
-def sweep_columns(fmt: str):
-    """Every column for machines; people get the name (which holds arch, seed and grid) and the results."""
+def sweep_columns(fmt: str, task):
+    """Every column for machines; people get the name (which holds arch, seed and grid) and the results.
+    The validation column is named after the task's metric (valid_auc, valid_pearson)."""
     from histcli.output import Column, resolve_format
 
+    valid = f"valid_{task.selection_metric}"
     if resolve_format(fmt) == "table":
         return [Column("name", justify="left"), Column("cell", justify="left"), Column("status", justify="left"),
-                Column("valid_auc", "AUC", digits=4), Column("best_epoch", "best"), Column("seconds", "s", digits=1),
-                Column("node", justify="left")]
-    return [Column(key) for key in ("name", "cell", "arch", "seed", "params", "status", "valid_auc", "best_epoch",
+                Column(valid, task.selection_label, digits=4), Column("best_epoch", "best"),
+                Column("seconds", "s", digits=1), Column("node", justify="left")]
+    return [Column(key) for key in ("name", "cell", "arch", "seed", "params", "status", valid, "best_epoch",
                                     "seconds", "node", "error")]
 
 
@@ -82,6 +87,8 @@ def sweep(
     weight_decay: WeightDecayOption = None,
     clip_norm: ClipNormOption = None,
     lr_schedule: LrScheduleOption = None,
+    task: TaskOption = TaskName.classification,
+    target: TargetOption = None,
     mirror: MirrorOption = Mirror.auto,
     precision: PrecisionOption = Precision.fp32,
     address: AddressOption = None,
@@ -122,8 +129,8 @@ def sweep(
             store.load(cell)  # raises the store's message listing the known cells
     device = "cuda" if gpus_per_trial > 0 else "cpu"
 
-    budget = budget_choices(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                            clip_norm=clip_norm, lr_schedule=lr_schedule)
+    budget = budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                            weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule)
 
     def make_settings(arch, overrides, seed):
         return settings_for(arch, overrides=overrides, seed=seed, device=device, threads=cpus_per_trial,
@@ -133,18 +140,19 @@ def sweep(
     registry = Registry(models_path)
     terminal = sys.stderr.isatty()
     with console.progress("status") as bar:
-        task = None
+        bar_task = None
 
         def report(progress, outcome):
-            nonlocal task
-            if task is None:
-                task = bar.add_task("sweep", total=progress.total, status="")
-            bar.update(task, completed=progress.done + progress.failed, status=progress_text(progress))
+            nonlocal bar_task
+            if bar_task is None:
+                bar_task = bar.add_task("sweep", total=progress.total, status="")
+            bar.update(bar_task, completed=progress.done + progress.failed, status=progress_text(progress))
             if outcome is not None and outcome.status == "failed":
                 logging.getLogger("histcli").warning("%s %s failed: %s", outcome.trial.name, outcome.trial.cell,
                                                      outcome.error)
             elif outcome is not None and not terminal:
-                console.note(f"{outcome.trial.name} {outcome.trial.cell}: valid AUC {outcome.valid_auc:.4f} "
+                console.note(f"{outcome.trial.name} {outcome.trial.cell}: valid {budget['task'].selection_label} "
+                             f"{outcome.valid_score:.4f} "
                              f"({progress.done + progress.failed}/{progress.total}; {progress_text(progress)})")
 
         outcomes, interrupted = run_sweep(
@@ -159,8 +167,8 @@ def sweep(
     if skipped:
         console.note(f"{skipped} of {len(outcomes)} trials skipped: their entries exist with the same settings "
                      "(--overwrite trains them again)")
-    render_rows([outcome.row() for outcome in outcomes], sweep_columns(output_format.value), output_format.value,
-                title=f"sweep into {models_path}")
+    render_rows([outcome.row() for outcome in outcomes], sweep_columns(output_format.value, budget["task"]),
+                output_format.value, title=f"sweep into {models_path}")
     if interrupted:
         console.note("interrupted: finished trials are saved; run the same command again to resume")
         raise typer.Exit(EXIT_INTERRUPTED)

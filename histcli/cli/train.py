@@ -29,6 +29,9 @@ from histcli.cli.options import (
     PrecisionOption,
     QuietOption,
     StoreOption,
+    TargetOption,
+    TaskName,
+    TaskOption,
     WeightDecayOption,
     budget_choices,
     complete_architectures,
@@ -55,7 +58,9 @@ def parse_params(values: list[str]) -> dict[str, str]:
     return params
 
 
-def train_columns():
+def train_columns(metric: str = "auc"):
+    """Columns of train's summary; the validation column is named after the task's metric (valid_auc,
+    valid_pearson)."""
     from histcli.output import Column
 
     return [
@@ -65,7 +70,7 @@ def train_columns():
         Column("seed"),
         Column("best_epoch"),
         Column("epochs_run", "epochs"),
-        Column("valid_auc", digits=4),
+        Column(f"valid_{metric}", digits=4),
         Column("train_genes"),
         Column("valid_genes"),
         Column("seconds", digits=1),
@@ -79,6 +84,8 @@ def train(
     cells: CellsOption = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Train on every cell in the store.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name (default: the architecture).")] = None,
+    task: TaskOption = TaskName.classification,
+    target: TargetOption = None,
     epochs: EpochsOption = None,
     patience: PatienceOption = None,
     batch_size: BatchSizeOption = None,
@@ -92,7 +99,7 @@ def train(
                                                 "[default: 0].")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train one model per seed (a range 0-4 or a list "
                                                  "0,2,7) and store them as one ensemble entry that predicts the "
-                                                 "mean of their probabilities.")] = None,
+                                                 "mean of their probabilities (regression: of their levels).")] = None,
     device: DeviceOption = Device.auto,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1,
                                                    help="CPU threads for torch (default: torch's choice).")] = None,
@@ -104,7 +111,8 @@ def train(
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """Train an architecture on each cell: keep the best validation-AUC epoch, save it in the registry."""
+    """Train an architecture on each cell: keep the best validation epoch (AUC, or Pearson r for --task regression),
+    save it in the registry."""
     from histcli.cli import console
     from histcli.errors import EXIT_INTERRUPTED, UsageError
     from histcli.output import render_rows
@@ -137,8 +145,8 @@ def train(
     settings = settings_for(
         arch,
         overrides=parse_params(params or []),
-        **budget_choices(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         clip_norm=clip_norm, lr_schedule=lr_schedule),
+        **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
         seed=seed_list[0],
         device=(resolved := resolve_device(device.value)),
         threads=threads,
@@ -146,6 +154,7 @@ def train(
     )
     rows = []
     interrupted = False
+    metric, metric_label = settings.task.selection_metric, settings.task.selection_label
     with console.progress("status") as bar:
         task = None
         for cell in chosen:
@@ -156,8 +165,8 @@ def train(
 
             def report(epoch):
                 bar.update(task, completed=epoch.epoch,
-                           status=f"loss {epoch.loss:.4f}  valid AUC {epoch.valid_auc:.4f}  "
-                                  f"best {epoch.best_valid_auc:.4f} (epoch {epoch.best_epoch})")
+                           status=f"loss {epoch.loss:.4f}  valid {metric_label} {epoch.valid_score:.4f}  "
+                                  f"best {epoch.best_valid_score:.4f} (epoch {epoch.best_epoch})")
                 if epoch.epoch - epoch.best_epoch >= epoch.patience:  # the run stops here
                     bar.update(task, total=epoch.epoch)
 
@@ -172,7 +181,7 @@ def train(
                     "model": model_name, "cell": cell, "arch": arch,
                     "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(seed_list),
                     "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                    "valid_auc": result.valid_auc, "train_genes": sizes["train"],
+                    f"valid_{metric}": result.valid_score, "train_genes": sizes["train"],
                     "valid_genes": sizes["valid"], "seconds": result.seconds,
                     "converged": result.converged, "interrupted": result.interrupted,
                 })
@@ -190,6 +199,6 @@ def train(
                                  f"({result.best_epoch}) marked as interrupted")
                 break
     if rows:
-        render_rows(rows, train_columns(), output_format.value, title=f"trained into {models_path}")
+        render_rows(rows, train_columns(metric), output_format.value, title=f"trained into {models_path}")
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)

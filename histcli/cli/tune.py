@@ -30,6 +30,9 @@ from histcli.cli.options import (
     PrecisionOption,
     QuietOption,
     StoreOption,
+    TargetOption,
+    TaskName,
+    TaskOption,
     WeightDecayOption,
     budget_choices,
     complete_architectures,
@@ -41,10 +44,11 @@ class Scheduler(str, Enum):
     fifo = "fifo"
 
 
-def tune_columns(keys: list[str]):
+def tune_columns(keys: list[str], task):
+    """The validation column is named after the task's metric (valid_auc, valid_pearson)."""
     from histcli.output import Column
 
-    return [Column("trial"), *(Column(key) for key in keys), Column("valid_auc", digits=4),
+    return [Column("trial"), *(Column(key) for key in keys), Column(f"valid_{task.selection_metric}", digits=4),
             Column("best_epoch"), Column("epochs"), Column("status", justify="left"), Column("best")]
 
 
@@ -72,6 +76,8 @@ def tune(
     weight_decay: WeightDecayOption = None,
     clip_norm: ClipNormOption = None,
     lr_schedule: LrScheduleOption = None,
+    task: TaskOption = TaskName.classification,
+    target: TargetOption = None,
     mirror: MirrorOption = Mirror.auto,
     precision: PrecisionOption = Precision.fp32,
     address: AddressOption = None,
@@ -106,8 +112,8 @@ def tune(
     import_ray("histcli tune", tune=True)
     specs = parse_search(search)
     model_name = check_model_name(name or f"{arch}-tuned")
-    base = {**budget_choices(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                             weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
+    base = {**budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size,
+                             lr=lr, weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
             "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
             "precision": precision.value}
 
@@ -126,8 +132,11 @@ def tune(
     except KeyboardInterrupt:
         console.note("interrupted: the search is abandoned and nothing is saved")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    rows = [{"trial": t.number, **t.params, "valid_auc": t.valid_auc, "best_epoch": t.best_epoch,
+    chosen_task = base["task"]
+    rows = [{"trial": t.number, **t.params, f"valid_{chosen_task.selection_metric}": t.valid_score,
+             "best_epoch": t.best_epoch,
              "epochs": t.epochs, "status": t.status, "best": t is best} for t in trials]
-    render_rows(rows, tune_columns(list(specs)), output_format.value, title=f"search of {arch} on {cell}")
+    render_rows(rows, tune_columns(list(specs), chosen_task), output_format.value, title=f"search of {arch} on {cell}")
     console.note(f"saved trial {best.number}'s configuration as {model_name} for {cell}: "
-                 f"valid AUC {entry.metadata['best_valid_auc']:.4f} (in the search {best.valid_auc:.4f})")
+                 f"valid {chosen_task.selection_label} {entry.best_valid_score:.4f} "
+                 f"(in the search {best.valid_score:.4f})")

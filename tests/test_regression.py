@@ -1,0 +1,196 @@
+"""`--task regression`: training, evaluate, compare and predict on expression levels.
+
+Expected values are computed independently from what the commands print:
+scipy's correlations, numpy's formulas, and the stored expression values.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import Workspace, assert_one_line_error, parse_tsv, run_cli, shared_data
+from scipy import stats
+
+from histcli.registry import Registry
+from histcli.store import SPLIT_CODES, CellData, Store
+from histcli.tasks import Regression, make_task
+
+TRAIN = ("--threads", "1", "--device", "cpu", "-q")
+
+
+@pytest.fixture(scope="module")
+def reg(tmp_path_factory) -> Workspace:
+    """Two simulated cells (600 genes x 10 bins); logistic and deepchrome regressors, a logistic classifier."""
+    folder = tmp_path_factory.mktemp("regression")
+    ws = Workspace(folder, folder / "store.h5", folder / "models")
+    assert ws.run("prepare", "simulate", "--cells", 2, "--genes", 600, "--bins", 10, "--seed", 5, "-q").code == 0
+    for arch, epochs in (("logistic", 40), ("deepchrome", 15)):
+        result = ws.run("train", "--all-cells", "--arch", arch, "--task", "regression", "--name", f"{arch}-reg",
+                        "--epochs", epochs, "-f", "tsv", *TRAIN)
+        assert result.code == 0, result.stderr
+        assert "valid_pearson" in result.stdout.splitlines()[0]
+    assert ws.run("train", "--all-cells", "--arch", "logistic", "--epochs", 5, *TRAIN).code == 0
+    return ws
+
+
+def _predicted(ws, name, cell, split="test") -> list[dict]:
+    result = ws.run("predict", name, "--cell", cell, "--from-store", cell, "--split", split, "-q")
+    assert result.code == 0, result.stderr
+    return parse_tsv(result.stdout)
+
+
+def _measured(ws, cell, split="test"):
+    data = Store(ws.store).load(cell, splits=[split])
+    return np.log1p(data.expression), data.labels
+
+
+def test_entry_records_the_task_and_selects_on_validation_pearson(reg):
+    entry = Registry(reg.models).get("logistic-reg", "sim01")
+    train = Store(reg.store).load("sim01", splits=["train"])
+    targets = np.log1p(train.expression)
+    assert entry.config["task"]["name"] == "regression"
+    assert entry.config["task"]["target"] == "log1p"
+    assert entry.config["task"]["target_mean"] == pytest.approx(targets.mean(), rel=1e-6)
+    assert entry.config["task"]["target_scale"] == pytest.approx(targets.std(), rel=1e-6)
+    assert entry.config["training"]["loss"] == "mean squared error"
+    metadata = entry.metadata
+    assert metadata["selection_metric"] == "pearson" and "best_valid_auc" not in metadata
+    history = [h["valid_pearson"] for h in metadata["history"]]
+    assert metadata["best_valid_pearson"] == max(history) == history[metadata["best_epoch"] - 1]
+    # The selected weights give that Pearson r on the validation genes, computed by scipy from predict's output.
+    rows = _predicted(reg, "logistic-reg", "sim01", "valid")
+    measured, _ = _measured(reg, "sim01", "valid")
+    r = stats.pearsonr(measured, [float(row["log_expression"]) for row in rows])[0]
+    assert r == pytest.approx(metadata["best_valid_pearson"], abs=1e-5)
+    listed = parse_tsv(reg.run("models", "list", "--name", "logistic-reg", "-f", "tsv").stdout)
+    assert {row["task"] for row in listed} == {"regression"} and {row["valid_auc"] for row in listed} == {"NA"}
+
+
+def test_predict_writes_the_level_and_rpkm(reg):
+    rows = _predicted(reg, "deepchrome-reg", "sim02")
+    assert list(rows[0]) == ["gene_id", "log_expression", "expression"]
+    levels = np.array([float(row["log_expression"]) for row in rows])
+    expression = np.array([float(row["expression"]) for row in rows])
+    np.testing.assert_allclose(expression, np.maximum(np.expm1(levels), 0), rtol=1e-7, atol=1e-7)
+    as_json = json.loads(reg.run("predict", "deepchrome-reg", "--cell", "sim02", "--from-store", "sim02",
+                                 "--format", "json", "-q").stdout)
+    assert [item["gene_id"] for item in as_json] == [row["gene_id"] for row in rows]
+    np.testing.assert_allclose([item["log_expression"] for item in as_json], levels, rtol=1e-7)
+
+
+def test_evaluate_reports_correlations_errors_and_auc_against_scipy(reg):
+    result = reg.run("evaluate", "logistic-reg", "logistic", "-f", "json", "-q")
+    assert result.code == 0, result.stderr
+    rows = {(r["model"], r["cell"]): r for r in json.loads(result.stdout)["rows"]}
+    for cell in ("sim01", "sim02"):
+        measured, labels = _measured(reg, cell)
+        predicted = np.array([float(row["log_expression"]) for row in _predicted(reg, "logistic-reg", cell)])
+        row = rows[("logistic-reg", cell)]
+        assert row["task"] == "regression" and row["n"] == len(measured)
+        assert row["pearson"] == pytest.approx(stats.pearsonr(measured, predicted)[0], abs=1e-6)
+        assert row["spearman"] == pytest.approx(stats.spearmanr(measured, predicted)[0], abs=1e-6)
+        residual = measured - predicted
+        assert row["r2"] == pytest.approx(1 - residual @ residual / ((measured - measured.mean()) ** 2).sum(), abs=1e-5)
+        assert row["rmse"] == pytest.approx(np.sqrt(np.mean(residual**2)), rel=1e-5)
+        # AUC of the predicted level against the high/low labels, by the Mann-Whitney U statistic.
+        u = stats.mannwhitneyu(predicted[labels == 1], predicted[labels == 0]).statistic
+        assert row["auc"] == pytest.approx(u / (labels.sum() * (len(labels) - labels.sum())), abs=1e-9)
+        # The classifier in the same table: AUC, no correlations.
+        classifier = rows[("logistic", cell)]
+        assert classifier["task"] == "classification" and classifier["pearson"] is None
+        assert classifier["auc"] is not None
+
+
+def test_compare_two_regressors_by_steiger_and_zou(reg):
+    from histcli.stats import compare_dependent_correlations
+
+    result = reg.run("compare", "logistic-reg", "deepchrome-reg", "-f", "json", "-q")
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["metric"] == "pearson"  # the default when every model is a regressor
+    evaluated = {(r["model"], r["cell"]): r for r in json.loads(
+        reg.run("evaluate", "logistic-reg", "deepchrome-reg", "-f", "json", "-q").stdout)["rows"]}
+    for row in payload["cells"]:
+        cell = row["cell"]
+        measured, _ = _measured(reg, cell)
+        a = [float(r["log_expression"]) for r in _predicted(reg, "logistic-reg", cell)]
+        b = [float(r["log_expression"]) for r in _predicted(reg, "deepchrome-reg", cell)]
+        expected = compare_dependent_correlations(measured, a, b)
+        assert row["pearson_logistic-reg"] == pytest.approx(evaluated[("logistic-reg", cell)]["pearson"], abs=1e-9)
+        assert row["delta_pearson"] == pytest.approx(expected.difference, abs=1e-6)
+        assert row["steiger_p"] == pytest.approx(expected.p, rel=1e-4, abs=1e-9)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((expected.ci_low, expected.ci_high), abs=1e-6)
+    tsv = parse_tsv(reg.run("compare", "logistic-reg", "deepchrome-reg", "--metric", "spearman", "-f", "tsv",
+                            "-q").stdout)
+    assert {"spearman_a", "spearman_b", "delta_spearman", "steiger_p"} <= set(tsv[0])
+    # A regressor and a classifier rank together on AUC only.
+    mixed = reg.run("compare", "logistic-reg", "logistic", "-f", "json", "-q")
+    assert mixed.code == 0 and json.loads(mixed.stdout)["metric"] == "auc"
+    refused = reg.run("compare", "logistic-reg", "logistic", "--metric", "pearson", "-q")
+    assert_one_line_error(refused, "--metric pearson", "logistic is a classifier", code=2)
+
+
+def test_regression_ensemble_predicts_the_mean_of_its_members(reg):
+    for name, seeds in (("ens", ("--seeds", "0-1")), ("m0", ("--seed", "0")), ("m1", ("--seed", "1"))):
+        result = reg.run("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--name", name,
+                         "--epochs", 8, *seeds, *TRAIN)
+        assert result.code == 0, result.stderr
+    ensemble = np.array([float(r["log_expression"]) for r in _predicted(reg, "ens", "sim01")])
+    members = [np.array([float(r["log_expression"]) for r in _predicted(reg, name, "sim01")]) for name in ("m0", "m1")]
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(ensemble, np.mean(members, axis=0), atol=1e-5)
+
+
+def _linear_cell(n_genes=900, n_bins=5, seed=3) -> CellData:
+    """log2(RPKM + 1) is a fixed linear function of log1p(counts) plus small noise."""
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(rng.gamma(2.0, 3.0, size=(n_genes, n_bins, 3))).astype(np.int32)
+    weights = rng.normal(0, 1, size=(n_bins, 3))
+    level = np.einsum("gbm,bm->g", np.log1p(counts), weights)
+    level = level - level.min() + 0.5
+    expression = np.exp2(level + rng.normal(0, 0.1 * level.std(), n_genes)) - 1
+    return CellData(name="linear", counts=counts, gene_ids=np.array([f"G{i}" for i in range(n_genes)], dtype=object),
+                    marks=("H3K4me3", "H3K36me3", "H3K27me3"), bin_size=100, window=250, tss_offset=250,
+                    split=np.array([SPLIT_CODES[("train", "valid", "test")[i % 3]] for i in range(n_genes)],
+                                   dtype=np.uint8),
+                    expression=expression, labels=(expression > np.median(expression)).astype(np.int8))
+
+
+def test_a_linear_model_recovers_a_known_linear_signal(tmp_path):
+    Store(tmp_path / "s.h5").write([_linear_cell()])
+    env = {"HISTCLI_STORE": str(tmp_path / "s.h5"), "HISTCLI_MODELS": str(tmp_path / "models")}
+    result = run_cli("train", "--cell", "linear", "--arch", "logistic", "--task", "regression", "--target", "log2p1",
+                     "--lr", "0.01", *TRAIN, env=env)
+    assert result.code == 0, result.stderr
+    row = json.loads(run_cli("evaluate", "logistic", "-f", "json", "-q", env=env).stdout)["rows"][0]
+    assert row["pearson"] > 0.9
+    predicted = parse_tsv(run_cli("predict", "logistic", "--cell", "linear", "--from-store", "linear", "-q",
+                                  env=env).stdout)
+    levels = np.array([float(r["log_expression"]) for r in predicted])
+    np.testing.assert_allclose([float(r["expression"]) for r in predicted], np.maximum(np.exp2(levels) - 1, 0),
+                               rtol=1e-6, atol=1e-6)
+    measured = np.log2(Store(tmp_path / "s.h5").load("linear", splits=["test"]).expression + 1)
+    assert stats.pearsonr(measured, levels)[0] == pytest.approx(row["pearson"], abs=1e-6)
+
+
+def test_a_cell_without_expression_is_refused_by_name(tmp_path):
+    env = {"HISTCLI_STORE": str(tmp_path / "s.h5"), "HISTCLI_MODELS": str(tmp_path / "models")}
+    assert run_cli("prepare", "deepchrome", shared_data("deepchrome-toy"), "--cell", "toy", "-q", env=env).code == 0
+    result = run_cli("train", "--cell", "toy", "--arch", "logistic", "--task", "regression", *TRAIN, env=env)
+    assert_one_line_error(result, "cell toy has no expression values")
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("config.json"))
+    usage = run_cli("train", "--cell", "toy", "--arch", "logistic", "--target", "log2p1", *TRAIN, env=env)
+    assert_one_line_error(usage, "--target applies to --task regression", code=2)
+
+
+def test_regression_scaling_round_trips():
+    """Models learn standardised targets; scores() maps outputs back to the target scale."""
+    targets = np.array([0.0, 1.0, 2.5, 7.0], dtype=np.float32)
+    task = Regression("log1p").fitted(targets)
+    assert task.mean == pytest.approx(2.625) and task.scale == pytest.approx(np.std(targets))
+    np.testing.assert_allclose(task.scores(task.training_targets(targets)), targets, rtol=1e-6, atol=1e-6)
+    assert task.prediction_values(np.array([np.log1p(3.0)]), 0.5)["expression"] == pytest.approx([3.0])
+    assert make_task("regression").target == "log1p"
+
