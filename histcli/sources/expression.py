@@ -245,9 +245,9 @@ def match_expression(
 
     Genes without a value are an InputError unless ``drop_missing`` (then noted
     and left out). With ``labels`` (the cell's own), every label must follow the
-    median rule, or the InputError says how many do not. ``listed_ids`` (default
-    ``gene_ids``): the genes the note about table genes absent from the cell
-    counts against.
+    median rule, or the InputError says how many do not. ``listed_ids``: every
+    gene of a gene annotation the cell was cut from; table genes absent from it
+    are noted (not done for layouts whose files hold a sample of the genes).
     """
     if table.repeated:
         notes.append(f"{table.path.name}: {table.repeated} rows repeat a gene with the same expression value; "
@@ -266,10 +266,10 @@ def match_expression(
         if not drop_missing:
             raise InputError(table.path, f"{summary}; pass --drop-missing to leave them out")
         notes.append(f"{table.path.name}: {summary}; left out")
-    listed_keys = cell_keys if listed_ids is None else _cell_keys(table, listed_ids, [])[0]
-    extra = int((~table_keys.isin(listed_keys)).sum())
-    if extra:
-        notes.append(f"{table.path.name}: {extra} of {len(table_keys)} genes are not in {genes_source}")
+    if listed_ids is not None:
+        extra = int((~table_keys.isin(_cell_keys(table, listed_ids, [])[0])).sum())
+        if extra:
+            notes.append(f"{table.path.name}: {extra} of {len(table_keys)} genes are not in {genes_source}")
 
     values = table.values[position[keep]]
     derived = (values > threshold).astype(np.int8)
@@ -300,16 +300,10 @@ def attach_expression(cell: CellData, table: ExpressionTable, *, genes_source: s
     derived, and genes without a value left out when ``drop_missing`` allows."""
     match = match_expression(table, cell.gene_ids, genes_source=genes_source, drop_missing=drop_missing,
                              notes=notes, labels=cell.labels)
-    keep = match.keep
-    counts = cell.counts
-    if not keep.all():
-        counts = [cell.counts_array()[keep]]
+    if not match.keep.all():
+        cell = cell.select(match.keep)
     return replace(
         cell,
-        counts=counts,
-        gene_ids=cell.gene_ids[keep],
-        split=cell.split[keep],
-        coordinates={name: values[keep] for name, values in cell.coordinates.items()},
         expression=match.values,
         labels=match.labels,
         sources=[*cell.sources, SourceFile.of(table.path)],
