@@ -97,22 +97,15 @@ def deepchrome(
 
 
 def _check_expression_columns(expression: Path | None, column: str | None, cells: list[str]) -> None:
-    """Before reading any data: every cell has an expression column to read (UsageError if not)."""
-    if expression is None:
-        if column is not None:
-            from histcli.errors import UsageError
+    """Before reading any data: every cell has its own expression column to read (UsageError if not)."""
+    from histcli.errors import UsageError
 
-            raise UsageError("--expression-column needs --expression")
-        return
-    from histcli.sources.expression import expression_column
+    if expression is not None:
+        from histcli.sources.expression import expression_columns
 
-    chosen = {cell: expression_column(expression, column=column, cell=cell) for cell in cells}
-    if len(cells) > 1 and len(set(chosen.values())) == 1:
-        from histcli.errors import UsageError
-
-        what = f"column {column}" if column else f"{expression.name}"
-        raise UsageError(f"--expression: {what} holds one cell's values, but {len(cells)} cells are prepared; "
-                         "give one --cell, or a matrix with a column named like each cell")
+        expression_columns(expression, column=column, cells=cells)
+    elif column is not None:
+        raise UsageError("--expression-column needs --expression")
 
 
 def _with_expression(cell, expression: Path | None, column: str | None, genes_source: str, drop_missing: bool,

@@ -25,8 +25,10 @@ Labels
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,12 +63,6 @@ class ExpressionTable:
         return f"column {self.column} of {self.path.name}" if self.column else self.path.name
 
 
-@dataclass
-class _Layout:
-    lines: list[tuple[int, list[str]]]  # (line number, fields) of every non-blank, non-comment line
-    columns: list[str] | None  # a matrix's value column names; None for two columns
-
-
 def _fields(line: str) -> list[str]:
     fields = line.split()
     if len(fields) == 1 and "," in line:
@@ -82,19 +78,28 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_layout(path: Path) -> _Layout:
+def _content_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every line that is neither blank nor a comment."""
     text = read_bytes(path).decode("utf-8", errors="replace")
-    lines = []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = _fields(line)
         if fields and not fields[0].startswith("#"):
-            lines.append((number, fields))
-    if not lines:
+            yield number, fields
+
+
+def _first_line(path: Path, lines: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str]]:
+    first = next(lines, None)
+    if first is None:
         raise InputError(path, "no data lines, expected gene ids with expression values")
-    first = lines[0][1]
+    return first
+
+
+def _matrix_columns(first: list[str]) -> list[str] | None:
+    """A matrix's value column names, from its first line; None for a two-column table."""
     # A matrix header names three or more columns, none of them a number.
-    is_matrix = len(first) >= 3 and not any(_is_number(field) for field in first[1:])
-    return _Layout(lines, first[1:] if is_matrix else None)
+    if len(first) >= 3 and not any(_is_number(field) for field in first[1:]):
+        return first[1:]
+    return None
 
 
 def _describe_columns(columns: list[str]) -> str:
@@ -103,11 +108,11 @@ def _describe_columns(columns: list[str]) -> str:
     return f"{len(columns)} columns: {shown}{more}"
 
 
-def _choose_column(path: Path, layout: _Layout, column: str | None, cell: str | None) -> str | None:
+def _choose_column(path: Path, first: list[str], column: str | None, cell: str | None) -> str | None:
     """The matrix column to read (None for a two-column table); UsageError when none fits."""
-    if layout.columns is None:
+    columns = _matrix_columns(first)
+    if columns is None:
         if column is not None:
-            first = layout.lines[0][1]
             header = first[1] if len(first) == 2 and not _is_number(first[1]) else None
             if header != column:
                 named = f"named {header!r}" if header else "without a header"
@@ -115,22 +120,31 @@ def _choose_column(path: Path, layout: _Layout, column: str | None, cell: str | 
                                  "the option picks a column of a matrix with one column per cell")
         return None
     if column is not None:
-        if column not in layout.columns:
+        if column not in columns:
             raise UsageError(f"--expression-column {column!r}: no such column in {path.name} "
-                             f"({_describe_columns(layout.columns)})")
+                             f"({_describe_columns(columns)})")
         return column
-    if cell is not None and cell in layout.columns:
+    if cell is not None and cell in columns:
         return cell
     unnamed = f"no column is named like the cell {cell!r}; " if cell is not None else ""
-    raise UsageError(f"--expression {path.name} has {_describe_columns(layout.columns)}; "
+    raise UsageError(f"--expression {path.name} has {_describe_columns(columns)}; "
                      f"{unnamed}pick one with --expression-column")
 
 
-def expression_column(path: Path, *, column: str | None = None, cell: str | None = None) -> str | None:
-    """The column :func:`read_expression` would read for ``cell``, so that commands can check
-    every cell's before reading anything else; UsageError when none fits."""
+def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
+    """The column :func:`read_expression` will read for each cell, checked before any data is read.
+
+    UsageError when a cell has no column, or when several cells would read the
+    same values (a two-column table, or one ``column`` for all).
+    """
     path = Path(path)
-    return _choose_column(path, _read_layout(path), column, cell)
+    _, first = _first_line(path, _content_lines(path))
+    chosen = {cell: _choose_column(path, first, column, cell) for cell in cells}
+    if len(cells) > 1 and len(set(chosen.values())) == 1:
+        what = f"column {column}" if column else path.name
+        raise UsageError(f"--expression: {what} holds one cell's values, but {len(cells)} cells are prepared; "
+                         "give one --cell, or a matrix with a column named like each cell")
+    return chosen
 
 
 def _expression_value(text: str) -> float:
@@ -152,19 +166,20 @@ def read_expression(path: Path, *, column: str | None = None, cell: str | None =
     read. Bad values are an InputError naming the file, line and field.
     """
     path = Path(path)
-    layout = _read_layout(path)
-    chosen = _choose_column(path, layout, column, cell)
+    lines = _content_lines(path)
+    first_number, first = _first_line(path, lines)
+    chosen = _choose_column(path, first, column, cell)
     if chosen is None:
         n_fields, index, field_name = 2, 1, "expression"
         width_problem = "expected 2 columns (gene id, expression), found {}"
-        lines = layout.lines
+        lines = itertools.chain([(first_number, first)], lines)
     else:
-        if layout.columns.count(chosen) > 1:
-            raise InputError(path, f"column {chosen} appears {layout.columns.count(chosen)} times in the header",
-                             line=layout.lines[0][0])
-        n_fields, index, field_name = len(layout.columns) + 1, layout.columns.index(chosen) + 1, chosen
+        columns = first[1:]
+        if columns.count(chosen) > 1:
+            raise InputError(path, f"column {chosen} appears {columns.count(chosen)} times in the header",
+                             line=first_number)
+        n_fields, index, field_name = len(columns) + 1, columns.index(chosen) + 1, chosen
         width_problem = f"expected {n_fields} columns as in the header, found {{}}"
-        lines = layout.lines[1:]
 
     first_row: dict[str, int] = {}
     keys, values, line_numbers, rows = [], [], [], []
