@@ -127,7 +127,7 @@ def test_matching_by_ensembl_id_reports_unmatched_genes(tmp_path):
     # median over the column's four rows (3, 0, 7, 1) is 2
     assert match.labels.tolist() == [1, 1, 0] and match.attrs["label_threshold"] == 2.0
     assert match.attrs["expression_column"] == "E001"
-    assert match.attrs["label_rule"] == "label 1 where expression above 2, the median over all 4 rows of column " \
+    assert match.attrs["label_rule"] == "label 1 where expression is above 2, the median over all 4 rows of column " \
                                         "E001 of m.tsv"
     assert any("no expression value for 1 of 4 genes" in note and "left out" in note for note in notes)
 
@@ -138,9 +138,9 @@ def test_given_labels_must_follow_the_median_rule(tmp_path):
     match = match_expression(table, genes, genes_source="cell files", drop_missing=False, notes=[],
                              labels=np.array([1, 0, 1]))
     assert match.labels.tolist() == [1, 0, 1]
-    assert match.attrs["label_rule"].startswith("labels as given in cell files; they agree with label 1 = ")
-    with pytest.raises(InputError, match=r"the labels of 2 of 3 genes of cell files disagree with label 1 = "
-                                         r"expression above 2, .* \(for example ENSG00000000001: label 0, "
+    assert match.attrs["label_rule"].startswith("labels as given in cell files; they agree with label 1 where ")
+    with pytest.raises(InputError, match=r"the labels of 2 of 3 genes of cell files disagree with label 1 where "
+                                         r"expression is above 2, .* \(for example ENSG00000000001: label 0, "
                                          r"expression 3\)"):
         match_expression(table, genes, genes_source="cell files", drop_missing=False, notes=[],
                          labels=np.array([0, 1, 1]))

@@ -288,8 +288,8 @@ def match_expression(
 
     values = table.values[position[keep]]
     derived = (values > threshold).astype(np.int8)
-    median_rule = f"expression above {threshold:g}, the median over all {len(table.rows)} rows of {table.source}"
-    attrs = {"expression_file": str(table.path), "label_threshold": threshold}
+    median_rule = f"expression is above {threshold:g}, the median over all {len(table.rows)} rows of {table.source}"
+    attrs = {"expression_file": str(table.path.resolve()), "label_threshold": threshold}
     if table.column is not None:
         attrs["expression_column"] = table.column
     if labels is None:
@@ -301,11 +301,11 @@ def match_expression(
         first = int(np.argmax(disagree))
         raise InputError(
             table.path,
-            f"the labels of {int(disagree.sum())} of {len(given)} genes of {genes_source} disagree with label 1 = "
+            f"the labels of {int(disagree.sum())} of {len(given)} genes of {genes_source} disagree with label 1 where "
             f"{median_rule} (for example {gene_ids[keep][first]}: label {int(given[first])}, expression "
             f"{values[first]:g}); labels and expression must come from the same cell",
         )
-    attrs["label_rule"] = f"labels as given in {genes_source}; they agree with label 1 = {median_rule}"
+    attrs["label_rule"] = f"labels as given in {genes_source}; they agree with label 1 where {median_rule}"
     return ExpressionMatch(keep, values, given.astype(np.int8), attrs)
 
 
