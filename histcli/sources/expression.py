@@ -198,15 +198,15 @@ def read_expression(path: Path, *, column: str | None = None, cell: str | None =
         header_possible = False
         rows.append(value)
         key = gene_key(gene)
-        first = first_row.setdefault(key, len(keys))
-        if first == len(keys):
+        seen_at = first_row.setdefault(key, len(keys))
+        if seen_at == len(keys):
             keys.append(key)
             values.append(value)
             line_numbers.append(number)
-        elif values[first] != value:
+        elif values[seen_at] != value:
             raise InputError(
                 path,
-                f"gene {gene} has expression {value_text} here but {values[first]} on line {line_numbers[first]}",
+                f"gene {gene} has expression {value_text} here but {values[seen_at]} on line {line_numbers[seen_at]}",
                 line=number,
                 field=field_name,
             )
