@@ -362,11 +362,11 @@ def test_numbers_are_ascii_without_underscores(tmp_path, name, text, fragment):
 
 
 def test_expression_values_are_ascii_numbers(tmp_path):
-    from histcli.sources.common import read_expression_table
+    from histcli.sources.expression import read_expression
 
     path = _write(tmp_path / "e.csv", "ENSG00000000001,1\nENSG00000000002,\u0663\n")
     with pytest.raises(InputError, match=r"e.csv, line 2, field expression: '\u0663' is not a number"):
-        read_expression_table(path, sep=",")
+        read_expression(path)
     files = {"tracks": {"H3K4me3": _write(tmp_path / "t.bedGraph", "chr1\t0\t10\t1\n")},
              "genes": _write(tmp_path / "g.bed", "chr1\t5\t6\tENSG00000000001\t0\t+\n"),
              "expression": _write(tmp_path / "x.tsv", "gene\tvalue\nENSG00000000001\t2_0\n")}

@@ -116,7 +116,7 @@ def test_deepdiff_missing_expression_needs_drop_missing(tmp_path):
     (folder / "Cell1.expr.csv").write_text("\n".join(line for line in lines if line.split(",")[0] not in removed) + "\n")
     store = tmp_path / "s.h5"
     result = run_cli("prepare", "deepdiff", folder, "--cell", "Cell1", "--store", store)
-    assert_one_line_error(result, "Cell1.expr.csv", "3 of 600 genes have no expression", "--drop-missing")
+    assert_one_line_error(result, "Cell1.expr.csv", "no expression value for 3 of 600 genes", "--drop-missing")
     assert not store.exists()
     result = run_cli("prepare", "deepdiff", folder, "--cell", "Cell1", "--store", store, "--drop-missing")
     assert result.code == 0, result.stderr

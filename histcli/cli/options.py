@@ -178,6 +178,17 @@ DropMissingOption = Annotated[
     bool,
     typer.Option("--drop-missing", help="Leave out genes without expression or tracks (reported), instead of failing."),
 ]
+ExpressionOption = Annotated[
+    Optional[Path],
+    typer.Option("--expression", help="Expression per gene: gene_id<TAB>value, or a matrix with one column per "
+                                      "cell (gene_id E003 E004 ...); labels are value > median of all its rows.",
+                 rich_help_panel="Expression"),
+]
+ExpressionColumnOption = Annotated[
+    Optional[str],
+    typer.Option("--expression-column", help="Matrix column to read (default: the one named like the cell).",
+                 rich_help_panel="Expression"),
+]
 
 
 def parse_tracks(values: list[str]) -> dict[str, Path]:

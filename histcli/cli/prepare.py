@@ -13,6 +13,8 @@ from histcli.cli.options import (
     AggregateOption,
     CellsOption,
     DropMissingOption,
+    ExpressionColumnOption,
+    ExpressionOption,
     FormatOption,
     GenesOption,
     MarksOption,
@@ -63,12 +65,17 @@ def deepchrome(
     cells: CellsOption = None,
     marks: MarksOption = None,
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp (DeepChrome: 100).")] = 100,
+    expression: ExpressionOption = None,
+    expression_column: ExpressionColumnOption = None,
+    drop_missing: DropMissingOption = False,
     overwrite: OverwriteOption = False,
     store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """The DeepChrome CSV layout: gene_id,bin,H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K9me3,label."""
+    """The DeepChrome CSV layout: gene_id,bin,H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K9me3,label.
+
+    With --expression, each cell's labels must agree with the expression's median rule."""
     from histcli.cli import console
     from histcli.marks import DEEPCHROME_ORDER
     from histcli.sources import deepchrome as layout
@@ -78,9 +85,38 @@ def deepchrome(
     mark_names = _marks(marks, DEEPCHROME_ORDER)
     found = layout.find_cells(path, cells)
     names = [name for name, _ in found]
+    _check_expression_columns(expression, expression_column, names)
     Store(store_path).check_writable(names, overwrite)
-    parsed = (layout.read_cell(name, files, marks=mark_names, bin_size=bin_size) for name, files in found)
+    notes: list[str] = []
+    parsed = (_with_expression(layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression,
+                               expression_column, f"the DeepChrome files of {name}", drop_missing, notes)
+              for name, files in found)
     _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
+    for message in notes:
+        console.note(message)
+
+
+def _check_expression_columns(expression: Path | None, column: str | None, cells: list[str]) -> None:
+    """Before reading any data: every cell has its own expression column to read (UsageError if not)."""
+    from histcli.errors import UsageError
+
+    if expression is not None:
+        from histcli.sources.expression import expression_columns
+
+        expression_columns(expression, column=column, cells=cells)
+    elif column is not None:
+        raise UsageError("--expression-column needs --expression")
+
+
+def _with_expression(cell, expression: Path | None, column: str | None, genes_source: str, drop_missing: bool,
+                     notes: list[str]):
+    """The cell with expression attached from the --expression table (unchanged without one)."""
+    if expression is None:
+        return cell
+    from histcli.sources.expression import attach_expression, read_expression
+
+    table = read_expression(expression, column=column, cell=cell.name)
+    return attach_expression(cell, table, genes_source=genes_source, drop_missing=drop_missing, notes=notes)
 
 
 @app.command("deepdiff")
@@ -90,13 +126,17 @@ def deepdiff(
     name: Annotated[Optional[str], typer.Option("--name", help="Name in the store (default: the --cell prefix).")] = None,
     marks: MarksOption = None,
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp (DeepDiff: 100).")] = 100,
+    expression: ExpressionOption = None,
+    expression_column: ExpressionColumnOption = None,
     drop_missing: DropMissingOption = False,
     overwrite: OverwriteOption = False,
     store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """The AttentiveChrome/DeepDiff layout: <ENSG>_<SYMBOL>_<bin>,H3K4me1,H3K4me3,H3K9me3,H3K27me3,H3K36me3."""
+    """The AttentiveChrome/DeepDiff layout: <ENSG>_<SYMBOL>_<bin>,H3K4me1,H3K4me3,H3K9me3,H3K27me3,H3K36me3.
+
+    Expression comes from <cell>.expr.csv, or from --expression instead."""
     from histcli.cli import console
     from histcli.marks import DEEPDIFF_ORDER
     from histcli.sources import deepdiff as layout
@@ -105,12 +145,16 @@ def deepdiff(
     console.setup(quiet)
     stored_name = check_cell_name(name or cell)
     mark_names = _marks(marks, DEEPDIFF_ORDER)
-    splits, expression = layout.find_files(path, cell)
+    splits, own_expression = layout.find_files(path, cell, need_expression=expression is None)
+    _check_expression_columns(expression, expression_column, [stored_name])
     Store(store_path).check_writable([stored_name], overwrite)
     notes: list[str] = []
+    if expression is not None and own_expression is not None:
+        notes.append(f"--expression {expression.name} replaces {own_expression.name}")
     # A generator, so that parsing runs inside the progress bar.
-    parsed = (layout.read_cell(stored_name, splits, expression, marks=mark_names, bin_size=bin_size,
-                               drop_missing=drop_missing, notes=notes) for _ in range(1))
+    parsed = (layout.read_cell(stored_name, splits, expression or own_expression, marks=mark_names,
+                               bin_size=bin_size, drop_missing=drop_missing, notes=notes,
+                               expression_column=expression_column) for _ in range(1))
     _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
     for message in notes:
         console.note(message)
@@ -148,8 +192,8 @@ def tracks(
     genes: GenesOption,
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp.", rich_help_panel="Tracks")],
     window: Annotated[int, typer.Option("--window", min=1, help="Bp on each side of the TSS.", rich_help_panel="Tracks")],
-    expression: Annotated[Optional[Path], typer.Option("--expression", help="gene_id<TAB>value; labels are "
-                                                                           "value > median of all genes in it.")] = None,
+    expression: ExpressionOption = None,
+    expression_column: ExpressionColumnOption = None,
     split: Annotated[Optional[Path], typer.Option("--split", help="gene_id<TAB>train|valid|test table.",
                                                   rich_help_panel="Split")] = None,
     split_by_chromosome: Annotated[Optional[list[str]], typer.Option(
@@ -178,6 +222,7 @@ def tracks(
                                            ("--split-fractions", split_fractions)) if value]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot be combined: choose one way to split")
+    _check_expression_columns(expression, expression_column, [cell])
     Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
     # A generator, so that reading and binning run inside the progress bar.
@@ -186,6 +231,7 @@ def tracks(
         tracks=parse_tracks(track),
         genes=genes,
         expression=expression,
+        expression_column=expression_column,
         split=split,
         split_by_chromosome=parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None,
         split_fractions=parse_fractions(split_fractions) if split_fractions else None,

@@ -14,12 +14,8 @@ import numpy as np
 
 from histcli.errors import InputError
 from histcli.marks import DEEPDIFF_ORDER
-from histcli.sources.common import (
-    CountBlocks,
-    ensembl_id,
-    labels_from_expression,
-    read_expression_table,
-)
+from histcli.sources.common import CountBlocks
+from histcli.sources.expression import attach_expression, read_expression
 from histcli.sources.rows import Field, GeneBlocks, check_unique_genes, read_chunks
 from histcli.store import SPLIT_CODES, CellData, SourceFile, check_cell_name
 
@@ -27,8 +23,9 @@ SPLIT_NAMES = ("train", "valid", "test")
 DEFAULT_BIN_SIZE = 100
 
 
-def find_files(folder: Path, prefix: str) -> tuple[dict[str, Path], Path]:
-    """The split files and the expression file of cell ``prefix`` in ``folder``."""
+def find_files(folder: Path, prefix: str, *, need_expression: bool = True) -> tuple[dict[str, Path], Path | None]:
+    """The split files and the expression file of cell ``prefix`` in ``folder`` (None when
+    absent and not ``need_expression``: expression then comes from elsewhere)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "no such folder" if not folder.exists() else "expected a folder")
@@ -50,14 +47,17 @@ def find_files(folder: Path, prefix: str) -> tuple[dict[str, Path], Path]:
     if missing:
         raise InputError(folder / f"{prefix}.{missing[0]}.csv",
                          f"no such file; the layout has {prefix}.train.csv, .valid.csv and .test.csv")
-    if expression is None:
+    if expression is None and need_expression:
         raise InputError(folder / f"{prefix}.expr.csv", "no such file; the labels come from it")
     return splits, expression
 
 
 def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
               marks: tuple[str, ...] = DEEPDIFF_ORDER, bin_size: int = DEFAULT_BIN_SIZE,
-              drop_missing: bool = False, notes: list[str] | None = None) -> CellData:
+              drop_missing: bool = False, notes: list[str] | None = None,
+              expression_column: str | None = None) -> CellData:
+    """Parse one cell's split files and attach expression from ``expression_path`` (its
+    ``<cell>.expr.csv``, or any table :func:`histcli.sources.expression.read_expression` reads)."""
     check_cell_name(name)
     schema = [Field("gene_bin", "id_bin")] + [Field(mark, "count") for mark in marks]
     mark_columns = list(marks)
@@ -85,39 +85,18 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
     split = np.concatenate(
         [np.full(len(genes), SPLIT_CODES[s], dtype=np.uint8) for s, _, (genes, _, _) in parts]
     )
-    expr_ids, expr_values = read_expression_table(expression_path, sep=",")
-    labels_all, threshold = labels_from_expression(expr_values)
-    expr_index = {ensembl_id(gene): position for position, gene in enumerate(expr_ids)}
-    positions = np.array([expr_index.get(ensembl_id(gene), -1) for gene in gene_ids])
-    missing = positions < 0
-    blocks = counts.blocks
-    if missing.any():
-        message = (
-            f"{int(missing.sum())} of {len(gene_ids)} genes have no expression value "
-            f"(for example {gene_ids[missing][0]})"
-        )
-        if not drop_missing:
-            raise InputError(expression_path, message + "; pass --drop-missing to leave them out")
-        if notes is not None:
-            notes.append(f"{expression_path}: {message}; left out")
-        keep = ~missing
-        blocks = [np.concatenate(blocks)[keep]]
-        gene_ids, split, positions = gene_ids[keep], split[keep], positions[keep]
-    return CellData(
+    cell = CellData(
         name=name,
-        counts=blocks,
+        counts=counts.blocks,
         gene_ids=gene_ids,
         marks=tuple(marks),
         bin_size=bin_size,
         window=n_bins * bin_size // 2,
         tss_offset=n_bins * bin_size // 2,
         split=split,
-        expression=expr_values[positions],
-        labels=labels_all[positions],
-        sources=[SourceFile.of(path) for _, path, _ in parts] + [SourceFile.of(expression_path)],
-        attrs={
-            "source_format": "deepdiff",
-            "label_threshold": threshold,
-            "label_rule": f"expression > median of all {len(expr_ids)} genes in {Path(expression_path).name}",
-        },
+        sources=[SourceFile.of(path) for _, path, _ in parts],
+        attrs={"source_format": "deepdiff"},
     )
+    table = read_expression(expression_path, column=expression_column, cell=name)
+    return attach_expression(cell, table, genes_source=f"the split files of {name}", drop_missing=drop_missing,
+                             notes=[] if notes is None else notes)

@@ -34,13 +34,13 @@ Missing data
 
 Genes, expression, splits
     Gene files are read by :mod:`histcli.sources.annotation`; genes keep the
-    order of that file. Expression and split tables hold ``gene value`` rows
+    order of that file. Expression (a two-column table or a matrix column) is
+    read and matched by :mod:`histcli.sources.expression`, with labels by
+    DeepChrome's median rule. Split tables hold ``gene split`` rows
     (whitespace or comma separated, an optional header line) and are matched
     to genes by Ensembl id (``ENSG00000000003_TSPAN6`` = ``ENSG00000000003.12``
-    = ``ENSG00000000003``). A gene repeated with the same value is used once;
-    with another value it is an error. Labels follow DeepChrome: 1 where
-    expression is above the median over every row of the expression table,
-    whether or not its gene is in the cell.
+    = ``ENSG00000000003``). A gene repeated with the same split is used once;
+    with another it is an error.
 
 The binning is vectorised: per chromosome and track, one ``np.searchsorted``
 finds the interval at every bin edge of every gene, and a bin adds the parts
@@ -77,12 +77,12 @@ from histcli.sources.common import (
     MAX_COUNT,
     MAX_POSITION,
     CountBlocks,
-    labels_from_expression,
     parse_integer,
     parse_number,
     read_bytes,
     too_large,
 )
+from histcli.sources.expression import match_expression, read_expression
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
 AGGREGATES = ("sum", "mean")
@@ -453,6 +453,7 @@ def read_tracks_cell(
     tracks: dict[str, Path],
     genes: Path,
     expression: Path | None = None,
+    expression_column: str | None = None,
     split: Path | None = None,
     split_by_chromosome: dict[str, list[str]] | None = None,
     split_fractions: tuple[float, float, float] | None = None,
@@ -488,7 +489,7 @@ def read_tracks_cell(
             f"{genes_path.name}: no strand for {table.n_unstranded} genes; they are read as '+' "
             "(bins run left to right along the chromosome); train --mirror auto then learns both orientations"
         )
-    keys_in_genes_file = table.key
+    names_in_genes_file = table.name
     # Without strands the bins of minus-strand genes run 3' to 5'; models can
     # then be trained to ignore orientation (train --mirror).
     if table.n_unstranded == 0:
@@ -503,14 +504,13 @@ def read_tracks_cell(
     attrs: dict = {"source_format": "tracks", "aggregate": aggregate, "orientation": orientation}
     if expression is not None:
         expression = Path(expression)
-        table, expression_values, labels, threshold, n_table = _match_expression(
-            table, keys_in_genes_file, expression, drop_missing, notes
+        match = match_expression(
+            read_expression(expression, column=expression_column, cell=name), table.name,
+            genes_source=genes_path.name, drop_missing=drop_missing, notes=notes, listed_ids=names_in_genes_file,
         )
-        attrs["label_threshold"] = threshold
-        attrs["label_rule"] = (
-            f"label 1 where expression is above {threshold:g}, the median over all {n_table} rows "
-            f"of {expression.name}"
-        )
+        table = table.select(match.keep)
+        expression_values, labels = match.values, match.labels
+        attrs.update(match.attrs)
 
     if split is not None:
         split_codes = _split_from_file(table, Path(split), notes)
@@ -659,12 +659,11 @@ def _drop_missing_chromosomes(
 
 @dataclass
 class _GeneValues:
-    """A two-column gene table (expression or split), one entry per distinct gene key."""
+    """A two-column gene table (a split file), one entry per distinct gene key."""
 
     path: Path
     keys: pd.Index
     values: np.ndarray
-    rows: np.ndarray  # the value of every data row as written, repeats included
     repeated: int  # rows that repeat an earlier row's gene and value
 
 
@@ -717,19 +716,8 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
         path=path,
         keys=pd.Index(keys),
         values=np.asarray(values),
-        rows=np.asarray(rows),
         repeated=len(rows) - len(keys),
     )
-
-
-def _expression_value(text: str) -> float:
-    try:
-        value = parse_number(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite number")
-    return value
 
 
 def _split_value(text: str) -> str:
@@ -743,37 +731,6 @@ def _repeat_note(table: _GeneValues, what: str) -> list[str]:
     if not table.repeated:
         return []
     return [f"{table.path.name}: {table.repeated} rows repeat a gene with the same {what}; each gene is used once"]
-
-
-def _match_expression(
-    table: GeneTable, keys_in_genes_file: np.ndarray, path: Path, drop_missing: bool, notes: list[str]
-):
-    """Expression and labels for the table's genes; returns the (possibly smaller) table too."""
-    expression = _read_gene_values(path, value_name="expression", parse=_expression_value)
-    notes.extend(_repeat_note(expression, "expression value"))
-    # DeepChrome: the median over every gene of the table (every row, as DeepChrome
-    # counted them), whether or not the gene is in the cell.
-    _, threshold = labels_from_expression(expression.rows)
-    position = expression.keys.get_indexer(table.key)
-    unmatched = position < 0
-    if unmatched.all():
-        raise InputError(path, f"none of the {len(table)} genes of {table.path.name} has an expression value here")
-    if unmatched.any():
-        summary = (
-            f"no expression value for {int(unmatched.sum())} of {len(table)} genes of "
-            f"{table.path.name} (for example {table.name[np.argmax(unmatched)]})"
-        )
-        if not drop_missing:
-            raise InputError(path, f"{summary}; pass --drop-missing to leave them out")
-        notes.append(f"{path.name}: {summary}; left out")
-        table = table.select(~unmatched)
-        position = position[~unmatched]
-    extra = int((~expression.keys.isin(keys_in_genes_file)).sum())
-    if extra:
-        notes.append(f"{path.name}: {extra} of {len(expression.keys)} genes are not in {table.path.name}")
-    values = expression.values[position]
-    labels = (values > threshold).astype(np.int8)
-    return table, values, labels, threshold, len(expression.rows)
 
 
 def _split_from_file(table: GeneTable, path: Path, notes: list[str]) -> np.ndarray:

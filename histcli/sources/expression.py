@@ -1,0 +1,326 @@
+"""Expression values attached to a cell at prepare time: one reader and one matcher for every layout.
+
+Tables
+    * Two columns, ``gene value`` (separated by whitespace or a comma), with an
+      optional header line: one cell's values (``E116.expression.tsv``, the
+      DeepDiff ``<cell>.expr.csv``).
+    * A matrix: a header ``gene_id NAME NAME ...`` and one column per cell, as
+      the Roadmap RNA-seq matrices (``57epigenomes.RPKM.pc``). One column is
+      read: the one asked for, else the one named like the cell (E116 for cell
+      E116). Only that column's values are checked.
+    Plain or gzip. Values are expression levels such as RPKM: finite and >= 0.
+
+Matching
+    Genes match by Ensembl id without version (``ENSG00000000003_TSPAN6`` =
+    ``ENSG00000000003.12`` = ``ENSG00000000003``; other names match as
+    written). A cell whose gene ids are all bare numbers (the DeepChrome CSVs
+    write ENSG00000000003 as ``000003``) matches by that number. A gene given
+    twice with the same value is used once; with two values it is an error.
+
+Labels
+    DeepChrome's rule: 1 where the value is above the median over every row of
+    the table's column, whether or not its gene is in the cell. A cell that
+    already has labels keeps them only if they all follow that rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from histcli.errors import InputError, UsageError
+from histcli.sources.annotation import gene_key
+from histcli.sources.common import labels_from_expression, parse_number, read_bytes
+from histcli.store import CellData, SourceFile
+
+_STARTS_WITH_ENSEMBL_ID = re.compile(r"ENS[A-Z]*G\d{11}")
+_HUMAN_ENSEMBL_ID = re.compile(r"ENSG(\d{11})")
+# Columns named in an error about a matrix's columns, before "and N more".
+_COLUMNS_SHOWN = 8
+
+
+@dataclass
+class ExpressionTable:
+    """One cell's expression values as read from a table, one entry per distinct gene key."""
+
+    path: Path
+    column: str | None  # the matrix column read; None for a two-column table
+    keys: pd.Index
+    values: np.ndarray  # float64, one per key
+    rows: np.ndarray  # the value of every data row, repeats included (the median runs over them)
+    repeated: int  # rows that repeat an earlier row's gene and value
+
+    @property
+    def source(self) -> str:
+        """How messages and the cell's attributes name the table (and its column)."""
+        return f"column {self.column} of {self.path.name}" if self.column else self.path.name
+
+
+def _fields(line: str) -> list[str]:
+    fields = line.split()
+    if len(fields) == 1 and "," in line:
+        fields = [field.strip() for field in line.split(",")]
+    return fields
+
+
+def _is_number(text: str) -> bool:
+    try:
+        parse_number(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _content_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every line that is neither blank nor a comment."""
+    text = read_bytes(path).decode("utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = _fields(line)
+        if fields and not fields[0].startswith("#"):
+            yield number, fields
+
+
+def _first_line(path: Path, lines: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str]]:
+    first = next(lines, None)
+    if first is None:
+        raise InputError(path, "no data lines, expected gene ids with expression values")
+    return first
+
+
+def _matrix_columns(first: list[str]) -> list[str] | None:
+    """A matrix's value column names, from its first line; None for a two-column table."""
+    # A matrix header names three or more columns, none of them a number.
+    if len(first) >= 3 and not any(_is_number(field) for field in first[1:]):
+        return first[1:]
+    return None
+
+
+def _describe_columns(columns: list[str]) -> str:
+    shown = ", ".join(columns[:_COLUMNS_SHOWN])
+    more = f" and {len(columns) - _COLUMNS_SHOWN} more" if len(columns) > _COLUMNS_SHOWN else ""
+    return f"{len(columns)} columns: {shown}{more}"
+
+
+def _choose_column(path: Path, first: list[str], column: str | None, cell: str | None) -> str | None:
+    """The matrix column to read (None for a two-column table); UsageError when none fits."""
+    columns = _matrix_columns(first)
+    if columns is None:
+        if column is not None:
+            header = first[1] if len(first) == 2 and not _is_number(first[1]) else None
+            if header != column:
+                named = f"named {header!r}" if header else "without a header"
+                raise UsageError(f"--expression-column {column!r}: {path.name} has one value column ({named}); "
+                                 "the option picks a column of a matrix with one column per cell")
+        return None
+    if column is not None:
+        if column not in columns:
+            raise UsageError(f"--expression-column {column!r}: no such column in {path.name} "
+                             f"({_describe_columns(columns)})")
+        return column
+    if cell is not None and cell in columns:
+        return cell
+    unnamed = f"no column is named like the cell {cell!r}; " if cell is not None else ""
+    raise UsageError(f"--expression {path.name} has {_describe_columns(columns)}; "
+                     f"{unnamed}pick one with --expression-column")
+
+
+def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
+    """The column :func:`read_expression` will read for each cell, checked before any data is read.
+
+    UsageError when a cell has no column, or when several cells would read the
+    same values (a two-column table, or one ``column`` for all).
+    """
+    path = Path(path)
+    _, first = _first_line(path, _content_lines(path))
+    chosen = {cell: _choose_column(path, first, column, cell) for cell in cells}
+    if len(cells) > 1 and len(set(chosen.values())) == 1:
+        what = f"column {column}" if column else path.name
+        raise UsageError(f"--expression: {what} holds one cell's values, but {len(cells)} cells are prepared; "
+                         "give one --cell, or a matrix with a column named like each cell")
+    return chosen
+
+
+def _expression_value(text: str) -> float:
+    try:
+        value = parse_number(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    if value < 0:
+        raise ValueError(f"negative value {text}; expected expression >= 0 (such as RPKM)")
+    return value
+
+
+def read_expression(path: Path, *, column: str | None = None, cell: str | None = None) -> ExpressionTable:
+    """Read one cell's expression from a two-column table or a matrix column (see the module doc).
+
+    ``column`` picks a matrix column; without it the column named ``cell`` is
+    read. Bad values are an InputError naming the file, line and field.
+    """
+    path = Path(path)
+    lines = _content_lines(path)
+    first_number, first = _first_line(path, lines)
+    chosen = _choose_column(path, first, column, cell)
+    if chosen is None:
+        n_fields, index, field_name = 2, 1, "expression"
+        width_problem = "expected 2 columns (gene id, expression), found {}"
+        lines = itertools.chain([(first_number, first)], lines)
+    else:
+        columns = first[1:]
+        if columns.count(chosen) > 1:
+            raise InputError(path, f"column {chosen} appears {columns.count(chosen)} times in the header",
+                             line=first_number)
+        n_fields, index, field_name = len(columns) + 1, columns.index(chosen) + 1, chosen
+        width_problem = f"expected {n_fields} columns as in the header, found {{}}"
+
+    first_row: dict[str, int] = {}
+    keys, values, line_numbers, rows = [], [], [], []
+    header_possible = chosen is None
+    for number, fields in lines:
+        if len(fields) != n_fields:
+            raise InputError(path, width_problem.format(len(fields)), line=number)
+        gene, value_text = fields[0], fields[index]
+        try:
+            value = _expression_value(value_text)
+        except ValueError as exc:
+            if header_possible and not _STARTS_WITH_ENSEMBL_ID.match(gene) and not _is_number(value_text):
+                header_possible = False
+                continue  # the header line of a two-column table
+            raise InputError(path, str(exc), line=number, field=field_name) from None
+        header_possible = False
+        rows.append(value)
+        key = gene_key(gene)
+        seen_at = first_row.setdefault(key, len(keys))
+        if seen_at == len(keys):
+            keys.append(key)
+            values.append(value)
+            line_numbers.append(number)
+        elif values[seen_at] != value:
+            raise InputError(
+                path,
+                f"gene {gene} has expression {value_text} here but {values[seen_at]} on line {line_numbers[seen_at]}",
+                line=number,
+                field=field_name,
+            )
+    if not keys:
+        raise InputError(path, "no data lines, expected gene ids with expression values")
+    return ExpressionTable(
+        path=path,
+        column=chosen,
+        keys=pd.Index(keys),
+        values=np.asarray(values, dtype=np.float64),
+        rows=np.asarray(rows, dtype=np.float64),
+        repeated=len(rows) - len(keys),
+    )
+
+
+@dataclass
+class ExpressionMatch:
+    """Expression for a cell's genes: ``keep`` marks the genes that have a value (all, unless
+    genes were dropped); ``values`` and ``labels`` are those of the kept genes."""
+
+    keep: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray
+    attrs: dict
+
+
+def _cell_keys(table: ExpressionTable, gene_ids: np.ndarray, notes: list[str]) -> tuple[np.ndarray, pd.Index]:
+    """Keys to match the cell's genes and the table's genes by."""
+    names = [str(name) for name in gene_ids]
+    if names and all(name.isascii() and name.isdigit() for name in names):
+        numbered = [_HUMAN_ENSEMBL_ID.fullmatch(key) for key in table.keys]
+        if any(numbered):
+            notes.append(f"{table.path.name}: the cell's gene ids are bare numbers (as in the DeepChrome CSVs); "
+                         "matched them to Ensembl ids by number (000003 = ENSG00000000003)")
+            table_keys = pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, table.keys)])
+            return np.asarray([str(int(name)) for name in names], dtype=object), table_keys
+    return np.asarray([gene_key(name) for name in names], dtype=object), table.keys
+
+
+def match_expression(
+    table: ExpressionTable,
+    gene_ids: np.ndarray,
+    *,
+    genes_source: str,
+    drop_missing: bool,
+    notes: list[str],
+    labels: np.ndarray | None = None,
+    listed_ids: np.ndarray | None = None,
+) -> ExpressionMatch:
+    """Expression values and median-rule labels for ``gene_ids`` (named ``genes_source`` in messages).
+
+    Genes without a value are an InputError unless ``drop_missing`` (then noted
+    and left out). With ``labels`` (the cell's own), every label must follow the
+    median rule, or the InputError says how many do not. ``listed_ids``: every
+    gene of a gene annotation the cell was cut from; table genes absent from it
+    are noted (not done for layouts whose files hold a sample of the genes).
+    """
+    if table.repeated:
+        notes.append(f"{table.path.name}: {table.repeated} rows repeat a gene with the same expression value; "
+                     "each gene is used once")
+    gene_ids = np.asarray(gene_ids, dtype=object)
+    cell_keys, table_keys = _cell_keys(table, gene_ids, notes)
+    _, threshold = labels_from_expression(table.rows)
+    position = table_keys.get_indexer(cell_keys)
+    keep = position >= 0
+    if not keep.any():
+        raise InputError(table.path, f"none of the {len(gene_ids)} genes of {genes_source} has an expression value "
+                                     f"here (for example {gene_ids[0]})")
+    if not keep.all():
+        summary = (f"no expression value for {int((~keep).sum())} of {len(gene_ids)} genes of {genes_source} "
+                   f"(for example {gene_ids[np.argmax(~keep)]})")
+        if not drop_missing:
+            raise InputError(table.path, f"{summary}; pass --drop-missing to leave them out")
+        notes.append(f"{table.path.name}: {summary}; left out")
+    if listed_ids is not None:
+        extra = int((~table_keys.isin(_cell_keys(table, listed_ids, [])[0])).sum())
+        if extra:
+            notes.append(f"{table.path.name}: {extra} of {len(table_keys)} genes are not in {genes_source}")
+
+    values = table.values[position[keep]]
+    derived = (values > threshold).astype(np.int8)
+    median_rule = f"expression is above {threshold:g}, the median over all {len(table.rows)} rows of {table.source}"
+    attrs = {"expression_file": str(table.path.resolve()), "label_threshold": threshold}
+    if table.column is not None:
+        attrs["expression_column"] = table.column
+    if labels is None:
+        attrs["label_rule"] = f"label 1 where {median_rule}"
+        return ExpressionMatch(keep, values, derived, attrs)
+    given = np.asarray(labels)[keep]
+    disagree = given != derived
+    if disagree.any():
+        first = int(np.argmax(disagree))
+        raise InputError(
+            table.path,
+            f"the labels of {int(disagree.sum())} of {len(given)} genes of {genes_source} disagree with label 1 where "
+            f"{median_rule} (for example {gene_ids[keep][first]}: label {int(given[first])}, expression "
+            f"{values[first]:g}); labels and expression must come from the same cell",
+        )
+    attrs["label_rule"] = f"labels as given in {genes_source}; they agree with label 1 where {median_rule}"
+    return ExpressionMatch(keep, values, given.astype(np.int8), attrs)
+
+
+def attach_expression(cell: CellData, table: ExpressionTable, *, genes_source: str, drop_missing: bool,
+                      notes: list[str]) -> CellData:
+    """The cell with expression from ``table`` (replacing any it had), its labels checked or
+    derived, and genes without a value left out when ``drop_missing`` allows."""
+    match = match_expression(table, cell.gene_ids, genes_source=genes_source, drop_missing=drop_missing,
+                             notes=notes, labels=cell.labels)
+    if not match.keep.all():
+        cell = cell.select(match.keep)
+    return replace(
+        cell,
+        expression=match.values,
+        labels=match.labels,
+        sources=[*cell.sources, SourceFile.of(table.path)],
+        attrs={**cell.attrs, **match.attrs},
+    )

@@ -1,0 +1,381 @@
+"""Expression attached at prepare time (histcli.sources.expression and prepare --expression),
+checked against values written into hand-made tables and against the real Roadmap matrix."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, SHARED_DATA, assert_one_line_error, file_digest, run_cli, shared_data
+
+from histcli.errors import InputError, UsageError
+from histcli.sources.expression import expression_columns, match_expression, read_expression
+from histcli.store import Store
+
+ROADMAP = "roadmap-rnaseq/roadmap.rpkm.56cells.tsv.gz"
+
+
+def _write(path: Path, text: str, *, compress: bool = False) -> Path:
+    path.write_bytes(gzip.compress(text.encode()) if compress else text.encode())
+    return path
+
+
+def _summary_attrs(store: Path, cell: str) -> dict:
+    return {summary.name: summary for summary in Store(store).summaries()}[cell].attrs
+
+
+# reading tables -------------------------------------------------------------------------------
+
+MATRIX = (
+    "gene_id\tE001\tE002\tT\n"
+    "ENSG00000000001.5\t3\t0\t10\n"
+    "ENSG00000000002.1\t0\t1.5\t20\n"
+    "ENSG00000000003.2\t7\t2\t30\n"
+    "ENSG00000000009.1\t1\t4\t40\n"
+)
+
+
+def test_a_matrix_column_is_read_by_cell_name_or_by_option(tmp_path):
+    path = _write(tmp_path / "m.tsv.gz", MATRIX, compress=True)
+    by_cell = read_expression(path, cell="E002")
+    assert by_cell.column == "E002"
+    assert by_cell.keys.tolist() == [f"ENSG0000000000{i}" for i in (1, 2, 3, 9)]  # versions dropped
+    assert by_cell.values.tolist() == [0, 1.5, 2, 4]
+    by_option = read_expression(path, column="T", cell="E002")  # the option wins over the cell name
+    assert by_option.values.tolist() == [10, 20, 30, 40]
+    assert by_option.source == "column T of m.tsv.gz"
+    assert expression_columns(path, column=None, cells=["E001", "T"]) == {"E001": "E001", "T": "T"}
+
+
+def test_a_two_column_table_has_no_column_to_choose(tmp_path):
+    path = _write(tmp_path / "e.tsv", "gene_id\trpkm\nENSG00000000001\t5\nENSG00000000002\t0.5\n")
+    table = read_expression(path, cell="anything")
+    assert table.column is None and table.values.tolist() == [5, 0.5]
+    assert read_expression(path, column="rpkm").values.tolist() == [5, 0.5]  # the header's name
+    with pytest.raises(UsageError, match=r"--expression-column 'E116': e.tsv has one value column \(named 'rpkm'\)"):
+        read_expression(path, column="E116")
+
+
+def test_a_missing_column_is_a_usage_error_listing_the_columns(tmp_path):
+    path = _write(tmp_path / "m.tsv", MATRIX)
+    with pytest.raises(UsageError) as caught:
+        read_expression(path, cell="E116")
+    assert str(caught.value) == ("--expression m.tsv has 3 columns: E001, E002, T; no column is named like the "
+                                 "cell 'E116'; pick one with --expression-column")
+    wide = _write(tmp_path / "wide.tsv", "gene_id\t" + "\t".join(f"E{i:03d}" for i in range(20)) + "\n"
+                  + "ENSG00000000001\t" + "\t".join(["1"] * 20) + "\n")
+    with pytest.raises(UsageError, match=r"20 columns: E000, E001, E002, E003, E004, E005, E006, E007 and 12 more"):
+        read_expression(wide, column="E116")
+
+
+@pytest.mark.parametrize(("text", "where", "problem"), [
+    ("gene_id\tA\tB\nENSG00000000001\t1\t-2\n", "line 2, field B",
+     "negative value -2; expected expression >= 0 (such as RPKM)"),
+    ("gene_id\tA\tB\nENSG00000000001\t1\tinf\n", "line 2, field B", "'inf' is not a finite number"),
+    ("gene_id\tA\tB\nENSG00000000001\t1\t1e400\n", "line 2, field B", "'1e400' is not a finite number"),
+    ("gene_id\tA\tB\nENSG00000000001\t1\tNA\n", "line 2, field B", "'NA' is not a number"),
+    ("gene_id\tA\tB\nENSG00000000001\t1\n", "line 2", "expected 3 columns as in the header, found 2"),
+    ("gene_id\tA\tB\nENSG00000000001\t1\t2\nENSG00000000001.3\t1\t3\n", "line 3, field B",
+     "gene ENSG00000000001.3 has expression 3 here but 2.0 on line 2"),
+    ("ENSG00000000001\t-0.5\n", "line 1, field expression",
+     "negative value -0.5; expected expression >= 0 (such as RPKM)"),
+    ("ENSG00000000001\t1\t2\n", "line 1", "expected 2 columns (gene id, expression), found 3"),
+])
+def test_bad_values_name_the_file_line_and_field(tmp_path, text, where, problem):
+    path = _write(tmp_path / "x.tsv", text)
+    with pytest.raises(InputError) as caught:
+        read_expression(path, column="B" if text.startswith("gene_id\tA") else None)
+    assert str(caught.value) == f"{path}, {where}: {problem}"
+
+
+def test_the_median_counts_every_row_and_repeats_are_noted(tmp_path):
+    # ENSG2 twice with one value: used once, but both rows count towards the median (DeepChrome's rule).
+    path = _write(tmp_path / "m.tsv", "gene_id\tA\tB\nENSG00000000001\t9\t1\nENSG00000000002\t9\t0\n"
+                                      "ENSG00000000002\t8\t0\nENSG00000000003\t9\t5\n")
+    table = read_expression(path, column="B")
+    assert table.rows.tolist() == [1, 0, 0, 5] and table.repeated == 1
+    notes: list[str] = []
+    match = match_expression(table, np.array(["ENSG00000000001_X", "ENSG00000000003_Z"]), genes_source="g",
+                             drop_missing=False, notes=notes)
+    assert match.attrs["label_threshold"] == 0.5  # median(1, 0, 0, 5), not median(1, 0, 5) = 1
+    assert match.labels.tolist() == [1, 1]
+    assert notes == ["m.tsv: 1 rows repeat a gene with the same expression value; each gene is used once"]
+
+
+# matching ---------------------------------------------------------------------------------------
+
+
+def test_matching_by_ensembl_id_reports_unmatched_genes(tmp_path):
+    table = read_expression(_write(tmp_path / "m.tsv", MATRIX), column="E001")
+    genes = np.array(["ENSG00000000001_A", "ENSG00000000003.7", "ENSG00000000004_D", "ENSG00000000002"])
+    with pytest.raises(InputError) as caught:
+        match_expression(table, genes, genes_source="genes.bed", drop_missing=False, notes=[])
+    assert str(caught.value) == (f"{tmp_path / 'm.tsv'}: no expression value for 1 of 4 genes of genes.bed "
+                                 "(for example ENSG00000000004_D); pass --drop-missing to leave them out")
+    notes: list[str] = []
+    match = match_expression(table, genes, genes_source="genes.bed", drop_missing=True, notes=notes)
+    assert match.keep.tolist() == [True, True, False, True]
+    assert match.values.tolist() == [3, 7, 0]
+    # median over the column's four rows (3, 0, 7, 1) is 2
+    assert match.labels.tolist() == [1, 1, 0] and match.attrs["label_threshold"] == 2.0
+    assert match.attrs["expression_column"] == "E001"
+    assert match.attrs["label_rule"] == "label 1 where expression is above 2, the median over all 4 rows of column " \
+                                        "E001 of m.tsv"
+    assert any("no expression value for 1 of 4 genes" in note and "left out" in note for note in notes)
+
+
+def test_given_labels_must_follow_the_median_rule(tmp_path):
+    table = read_expression(_write(tmp_path / "m.tsv", MATRIX), column="E001")
+    genes = np.array(["ENSG00000000001", "ENSG00000000002", "ENSG00000000003"])
+    match = match_expression(table, genes, genes_source="cell files", drop_missing=False, notes=[],
+                             labels=np.array([1, 0, 1]))
+    assert match.labels.tolist() == [1, 0, 1]
+    assert match.attrs["label_rule"].startswith("labels as given in cell files; they agree with label 1 where ")
+    with pytest.raises(InputError, match=r"the labels of 2 of 3 genes of cell files disagree with label 1 where "
+                                         r"expression is above 2, .* \(for example ENSG00000000001: label 0, "
+                                         r"expression 3\)"):
+        match_expression(table, genes, genes_source="cell files", drop_missing=False, notes=[],
+                         labels=np.array([0, 1, 1]))
+
+
+# the command line: tracks ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def track_files(tmp_path):
+    """Two marks on chr1 and three genes, one of which (ENSG00000000004) the matrix lacks."""
+    for mark in ("H3K4me3", "H3K27me3"):
+        _write(tmp_path / f"{mark}.bedGraph", "chr1\t0\t1000\t5\nchr1\t1000\t2000\t7\n")
+    _write(tmp_path / "genes.bed", "chr1\t500\t501\tENSG00000000001_A\t0\t+\n"
+                                   "chr1\t1500\t1501\tENSG00000000003_C\t0\t-\n"
+                                   "chr1\t900\t901\tENSG00000000004_D\t0\t+\n")
+    _write(tmp_path / "m.tsv.gz", MATRIX, compress=True)
+    return tmp_path
+
+
+def _prepare_tracks(files: Path, store: Path, *extra):
+    return run_cli("prepare", "tracks", "--cell", "T", f"--track=H3K4me3={files / 'H3K4me3.bedGraph'}",
+                   f"--track=H3K27me3={files / 'H3K27me3.bedGraph'}", "--genes", files / "genes.bed",
+                   "--bin-size", 100, "--window", 200, "--store", store, "-f", "tsv", *extra)
+
+
+def test_prepare_tracks_reads_the_cells_column_of_a_matrix(track_files, tmp_path):
+    store = tmp_path / "s.h5"
+    result = _prepare_tracks(track_files, store, "--expression", track_files / "m.tsv.gz")
+    assert_one_line_error(result, "m.tsv.gz", "no expression value for 1 of 3 genes of genes.bed",
+                          "ENSG00000000004_D", "--drop-missing")
+    assert not store.exists()
+    result = _prepare_tracks(track_files, store, "--expression", track_files / "m.tsv.gz", "--drop-missing")
+    assert result.code == 0, result.stderr
+    cell = Store(store).load("T")
+    assert cell.gene_ids.tolist() == ["ENSG00000000001_A", "ENSG00000000003_C"]
+    assert cell.expression.tolist() == [10, 30]  # column T, named like the cell
+    assert cell.attrs["label_threshold"] == 25.0  # median of 10, 20, 30, 40
+    assert cell.labels.tolist() == [0, 1]
+    assert _summary_attrs(store, "T")["expression_column"] == "T"
+    assert "no expression value for 1 of 3 genes" in result.stderr and "2 of 4 genes are not in genes.bed" in \
+        result.stderr
+
+    result = _prepare_tracks(track_files, store, "--expression", track_files / "m.tsv.gz", "--drop-missing",
+                             "--expression-column", "E002", "--overwrite")
+    assert result.code == 0, result.stderr
+    assert Store(store).load("T").expression.tolist() == [0, 2]
+
+
+def test_prepare_tracks_column_errors_are_usage_errors_before_anything_is_read(track_files, tmp_path):
+    store = tmp_path / "s.h5"
+    result = _prepare_tracks(track_files, store, "--expression", track_files / "m.tsv.gz",
+                             "--expression-column", "E116")
+    assert_one_line_error(result, "--expression-column 'E116'", "3 columns: E001, E002, T", code=2)
+    result = run_cli("prepare", "tracks", "--cell", "T", f"--track=H3K4me3={track_files / 'H3K4me3.bedGraph'}",
+                     "--genes", track_files / "genes.bed", "--bin-size", 100, "--window", 200, "--store", store,
+                     "--expression-column", "E001")
+    assert_one_line_error(result, "--expression-column needs --expression", code=2)
+    assert not store.exists()
+
+
+# the command line: DeepChrome ------------------------------------------------------------------
+
+
+def _toy_labels(toy: Path) -> pd.Series:
+    """Label of every toy gene, in file order: the toy ids are Ensembl numbers (000003 = ENSG00000000003)."""
+    rows = pd.concat([pd.read_csv(toy / f"{split}.csv", header=None, dtype={0: str})
+                      for split in ("train", "valid", "test")])
+    return rows.groupby(0, sort=False)[7].first()
+
+
+def _matrix_for_toy(labels: pd.Series, path: Path, *, flip: int = 0) -> Path:
+    """Column A agrees with the toy labels (label 1: 10 + i, label 0: 0.5; 20 rows of 1 and 20 of 5
+    not in the cell put the median in between); column B also, except ``flip`` genes."""
+    lines = ["gene_id\tA\tB"]
+    flipped = 0
+    for i, (gene, label) in enumerate(labels.items()):
+        value = 10.0 + i if label else 0.5
+        other = value
+        if flipped < flip and label == 0:
+            other, flipped = 50.0, flipped + 1
+        lines.append(f"ENSG{int(gene):011d}.3\t{value}\t{other}")
+    lines += [f"ENSG{90000000000 + i:011d}\t1\t1" for i in range(20)]
+    lines += [f"ENSG{90000000100 + i:011d}\t5\t5" for i in range(20)]
+    return _write(path, "\n".join(lines) + "\n")
+
+
+def test_prepare_deepchrome_checks_its_labels_against_the_expression(tmp_path):
+    toy = shared_data("deepchrome-toy")
+    labels = _toy_labels(toy)
+    matrix = _matrix_for_toy(labels, tmp_path / "m.tsv", flip=2)
+    store = tmp_path / "s.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "-q", "--store", store).code == 0
+    digest = file_digest(store)
+
+    result = run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--expression", matrix, "--store", store)
+    assert_one_line_error(result, "m.tsv has 2 columns: A, B", "no column is named like the cell 'toy'", code=2)
+    result = run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--expression", matrix,
+                     "--expression-column", "B", "--store", store)
+    assert_one_line_error(result, "m.tsv", "the labels of 2 of 30 genes of the DeepChrome files of toy disagree",
+                          "label 0, expression 50")
+    assert file_digest(store) == digest  # refused: nothing written
+
+    result = run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--expression", matrix,
+                     "--expression-column", "A", "--store", store)
+    assert result.code == 0, result.stderr
+    assert "matched them to Ensembl ids by number" in result.stderr
+    cell = Store(store).load("toy")
+    assert cell.gene_ids.tolist() == labels.index.tolist()
+    assert cell.labels.tolist() == labels.tolist()
+    assert cell.expression.tolist() == [10.0 + i if label else 0.5 for i, label in enumerate(labels)]
+    assert cell.attrs["label_threshold"] == statistics.median([10.0 + i if label else 0.5
+                                                               for i, label in enumerate(labels)] + [1] * 20 + [5] * 20)
+    assert cell.attrs["label_rule"].startswith("labels as given in the DeepChrome files of toy; they agree")
+    assert _summary_attrs(store, "toy")["expression_column"] == "A"
+
+
+def test_prepare_deepchrome_gives_each_cell_its_own_column(tmp_path):
+    toy = shared_data("deepchrome-toy")
+    labels = _toy_labels(toy)
+    matrix = _matrix_for_toy(labels, tmp_path / "m.tsv")
+    for cell in ("A", "B"):
+        folder = tmp_path / "cells" / cell / "classification"
+        folder.mkdir(parents=True)
+        for split in ("train", "valid", "test"):
+            (folder / f"{split}.csv").symlink_to(toy / f"{split}.csv")
+    store = tmp_path / "s.h5"
+    result = run_cli("prepare", "deepchrome", tmp_path / "cells", "--expression", matrix, "--store", store, "-q")
+    assert result.code == 0, result.stderr
+    assert {cell: _summary_attrs(store, cell)["expression_column"] for cell in ("A", "B")} == {"A": "A", "B": "B"}
+    # one column for several cells cannot be right
+    result = run_cli("prepare", "deepchrome", tmp_path / "cells", "--expression", matrix, "--expression-column",
+                     "A", "--store", store, "--overwrite")
+    assert_one_line_error(result, "column A holds one cell's values, but 2 cells are prepared", code=2)
+
+
+# the command line: DeepDiff ---------------------------------------------------------------------
+
+
+def test_prepare_deepdiff_expression_replaces_its_expr_csv(tmp_path):
+    data = shared_data("deepdiff-cell1")
+    table = _write(tmp_path / "cell1.tsv", "gene\tvalue\n" + "".join(
+        f"{line.split(',')[0]}.1\t{float(line.split(',')[1]) / 2}\n"
+        for line in (data / "Cell1.expr.csv").read_text().splitlines()))
+    store = tmp_path / "s.h5"
+    result = run_cli("prepare", "deepdiff", data, "--cell", "Cell1", "--expression", table, "--store", store)
+    assert result.code == 0, result.stderr
+    assert "--expression cell1.tsv replaces Cell1.expr.csv" in result.stderr
+    own = {line.split(",")[0]: float(line.split(",")[1]) for line in (data / "Cell1.expr.csv").read_text().split()}
+    cell = Store(store).load("Cell1")
+    assert cell.expression.tolist() == [own[gene.split("_")[0]] / 2 for gene in cell.gene_ids]
+    assert cell.attrs["label_threshold"] == statistics.median(own.values()) / 2
+    assert cell.labels.tolist() == [int(value > cell.attrs["label_threshold"]) for value in cell.expression]
+
+
+# the real Roadmap matrix ------------------------------------------------------------------------
+
+
+def test_the_roadmap_e116_column_equals_the_e116_table():
+    shared_data("roadmap-rnaseq")
+    folder = shared_data("e116-10kb")
+    matrix = read_expression(SHARED_DATA / ROADMAP, cell="E116")
+    table = read_expression(folder / "E116.expression.tsv")
+    assert matrix.column == "E116" and len(matrix.rows) == 19802
+    assert matrix.keys.tolist() == table.keys.tolist()
+    assert np.array_equal(matrix.values, table.values)
+    assert np.array_equal(matrix.rows, table.rows)
+
+
+def test_prepare_tracks_on_real_e116_with_the_roadmap_matrix(tmp_path):
+    """chr21 of two E116 tracks (to stay quick), expression from the matrix and from E116.expression.tsv."""
+    shared_data("roadmap-rnaseq")
+    folder = shared_data("e116-10kb")
+    tracks = []
+    for mark in ("H3K4me3", "H3K27me3"):
+        with gzip.open(folder / f"E116.{mark}.bedGraph.gz", "rt") as handle:
+            lines = [line for line in handle if line.startswith("chr21\t")]
+        tracks.append(f"--track={mark}={_write(tmp_path / f'{mark}.bedGraph', ''.join(lines))}")
+    genes = [line for line in (folder / "genes.hg19.bed").read_text().splitlines(keepends=True)
+             if line.startswith("chr21\t")]
+    bed = _write(tmp_path / "chr21.bed", "".join(genes))
+    store = tmp_path / "s.h5"
+    common = ("prepare", "tracks", *tracks, "--genes", bed, "--bin-size", 10000, "--window", 20000, "--store", store,
+              "-q")
+    assert run_cli(*common, "--cell", "E116", "--expression", SHARED_DATA / ROADMAP).code == 0
+    assert run_cli(*common, "--cell", "table", "--expression", folder / "E116.expression.tsv").code == 0
+    from_matrix, from_table = Store(store).load("E116"), Store(store).load("table")
+    assert from_matrix.n_genes == len(genes) > 200
+    assert from_matrix.expression.tolist() == from_table.expression.tolist()
+    assert from_matrix.labels.tolist() == from_table.labels.tolist()
+    rows = [line.split() for line in (folder / "E116.expression.tsv").read_text().splitlines()[1:]]
+    threshold = statistics.median(float(value) for _, value in rows)
+    assert from_matrix.attrs["label_threshold"] == from_table.attrs["label_threshold"] == threshold
+    by_gene = dict((gene, float(value)) for gene, value in rows)
+    assert from_matrix.expression.tolist() == [by_gene[gene.split("_")[0]] for gene in from_matrix.gene_ids]
+    assert _summary_attrs(store, "E116")["expression_column"] == "E116"
+    assert "expression_column" not in _summary_attrs(store, "table")
+
+
+# README --------------------------------------------------------------------------------------------
+
+
+def test_readme_expression_example_runs(tmp_path):
+    """The README's --expression example, on DeepChrome cells built from the toy data with labels
+    that follow the median rule of their Roadmap columns (E003 and E004)."""
+    shared_data("roadmap-rnaseq")
+    shared_data("deepdiff-cell1")
+    toy = shared_data("deepchrome-toy")
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"^\*\*Expression from a table or a matrix\*\*.*?```bash\n(.*?)```", readme,
+                      flags=re.S | re.M).group(1)
+    roadmap = pd.read_csv(SHARED_DATA / ROADMAP, sep="\t", index_col=0)
+    for cell in ("E003", "E004"):
+        column = roadmap[cell]
+        above = (column > column.median()).groupby(level=0).first()
+        folder = tmp_path / "deepchrome-data" / cell / "classification"
+        folder.mkdir(parents=True)
+        for split in ("train", "valid", "test"):
+            rows = pd.read_csv(toy / f"{split}.csv", header=None, dtype={0: str})
+            rows[7] = [int(above[f"ENSG{int(gene):011d}"]) for gene in rows[0]]
+            rows.to_csv(folder / f"{split}.csv", header=False, index=False)
+    env = {**os.environ, "HISTCLI_STORE": str(tmp_path / "store.h5"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = "set -euo pipefail\n" + block.replace("../shared/data", str(SHARED_DATA))
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = Store(tmp_path / "store.h5")
+    assert sorted(store.cell_names()) == ["E003", "E004", "E123", "K562"]
+    by_gene = roadmap["E123"].groupby(level=0).first()
+    for name in ("E123", "K562"):
+        cell = store.load(name)
+        assert cell.n_genes == 600
+        assert cell.expression.tolist() == [by_gene[gene.split("_")[0]] for gene in cell.gene_ids]
+    assert store.load("E003").labels.tolist() == [
+        int(roadmap["E003"].groupby(level=0).first()[f"ENSG{int(gene):011d}"] > roadmap["E003"].median())
+        for gene in store.load("E003").gene_ids]
+    assert _summary_attrs(tmp_path / "store.h5", "E004")["expression_column"] == "E004"
