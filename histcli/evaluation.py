@@ -80,15 +80,24 @@ def predict_scores(entry: Entry, inputs: np.ndarray, device: str = "cpu", module
 
 
 def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, allow_changed: bool) -> None:
-    """The model's own cell must still hold the data it was trained on (its test genes unseen)."""
-    if cell != entry.cell:
+    """The model's own cell must still hold the data it was trained on (its test genes unseen), and for a
+    regression model the same expression values."""
+    from histcli.store import expression_digest
+
+    if cell != entry.cell or allow_changed:
         return
     trained = entry.config["data"].get("fingerprint") or ""
-    if trained != fingerprint and not allow_changed:
+    changed = None
+    if trained != fingerprint:
+        changed = f"fingerprint {trained[:12]} then, {fingerprint[:12]} now"
+    elif entry.task.uses_expression and "expression_sha256" in entry.config["data"]:
+        now = expression_digest(store.expression(cell)) or "none"
+        if now != entry.config["data"]["expression_sha256"]:
+            changed = "its expression values differ from those the model learnt"
+    if changed:
         raise ModelError(
             f"cell {cell} in {store.path} changed since model {entry.name!r} was trained on it "
-            f"(fingerprint {trained[:12]} then, {fingerprint[:12]} now); retrain it, or pass "
-            "--allow-changed-data to evaluate anyway"
+            f"({changed}); retrain it, or pass --allow-changed-data to evaluate anyway"
         )
 
 
@@ -112,7 +121,7 @@ def _read_cache(path: Path, weights: str, fingerprint: str) -> dict | None:
         with np.load(path, allow_pickle=False) as cached:
             if str(cached["weights_sha256"]) != weights or str(cached["fingerprint"]) != fingerprint:
                 return None
-            return {key: cached[key] for key in ("gene_ids", "labels", "scores", "measured")}
+            return {key: cached[key] for key in ("gene_ids", "labels", "scores")}
     except (OSError, KeyError, ValueError):
         return None
 
@@ -139,16 +148,18 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
         check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
         from histcli.training import resolve_device
 
-        measured = entry.task.measured(data)
+        entry.task.measured(data.expression, cell)  # a regression model on a cell without expression: refused
         scores = predict_scores(entry, match_inputs(entry, data), resolve_device(device))
-        empty = np.zeros(0, dtype=np.int8)
-        cached = {"gene_ids": np.asarray(data.gene_ids, dtype=str),
-                  "labels": data.labels if data.labels is not None else empty, "scores": scores,
-                  "measured": measured if measured is not None else empty}
+        labels = data.labels if data.labels is not None else np.zeros(0, dtype=np.int8)
+        cached = {"gene_ids": np.asarray(data.gene_ids, dtype=str), "labels": labels, "scores": scores}
         _write_cache(path, cached, weights, data.fingerprint)
     warn_overlap(entry, store, cell, cached["gene_ids"])
     n = len(cached["scores"])
-    labels, measured = cached["labels"], cached["measured"]
+    labels = cached["labels"]
+    # Measured levels come from the store, not the cache: they may change while counts and labels do not.
+    measured = None
+    if entry.task.uses_expression:
+        measured = entry.task.measured(store.expression(cell, None if split == "all" else [split]), cell)
     return Predictions(
         model=entry.name,
         trained_on=entry.cell,
@@ -157,7 +168,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
         gene_ids=cached["gene_ids"],
         labels=labels if len(labels) == n else None,
         scores=cached["scores"],
-        measured=measured if len(measured) == n else None,
+        measured=measured if measured is not None and len(measured) == n else None,
         task=entry.task,
     )
 

@@ -237,6 +237,17 @@ def fingerprint_cell(cell: CellData) -> str:
     return digest.hexdigest()
 
 
+def expression_digest(expression: np.ndarray | None) -> str | None:
+    """SHA-256 of a cell's expression values (float64), which regression models learn from.
+
+    Kept apart from the cell's fingerprint, whose algorithm must not change
+    (registries hold fingerprints of cells stored long ago).
+    """
+    if expression is None:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(expression, dtype=np.float64).tobytes()).hexdigest()
+
+
 def validate_cell(cell: CellData) -> None:
     """Shape and value checks shared by every source, before anything is written."""
     check_cell_name(cell.name)
@@ -421,6 +432,19 @@ class Store:
             split = group["split"][()]
             ids = np.asarray(group["gene_ids"].asstr()[()], dtype=object)
             return ids[np.isin(split, [SPLIT_CODES[s] for s in splits])]
+
+    def expression(self, cell: str, splits: Sequence[str] | None = None) -> np.ndarray | None:
+        """The expression values of some splits of a cell (every gene by default), without reading its counts;
+        None for a cell stored without them."""
+
+        with self._open() as handle:
+            group = self._group(handle, cell)
+            if "expression" not in group:
+                return None
+            values = group["expression"][()]
+            if splits is None:
+                return values
+            return values[np.isin(group["split"][()], [SPLIT_CODES[s] for s in splits])]
 
     def fingerprint(self, cell: str) -> str:
         with self._open() as handle:

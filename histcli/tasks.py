@@ -85,7 +85,9 @@ class Classification:
         """Probabilities from logits."""
         return (1.0 / (1.0 + np.exp(-outputs.astype(np.float64)))).astype(np.float32)
 
-    def measured(self, cell) -> np.ndarray | None:
+    uses_expression = False
+
+    def measured(self, expression: np.ndarray | None, cell_name: str) -> np.ndarray | None:
         """What the predictions are scored against besides the labels: nothing for classification."""
         return None
 
@@ -131,15 +133,18 @@ class Regression:
     def transform(self, expression: np.ndarray) -> np.ndarray:
         return TARGETS[self.target][1](np.asarray(expression, dtype=np.float64))
 
-    def measured(self, cell) -> np.ndarray:
-        """The cell's expression on the target scale; a cell without expression cannot be scored."""
-        if cell.expression is None:
-            raise HistcliError(f"cell {cell.name} has no expression values, only labels; a regression model needs "
+    # Its entries record a digest of the expression they learnt from (see histcli.evaluation).
+    uses_expression = True
+
+    def measured(self, expression: np.ndarray | None, cell_name: str) -> np.ndarray:
+        """A cell's expression values on the target scale; a cell without them cannot be scored."""
+        if expression is None:
+            raise HistcliError(f"cell {cell_name} has no expression values, only labels; a regression model needs "
                                "them (attach them with prepare ... --expression FILE)")
-        return self.transform(cell.expression)
+        return self.transform(expression)
 
     def targets(self, cell, split: str) -> np.ndarray:
-        values = self.measured(cell)[cell.split_mask(split)]
+        values = self.measured(cell.expression, cell.name)[cell.split_mask(split)]
         if len(values) > 1 and values.min() == values.max():
             raise HistcliError(f"cell {cell.name}: every {split} gene has the same expression; "
                                "Pearson r is undefined")

@@ -33,7 +33,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import HistcliError, ModelError
-from histcli.store import CellData
+from histcli.store import CellData, expression_digest
 from histcli.tasks import Classification, Task
 
 # Inference runs fastest in batches of a few hundred genes on the CPU: larger
@@ -453,6 +453,7 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
             "cell": cell.name,
             "fingerprint": cell.fingerprint,
             "split_sizes": split_sizes,
+            **({"expression_sha256": expression_digest(cell.expression)} if task.uses_expression else {}),
         },
     }
     metadata = {

@@ -22,10 +22,10 @@ TRAIN = ("--threads", "1", "--device", "cpu", "-q")
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory) -> Workspace:
-    """Two simulated cells (600 genes x 10 bins); logistic and deepchrome regressors, a logistic classifier."""
+    """Two simulated cells (600 genes x 16 bins); logistic and deepchrome regressors, a logistic classifier."""
     folder = tmp_path_factory.mktemp("regression")
     ws = Workspace(folder, folder / "store.h5", folder / "models")
-    assert ws.run("prepare", "simulate", "--cells", 2, "--genes", 600, "--bins", 10, "--seed", 5, "-q").code == 0
+    assert ws.run("prepare", "simulate", "--cells", 2, "--genes", 600, "--bins", 16, "--seed", 5, "-q").code == 0
     for arch, epochs in (("logistic", 40), ("deepchrome", 15)):
         result = ws.run("train", "--all-cells", "--arch", arch, "--task", "regression", "--name", f"{arch}-reg",
                         "--epochs", epochs, "-f", "tsv", *TRAIN)
@@ -194,3 +194,28 @@ def test_regression_scaling_round_trips():
     assert task.prediction_values(np.array([np.log1p(3.0)]), 0.5)["expression"] == pytest.approx([3.0])
     assert make_task("regression").target == "log1p"
 
+
+
+def test_changed_expression_is_noticed_although_the_fingerprint_is_the_same(reg, tmp_path):
+    """Regression entries record a digest of the expression they learnt; the cell's fingerprint ignores it."""
+    import dataclasses
+    import shutil
+
+    store, models = tmp_path / "store.h5", tmp_path / "models"
+    shutil.copy(reg.store, store)
+    shutil.copytree(reg.models, models)
+    cell = Store(store).load("sim01")
+    changed = dataclasses.replace(cell, expression=cell.expression * 2 + 1)  # same genes, counts and labels
+    Store(store).write([changed], overwrite=True)
+    assert Store(store).fingerprint("sim01") == Store(reg.store).fingerprint("sim01")
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
+    refused = run_cli("evaluate", "logistic-reg", "--cell", "sim01", "-q", env=env)
+    assert_one_line_error(refused, "cell sim01", "expression values differ")
+    allowed = run_cli("evaluate", "logistic-reg", "--cell", "sim01", "--allow-changed-data", "-f", "json", "-q",
+                      env=env)
+    row = json.loads(allowed.stdout)["rows"][0]
+    predicted = [float(r["log_expression"]) for r in _predicted(reg, "logistic-reg", "sim01")]
+    measured = np.log1p(Store(store).load("sim01", splits=["test"]).expression)
+    assert row["pearson"] == pytest.approx(stats.pearsonr(measured, predicted)[0], abs=1e-6)
+    # The classifier on the same cell is unaffected: labels, counts and genes are unchanged.
+    assert run_cli("evaluate", "logistic", "--cell", "sim01", "-q", env=env).code == 0

@@ -40,7 +40,18 @@ def entry_row(entry) -> dict:
         "converged": metadata.get("converged"),  # None: trained before histcli recorded it
         "interrupted": metadata["interrupted"],
         "created": metadata["created"],
+        # For people: the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r".
+        "valid": f"{entry.best_valid_score:.4f} {'AUC' if entry.selection_metric == 'auc' else 'r'}",
     }
+
+
+def people_columns():
+    """The columns a terminal shows: one line per entry within 80 columns (machine formats have every field)."""
+    from histcli.output import Column
+
+    return [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
+            Column("seed", justify="left"), Column("best_epoch", "best"), Column("valid", "valid"),
+            Column("converged")]
 
 
 def entry_columns():
@@ -64,11 +75,12 @@ def list_models(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One row per registry entry (model name x cell)."""
-    from histcli.output import render_rows
+    from histcli.output import render_rows, resolve_format
     from histcli.registry import Registry
 
     rows = [entry_row(entry) for entry in Registry(models_path).entries(name, cell)]
-    render_rows(rows, entry_columns(), output_format.value, title=f"models in {models_path}")
+    fmt = resolve_format(output_format.value)
+    render_rows(rows, people_columns() if fmt == "table" else entry_columns(), fmt, title=f"models in {models_path}")
 
 
 @app.command("show")
