@@ -19,6 +19,7 @@ Holm-corrected over the pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import numpy as np
 from histcli.errors import HistcliError, UsageError
 from histcli.evaluation import Predictions, predictions_for
 from histcli.registry import Registry
+from histcli.stats import PairedSummary
 from histcli.store import Store
 
 log = logging.getLogger("histcli")
@@ -44,26 +46,26 @@ class PairComparison:
     model_b: str
     metric: str = "auc"
     cells: list[dict] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
+    summary: PairedSummary | None = None
 
     def verdict(self) -> str:
         """One sentence for people, e.g. "crnn > deepchrome in 51/56 cells, Wilcoxon p = 2e-09"."""
         s = self.summary
-        n = s["n_cells"]
+        n = s.n_cells
         label = METRIC_LABELS[self.metric]
         if n == 0:
             return f"{self.model_a} vs {self.model_b}: no cell with a defined {label} for both"
-        wins, losses = s["wins"], s["losses"]
+        wins, losses = s.wins, s.losses
         if wins > losses:
             head = f"{self.model_a} > {self.model_b} in {wins}/{n} cells"
         elif losses > wins:
             head = f"{self.model_b} > {self.model_a} in {losses}/{n} cells"
         else:
-            head = f"{self.model_a} and {self.model_b} each ahead in {wins}/{n} cells (ties {s['ties']})"
-        if s.get("wilcoxon_p") is None:
+            head = f"{self.model_a} and {self.model_b} each ahead in {wins}/{n} cells (ties {s.ties})"
+        if s.wilcoxon_p is None:
             return f"{head} (too few cells for a test)"
-        holm = f", Holm-adjusted p = {s['wilcoxon_p_holm']:.2g}" if s.get("wilcoxon_p_holm") is not None else ""
-        return f"{head}, Wilcoxon p = {s['wilcoxon_p']:.2g}{holm}; median Δ{label} = {s['median_delta']:+.4f}"
+        holm = f", Holm-adjusted p = {s.wilcoxon_p_holm:.2g}" if s.wilcoxon_p_holm is not None else ""
+        return f"{head}, Wilcoxon p = {s.wilcoxon_p:.2g}{holm}; median Δ{label} = {s.median_delta:+.4f}"
 
 
 @dataclass
@@ -221,26 +223,27 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         usable = [r for r in pair.cells if r[f"{metric}_a"] is not None and r[f"{metric}_b"] is not None]
         pair.summary = stats.paired_summary([r[f"{metric}_a"] for r in usable], [r[f"{metric}_b"] for r in usable],
                                             seed=seed)
-        for note in pair.summary.pop("notes", []):
-            notes.append(f"{model_a} vs {model_b}: {note}")
+        notes += [f"{model_a} vs {model_b}: {note}" for note in pair.summary.notes]
         pairs.append(pair)
 
     if len(pairs) > 1:
-        raw = np.array([np.nan if p.summary["wilcoxon_p"] is None else p.summary["wilcoxon_p"] for p in pairs])
+        raw = np.array([np.nan if p.summary.wilcoxon_p is None else p.summary.wilcoxon_p for p in pairs])
         for pair, adjusted in zip(pairs, stats.holm(raw)):
-            pair.summary["wilcoxon_p_holm"] = None if np.isnan(adjusted) else float(adjusted)
-        raw_t = np.array([np.nan if p.summary["ttest_p"] is None else p.summary["ttest_p"] for p in pairs])
+            pair.summary.wilcoxon_p_holm = None if np.isnan(adjusted) else float(adjusted)
+        raw_t = np.array([np.nan if p.summary.ttest_p is None else p.summary.ttest_p for p in pairs])
         for pair, adjusted in zip(pairs, stats.holm(raw_t)):
-            pair.summary["ttest_p_holm"] = None if np.isnan(adjusted) else float(adjusted)
+            pair.summary.ttest_p_holm = None if np.isnan(adjusted) else float(adjusted)
     return Comparison(models, chosen, values, pairs, list(dict.fromkeys(notes)), metric)
 
 
-# Column order of compare's summary rows (TSV/CSV and JSON).
-SUMMARY_KEYS = [
-    "n_cells", "mean_a", "mean_b", "median_delta", "median_delta_ci_low", "median_delta_ci_high", "wins", "ties",
-    "losses", "wilcoxon_statistic", "wilcoxon_p", "wilcoxon_method", "wilcoxon_p_holm", "ttest_statistic",
-    "ttest_p", "ttest_p_holm", "rank_biserial",
-]
+# Column order of compare's summary rows (TSV/CSV and JSON): PairedSummary's fields but its notes.
+SUMMARY_KEYS = [f.name for f in dataclasses.fields(PairedSummary) if f.name != "notes"]
+
+
+def summary_row(pair: PairComparison) -> dict:
+    """A pair's across-cell summary as one row of SUMMARY_KEYS."""
+    values = dataclasses.asdict(pair.summary)
+    return {key: values[key] for key in SUMMARY_KEYS}
 
 
 def _cell_object(pair, row) -> dict:
@@ -253,7 +256,7 @@ def _cell_object(pair, row) -> dict:
 
 
 def _summary_object(pair) -> dict:
-    summary = {key: pair.summary.get(key) for key in SUMMARY_KEYS}
+    summary = summary_row(pair)
     summary["median_delta_ci"] = [summary["median_delta_ci_low"], summary["median_delta_ci_high"]]
     summary["verdict"] = pair.verdict()
     return summary

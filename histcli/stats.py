@@ -16,7 +16,7 @@ back as NaN together with a reason, never as a silent number.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
@@ -653,67 +653,72 @@ def _json_number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def paired_summary(a, b, *, seed: int = 0, level: float = 0.95) -> dict:
+@dataclass
+class PairedSummary:
     """Across-cell comparison of per-cell values (e.g. AUCs) of model a against model b.
 
-    Differences are a - b; "wins" are cells where a is higher. Keys: n_cells,
-    mean_a, mean_b, median_delta, median_delta_ci_low, median_delta_ci_high
-    (percentile bootstrap at ``level``), wins, ties, losses,
-    wilcoxon_statistic, wilcoxon_p, wilcoxon_method, ttest_statistic,
-    ttest_p, rank_biserial, notes. All values are plain ints, floats, str or
-    None, ready for JSON: an undefined number is None, never NaN, and
-    ``notes`` (a list of strings) says why, along with test fallbacks.
+    Differences are a - b; "wins" are cells where a is higher. The median
+    difference has a percentile bootstrap interval; the Wilcoxon signed-rank
+    and paired t-tests are two-sided. Every value is a plain int, float, str or
+    None, ready for JSON: an undefined number is None, never NaN, and ``notes``
+    says why, along with test fallbacks. The Holm-adjusted p-values are set by
+    a caller that tests several pairs (histcli.comparison); None otherwise.
+    Field order is the column order of machine output.
     """
+
+    n_cells: int
+    mean_a: float | None = None
+    mean_b: float | None = None
+    median_delta: float | None = None
+    median_delta_ci_low: float | None = None
+    median_delta_ci_high: float | None = None
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    wilcoxon_statistic: float | None = None
+    wilcoxon_p: float | None = None
+    wilcoxon_method: str | None = None
+    wilcoxon_p_holm: float | None = None
+    ttest_statistic: float | None = None
+    ttest_p: float | None = None
+    ttest_p_holm: float | None = None
+    rank_biserial: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def paired_summary(a, b, *, seed: int = 0, level: float = 0.95) -> PairedSummary:
+    """The :class:`PairedSummary` of per-cell values ``a`` and ``b`` (bootstrap at ``level``, seeded)."""
     a, b = _check_paired(a, b)
     n = a.size
     differences = a - b
     wins, ties, losses = wins_ties_losses(a, b)
-    summary = {
-        "n_cells": n,
-        "mean_a": None,
-        "mean_b": None,
-        "median_delta": None,
-        "median_delta_ci_low": None,
-        "median_delta_ci_high": None,
-        "wins": wins,
-        "ties": ties,
-        "losses": losses,
-        "wilcoxon_statistic": None,
-        "wilcoxon_p": None,
-        "wilcoxon_method": None,
-        "ttest_statistic": None,
-        "ttest_p": None,
-        "rank_biserial": None,
-        "notes": [],
-    }
-    notes = summary["notes"]
+    summary = PairedSummary(n_cells=n, wins=wins, ties=ties, losses=losses)
+    notes = summary.notes
     if n == 0:
         notes.append("0 cells: nothing to compare")
         return summary
 
-    summary["mean_a"] = float(a.mean())
-    summary["mean_b"] = float(b.mean())
-    summary["median_delta"] = float(np.median(differences))
-    summary["rank_biserial"] = rank_biserial(a, b)
+    summary.mean_a = float(a.mean())
+    summary.mean_b = float(b.mean())
+    summary.median_delta = float(np.median(differences))
+    summary.rank_biserial = rank_biserial(a, b)
     if n < 2:
         notes.append(_too_few_cells(n))
         notes.append("1 cell: no bootstrap interval for the median difference")
         return summary
 
-    low, high = bootstrap_median_ci(differences, level=level, seed=seed)
-    summary["median_delta_ci_low"] = low
-    summary["median_delta_ci_high"] = high
-
+    summary.median_delta_ci_low, summary.median_delta_ci_high = bootstrap_median_ci(differences, level=level,
+                                                                                    seed=seed)
     wilcoxon = wilcoxon_signed_rank(a, b)
-    summary["wilcoxon_statistic"] = _json_number(wilcoxon.statistic)
-    summary["wilcoxon_p"] = _json_number(wilcoxon.p)
-    summary["wilcoxon_method"] = wilcoxon.method
+    summary.wilcoxon_statistic = _json_number(wilcoxon.statistic)
+    summary.wilcoxon_p = _json_number(wilcoxon.p)
+    summary.wilcoxon_method = wilcoxon.method
     if wilcoxon.note:
         notes.append(f"Wilcoxon: {wilcoxon.note}")
 
     ttest = paired_ttest(a, b)
-    summary["ttest_statistic"] = _json_number(ttest.statistic)
-    summary["ttest_p"] = _json_number(ttest.p)
+    summary.ttest_statistic = _json_number(ttest.statistic)
+    summary.ttest_p = _json_number(ttest.p)
     if ttest.note:
         notes.append(f"t-test: {ttest.note}")
     return summary

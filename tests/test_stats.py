@@ -1,5 +1,6 @@
 """Tests of histcli.stats against independent computations and published values."""
 
+import dataclasses
 import json
 import math
 
@@ -411,42 +412,42 @@ def test_bootstrap_median_ci_is_deterministic_and_covers_the_median():
 def test_paired_summary_is_json_ready_and_consistent():
     a, b = _cell_aucs(10, 20)
     summary = paired_summary(a, b, seed=3)
-    json.dumps(summary, allow_nan=False)
-    assert summary["n_cells"] == 20
-    assert summary["mean_a"] == pytest.approx(a.mean())
-    assert summary["median_delta"] == pytest.approx(np.median(a - b))
-    low, high = summary["median_delta_ci_low"], summary["median_delta_ci_high"]
-    assert low <= summary["median_delta"] <= high
-    assert (summary["wins"], summary["ties"], summary["losses"]) == wins_ties_losses(a, b)
-    assert summary["wilcoxon_p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
-    assert summary["wilcoxon_method"] == "exact"
-    assert summary["ttest_p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
-    assert summary["rank_biserial"] == pytest.approx(rank_biserial(a, b))
-    assert summary["notes"] == []
-    for value in summary.values():
-        assert type(value) in (int, float, str, list)
+    values = dataclasses.asdict(summary)
+    json.dumps(values, allow_nan=False)
+    assert summary.n_cells == 20
+    assert summary.mean_a == pytest.approx(a.mean())
+    assert summary.median_delta == pytest.approx(np.median(a - b))
+    assert summary.median_delta_ci_low <= summary.median_delta <= summary.median_delta_ci_high
+    assert (summary.wins, summary.ties, summary.losses) == wins_ties_losses(a, b)
+    assert summary.wilcoxon_p == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    assert summary.wilcoxon_method == "exact"
+    assert summary.ttest_p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert summary.rank_biserial == pytest.approx(rank_biserial(a, b))
+    assert summary.notes == [] and summary.wilcoxon_p_holm is None  # Holm is for callers testing several pairs
+    for key, value in values.items():
+        assert type(value) in (int, float, str, list) or (value is None and key.endswith("_holm")), key
     assert summary == paired_summary(a, b, seed=3)
 
 
 def test_paired_summary_with_one_cell_uses_none_and_notes():
     summary = paired_summary([0.8], [0.7])
-    json.dumps(summary, allow_nan=False)
-    assert summary["n_cells"] == 1 and summary["wins"] == 1
-    assert summary["median_delta"] == pytest.approx(0.1)
+    json.dumps(dataclasses.asdict(summary), allow_nan=False)
+    assert summary.n_cells == 1 and summary.wins == 1
+    assert summary.median_delta == pytest.approx(0.1)
     for key in ("median_delta_ci_low", "wilcoxon_p", "wilcoxon_method", "ttest_p"):
-        assert summary[key] is None
-    assert "1 cell: no across-cell test (needs at least 2)" in summary["notes"]
+        assert getattr(summary, key) is None
+    assert "1 cell: no across-cell test (needs at least 2)" in summary.notes
     empty = paired_summary([], [])
-    assert empty["n_cells"] == 0 and empty["mean_a"] is None and empty["notes"]
+    assert empty.n_cells == 0 and empty.mean_a is None and empty.notes
 
 
 def test_paired_summary_constant_shift_reports_infinite_t_as_none():
     a = np.array([0.5, 0.75, 0.625, 0.875])
     summary = paired_summary(a, a - 0.125)
-    json.dumps(summary, allow_nan=False)
-    assert summary["ttest_statistic"] is None and summary["ttest_p"] == 0.0
-    assert any(note.startswith("t-test:") for note in summary["notes"])
-    assert summary["rank_biserial"] == 1.0
+    json.dumps(dataclasses.asdict(summary), allow_nan=False)
+    assert summary.ttest_statistic is None and summary.ttest_p == 0.0
+    assert any(note.startswith("t-test:") for note in summary.notes)
+    assert summary.rank_biserial == 1.0
 
 
 def test_paired_inputs_must_align_and_be_finite():

@@ -50,14 +50,14 @@ def _print_rich(result, split: str) -> None:
     for pair in result.pairs:
         s = pair.summary
         lines.append(pair.verdict())
-        if s["n_cells"]:
-            ci = ("n/a" if s["median_delta_ci_low"] is None
-                  else f"[{s['median_delta_ci_low']:+.4f}, {s['median_delta_ci_high']:+.4f}]")
-            method = f"; Wilcoxon {s['wilcoxon_method']}" if s["wilcoxon_method"] else ""
+        if s.n_cells:
+            ci = ("n/a" if s.median_delta_ci_low is None
+                  else f"[{s.median_delta_ci_low:+.4f}, {s.median_delta_ci_high:+.4f}]")
+            method = f"; Wilcoxon {s.wilcoxon_method}" if s.wilcoxon_method else ""
             lines.append(
-                f"  higher {label}: {pair.model_a} in {s['wins']}, {pair.model_b} in {s['losses']}, tied in "
-                f"{s['ties']}; mean {label} {s['mean_a']:.4f} vs {s['mean_b']:.4f}; median Δ 95% bootstrap CI "
-                f"{ci}; paired t p = {_p(s['ttest_p'])}; rank-biserial r = {_num(s['rank_biserial'])}{method}"
+                f"  higher {label}: {pair.model_a} in {s.wins}, {pair.model_b} in {s.losses}, tied in "
+                f"{s.ties}; mean {label} {s.mean_a:.4f} vs {s.mean_b:.4f}; median Δ 95% bootstrap CI "
+                f"{ci}; paired t p = {_p(s.ttest_p)}; rank-biserial r = {_num(s.rank_biserial)}{method}"
             )
     for note in result.notes:
         lines.append(f"note: {note}")
@@ -153,7 +153,7 @@ def compare(
     import json
 
     from histcli.cli import console
-    from histcli.comparison import SUMMARY_KEYS, cell_keys, json_payload
+    from histcli.comparison import SUMMARY_KEYS, cell_keys, json_payload, summary_row
     from histcli.comparison import compare as run_compare
     from histcli.output import Column, clean, delimited, resolve_format, write
     from histcli.registry import Registry
@@ -176,8 +176,7 @@ def compare(
     elif fmt in ("tsv", "csv"):
         sep = "\t" if fmt == "tsv" else ","
         if summary:
-            rows = [{"model_a": p.model_a, "model_b": p.model_b, **{k: p.summary.get(k) for k in SUMMARY_KEYS}}
-                    for p in result.pairs]
+            rows = [{"model_a": p.model_a, "model_b": p.model_b, **summary_row(p)} for p in result.pairs]
             columns = [Column(k) for k in ["model_a", "model_b", *SUMMARY_KEYS]]
         else:
             rows = [{"model_a": p.model_a, "model_b": p.model_b, **row} for p in result.pairs for row in p.cells]
