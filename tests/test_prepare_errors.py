@@ -175,6 +175,7 @@ def test_sigkill_inside_the_commit_leaves_the_store_intact(tmp_path, store):
     assert leftovers, "the new store is being written beside the old one"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.stdout.close()
     assert Store(store).cell_names() == ["sim01"]
     assert Store(store).fingerprint("sim01") == before
     # The next writer removes what the killed one left.
