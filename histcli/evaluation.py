@@ -17,11 +17,11 @@ import numpy as np
 from histcli.errors import HistcliError, ModelError
 from histcli.fsutil import atomic_path
 from histcli.registry import Entry
+from histcli.splits import check_split_choice, splits_to_load
 from histcli.store import CellData, Store
 
 log = logging.getLogger("histcli")
 
-SPLIT_CHOICES = ("test", "valid", "train", "none", "all")  # the store's splits, or all genes
 CACHE_FOLDER = "predictions"
 
 
@@ -120,8 +120,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
 
     torch is imported only on a cache miss, so comparing cached models stays fast.
     """
-    if split not in SPLIT_CHOICES:
-        raise HistcliError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+    check_split_choice(split)
     weights = entry.metadata["weights_sha256"]
     path = _cache_path(entry, cell, split)
     cached = None
@@ -132,7 +131,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
     if cached is None:
         # The fingerprint of the data actually loaded keys the cache, even if
         # another process replaced the cell a moment ago.
-        data = store.load(cell, splits=None if split == "all" else [split])
+        data = store.load(cell, splits=splits_to_load(split))
         check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
         from histcli.training import resolve_device
 

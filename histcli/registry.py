@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +29,14 @@ from histcli.errors import ModelError
 from histcli.fsutil import (
     ensure_writable_dir,
     exclusive_lock,
+    file_sha256,
     fsync_file,
     remove_path,
     remove_stale,
     replace_dir,
     temp_name,
 )
-from histcli.locations import DEFAULT_MODELS, MODELS_ENV
+from histcli.locations import NAME_RULE, default_models_path, is_allowed_name
 
 ENTRY_FORMAT = "histcli-model"
 ENTRY_VERSION = "1.0"
@@ -44,19 +44,9 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 METADATA = "metadata.json"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-
-
-def default_models_path() -> Path:
-    return Path(os.environ.get(MODELS_ENV) or DEFAULT_MODELS)
-
-
 def check_model_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ModelError(
-            f"model name {name!r} is not allowed: use letters, digits, '.', '_', '+' or '-' "
-            "(starting with a letter or digit)"
-        )
+    if not is_allowed_name(name):
+        raise ModelError(f"model name {name!r} is not allowed: {NAME_RULE}")
     return name
 
 
@@ -181,14 +171,6 @@ def member_weights_name(seed: int) -> str:
     return f"weights-seed{seed}.safetensors"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Registry:
     """Model entries under ``root``; safe for parallel writers of different entries."""
 
@@ -204,13 +186,13 @@ class Registry:
         """Model names with at least one entry."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and self.cells(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_allowed_name(p.name) and self.cells(p.name))
 
     def cells(self, name: str) -> list[str]:
         folder = self.root / name
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_allowed_name(p.name))
 
     def _lock(self, name: str):
         # Locks live apart from the entries so that removing a model never removes its lock.

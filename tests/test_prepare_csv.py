@@ -225,7 +225,7 @@ def test_unknown_mark_name_is_refused(tmp_path, existing_store):
     digest = file_digest(existing_store)
     result = run_cli("prepare", "deepchrome", folder, "--cell", "bad", "--store", existing_store,
                      "--marks", "H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K99xx")
-    assert_one_line_error(result, "--marks", "'H3K99xx' is not a histone mark name")
+    assert_one_line_error(result, "--marks", "'H3K99xx' is not a histone mark name", code=2)
     assert file_digest(existing_store) == digest
 
 

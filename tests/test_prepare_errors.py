@@ -119,7 +119,7 @@ def test_damaged_gzip_tracks_and_unknown_marks(track_files, store):
         result = _prepare_tracks(track_files, store, tracks=[f"--track=H3K4me3={track_files / f'{name}.bedGraph.gz'}"])
         assert_one_line_error(result, f"{name}.bedGraph.gz", expected)
     result = _prepare_tracks(track_files, store, tracks=[f"--track=H3K4mex={track_files / 'H3K4me3.bedGraph'}"])
-    assert_one_line_error(result, "--track", "'H3K4mex' is not a histone mark name")
+    assert_one_line_error(result, "--track", "'H3K4mex' is not a histone mark name", code=2)
     assert file_digest(store) == digest
 
 

@@ -80,19 +80,14 @@ def evaluate(
 ) -> None:
     """AUC, AUPRC and accuracy per (model, cell), sorted by cell, with mean/median/min/max rows."""
     from histcli.cli import console
-    from histcli.errors import UsageError
-    from histcli.evaluation import (
-        SPLIT_CHOICES,
-        evaluation_rows,
-        summarise,
-    )
+    from histcli.evaluation import evaluation_rows, summarise
     from histcli.output import Column, render_rows, resolve_format
     from histcli.registry import Registry
+    from histcli.splits import check_split_choice
     from histcli.store import Store
 
     console.setup(quiet)
-    if split not in SPLIT_CHOICES:
-        raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+    check_split_choice(split)
     store = Store(store_path)
     entries = chosen_entries(Registry(models_path), list(dict.fromkeys(names)), cells)
     with console.progress() as bar:

@@ -66,7 +66,7 @@ def predict(
 
     from histcli.cli import console
     from histcli.errors import UsageError
-    from histcli.fsutil import atomic_open
+    from histcli.fsutil import atomic_open, check_output_path
     from histcli.prediction import PredictionWriter, Predictor, predict_table
     from histcli.registry import Registry, read_entry
     from histcli.training import resolve_device
@@ -90,9 +90,8 @@ def predict(
                          + (f" (got {' and '.join(given)})" if given else ""))
     if track and genes is None:
         raise UsageError("--track needs --genes FILE (BED, GTF or GFF3)")
-    if output is not None and (output.is_dir() or not output.parent.resolve().is_dir()):
-        problem = "is a folder" if output.is_dir() else f"folder {output.parent} does not exist"
-        raise UsageError(f"--output {output}: {problem}")
+    if output is not None:
+        check_output_path(output, "the predictions")
     entry = read_entry(model) if model is not None else Registry(models_path).get(model_args[0], cell)
     predictor = Predictor(entry, resolve_device(device.value))
 
@@ -117,13 +116,10 @@ def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, fr
     from histcli.cli import console
 
     if from_store:
-        from histcli.errors import UsageError
-        from histcli.evaluation import SPLIT_CHOICES
+        from histcli.splits import splits_to_load
         from histcli.store import Store
 
-        if split not in SPLIT_CHOICES:
-            raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
-        return Store(store_path).load(from_store, splits=None if split == "all" else [split])
+        return Store(store_path).load(from_store, splits=splits_to_load(split))
     from histcli.sources.tracks import read_tracks_cell
 
     trained_with = entry.input.get("aggregate")

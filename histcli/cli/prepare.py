@@ -116,31 +116,6 @@ def deepdiff(
         console.note(message)
 
 
-def parse_chromosome_split(values: list[str]) -> dict[str, list[str]]:
-    from histcli.errors import UsageError
-
-    result: dict[str, list[str]] = {}
-    for value in values:
-        split, sep, chroms = value.partition("=")
-        if not sep or split not in ("valid", "test") or not chroms:
-            raise UsageError(f"--split-by-chromosome {value!r}: expected valid=CHROM[,CHROM...] or "
-                             "test=CHROM[,CHROM...]; every other chromosome is train")
-        result.setdefault(split, []).extend(c for c in chroms.split(",") if c)
-    return result
-
-
-def parse_fractions(value: str) -> tuple[float, float, float]:
-    from histcli.errors import UsageError
-
-    try:
-        fractions = tuple(float(part) for part in value.split(","))
-    except ValueError:
-        fractions = ()
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise UsageError(f"--split-fractions {value!r}: expected three fractions summing to 1, e.g. 0.6,0.2,0.2")
-    return fractions
-
-
 @app.command("tracks")
 def tracks(
     cell: Annotated[str, typer.Option("--cell", "-c", help="Name of the new cell in the store.")],
@@ -168,16 +143,15 @@ def tracks(
 ) -> None:
     """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
     from histcli.cli import console
-    from histcli.errors import UsageError
     from histcli.sources.tracks import read_tracks_cell
+    from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
 
     console.setup(quiet)
     check_cell_name(cell)
-    chosen = [option for option, value in (("--split", split), ("--split-by-chromosome", split_by_chromosome),
-                                           ("--split-fractions", split_fractions)) if value]
-    if len(chosen) > 1:
-        raise UsageError(f"{' and '.join(chosen)} cannot be combined: choose one way to split")
+    by_chromosome = parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None
+    fractions = parse_split_fractions(split_fractions) if split_fractions else None
+    check_split_options(split, by_chromosome, fractions)
     Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
     # A generator, so that reading and binning run inside the progress bar.
@@ -187,8 +161,8 @@ def tracks(
         genes=genes,
         expression=expression,
         split=split,
-        split_by_chromosome=parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None,
-        split_fractions=parse_fractions(split_fractions) if split_fractions else None,
+        split_by_chromosome=by_chromosome,
+        split_fractions=fractions,
         seed=seed,
         bin_size=bin_size,
         window=window,

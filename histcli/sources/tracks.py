@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from histcli.errors import InputError, MissingExtraError, UsageError
-from histcli.marks import CORE_MARKS, canonical_mark
+from histcli.marks import parse_marks
 from histcli.sources.annotation import (
     MIXED,
     GeneTable,
@@ -83,6 +83,7 @@ from histcli.sources.common import (
     read_bytes,
     too_large,
 )
+from histcli.splits import check_split_options
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
 AGGREGATES = ("sum", "mean")
@@ -469,11 +470,11 @@ def read_tracks_cell(
     appended to ``notes``.
     """
     notes = [] if notes is None else notes
-    marks = _track_marks(tracks)
+    marks = parse_marks(tracks, source="tracks")
     track_paths = [Path(path) for path in tracks.values()]
     genes_path = Path(genes)
     bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
-    _check_split_options(split, split_by_chromosome, split_fractions)
+    check_split_options(split, split_by_chromosome, split_fractions)
 
     table = read_genes(genes_path)
     loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths)}
@@ -540,46 +541,6 @@ def read_tracks_cell(
         attrs=attrs,
         coordinates={"chrom": table.chrom.copy(), "tss": table.tss.copy(), "strand": table.strand.copy()},
     )
-
-
-def _track_marks(tracks: dict) -> tuple[str, ...]:
-    marks: list[str] = []
-    for name in tracks:
-        mark = canonical_mark(name)
-        if mark is None:
-            raise UsageError(
-                f"tracks: {name!r} is not a histone mark name (expected names like {', '.join(CORE_MARKS)})"
-            )
-        if mark in marks:
-            raise UsageError(f"tracks: mark {mark} is given twice")
-        marks.append(mark)
-    if not marks:
-        raise UsageError("no tracks given")
-    return tuple(marks)
-
-
-def _check_split_options(split, split_by_chromosome, split_fractions) -> None:
-    given = [option for option in (split, split_by_chromosome, split_fractions) if option is not None]
-    if len(given) > 1:
-        raise UsageError("give at most one of a split file, a chromosome split and split fractions")
-    if split_by_chromosome is not None:
-        unknown = set(split_by_chromosome) - {"valid", "test"}
-        if unknown:
-            raise UsageError(
-                f"a chromosome split names chromosomes for 'valid' and 'test' only, not {sorted(unknown)[0]!r}"
-            )
-        seen: set[str] = set()
-        for chroms in split_by_chromosome.values():
-            for chrom in chroms:
-                if chrom in seen:
-                    raise UsageError(f"chromosome {chrom} is listed twice in the chromosome split")
-                seen.add(chrom)
-    if split_fractions is not None:
-        fractions = tuple(split_fractions)
-        if len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions):
-            raise UsageError(f"split fractions must be three numbers between 0 and 1, not {fractions}")
-        if abs(sum(fractions) - 1) > 1e-6:
-            raise UsageError(f"split fractions (train, valid, test) must sum to 1, not {sum(fractions):g}")
 
 
 def _per_chromosome(chroms: np.ndarray, shown: int = 10) -> str:
