@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from histcli.errors import HistcliError, MissingExtraError, ModelError, UsageError
+from histcli.errors import HistcliError, MissingExtraError, ModelError, ModelExistsError, UsageError
 from histcli.fsutil import ensure_writable_dir
 from histcli.store import CellData
 
@@ -295,8 +295,7 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
             skip.add(index)
         elif found != wanted:
             differs = sorted(key for key in wanted if wanted[key] != found.get(key))
-            raise ModelError(f"model {trial.name!r} for cell {trial.cell!r} already exists in {registry.root} "
-                             f"with other settings ({', '.join(differs)}); pass --overwrite to replace it")
+            raise ModelExistsError(registry.root, trial.name, trial.cell, differs=differs)
     return skip, mirrors
 
 

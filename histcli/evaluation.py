@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import HistcliError, ModelError
+from histcli.errors import ChangedDataError, ModelError, UnlabelledCellError
 from histcli.fsutil import atomic_path
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
@@ -82,11 +82,7 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
         return
     trained = entry.config["data"].get("fingerprint") or ""
     if trained != fingerprint and not allow_changed:
-        raise ModelError(
-            f"cell {cell} in {store.path} changed since model {entry.name!r} was trained on it "
-            f"(fingerprint {trained[:12]} then, {fingerprint[:12]} now); retrain it, or pass "
-            "--allow-changed-data to evaluate anyway"
-        )
+        raise ChangedDataError(store.path, cell, entry.name, trained=trained, current=fingerprint)
 
 
 def warn_overlap(entry: Entry, store: Store, cell: str, gene_ids: np.ndarray) -> None:
@@ -170,8 +166,7 @@ def metrics_row(predictions: Predictions, threshold: float = 0.5) -> dict:
 
     labels = predictions.labels
     if labels is None:
-        raise HistcliError(f"cell {predictions.cell} has no labels (prepared without expression); "
-                           "use 'histcli predict --from-store' for predictions without evaluation")
+        raise UnlabelledCellError(predictions.cell)
     scores = predictions.probabilities
     n, positives = len(labels), int(labels.sum())
     row = {

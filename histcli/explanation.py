@@ -50,7 +50,7 @@ from typing import Iterable, Iterator, TextIO
 
 import numpy as np
 
-from histcli.errors import HistcliError, InputError, MissingExtraError, UsageError
+from histcli.errors import ChoiceError, EmptySplitError, InputError, MissingExtraError, SettingError
 from histcli.registry import Entry
 from histcli.store import CellData
 
@@ -81,14 +81,14 @@ def position_text(position: float) -> str:
 
 
 def check_method(entry: Entry, method: str) -> None:
-    """Raise UsageError for a method the model cannot give (checked before any work)."""
+    """Raise a usage error for a method the model cannot give (checked before any work)."""
     if method not in METHODS:
-        raise UsageError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise ChoiceError("method", method, METHODS)
     architecture = entry.config["architecture"]
     if method == "attention" and architecture not in ATTENTION_ARCHITECTURES:
-        raise UsageError(f"--method attention needs a model with attention ({', '.join(ATTENTION_ARCHITECTURES)}); "
-                         f"{entry.name!r} is a {architecture} model: use integrated-gradients, deeplift, "
-                         "gradient-shap, saliency or occlusion")
+        raise SettingError("method", method, f"needs a model with attention ({', '.join(ATTENTION_ARCHITECTURES)}); "
+                           f"{entry.name!r} is a {architecture} model: use integrated-gradients, deeplift, "
+                           "gradient-shap, saliency or occlusion")
 
 
 def read_gene_list(source: str, stream: TextIO | None = None) -> list[str]:
@@ -244,7 +244,7 @@ class Explainer:
             with torch.no_grad():
                 return self.attr.Occlusion(self.module).attribute(
                     x, sliding_window_shapes=(1, 1), baselines=baselines, perturbations_per_eval=x.shape[1])
-        raise UsageError(f"--method {self.method!r}: expected one of {', '.join(METHODS)}")
+        raise ChoiceError("method", self.method, METHODS)
 
     def _integrated_gradients(self, x, baselines):
         """Integrated gradients with ``steps`` points; genes whose attributions miss completeness by
@@ -296,7 +296,7 @@ def baseline_input(kind: str, cell_inputs: np.ndarray) -> np.ndarray:
         return np.zeros(cell_inputs.shape[1:], dtype=np.float32)
     if kind == "cell-mean":
         return cell_inputs.mean(0, dtype=np.float64).astype(np.float32)
-    raise UsageError(f"--baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    raise ChoiceError("baseline", kind, BASELINES)
 
 
 @dataclass
@@ -399,7 +399,7 @@ def prepare_cell(entry: Entry, cell: CellData, baseline: str, *, split: str | No
     else:
         chosen = candidates
     if not len(chosen):
-        raise HistcliError(f"cell {cell.name} has no {split} genes to explain; choose another --split")
+        raise EmptySplitError(cell.name, split, "explain")
     counts = cell.counts_array()
     return CellExplanation(
         cell=cell,

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from histcli.errors import ModelError
+from histcli.errors import ModelError, ModelExistsError
 from histcli.fsutil import (
     ensure_writable_dir,
     exclusive_lock,
@@ -229,9 +229,7 @@ class Registry:
         ensure_writable_dir(self.root.resolve(), "model registry")
         for cell in cells:
             if not overwrite and self.exists(name, cell):
-                raise ModelError(
-                    f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
-                )
+                raise ModelExistsError(self.root, name, cell)
 
     def save(self, name: str, cell: str, state: dict | list[dict], config: dict, metadata: dict, *,
              overwrite: bool) -> Entry:
@@ -279,9 +277,7 @@ class Registry:
             with self._lock(name):
                 remove_stale(final, "tmp")
                 if final.exists() and not overwrite:
-                    raise ModelError(
-                        f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
-                    )
+                    raise ModelExistsError(self.root, name, cell)
                 replace_dir(temp, final)
         finally:
             remove_path(temp)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from histcli.errors import HistcliError, MissingExtraError
+from histcli.errors import ChoiceError, MissingExtraError
 from histcli.registry import Entry, Registry
 from histcli.store import Store
 
@@ -47,6 +47,11 @@ def require_plotly():
     except ImportError:
         raise MissingExtraError("plotly", "report", "histcli report") from None
     return get_plotlyjs()
+
+
+def check_explain_method(method: str) -> None:
+    if method not in EXPLAIN_METHODS:
+        raise ChoiceError("explain_method", method, EXPLAIN_METHODS)
 
 
 def check_output(path: Path) -> None:
@@ -92,8 +97,8 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
 
     models = list(dict.fromkeys(models))
     check_split_choice(split)
-    if explain is not None and explain not in EXPLAIN_METHODS:
-        raise HistcliError(f"--explain-method {explain!r}: expected one of {', '.join(EXPLAIN_METHODS)}")
+    if explain is not None:
+        check_explain_method(explain)
     progress = on_progress or (lambda step: None)
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}

@@ -214,7 +214,7 @@ def test_genes_come_in_input_order_and_unknown_genes_are_named(space, tmp_path):
 
 def test_attention_needs_an_attention_model_and_captum_is_optional(space, tmp_path):
     wrong = space.run("explain", "logistic", "--cell", "signal", "--method", "attention")
-    assert_one_line_error(wrong, "--method attention needs a model with attention", "logistic", code=2)
+    assert_one_line_error(wrong, "--method 'attention': needs a model with attention", "logistic", code=2)
     fake = tmp_path / "fake"
     (fake / "captum").mkdir(parents=True)
     (fake / "captum" / "__init__.py").write_text("raise ImportError('captum is not installed')\n")

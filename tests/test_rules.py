@@ -43,9 +43,9 @@ def test_one_way_to_split_and_a_valid_one():
     check_split_options("split.tsv", None, None)
     with pytest.raises(UsageError, match="cannot be combined"):
         check_split_options("split.tsv", None, (0.6, 0.2, 0.2))
-    with pytest.raises(UsageError, match="'valid' and 'test' only, not 'train'"):
+    with pytest.raises(UsageError, match="'train': a chromosome split names chromosomes for 'valid' and 'test' only"):
         check_split_options(None, {"train": ["chr1"]}, None)
-    with pytest.raises(UsageError, match="chr2 is listed twice"):
+    with pytest.raises(UsageError, match="'chr2': chromosome listed twice"):
         check_split_options(None, {"valid": ["chr2"], "test": ["chr2"]}, None)
     with pytest.raises(UsageError, match="must sum to 1"):
         check_split_options(None, None, (0.5, 0.5, 0.5))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from histcli.errors import InputError, MissingExtraError, UsageError
+from histcli.errors import InputError, MissingExtraError, MissingGenesError, UsageError, describe
 from histcli.sources import tracks as tracks_module
 from histcli.sources.annotation import read_genes
 from histcli.sources.tracks import bin_tracks, read_track, read_tracks_cell
@@ -380,12 +380,15 @@ def test_genes_without_strand_leave_the_orientation_unknown(tmp_path, small_cell
 
 
 def test_genes_on_absent_chromosomes_are_refused_without_drop_missing(small_cell_files):
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(MissingGenesError) as caught:
         read_tracks_cell("small", **small_cell_files, bin_size=10, window=20)
     message = str(caught.value)
     assert "genes.bed" in message
     assert "1 of 4 genes lie on chromosomes absent from the tracks (chrX 1)" in message
-    assert "--drop-missing" in message
+    assert (caught.value.missing, caught.value.total) == (1, 4)
+    # The library says what is wrong; the command line adds which option changes that.
+    assert "--drop-missing" not in message
+    assert describe(caught.value)[0] == message + "; pass --drop-missing to leave them out"
 
 
 def test_missing_expression_is_refused_without_drop_missing(tmp_path, small_cell_files):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import InputError
+from histcli.errors import InputError, MissingGenesError
 from histcli.marks import DEEPDIFF_ORDER
 from histcli.sources.common import (
     CountBlocks,
@@ -97,7 +97,8 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
             f"(for example {gene_ids[missing][0]})"
         )
         if not drop_missing:
-            raise InputError(expression_path, message + "; pass --drop-missing to leave them out")
+            raise MissingGenesError(expression_path, message, missing=int(missing.sum()), total=len(gene_ids),
+                                    example=str(gene_ids[missing][0]))
         if notes is not None:
             notes.append(f"{expression_path}: {message}; left out")
         keep = ~missing

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histcli.errors import InputError, MissingExtraError, UsageError
+from histcli.errors import InputError, MissingExtraError, MissingGenesError, UsageError
 from histcli.marks import parse_marks
 from histcli.sources.annotation import (
     MIXED,
@@ -613,7 +613,8 @@ def _drop_missing_chromosomes(
             table.path, f"{summary}; chromosomes in every track: {listed or 'none'}{_style_clash(table, as_read)}"
         )
     if not drop_missing:
-        raise InputError(table.path, f"{summary}{_style_clash(table, as_read)}; pass --drop-missing to leave them out")
+        raise MissingGenesError(table.path, f"{summary}{_style_clash(table, as_read)}", missing=int(missing.sum()),
+                                total=len(table), example=str(table.name[np.argmax(missing)]))
     notes.append(f"{table.path.name}: {summary}; left out")
     return table.select(~missing)
 
@@ -725,7 +726,8 @@ def _match_expression(
             f"{table.path.name} (for example {table.name[np.argmax(unmatched)]})"
         )
         if not drop_missing:
-            raise InputError(path, f"{summary}; pass --drop-missing to leave them out")
+            raise MissingGenesError(path, summary, missing=int(unmatched.sum()), total=len(table),
+                                    example=str(table.name[np.argmax(unmatched)]))
         notes.append(f"{path.name}: {summary}; left out")
         table = table.select(~unmatched)
         position = position[~unmatched]
