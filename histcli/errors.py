@@ -161,12 +161,9 @@ class StdoutClosed(Exception):
 # cli/_errors.py): library messages name settings and state facts; the hints below say
 # which option changes the outcome, in the command line's words.
 
-#: Library settings whose option is not simply ``--`` + the name with dashes.
-OPTION_NAMES = {"split_file": "--split"}
-
-
 def option_name(setting: str) -> str:
-    return OPTION_NAMES.get(setting, "--" + setting.replace("_", "-"))
+    """The command line's option for a library setting (``split_file``: ``--split-file``)."""
+    return "--" + setting.replace("_", "-")
 
 
 _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [

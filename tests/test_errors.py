@@ -58,7 +58,7 @@ from histcli.errors import (
      "--split-fractions '0.5': expected three fractions"),
     (ConflictError(["split_file", "split_fractions"], "give at most one way to split"),
      "split_file and split_fractions cannot be combined: give at most one way to split",
-     "--split and --split-fractions cannot be combined: give at most one way to split"),
+     "--split-file and --split-fractions cannot be combined: give at most one way to split"),
 ])
 def test_library_messages_are_plain_and_the_map_adds_the_option(exc, library, shown):
     assert str(exc) == library

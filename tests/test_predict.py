@@ -171,6 +171,35 @@ def test_model_folder_copied_elsewhere(workspace, genes, tmp_path):
     assert via_folder == via_registry
 
 
+def test_input_option_and_the_earlier_spellings_agree(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    path = write_long(tmp_path / "l.tsv", gene_ids[:20], counts[:20])
+    copy = tmp_path / "my-model"
+    shutil.copytree(Registry(workspace.models).get("logistic", "sim01").path, copy)
+    runs = [workspace.run("predict", "logistic", "--cell", "sim01", "--input", path, "-q"),
+            workspace.run("predict", "logistic", path, "--cell", "sim01", "-q"),
+            run_cli("predict", "--model", copy, "-i", path, "-q"),
+            run_cli("predict", "--model", copy, path, "-q")]
+    first = predicted(runs[0])
+    assert list(first) == list(gene_ids[:20])
+    assert all(predicted(result) == first for result in runs[1:])
+
+
+def test_options_that_do_not_go_with_the_input_are_refused(workspace, genes, tmp_path):
+    path = write_long(tmp_path / "l.tsv", genes[0][:2], genes[1][:2])
+    for extra, fragment in ((("--split", "test"), "--split goes with --from-store"),
+                            (("--genes", path), "--genes goes with --track"),
+                            (("--window", 100), "--window goes with --track"),
+                            (("--model", tmp_path), "give --model DIR or NAME --cell CELL, not both")):
+        result = workspace.run("predict", "logistic", "--cell", "sim01", "--input", path, *extra)
+        assert_one_line_error(result, fragment, code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", "--cell", "sim01", "--input", path, path),
+                          "give the input once", code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", "--cell", "sim01"), "exactly one input", code=2)
+    usage = run_cli("predict", "--help").stdout
+    assert "--input" in usage and "[NAME]" in usage and "INPUT]" not in usage
+
+
 def test_usage_errors(workspace, genes, tmp_path):
     path = write_long(tmp_path / "l.tsv", genes[0][:2], genes[1][:2])
     assert_one_line_error(workspace.run("predict", "logistic", path), "NAME --cell CELL", code=2)

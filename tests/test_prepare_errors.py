@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import assert_one_line_error, file_digest, run_cli
 
-from histcli.store import Store
+from histcli.store import SPLIT_CODES, Store
 
 
 @pytest.fixture
@@ -87,6 +87,18 @@ def _prepare_tracks(files, store, *extra, tracks=None):
                         f"--track=H3K27me3={files / 'H3K27me3.bedGraph'}"]
     return run_cli("prepare", "tracks", "--cell", "T", *tracks, "--genes", files / "genes.bed",
                    "--expression", files / "expr.tsv", "--bin-size", 100, "--window", 200, "--store", store, *extra)
+
+
+def test_split_file_and_its_earlier_name(track_files, store):
+    (track_files / "split.tsv").write_text("ENSG00000000001\ttrain\nENSG00000000002\ttest\n")
+    for option in ("--split-file", "--split"):
+        result = _prepare_tracks(track_files, store, option, track_files / "split.tsv", "--overwrite", "-q")
+        assert result.code == 0, result.stderr
+        assert Store(store).load("T").split.tolist() == [SPLIT_CODES["train"], SPLIT_CODES["test"]]
+    both = _prepare_tracks(track_files, store, "--split-file", track_files / "split.tsv", "--split-fractions",
+                           "0.6,0.2,0.2", "--overwrite")
+    assert_one_line_error(both, "--split-file and --split-fractions cannot be combined", code=2)
+    assert "--split-file" in run_cli("prepare", "tracks", "--help").stdout
 
 
 def test_tracks_prepare_through_the_command_line(track_files, store):

@@ -125,8 +125,10 @@ def tracks(
     window: Annotated[int, typer.Option("--window", min=1, help="Bp on each side of the TSS.", rich_help_panel="Tracks")],
     expression: Annotated[Optional[Path], typer.Option("--expression", help="gene_id<TAB>value; labels are "
                                                                            "value > median of all genes in it.")] = None,
-    split: Annotated[Optional[Path], typer.Option("--split", help="gene_id<TAB>train|valid|test table.",
-                                                  rich_help_panel="Split")] = None,
+    split_file: Annotated[Optional[Path], typer.Option("--split-file", help="gene_id<TAB>train|valid|test table.",
+                                                       rich_help_panel="Split")] = None,
+    # The earlier name of --split-file; elsewhere --split names a split, not a file.
+    split_file_alias: Annotated[Optional[Path], typer.Option("--split", hidden=True)] = None,
     split_by_chromosome: Annotated[Optional[list[str]], typer.Option(
         "--split-by-chromosome", help="valid=CHROM,... or test=CHROM,... (repeat); other chromosomes are train.",
         rich_help_panel="Split")] = None,
@@ -143,15 +145,19 @@ def tracks(
 ) -> None:
     """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
     from histcli.cli import console
+    from histcli.errors import UsageError
     from histcli.sources.tracks import read_tracks_cell
     from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
 
     console.setup(quiet)
     check_cell_name(cell)
+    if split_file is not None and split_file_alias is not None:
+        raise UsageError("--split is the earlier name of --split-file: give one of them")
+    split_file = split_file or split_file_alias
     by_chromosome = parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None
     fractions = parse_split_fractions(split_fractions) if split_fractions else None
-    check_split_options(split, by_chromosome, fractions)
+    check_split_options(split_file, by_chromosome, fractions)
     Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
     # A generator, so that reading and binning run inside the progress bar.
@@ -160,7 +166,7 @@ def tracks(
         tracks=parse_tracks(track),
         genes=genes,
         expression=expression,
-        split=split,
+        split=split_file,
         split_by_chromosome=by_chromosome,
         split_fractions=fractions,
         seed=seed,
