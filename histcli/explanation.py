@@ -457,7 +457,7 @@ class LongWriter:
                     else:
                         item = {"gene_id": str(gene), "bin": b + 1, "position": self.position_values[b],
                                 "mark": mark, "value": gene_values[b][m], "attribution": gene_attr[b][m]}
-                        item.update({name: extra[b][m] for name, extra in zip(self.extra, gene_extras)})
+                        item.update({name: extra[b][m] for name, extra in zip(self.extra, gene_extras, strict=True)})
                         lines.append(json.dumps(item))
         if self.fmt == "tsv":
             self._write("\n".join(lines) + "\n" if lines else "")
@@ -508,7 +508,7 @@ def plot_summary(pyplot, summary: Summary, path: Path, title: str) -> None:
     figure, axes = pyplot.subplots(len(groups), 1, figsize=(7.5, 1.1 + 1.6 * len(groups)), squeeze=False,
                                    sharex=True)
     image = None
-    for axis, group in zip(axes[:, 0], groups):
+    for axis, group in zip(axes[:, 0], groups, strict=True):
         image = axis.imshow(means[group].T, aspect="auto", cmap="RdBu_r", norm=norm, extent=extent,
                             interpolation="nearest")
         axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")

@@ -69,11 +69,12 @@ class PredictionWriter:
         self._start()
         calls = (probabilities >= self.threshold).astype(int)
         if self.fmt == "tsv":
-            lines = [f"{gene}\t{p:.9g}\t{c}\n" for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+            rows = zip(gene_ids, probabilities.tolist(), calls.tolist(), strict=True)
+            lines = [f"{gene}\t{p:.9g}\t{c}\n" for gene, p, c in rows]
             self._write("".join(lines))
         else:
             items = [json.dumps({"gene_id": str(gene), "probability": p, "prediction": c})
-                     for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist())]
+                     for gene, p, c in zip(gene_ids, probabilities.tolist(), calls.tolist(), strict=True)]
             if items:
                 self._write(("," if self.count else "") + "\n  " + ",\n  ".join(items))
         self.count += len(probabilities)

@@ -253,7 +253,7 @@ class Registry:
         try:
             temp.mkdir()
             hashes = []
-            for filename, weights in zip(files, states):
+            for filename, weights in zip(files, states, strict=True):
                 tensors = {key: value.detach().to("cpu").contiguous() for key, value in weights.items()}
                 # One metadata key: safetensors writes several in a random order, and then
                 # identical weights would not give identical files (and hashes).
@@ -262,8 +262,8 @@ class Registry:
                 fsync_file(temp / filename)
                 hashes.append(file_sha256(temp / filename))
             if members:
-                members = [{**member, "weights_sha256": digest} for member, digest in zip(members, hashes)]
-                combined = hashlib.sha256("".join(f"{f}:{h}\n" for f, h in zip(files, hashes)).encode()).hexdigest()
+                members = [{**member, "weights_sha256": digest} for member, digest in zip(members, hashes, strict=True)]
+                combined = hashlib.sha256("".join(f"{f}:{h}\n" for f, h in zip(files, hashes, strict=True)).encode()).hexdigest()
                 metadata = {**metadata, "members": members, "weights_sha256": combined}
             else:
                 metadata = {**metadata, "weights_sha256": hashes[0]}

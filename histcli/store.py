@@ -521,7 +521,7 @@ def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
     starts = np.concatenate(([0], breaks))
     ends = np.concatenate((breaks, [len(rows)]))
     out = np.empty((len(rows),) + dataset.shape[1:], dtype=dataset.dtype)
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         out[start:end] = dataset[rows[start] : rows[end - 1] + 1]
     return out
 

@@ -65,7 +65,7 @@ def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> Non
 def parse_tsv(text: str) -> list[dict]:
     lines = text.strip("\n").split("\n")
     header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
 
 
 @dataclass

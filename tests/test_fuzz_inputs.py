@@ -200,7 +200,7 @@ def _bedgraph_valid(draw) -> list[str]:
 def _bedgraph_parse(path: Path):
     from histcli.sources.tracks import read_track
 
-    return {chrom: list(zip(i.starts.tolist(), i.ends.tolist(), i.values.tolist()))
+    return {chrom: list(zip(i.starts.tolist(), i.ends.tolist(), i.values.tolist(), strict=True))
             for chrom, i in read_track(path).chroms.items()}
 
 
@@ -233,7 +233,7 @@ def _bed_parse(path: Path):
     from histcli.sources.annotation import read_genes
 
     table = read_genes(path)
-    return list(zip(table.name.tolist(), table.chrom.tolist(), table.tss.tolist(), table.strand.tolist()))
+    return list(zip(table.name.tolist(), table.chrom.tolist(), table.tss.tolist(), table.strand.tolist(), strict=True))
 
 
 def _bed_expected(lines):
@@ -268,7 +268,7 @@ def _expression_parse(path: Path):
     from histcli.sources.tracks import _expression_value, _read_gene_values
 
     table = _read_gene_values(path, value_name="expression", parse=_expression_value)
-    return dict(zip(table.keys.tolist(), table.values.tolist()))
+    return dict(zip(table.keys.tolist(), table.values.tolist(), strict=True))
 
 
 def _expression_expected(lines):
@@ -306,7 +306,7 @@ def _deepdiff_expression_parse(path: Path):
     from histcli.sources.common import read_expression_table
 
     ids, values = read_expression_table(path, sep="\t")
-    return dict(zip(ids.tolist(), values.tolist()))
+    return dict(zip(ids.tolist(), values.tolist(), strict=True))
 
 
 # predict TSVs (long and wide) with a stand-in model that records what it was given.
@@ -338,7 +338,7 @@ def _predict(path: Path, model: RecordingModel | None = None):
 
     class Recorder(PredictionWriter):
         def add(self, gene_ids, probabilities):
-            for gene, counts in zip(gene_ids, model.batch):
+            for gene, counts in zip(gene_ids, model.batch, strict=True):
                 recorded[gene] = counts.tolist()
             super().add(gene_ids, probabilities)
 

@@ -31,7 +31,7 @@ def genes(workspace):
 def write_long(path: Path, gene_ids, counts, marks=MARKS, extra: str | None = None) -> Path:
     columns = list(marks) + ([extra] if extra else [])
     lines = ["gene_id\tbin\t" + "\t".join(columns)]
-    for gene, matrix in zip(gene_ids, counts):
+    for gene, matrix in zip(gene_ids, counts, strict=True):
         for b, row in enumerate(matrix, start=1):
             values = [str(row[MARKS.index(m)]) for m in marks] + (["7"] if extra else [])
             lines.append(f"{gene}\t{b}\t" + "\t".join(values))
@@ -47,7 +47,7 @@ def write_wide(path: Path, gene_ids, counts, marks=MARKS) -> Path:
     n_bins = counts.shape[1]
     header = ["gene_id"] + [f"{m}_{b}" for m in marks for b in range(1, n_bins + 1)]
     lines = ["\t".join(header)]
-    for gene, matrix in zip(gene_ids, counts):
+    for gene, matrix in zip(gene_ids, counts, strict=True):
         lines.append("\t".join([gene] + [str(matrix[b - 1, MARKS.index(m)]) for m in marks
                                          for b in range(1, n_bins + 1)]))
     path.write_text("\n".join(lines) + "\n")

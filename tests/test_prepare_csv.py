@@ -93,7 +93,7 @@ def test_deepdiff_cell1_labels_follow_the_median_of_the_expression_file(tmp_path
         expression[gene] = float(value)
     median = statistics.median(expression.values())
     assert cell.attrs["label_threshold"] == pytest.approx(median)
-    for gene, label, value in zip(cell.gene_ids, cell.labels, cell.expression):
+    for gene, label, value in zip(cell.gene_ids, cell.labels, cell.expression, strict=True):
         ensg = gene.split("_")[0]
         assert value == expression[ensg]
         assert label == int(expression[ensg] > median)

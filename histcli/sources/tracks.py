@@ -225,7 +225,7 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     bounds = np.searchsorted(codes, np.arange(len(names) + 1))
     return {
         str(name): Intervals(starts[lo:hi], ends[lo:hi], values[lo:hi])
-        for name, lo, hi in zip(names, bounds[:-1], bounds[1:])
+        for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
     }
 
 
@@ -267,7 +267,9 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
             return InputError(path, too_large(value_text), line=number, field="value")
         records.append((chrom, start, end, number))
     records.sort()
-    for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in zip(records, records[1:]):
+    # Each record with the next: the last one has none, so the pairs stop one short (strict=False).
+    pairs = zip(records, records[1:], strict=False)
+    for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in pairs:
         if chrom == next_chrom and next_start < end:
             first, second = sorted((number, next_number))
             return InputError(
@@ -477,7 +479,7 @@ def read_tracks_cell(
     check_split_options(split, split_by_chromosome, split_fractions)
 
     table = read_genes(genes_path)
-    loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths)}
+    loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths, strict=True)}
     if table.repeated:
         kept, dropped = table.repeated[0]
         notes.append(
