@@ -138,3 +138,16 @@ def test_the_command_line_turns_failures_into_one_line(tmp_path, failure, fragme
 
     assert_one_line_error(Result, str(store) if "errno" in failure else "", *fragments)
     assert not store.exists()
+
+
+def test_sweep_and_tune_settings_are_worded_with_their_options():
+    from histcli.distributed import parse_grid
+    from histcli.tuning import parse_search
+
+    with pytest.raises(SettingError) as search:
+        parse_search(["lr"])
+    assert str(search.value).startswith("search 'lr': expected KEY=SPEC")
+    assert describe(search.value)[0].startswith("--search 'lr': expected KEY=SPEC")
+    with pytest.raises(SettingError) as grid:
+        parse_grid(["units=8", "units=8"])
+    assert describe(grid.value) == ("--param 'units=8': given twice", EXIT_USAGE)
