@@ -57,7 +57,7 @@ def main() -> None:
             # The command skips the interpreter's teardown once done, so the start-up measured here does too.
             startups.append(run([sys.executable, "-c",
                                  "import os, torch, pandas, histcli.cli.app, histcli.prediction; os._exit(0)"])[0])
-            walls.append(run(histcli("predict", "crnn", "--cell", "sim01", table, "-o", tmp / "out.tsv", "-q"),
+            walls.append(run(histcli("predict", "crnn", "--cell", "sim01", "--input", table, "-o", tmp / "out.tsv", "-q"),
                              env=env)[0])
         startup = min(startups)
         report(f"predict {N_GENES} genes x 100 bins (command)", min(walls), min(forward), goal="<= 2x forward")

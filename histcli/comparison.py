@@ -97,12 +97,12 @@ def choose_metric(metric: str | None, tasks: dict) -> str:
 def common_cells(registry: Registry, models: list[str], cells: list[str] | None) -> tuple[list[str], list[str]]:
     """Cells every model has an entry for, and a note per cell left out."""
     available = [set(registry.cells(model)) for model in models]
-    for model, found in zip(models, available):
+    for model, found in zip(models, available, strict=True):
         if not found:
             raise HistcliError(f"no model {model!r} in {registry.root}")
     if cells:
         for cell in cells:
-            for model, found in zip(models, available):
+            for model, found in zip(models, available, strict=True):
                 if cell not in found:
                     raise HistcliError(f"model {model!r} has no entry for cell {cell!r}")
         return list(dict.fromkeys(cells)), []
@@ -218,7 +218,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
                         notes.append(f"cell {cell}, {model_a} vs {model_b}: {note}")
             pair.cells.append(row)
         p_values = np.array([np.nan if r[f"{test_name}_p"] is None else r[f"{test_name}_p"] for r in pair.cells])
-        for row, q in zip(pair.cells, stats.benjamini_hochberg(p_values)):
+        for row, q in zip(pair.cells, stats.benjamini_hochberg(p_values), strict=True):
             row["q"] = None if np.isnan(q) else float(q)
         usable = [r for r in pair.cells if r[f"{metric}_a"] is not None and r[f"{metric}_b"] is not None]
         pair.summary = stats.paired_summary([r[f"{metric}_a"] for r in usable], [r[f"{metric}_b"] for r in usable],
@@ -228,10 +228,10 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
 
     if len(pairs) > 1:
         raw = np.array([np.nan if p.summary.wilcoxon_p is None else p.summary.wilcoxon_p for p in pairs])
-        for pair, adjusted in zip(pairs, stats.holm(raw)):
+        for pair, adjusted in zip(pairs, stats.holm(raw), strict=True):
             pair.summary.wilcoxon_p_holm = None if np.isnan(adjusted) else float(adjusted)
         raw_t = np.array([np.nan if p.summary.ttest_p is None else p.summary.ttest_p for p in pairs])
-        for pair, adjusted in zip(pairs, stats.holm(raw_t)):
+        for pair, adjusted in zip(pairs, stats.holm(raw_t), strict=True):
             pair.summary.ttest_p_holm = None if np.isnan(adjusted) else float(adjusted)
     return Comparison(models, chosen, values, pairs, list(dict.fromkeys(notes)), metric)
 

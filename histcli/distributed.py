@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from histcli.errors import HistcliError, MissingExtraError, ModelError, UsageError
+from histcli.errors import HistcliError, MissingExtraError, ModelError, ModelExistsError, SettingError
 from histcli.fsutil import ensure_writable_dir
 from histcli.store import CellData
 
@@ -71,7 +71,7 @@ def ray_session(address: str | None, purpose: str, tune: bool = False):
         else:
             ray.init(include_dashboard=False, **quiet)
     except ConnectionError as exc:
-        raise HistcliError(f"--address {address}: cannot join the Ray cluster ({exc})") from None
+        raise HistcliError(f"cannot join the Ray cluster at {address} ({exc})") from None
     try:
         # Ray's driver prints what workers and raylets report (a worker that
         # died, Tune's progress) on stdout, which belongs to the command's table.
@@ -86,11 +86,11 @@ def trial_slots(ray, cpus_per_trial: float, gpus_per_trial: float) -> int:
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if cpus_per_trial > cpus:
-        raise UsageError(f"--cpus-per-trial {cpus_per_trial:g}: the Ray cluster has {cpus:g} CPUs")
+        raise SettingError("cpus_per_trial", cpus_per_trial, f"the Ray cluster has {cpus:g} CPUs")
     slots = int(cpus // cpus_per_trial) if cpus_per_trial > 0 else int(cpus) or 1
     if gpus_per_trial > 0:
         if gpus < gpus_per_trial:
-            raise UsageError(f"--gpus-per-trial {gpus_per_trial:g}: the Ray cluster has {gpus:g} GPUs")
+            raise SettingError("gpus_per_trial", gpus_per_trial, f"the Ray cluster has {gpus:g} GPUs")
         slots = min(slots, int(gpus // gpus_per_trial + 1e-9))
     return max(1, slots)
 
@@ -130,9 +130,9 @@ def parse_grid(values: list[str]) -> dict[str, list[str]]:
         key, sep, setting = value.partition("=")
         key, setting = key.strip(), setting.strip()
         if not sep or not key:
-            raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
+            raise SettingError("param", value, "expected KEY=VALUE, e.g. dropout=0.3")
         if setting in grid.setdefault(key, []):
-            raise UsageError(f"--param {key}={setting} is given twice")
+            raise SettingError("param", value, "given twice")
         grid[key].append(setting)
     return grid
 
@@ -169,7 +169,7 @@ def entry_name(template: str | None, arch: str, seed: int, several_seeds: bool, 
         return template.format(arch=arch, seed=seed, **safe)
     except (KeyError, IndexError, ValueError) as exc:
         fields = ", ".join(["{arch}", "{seed}"] + [f"{{{key}}}" for key in point])
-        raise UsageError(f"--name {template!r}: cannot fill in {exc} (available: {fields})") from None
+        raise SettingError("name", template, f"cannot fill in {exc} (available: {fields})") from None
 
 
 def plan_sweep(cells: list[str], archs: list[str], seeds: list[int], params: list[str], template: str | None,
@@ -195,11 +195,11 @@ def plan_sweep(cells: list[str], archs: list[str], seeds: list[int], params: lis
                 try:
                     check_model_name(name)
                 except ModelError as exc:
-                    raise UsageError(f"--name: {exc}") from None
+                    raise SettingError("name", name, str(exc)) from None
                 label = f"{arch} seed {seed}" + (f" {' '.join(f'{k}={v}' for k, v in point.items())}" if point else "")
                 if name in names:
-                    raise UsageError(f"--name: {names[name]} and {label} would both be saved as {name!r}; "
-                                     "put {seed} or the grid keys in the template")
+                    raise SettingError("name", template, f"{names[name]} and {label} would both be saved as {name!r}; "
+                                       "put {seed} or the grid keys in the template")
                 names[name] = label
                 trials += [(name, arch, seed, point, settings[arch, seed, i])]
     return [Trial(name, cell, arch, seed, point, s) for cell in cells for name, arch, seed, point, s in trials]
@@ -296,8 +296,7 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
             skip.add(index)
         elif found != wanted:
             differs = sorted(key for key in wanted if wanted[key] != found.get(key))
-            raise ModelError(f"model {trial.name!r} for cell {trial.cell!r} already exists in {registry.root} "
-                             f"with other settings ({', '.join(differs)}); pass --overwrite to replace it")
+            raise ModelExistsError(registry.root, trial.name, trial.cell, differs=differs)
     return skip, mirrors
 
 

@@ -1,13 +1,17 @@
 """Exceptions raised by the histcli library, and the one map from them to what users see.
 
-Library code raises these; the command line turns any of them into a one-line
-message on stderr and an exit code (see :func:`describe`).
+Library code raises these with plain messages (what is wrong, in library terms) and
+the facts as fields; the command line turns any of them into a one-line message on
+stderr, with a hint in its own words (which option to pass), and an exit code (see
+:func:`describe`).
 """
 
 from __future__ import annotations
 
 import errno
+import re
 from pathlib import Path
+from typing import Callable
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -37,23 +41,124 @@ class InputError(HistcliError):
         super().__init__(f"{where}: {problem}")
 
 
+class MissingGenesError(InputError):
+    """Genes of a cell lack expression or track signal; a caller may leave them out (``drop_missing``)."""
+
+    def __init__(self, path, problem: str, *, missing: int, total: int, example: str | None = None):
+        self.missing = missing
+        self.total = total
+        self.example = example
+        super().__init__(path, problem)
+
+
 class StoreError(HistcliError):
     """The dataset store is missing, unreadable, or lacks what was asked for."""
 
 
 class CellExistsError(StoreError):
+    """Writing a cell that the store already holds, without ``overwrite``."""
+
     def __init__(self, store, cell: str):
-        super().__init__(f"{store}: cell {cell!r} already exists; pass --overwrite to replace it")
+        self.store = str(store)
+        self.cell = cell
+        super().__init__(f"{store}: cell {cell!r} already exists")
 
 
 class ModelError(HistcliError):
     """A registry entry is missing, damaged or does not fit the data."""
 
 
+class ModelExistsError(ModelError):
+    """Saving a model entry that the registry already holds, without ``overwrite``.
+
+    ``differs``: the settings in which the stored entry differs from the one asked for, if known.
+    """
+
+    def __init__(self, registry, name: str, cell: str, *, differs: tuple[str, ...] = ()):
+        self.registry = str(registry)
+        self.name = name
+        self.cell = cell
+        self.differs = tuple(differs)
+        other = f" with other settings ({', '.join(self.differs)})" if self.differs else ""
+        super().__init__(f"model {name!r} for cell {cell!r} already exists in {registry}{other}")
+
+
+class ChangedDataError(ModelError):
+    """A model's own cell no longer holds the data it was trained on (its test genes may have been seen)."""
+
+    def __init__(self, store, cell: str, model: str, *, trained: str, current: str, what: str = "fingerprint"):
+        self.store = str(store)
+        self.cell = cell
+        self.model = model
+        self.trained = trained
+        self.current = current
+        self.what = what  # "fingerprint", or "expression values" (digests) for a regression model
+        super().__init__(f"cell {cell} in {store} changed since model {model!r} was trained on it "
+                         f"({what} {trained[:12]} then, {current[:12]} now)")
+
+
+class NoExpressionError(HistcliError):
+    """A regression model asked to learn from, or be scored on, a cell that has labels only."""
+
+    def __init__(self, cell: str):
+        self.cell = cell
+        super().__init__(f"cell {cell} has no expression values, only labels; a regression model needs them")
+
+
+class UnlabelledCellError(HistcliError):
+    """Metrics asked for on a cell prepared without expression."""
+
+    def __init__(self, cell: str):
+        self.cell = cell
+        super().__init__(f"cell {cell} has no labels (prepared without expression)")
+
+
+class EmptySplitError(HistcliError):
+    """A cell has no genes in the split asked for."""
+
+    def __init__(self, cell: str, split: str | None, purpose: str):
+        self.cell = cell
+        self.split = split
+        super().__init__(f"cell {cell} has no {split} genes to {purpose}")
+
+
 class UsageError(HistcliError):
     """Arguments that cannot work together; exit code 2 like other usage errors."""
 
     exit_code = EXIT_USAGE
+
+
+class SettingError(UsageError):
+    """One setting's value cannot work. ``setting`` is the library's parameter name; the command
+    line names its option instead (see :func:`describe`)."""
+
+    def __init__(self, setting: str, value, problem: str):
+        self.setting = setting
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{setting} {value!r}: {problem}")
+
+
+class ColumnNeededError(SettingError):
+    """A table of several value columns was given without naming the one to read (``expression_column``)."""
+
+    def __init__(self, setting: str, path, problem: str):
+        super().__init__(setting, str(path), problem)
+
+
+class ChoiceError(SettingError):
+    def __init__(self, setting: str, value, choices):
+        self.choices = tuple(choices)
+        super().__init__(setting, value, f"expected one of {', '.join(self.choices)}")
+
+
+class ConflictError(UsageError):
+    """Settings that cannot be combined; ``settings`` are library parameter names."""
+
+    def __init__(self, settings, reason: str):
+        self.settings = tuple(settings)
+        self.reason = reason
+        super().__init__(f"{' and '.join(self.settings)} cannot be combined: {reason}")
 
 
 class MissingExtraError(HistcliError):
@@ -68,23 +173,70 @@ class StdoutClosed(Exception):
     """The reader of stdout went away (``histcli ... | head -1``)."""
 
 
+# The command line's one map from exceptions to what users see (after huggingface_hub's
+# cli/_errors.py): library messages name settings and state facts; the hints below say
+# which option changes the outcome, in the command line's words.
+
+def option_name(setting: str) -> str:
+    """The command line's option for a library setting (``split_file``: ``--split-file``)."""
+    return "--" + setting.replace("_", "-")
+
+
+_HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
+    (CellExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
+    (ModelExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
+    (MissingGenesError, lambda exc: f"{exc}; pass --drop-missing to leave them out"),
+    (ChangedDataError, lambda exc: f"{exc}; retrain it, or pass --allow-changed-data to evaluate anyway"),
+    (UnlabelledCellError, lambda exc: f"{exc}; use 'histcli predict --from-store' for predictions without evaluation"),
+    (NoExpressionError, lambda exc: f"{exc} (attach them with 'histcli prepare ... --expression FILE')"),
+    (EmptySplitError, lambda exc: f"{exc}; choose another --split"),
+    (ColumnNeededError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}; "
+                                    f"pick one with {option_name(exc.setting)}-column"),
+    (SettingError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}"),
+    (ConflictError, lambda exc: f"{' and '.join(map(option_name, exc.settings))} cannot be combined: {exc.reason}"),
+]
+
+
 def describe(exc: BaseException) -> tuple[str, int]:
-    """Map an exception to a one-line user message and an exit code."""
+    """Map an exception to a one-line user message and an exit code; (``""``, -1) for a bug."""
     if isinstance(exc, HistcliError):
+        for kind, word in _HINTS:
+            if isinstance(exc, kind):
+                return word(exc), exc.exit_code
         return str(exc), exc.exit_code
-    if isinstance(exc, PermissionError):
+    if _out_of_memory(exc):
+        if "cuda" in str(exc).lower():
+            return "out of memory on the GPU; try a smaller --batch-size, or --device cpu", EXIT_ERROR
+        return "out of memory; try a smaller --batch-size, or fewer cells or genes at a time", EXIT_ERROR
+    if _errno(exc) == errno.ENOSPC:
+        return f"{_name(exc)}: no space left on device; free some space or write elsewhere", EXIT_ERROR
+    if _errno(exc) == errno.EROFS:
+        return f"{_name(exc)}: read-only file system; write elsewhere", EXIT_ERROR
+    if isinstance(exc, PermissionError) or _errno(exc) == errno.EACCES:
         return f"{_name(exc)}: permission denied", EXIT_ERROR
     if isinstance(exc, FileNotFoundError):
         return f"{_name(exc)}: no such file or directory", EXIT_ERROR
     if isinstance(exc, IsADirectoryError):
         return f"{_name(exc)}: is a directory, expected a file", EXIT_ERROR
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return f"{_name(exc)}: no space left on device", EXIT_ERROR
-    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
-        return f"{_name(exc)}: read-only file system", EXIT_ERROR
-    if isinstance(exc, MemoryError):
-        return "out of memory; try a smaller --batch-size or --chunk-size", EXIT_ERROR
     return "", -1
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's and numpy's MemoryError, and torch's (torch.OutOfMemoryError, a RuntimeError, on CUDA
+    and on CPU; older torch raises a plain RuntimeError from its CPU allocator)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in str(exc)
+
+
+def _errno(exc: BaseException) -> int | None:
+    """An OSError's errno; h5py's errors carry it only in their text (``errno = 28``)."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno is not None:
+        return exc.errno
+    found = re.search(r"errno = (\d+)", str(exc))
+    return int(found.group(1)) if found else None
 
 
 def _name(exc: OSError) -> str:

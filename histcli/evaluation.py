@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import HistcliError, ModelError
+from histcli.errors import ChangedDataError, ModelError, UnlabelledCellError
 from histcli.fsutil import atomic_path
 from histcli.registry import Entry
+from histcli.splits import check_split_choice, splits_to_load
 from histcli.store import CellData, Store
 
 log = logging.getLogger("histcli")
 
-SPLIT_CHOICES = ("test", "valid", "train", "none", "all")  # the store's splits, or all genes
 CACHE_FOLDER = "predictions"
 
 
@@ -89,16 +89,14 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
     trained = entry.config["data"].get("fingerprint") or ""
     changed = None
     if trained != fingerprint:
-        changed = f"fingerprint {trained[:12]} then, {fingerprint[:12]} now"
+        changed = ("fingerprint", trained, fingerprint)
     elif entry.task.uses_expression and "expression_sha256" in entry.config["data"]:
         now = expression_digest(store.expression(cell)) or "none"
         if now != entry.config["data"]["expression_sha256"]:
-            changed = "its expression values differ from those the model learnt"
+            changed = ("expression values", entry.config["data"]["expression_sha256"], now)
     if changed:
-        raise ModelError(
-            f"cell {cell} in {store.path} changed since model {entry.name!r} was trained on it "
-            f"({changed}); retrain it, or pass --allow-changed-data to evaluate anyway"
-        )
+        what, then, now = changed
+        raise ChangedDataError(store.path, cell, entry.name, trained=then, current=now, what=what)
 
 
 def warn_overlap(entry: Entry, store: Store, cell: str, gene_ids: np.ndarray) -> None:
@@ -132,8 +130,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
 
     torch is imported only on a cache miss, so comparing cached models stays fast.
     """
-    if split not in SPLIT_CHOICES:
-        raise HistcliError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+    check_split_choice(split)
     weights = entry.metadata["weights_sha256"]
     path = _cache_path(entry, cell, split)
     cached = None
@@ -144,7 +141,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
     if cached is None:
         # The fingerprint of the data actually loaded keys the cache, even if
         # another process replaced the cell a moment ago.
-        data = store.load(cell, splits=None if split == "all" else [split])
+        data = store.load(cell, splits=splits_to_load(split))
         check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
         from histcli.training import resolve_device
 
@@ -198,8 +195,7 @@ def metrics_row(predictions: Predictions, threshold: float = 0.5, columns: list[
     task = predictions.task
     labels = predictions.labels
     if labels is None and predictions.measured is None:
-        raise HistcliError(f"cell {predictions.cell} has no labels (prepared without expression); "
-                           "use 'histcli predict --from-store' for predictions without evaluation")
+        raise UnlabelledCellError(predictions.cell)
     n = len(predictions.scores)
     row = {
         "model": predictions.model,

@@ -54,7 +54,7 @@ from typing import Iterable, Iterator, TextIO
 
 import numpy as np
 
-from histcli.errors import HistcliError, InputError, MissingExtraError, UsageError
+from histcli.errors import ChoiceError, EmptySplitError, InputError, MissingExtraError, SettingError
 from histcli.registry import Entry
 from histcli.store import CellData
 
@@ -85,14 +85,14 @@ def position_text(position: float) -> str:
 
 
 def check_method(entry: Entry, method: str) -> None:
-    """Raise UsageError for a method the model cannot give (checked before any work)."""
+    """Raise a usage error for a method the model cannot give (checked before any work)."""
     if method not in METHODS:
-        raise UsageError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
+        raise ChoiceError("method", method, METHODS)
     architecture = entry.config["architecture"]
     if method == "attention" and architecture not in ATTENTION_ARCHITECTURES:
-        raise UsageError(f"--method attention needs a model with attention ({', '.join(ATTENTION_ARCHITECTURES)}); "
-                         f"{entry.name!r} is a {architecture} model: use integrated-gradients, deeplift, "
-                         "gradient-shap, saliency or occlusion")
+        raise SettingError("method", method, f"needs a model with attention ({', '.join(ATTENTION_ARCHITECTURES)}); "
+                           f"{entry.name!r} is a {architecture} model: use integrated-gradients, deeplift, "
+                           "gradient-shap, saliency or occlusion")
 
 
 def read_gene_list(source: str, stream: TextIO | None = None) -> list[str]:
@@ -252,7 +252,7 @@ class Explainer:
             with torch.no_grad():
                 return self.attr.Occlusion(self.module).attribute(
                     x, sliding_window_shapes=(1, 1), baselines=baselines, perturbations_per_eval=x.shape[1])
-        raise UsageError(f"--method {self.method!r}: expected one of {', '.join(METHODS)}")
+        raise ChoiceError("method", self.method, METHODS)
 
     def _integrated_gradients(self, x, baselines):
         """Integrated gradients with ``steps`` points; genes whose attributions miss completeness by
@@ -304,7 +304,7 @@ def baseline_input(kind: str, cell_inputs: np.ndarray) -> np.ndarray:
         return np.zeros(cell_inputs.shape[1:], dtype=np.float32)
     if kind == "cell-mean":
         return cell_inputs.mean(0, dtype=np.float64).astype(np.float32)
-    raise UsageError(f"--baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    raise ChoiceError("baseline", kind, BASELINES)
 
 
 @dataclass
@@ -407,7 +407,7 @@ def prepare_cell(entry: Entry, cell: CellData, baseline: str, *, split: str | No
     else:
         chosen = candidates
     if not len(chosen):
-        raise HistcliError(f"cell {cell.name} has no {split} genes to explain; choose another --split")
+        raise EmptySplitError(cell.name, split, "explain")
     counts = cell.counts_array()
     return CellExplanation(
         cell=cell,
@@ -465,7 +465,7 @@ class LongWriter:
                     else:
                         item = {"gene_id": str(gene), "bin": b + 1, "position": self.position_values[b],
                                 "mark": mark, "value": gene_values[b][m], "attribution": gene_attr[b][m]}
-                        item.update({name: extra[b][m] for name, extra in zip(self.extra, gene_extras)})
+                        item.update({name: extra[b][m] for name, extra in zip(self.extra, gene_extras, strict=True)})
                         lines.append(json.dumps(item))
         if self.fmt == "tsv":
             self._write("\n".join(lines) + "\n" if lines else "")
@@ -516,7 +516,7 @@ def plot_summary(pyplot, summary: Summary, path: Path, title: str) -> None:
     figure, axes = pyplot.subplots(len(groups), 1, figsize=(7.5, 1.1 + 1.6 * len(groups)), squeeze=False,
                                    sharex=True)
     image = None
-    for axis, group in zip(axes[:, 0], groups):
+    for axis, group in zip(axes[:, 0], groups, strict=True):
         image = axis.imshow(means[group].T, aspect="auto", cmap="RdBu_r", norm=norm, extent=extent,
                             interpolation="nearest")
         axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")

@@ -18,7 +18,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from histcli.errors import StoreError
+from histcli.errors import InputError, StoreError
 
 
 def _host() -> str:
@@ -78,6 +78,18 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def check_output_path(path: Path, what: str) -> None:
+    """Fail before any work if ``what`` (e.g. "the report") cannot be written at ``path``; creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, f"is a folder, expected the name of {what} to write")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(path, f"cannot write {what}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(path, f"cannot write {what}: permission denied")
 
 
 @contextlib.contextmanager
@@ -178,3 +190,14 @@ def ensure_writable_dir(folder: Path, what: str) -> None:
     except OSError as exc:
         raise StoreError(f"{what} {folder}: folder is not writable ({exc.strerror})") from None
     probe.unlink()
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks (source files and weights alike)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

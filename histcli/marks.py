@@ -32,18 +32,21 @@ def canonical_mark(name: str) -> str | None:
 
 
 def parse_marks(names, *, source: str = "--marks") -> tuple[str, ...]:
-    """Canonicalise a list of mark names; unknown or repeated names are errors (exit code 1)."""
-    from histcli.errors import HistcliError
+    """Canonicalise mark names given by the user (``source`` says where); unknown or repeated
+    names are usage errors. The one owner of that rule, for --marks, --track and library callers."""
+    from histcli.errors import UsageError
 
     result = []
     for name in names:
         mark = canonical_mark(name)
         if mark is None:
-            raise HistcliError(
+            raise UsageError(
                 f"{source}: {name!r} is not a histone mark name (expected names like "
                 f"{', '.join(CORE_MARKS)})"
             )
         if mark in result:
-            raise HistcliError(f"{source}: mark {mark} is given twice")
+            raise UsageError(f"{source}: mark {mark} is given twice")
         result.append(mark)
+    if not result:
+        raise UsageError(f"{source}: no mark names given")
     return tuple(result)

@@ -23,21 +23,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from histcli.errors import ModelError
+from histcli.errors import ModelError, ModelExistsError
 from histcli.fsutil import (
     ensure_writable_dir,
     exclusive_lock,
+    file_sha256,
     fsync_file,
     remove_path,
     remove_stale,
     replace_dir,
     temp_name,
 )
-from histcli.locations import DEFAULT_MODELS, MODELS_ENV
+from histcli.locations import NAME_RULE, default_models_path, is_allowed_name
 
 ENTRY_FORMAT = "histcli-model"
 ENTRY_VERSION = "1.0"
@@ -45,19 +45,9 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 METADATA = "metadata.json"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-
-
-def default_models_path() -> Path:
-    return Path(os.environ.get(MODELS_ENV) or DEFAULT_MODELS)
-
-
 def check_model_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ModelError(
-            f"model name {name!r} is not allowed: use letters, digits, '.', '_', '+' or '-' "
-            "(starting with a letter or digit)"
-        )
+    if not is_allowed_name(name):
+        raise ModelError(f"model name {name!r} is not allowed: {NAME_RULE}")
     return name
 
 
@@ -202,14 +192,6 @@ def member_weights_name(seed: int) -> str:
     return f"weights-seed{seed}.safetensors"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Registry:
     """Model entries under ``root``; safe for parallel writers of different entries."""
 
@@ -225,13 +207,13 @@ class Registry:
         """Model names with at least one entry."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and self.cells(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_allowed_name(p.name) and self.cells(p.name))
 
     def cells(self, name: str) -> list[str]:
         folder = self.root / name
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_allowed_name(p.name))
 
     def _lock(self, name: str):
         # Locks live apart from the entries so that removing a model never removes its lock.
@@ -268,9 +250,7 @@ class Registry:
         ensure_writable_dir(self.root.resolve(), "model registry")
         for cell in cells:
             if not overwrite and self.exists(name, cell):
-                raise ModelError(
-                    f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
-                )
+                raise ModelExistsError(self.root, name, cell)
 
     def save(self, name: str, cell: str, state: dict | list[dict], config: dict, metadata: dict, *,
              overwrite: bool) -> Entry:
@@ -294,7 +274,7 @@ class Registry:
         try:
             temp.mkdir()
             hashes = []
-            for filename, weights in zip(files, states):
+            for filename, weights in zip(files, states, strict=True):
                 tensors = {key: value.detach().to("cpu").contiguous() for key, value in weights.items()}
                 # One metadata key: safetensors writes several in a random order, and then
                 # identical weights would not give identical files (and hashes).
@@ -303,8 +283,8 @@ class Registry:
                 fsync_file(temp / filename)
                 hashes.append(file_sha256(temp / filename))
             if members:
-                members = [{**member, "weights_sha256": digest} for member, digest in zip(members, hashes)]
-                combined = hashlib.sha256("".join(f"{f}:{h}\n" for f, h in zip(files, hashes)).encode()).hexdigest()
+                members = [{**member, "weights_sha256": digest} for member, digest in zip(members, hashes, strict=True)]
+                combined = hashlib.sha256("".join(f"{f}:{h}\n" for f, h in zip(files, hashes, strict=True)).encode()).hexdigest()
                 metadata = {**metadata, "members": members, "weights_sha256": combined}
             else:
                 metadata = {**metadata, "weights_sha256": hashes[0]}
@@ -318,9 +298,7 @@ class Registry:
             with self._lock(name):
                 remove_stale(final, "tmp")
                 if final.exists() and not overwrite:
-                    raise ModelError(
-                        f"model {name!r} for cell {cell!r} already exists in {self.root}; pass --overwrite to replace it"
-                    )
+                    raise ModelExistsError(self.root, name, cell)
                 replace_dir(temp, final)
         finally:
             remove_path(temp)

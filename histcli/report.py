@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from histcli.errors import HistcliError, MissingExtraError
+from histcli.errors import ChoiceError, MissingExtraError
 from histcli.registry import Entry, Registry
 from histcli.store import Store
 
@@ -49,20 +49,16 @@ def require_plotly():
     return get_plotlyjs()
 
 
+def check_explain_method(method: str) -> None:
+    if method not in EXPLAIN_METHODS:
+        raise ChoiceError("explain_method", method, EXPLAIN_METHODS)
+
+
 def check_output(path: Path) -> None:
     """Fail before any work if the report cannot be written at ``path`` (nothing is created)."""
-    import os
+    from histcli.fsutil import check_output_path
 
-    from histcli.errors import InputError
-
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a folder, expected the name of an HTML file to write")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(path, f"cannot write the report: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(path, "cannot write the report: permission denied")
+    check_output_path(path, "the report")
 
 
 @dataclass
@@ -95,14 +91,14 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     ``on_progress(step)`` is called with a short description before each stage.
     """
     from histcli.comparison import common_cells, compare
-    from histcli.evaluation import SPLIT_CHOICES, evaluation_rows, predictions_for, summarise
+    from histcli.evaluation import evaluation_rows, predictions_for, summarise
     from histcli.metrics import precision_recall_curve, roc_curve
+    from histcli.splits import check_split_choice
 
     models = list(dict.fromkeys(models))
-    if split not in SPLIT_CHOICES:
-        raise HistcliError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
-    if explain is not None and explain not in EXPLAIN_METHODS:
-        raise HistcliError(f"--explain-method {explain!r}: expected one of {', '.join(EXPLAIN_METHODS)}")
+    check_split_choice(split)
+    if explain is not None:
+        check_explain_method(explain)
     progress = on_progress or (lambda step: None)
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}

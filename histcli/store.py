@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,13 +40,14 @@ from histcli.fsutil import (
     copy_permissions,
     ensure_writable_dir,
     exclusive_lock,
+    file_sha256,
     fsync_dir,
     fsync_file,
     remove_path,
     remove_stale,
     temp_name,
 )
-from histcli.locations import DEFAULT_STORE, STORE_ENV
+from histcli.locations import NAME_RULE, default_store_path, is_allowed_name
 
 STORE_ENCODING = "histcli-store"
 CELL_ENCODING = "histcli-cell"
@@ -58,22 +58,14 @@ SPLITS = ("none", "train", "valid", "test")
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
 
-_CELL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 _CHUNK_BYTES = 1 << 19
 
 
 def check_cell_name(name: str) -> str:
     """Cell names become HDF5 group and folder names: keep them to a safe alphabet."""
-    if not _CELL_NAME.match(name) or name in (".", ".."):
-        raise StoreError(
-            f"cell name {name!r} is not allowed: use letters, digits, '.', '_', '+' or '-' "
-            "(starting with a letter or digit, at most 128 characters)"
-        )
+    if not is_allowed_name(name):
+        raise StoreError(f"cell name {name!r} is not allowed: {NAME_RULE}")
     return name
-
-
-def default_store_path() -> Path:
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
 @dataclass
@@ -83,11 +75,7 @@ class SourceFile:
 
     @classmethod
     def of(cls, path) -> "SourceFile":
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return cls(str(Path(path).resolve()), digest.hexdigest())
+        return cls(str(Path(path).resolve()), file_sha256(path))
 
 
 @dataclass
@@ -557,7 +545,7 @@ def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
     starts = np.concatenate(([0], breaks))
     ends = np.concatenate((breaks, [len(rows)]))
     out = np.empty((len(rows),) + dataset.shape[1:], dtype=dataset.dtype)
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         out[start:end] = dataset[rows[start] : rows[end - 1] + 1]
     return out
 

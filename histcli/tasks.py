@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from histcli.errors import HistcliError, UsageError
+from histcli.errors import ChoiceError, ConflictError, HistcliError, NoExpressionError, UnlabelledCellError
 
 TASK_NAMES = ("classification", "regression")
 
@@ -54,7 +54,7 @@ class Classification:
     def targets(self, cell, split: str) -> np.ndarray:
         """The split's labels, checked to hold both classes (float32 for the loss)."""
         if cell.labels is None:
-            raise HistcliError(f"cell {cell.name} has no labels (prepared without expression); it cannot be trained on")
+            raise UnlabelledCellError(cell.name)
         labels = cell.labels[cell.split_mask(split)]
         if labels.min() == labels.max():
             raise HistcliError(f"cell {cell.name}: every {split} gene has label {int(labels[0])}; AUC is undefined")
@@ -124,7 +124,7 @@ class Regression:
 
     def __post_init__(self):
         if self.target not in TARGETS:
-            raise UsageError(f"--target {self.target!r}: expected one of {', '.join(TARGETS)}")
+            raise ChoiceError("target", self.target, TARGETS)
 
     def config(self) -> dict:
         return {"name": self.name, "target": self.target, "target_formula": TARGETS[self.target][0],
@@ -139,8 +139,7 @@ class Regression:
     def measured(self, expression: np.ndarray | None, cell_name: str) -> np.ndarray:
         """A cell's expression values on the target scale; a cell without them cannot be scored."""
         if expression is None:
-            raise HistcliError(f"cell {cell_name} has no expression values, only labels; a regression model needs "
-                               "them (attach them with prepare ... --expression FILE)")
+            raise NoExpressionError(cell_name)
         return self.transform(expression)
 
     def targets(self, cell, split: str) -> np.ndarray:
@@ -214,11 +213,11 @@ def make_task(name: str, target: str | None = None) -> Task:
     """The task a user asks for (``--task``, ``--target``)."""
     if name == "classification":
         if target is not None:
-            raise UsageError("--target applies to --task regression only")
+            raise ConflictError(("task", "target"), "a target applies to regression only")
         return Classification()
     if name == "regression":
         return Regression(target or DEFAULT_TARGET)
-    raise UsageError(f"--task {name!r}: expected one of {', '.join(TASK_NAMES)}")
+    raise ChoiceError("task", name, TASK_NAMES)
 
 
 def task_from_config(config: dict) -> Task:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from histcli.errors import HistcliError, ModelError, UsageError
+from histcli.errors import ConflictError, HistcliError, ModelError, SettingError
 from histcli.store import CellData
 
 # Training settings a search may vary besides the architecture's hyperparameters.
@@ -72,16 +72,15 @@ def parse_search(values: list[str]) -> dict[str, SearchSpec]:
         key, sep, spec = value.partition("=")
         key = key.strip()
         kind, colon, rest = spec.strip().partition(":")
-        where = f"--search {value!r}"
         if not sep or not key or not colon or kind not in SPEC_KINDS:
-            raise UsageError(f"{where}: expected KEY=SPEC with SPEC one of loguniform:LOW:HIGH, uniform:LOW:HIGH, "
-                             "choice:A,B,C, int:LOW:HIGH")
+            raise SettingError("search", value, "expected KEY=SPEC with SPEC one of loguniform:LOW:HIGH, "
+                               "uniform:LOW:HIGH, choice:A,B,C, int:LOW:HIGH")
         if key in specs:
-            raise UsageError(f"--search: {key} is given twice")
+            raise SettingError("search", value, f"{key} is given twice")
         if kind == "choice":
             options = [item.strip() for item in rest.split("|" if "|" in rest else ",")]
             if not all(options):
-                raise UsageError(f"{where}: an empty choice")
+                raise SettingError("search", value, "an empty choice")
             specs[key] = SearchSpec(key, kind, tuple(_number(item) for item in options), spec.strip())
             continue
         bounds = rest.split(":")
@@ -89,14 +88,14 @@ def parse_search(values: list[str]) -> dict[str, SearchSpec]:
             low, high = (int(b) if kind == "int" else float(b) for b in bounds)
         except ValueError:
             expected = "two integers" if kind == "int" else "two numbers"
-            raise UsageError(f"{where}: expected {expected}, {kind}:LOW:HIGH") from None
+            raise SettingError("search", value, f"expected {expected}, {kind}:LOW:HIGH") from None
         if not (math.isfinite(low) and math.isfinite(high)) or high < low or (kind != "int" and high == low):
-            raise UsageError(f"{where}: the range must run from a lower to a higher value")
+            raise SettingError("search", value, "the range must run from a lower to a higher value")
         if kind == "loguniform" and low <= 0:
-            raise UsageError(f"{where}: loguniform needs positive bounds")
+            raise SettingError("search", value, "loguniform needs positive bounds")
         specs[key] = SearchSpec(key, kind, (low, high), spec.strip())
     if not specs:
-        raise UsageError("--search: name at least one KEY=SPEC to search")
+        raise SettingError("search", "", "name at least one KEY=SPEC to search")
     return specs
 
 
@@ -116,14 +115,14 @@ def check_space(arch: str, base: dict, fixed: dict, specs: dict[str, SearchSpec]
     valid = sorted(models.get(arch).hyperparameters) + list(TRAINING_KEYS)
     for spec in specs.values():
         if spec.key not in valid:
-            raise UsageError(f"--search {spec.key}: not a setting of {arch}; searchable: {', '.join(valid)}")
+            raise SettingError("search", spec.key, f"not a setting of {arch}; searchable: {', '.join(valid)}")
         if spec.key in fixed:
-            raise UsageError(f"--search {spec.key}: also fixed with --param")
+            raise ConflictError(["search", "param"], f"{spec.key} is both searched and fixed")
         for value in spec.extremes():
             try:
                 trial_settings(arch, base, fixed, {spec.key: value})
             except (ModelError, ValueError, TypeError) as exc:
-                raise UsageError(f"--search {spec.key}={spec.text}: {exc}") from None
+                raise SettingError("search", f"{spec.key}={spec.text}", str(exc)) from None
 
 
 def tune_trial(config: dict, *, cell: CellData, arch: str, base: dict, fixed: dict) -> None:

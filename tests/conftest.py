@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ def run_cli(*args, cwd=None, env=None, stdin: str | None = None, timeout: float 
         text=True,
         timeout=timeout,
     )
+    # What pytest's filterwarnings cannot see: a Python warning printed by the command itself.
+    shown = re.findall(r"^\S+:\d+: \w*Warning: .*$", process.stderr, flags=re.M)
+    assert not shown, f"histcli {' '.join(map(str, args))} printed a warning: {shown[0]}"
     return Result(process.returncode, process.stdout, process.stderr)
 
 
@@ -65,7 +69,7 @@ def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> Non
 def parse_tsv(text: str) -> list[dict]:
     lines = text.strip("\n").split("\n")
     header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:]]
 
 
 @dataclass

@@ -114,7 +114,8 @@ def test_plateau_schedule_halves_the_learning_rate(store, tmp_path):
     # Every change is a halving, and only after 12 // 4 = 3 epochs without a better validation AUC.
     best = -1.0
     since_best = 0
-    for before, after, epoch in zip(rates, rates[1:], history):
+    # Each epoch's rate with the next one's: the last epoch has no next, so the triples stop one short.
+    for before, after, epoch in zip(rates, rates[1:], history, strict=False):
         since_best = 0 if epoch["valid_auc"] > best else since_best + 1
         best = max(best, epoch["valid_auc"])
         if after != before:

@@ -85,7 +85,7 @@ def test_attributions_sum_to_the_change_in_the_predicted_logit(space, name):
     cell = Store(space.folder / "store.h5").load("signal", splits=["test"])
     genes = list(cell.gene_ids[::3])
     lines = ["gene_id\tbin\t" + "\t".join(MARKS)]
-    for gene, matrix in [*zip(genes, cell.counts[::3]), ("EMPTY", np.zeros_like(cell.counts[0]))]:
+    for gene, matrix in [*zip(genes, cell.counts[::3], strict=True), ("EMPTY", np.zeros_like(cell.counts[0]))]:
         lines += [f"{gene}\t{b}\t" + "\t".join(map(str, row)) for b, row in enumerate(matrix.tolist(), start=1)]
     logits = logits_from_predict(space, name, "-", stdin="\n".join(lines) + "\n")
     deltas = np.array([logits[gene] - logits["EMPTY"] for gene in genes])
@@ -141,7 +141,7 @@ def test_attention_weights_pick_the_mark_that_decides_the_label(space):
 
 def test_summary_tsv_splits_by_label_and_matches_the_long_output(space):
     long_rows = parse_tsv(space.ok("explain", "logistic", "--cell", "signal", "--threads", 1).stdout)
-    labels = dict(zip(*_cell_labels(space)))
+    labels = dict(zip(*_cell_labels(space), strict=True))
     rows = parse_tsv(space.ok("explain", "logistic", "--cell", "signal", "--summary", "-f", "tsv",
                               "--threads", 1).stdout)
     assert list(rows[0]) == ["group", "mark", "bin", "position", "n_genes", "mean_attribution",
@@ -214,7 +214,7 @@ def test_genes_come_in_input_order_and_unknown_genes_are_named(space, tmp_path):
 
 def test_attention_needs_an_attention_model_and_captum_is_optional(space, tmp_path):
     wrong = space.run("explain", "logistic", "--cell", "signal", "--method", "attention")
-    assert_one_line_error(wrong, "--method attention needs a model with attention", "logistic", code=2)
+    assert_one_line_error(wrong, "--method 'attention': needs a model with attention", "logistic", code=2)
     fake = tmp_path / "fake"
     (fake / "captum").mkdir(parents=True)
     (fake / "captum" / "__init__.py").write_text("raise ImportError('captum is not installed')\n")

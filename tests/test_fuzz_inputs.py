@@ -202,7 +202,7 @@ def _bedgraph_valid(draw) -> list[str]:
 def _bedgraph_parse(path: Path):
     from histcli.sources.tracks import read_track
 
-    return {chrom: list(zip(i.starts.tolist(), i.ends.tolist(), i.values.tolist()))
+    return {chrom: list(zip(i.starts.tolist(), i.ends.tolist(), i.values.tolist(), strict=True))
             for chrom, i in read_track(path).chroms.items()}
 
 
@@ -235,7 +235,7 @@ def _bed_parse(path: Path):
     from histcli.sources.annotation import read_genes
 
     table = read_genes(path)
-    return list(zip(table.name.tolist(), table.chrom.tolist(), table.tss.tolist(), table.strand.tolist()))
+    return list(zip(table.name.tolist(), table.chrom.tolist(), table.tss.tolist(), table.strand.tolist(), strict=True))
 
 
 def _bed_expected(lines):
@@ -275,7 +275,7 @@ def _expression_parse(path: Path):
     except UsageError as error:
         # A header mutated into a matrix header (3+ names): no column to read was named.
         raise InputError(path, str(error)) from None
-    return dict(zip(table.keys.tolist(), table.values.tolist()))
+    return dict(zip(table.keys.tolist(), table.values.tolist(), strict=True))
 
 
 def _expression_expected(lines):
@@ -326,7 +326,7 @@ def _predict(path: Path, model: RecordingModel | None = None):
 
     class Recorder(PredictionWriter):
         def add(self, gene_ids, probabilities):
-            for gene, counts in zip(gene_ids, model.batch):
+            for gene, counts in zip(gene_ids, model.batch, strict=True):
                 recorded[gene] = counts.tolist()
             super().add(gene_ids, probabilities)
 

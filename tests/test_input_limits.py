@@ -336,7 +336,7 @@ def test_predict_tracks_are_checked_and_matched_like_prepared_ones(tiny_model, t
     result = run_cli("predict", "logistic", "--cell", "sim01", *options, env=tiny_model)
     assert result.code == 0, result.stderr
     assert [row["gene_id"] for row in parse_tsv(result.stdout)] == [f"ENSG0000000000{i}_{c}" for i, c in
-                                                                    zip(range(1, 5), "ABCD")]
+                                                                    zip(range(1, 5), "ABCD", strict=True)]
     assert "chromosomes named Ensembl-style (1, 2, MT)" in result.stderr
     tracks["H3K9me3"].write_text("1\t0\t1000\t5\n1\t1000\t2000\t1e39\n")
     out = tmp_path / "out.tsv"

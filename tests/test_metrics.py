@@ -89,7 +89,7 @@ def test_roc_curve_matches_explicit_thresholds(rounding):
     fpr, tpr, thresholds = roc_curve(labels, scores)
     expected_thresholds = np.concatenate([[np.inf], np.unique(scores)[::-1]])
     np.testing.assert_array_equal(thresholds, expected_thresholds)
-    for rate_fp, rate_tp, threshold in zip(fpr, tpr, thresholds):
+    for rate_fp, rate_tp, threshold in zip(fpr, tpr, thresholds, strict=True):
         predicted = scores >= threshold
         assert rate_fp == pytest.approx(predicted[labels == 0].mean())
         assert rate_tp == pytest.approx(predicted[labels == 1].mean())

@@ -31,7 +31,7 @@ def genes(workspace):
 def write_long(path: Path, gene_ids, counts, marks=MARKS, extra: str | None = None) -> Path:
     columns = list(marks) + ([extra] if extra else [])
     lines = ["gene_id\tbin\t" + "\t".join(columns)]
-    for gene, matrix in zip(gene_ids, counts):
+    for gene, matrix in zip(gene_ids, counts, strict=True):
         for b, row in enumerate(matrix, start=1):
             values = [str(row[MARKS.index(m)]) for m in marks] + (["7"] if extra else [])
             lines.append(f"{gene}\t{b}\t" + "\t".join(values))
@@ -47,7 +47,7 @@ def write_wide(path: Path, gene_ids, counts, marks=MARKS) -> Path:
     n_bins = counts.shape[1]
     header = ["gene_id"] + [f"{m}_{b}" for m in marks for b in range(1, n_bins + 1)]
     lines = ["\t".join(header)]
-    for gene, matrix in zip(gene_ids, counts):
+    for gene, matrix in zip(gene_ids, counts, strict=True):
         lines.append("\t".join([gene] + [str(matrix[b - 1, MARKS.index(m)]) for m in marks
                                          for b in range(1, n_bins + 1)]))
     path.write_text("\n".join(lines) + "\n")
@@ -169,6 +169,35 @@ def test_model_folder_copied_elsewhere(workspace, genes, tmp_path):
     via_folder = predicted(run_cli("predict", "--model", copy, path, "-q"))
     via_registry = predicted(workspace.run("predict", "deepchrome", path, "--cell", "sim03", "-q"))
     assert via_folder == via_registry
+
+
+def test_input_option_and_the_earlier_spellings_agree(workspace, genes, tmp_path):
+    gene_ids, counts = genes
+    path = write_long(tmp_path / "l.tsv", gene_ids[:20], counts[:20])
+    copy = tmp_path / "my-model"
+    shutil.copytree(Registry(workspace.models).get("logistic", "sim01").path, copy)
+    runs = [workspace.run("predict", "logistic", "--cell", "sim01", "--input", path, "-q"),
+            workspace.run("predict", "logistic", path, "--cell", "sim01", "-q"),
+            run_cli("predict", "--model", copy, "-i", path, "-q"),
+            run_cli("predict", "--model", copy, path, "-q")]
+    first = predicted(runs[0])
+    assert list(first) == list(gene_ids[:20])
+    assert all(predicted(result) == first for result in runs[1:])
+
+
+def test_options_that_do_not_go_with_the_input_are_refused(workspace, genes, tmp_path):
+    path = write_long(tmp_path / "l.tsv", genes[0][:2], genes[1][:2])
+    for extra, fragment in ((("--split", "test"), "--split goes with --from-store"),
+                            (("--genes", path), "--genes goes with --track"),
+                            (("--window", 100), "--window goes with --track"),
+                            (("--model", tmp_path), "give --model DIR or NAME --cell CELL, not both")):
+        result = workspace.run("predict", "logistic", "--cell", "sim01", "--input", path, *extra)
+        assert_one_line_error(result, fragment, code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", "--cell", "sim01", "--input", path, path),
+                          "give the input once", code=2)
+    assert_one_line_error(workspace.run("predict", "logistic", "--cell", "sim01"), "exactly one input", code=2)
+    usage = run_cli("predict", "--help").stdout
+    assert "--input" in usage and "[NAME]" in usage and "INPUT]" not in usage
 
 
 def test_usage_errors(workspace, genes, tmp_path):

@@ -93,7 +93,7 @@ def test_deepdiff_cell1_labels_follow_the_median_of_the_expression_file(tmp_path
         expression[gene] = float(value)
     median = statistics.median(expression.values())
     assert cell.attrs["label_threshold"] == pytest.approx(median)
-    for gene, label, value in zip(cell.gene_ids, cell.labels, cell.expression):
+    for gene, label, value in zip(cell.gene_ids, cell.labels, cell.expression, strict=True):
         ensg = gene.split("_")[0]
         assert value == expression[ensg]
         assert label == int(expression[ensg] > median)
@@ -225,7 +225,7 @@ def test_unknown_mark_name_is_refused(tmp_path, existing_store):
     digest = file_digest(existing_store)
     result = run_cli("prepare", "deepchrome", folder, "--cell", "bad", "--store", existing_store,
                      "--marks", "H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K99xx")
-    assert_one_line_error(result, "--marks", "'H3K99xx' is not a histone mark name")
+    assert_one_line_error(result, "--marks", "'H3K99xx' is not a histone mark name", code=2)
     assert file_digest(existing_store) == digest
 
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 from conftest import assert_one_line_error, file_digest, run_cli
 
-from histcli.store import Store
+from histcli.store import SPLIT_CODES, Store
 
 
 @pytest.fixture
@@ -89,6 +89,18 @@ def _prepare_tracks(files, store, *extra, tracks=None):
                    "--expression", files / "expr.tsv", "--bin-size", 100, "--window", 200, "--store", store, *extra)
 
 
+def test_split_file_and_its_earlier_name(track_files, store):
+    (track_files / "split.tsv").write_text("ENSG00000000001\ttrain\nENSG00000000002\ttest\n")
+    for option in ("--split-file", "--split"):
+        result = _prepare_tracks(track_files, store, option, track_files / "split.tsv", "--overwrite", "-q")
+        assert result.code == 0, result.stderr
+        assert Store(store).load("T").split.tolist() == [SPLIT_CODES["train"], SPLIT_CODES["test"]]
+    both = _prepare_tracks(track_files, store, "--split-file", track_files / "split.tsv", "--split-fractions",
+                           "0.6,0.2,0.2", "--overwrite")
+    assert_one_line_error(both, "--split-file and --split-fractions cannot be combined", code=2)
+    assert "--split-file" in run_cli("prepare", "tracks", "--help").stdout
+
+
 def test_tracks_prepare_through_the_command_line(track_files, store):
     result = _prepare_tracks(track_files, store, "-q")
     assert result.code == 0, result.stderr
@@ -119,7 +131,7 @@ def test_damaged_gzip_tracks_and_unknown_marks(track_files, store):
         result = _prepare_tracks(track_files, store, tracks=[f"--track=H3K4me3={track_files / f'{name}.bedGraph.gz'}"])
         assert_one_line_error(result, f"{name}.bedGraph.gz", expected)
     result = _prepare_tracks(track_files, store, tracks=[f"--track=H3K4mex={track_files / 'H3K4me3.bedGraph'}"])
-    assert_one_line_error(result, "--track", "'H3K4mex' is not a histone mark name")
+    assert_one_line_error(result, "--track", "'H3K4mex' is not a histone mark name", code=2)
     assert file_digest(store) == digest
 
 
@@ -175,6 +187,7 @@ def test_sigkill_inside_the_commit_leaves_the_store_intact(tmp_path, store):
     assert leftovers, "the new store is being written beside the old one"
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.stdout.close()
     assert Store(store).cell_names() == ["sim01"]
     assert Store(store).fingerprint("sim01") == before
     # The next writer removes what the killed one left.

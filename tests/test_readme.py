@@ -45,7 +45,7 @@ def test_recipes_run_on_simulated_data(tmp_path):
                    env={"HISTCLI_STORE": str(store)}).code == 0
     cell = Store(store).load("sim02", splits=["test"])
     lines = ["gene_id\tbin\t" + "\t".join(cell.marks)]
-    for gene, matrix in zip(cell.gene_ids[:25], cell.counts[:25]):
+    for gene, matrix in zip(cell.gene_ids[:25], cell.counts[:25], strict=True):
         lines += [f"{gene}\t{b}\t" + "\t".join(map(str, row)) for b, row in enumerate(matrix.tolist(), start=1)]
     (tmp_path / "my_genes.tsv").write_text("\n".join(lines) + "\n")
 

@@ -182,7 +182,7 @@ def test_a_cell_without_expression_is_refused_by_name(tmp_path):
     assert_one_line_error(result, "cell toy has no expression values")
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("config.json"))
     usage = run_cli("train", "--cell", "toy", "--arch", "logistic", "--target", "log2p1", *TRAIN, env=env)
-    assert_one_line_error(usage, "--target applies to --task regression", code=2)
+    assert_one_line_error(usage, "--task and --target cannot be combined", code=2)
 
 
 def test_regression_scaling_round_trips():
@@ -210,7 +210,7 @@ def test_changed_expression_is_noticed_although_the_fingerprint_is_the_same(reg,
     assert Store(store).fingerprint("sim01") == Store(reg.store).fingerprint("sim01")
     env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
     refused = run_cli("evaluate", "logistic-reg", "--cell", "sim01", "-q", env=env)
-    assert_one_line_error(refused, "cell sim01", "expression values differ")
+    assert_one_line_error(refused, "cell sim01", "expression values", "--allow-changed-data")
     allowed = run_cli("evaluate", "logistic-reg", "--cell", "sim01", "--allow-changed-data", "-f", "json", "-q",
                       env=env)
     row = json.loads(allowed.stdout)["rows"][0]

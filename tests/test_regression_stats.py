@@ -165,7 +165,7 @@ def test_zou_interval_coverage_by_simulation():
     rng = np.random.default_rng(5)
     samples = rng.multivariate_normal(np.zeros(3), corr, size=(2000, n))
     covered = 0
-    for r1, r2, r12 in zip(*_correlations(samples)):
+    for r1, r2, r12 in zip(*_correlations(samples), strict=True):
         low, high = zou_interval(float(r1), float(r2), float(r12), n)
         covered += low <= rho1 - rho2 <= high
     # binomial standard error at 0.95 over 2000 draws: 0.005

@@ -102,7 +102,7 @@ def test_rendered_page_holds_evaluate_and_compare_numbers(space, page, browser):
         assert verdicts[index] == pair["summary"]["verdict"]
         assert "Holm-adjusted p" in verdicts[index]
         shown = table(browser, f"#pair-{index}")
-        for expected, row in zip(pair["cells"], shown):
+        for expected, row in zip(pair["cells"], shown, strict=True):
             assert row[0]["text"] == expected["cell"]
             got = [None if c["value"] == "" else float(c["value"]) for c in row[2:]]
             assert got == [expected[f"auc_{pair['model_a']}"], expected[f"auc_{pair['model_b']}"],

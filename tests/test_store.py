@@ -133,8 +133,9 @@ def test_existing_cell_needs_overwrite_and_others_survive(tmp_path):
     store = Store(tmp_path / "s.h5")
     store.write([make_cell("E001"), make_cell("E002", seed=2)])
     digest = file_digest(store.path)
-    with pytest.raises(CellExistsError, match="--overwrite"):
+    with pytest.raises(CellExistsError, match="cell 'E001' already exists") as caught:
         store.write([make_cell("E001", seed=5)])
+    assert (caught.value.store, caught.value.cell) == (str(store.path), "E001")
     assert file_digest(store.path) == digest
     replacement = make_cell("E001", seed=5)
     store.write([replacement], overwrite=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from histcli.errors import InputError, MissingExtraError, UsageError
+from histcli.errors import InputError, MissingExtraError, MissingGenesError, UsageError, describe
 from histcli.sources import tracks as tracks_module
 from histcli.sources.annotation import read_genes
 from histcli.sources.tracks import bin_tracks, read_track, read_tracks_cell
@@ -112,7 +112,7 @@ def test_random_tracks_match_a_base_by_base_count(tmp_path, monkeypatch, aggrega
     for chrom, length in (("chr1", 600), ("chr2", 400)):
         cuts = np.sort(rng.choice(np.arange(1, length), size=40, replace=False))
         bases = [0.0] * length
-        for start, end in zip(cuts[:-1], cuts[1:]):
+        for start, end in zip(cuts[:-1], cuts[1:], strict=True):
             if rng.random() < 0.25:
                 continue  # a gap: no reads
             value = int(rng.integers(0, 50))
@@ -168,7 +168,7 @@ def test_bed_tss_rules(tmp_path):
         ],
     )
     table = read_genes(path)
-    assert table.name.tolist() == [f"ENSG0000000000{i}_{c}" for i, c in zip("1234", "ABCD")]
+    assert table.name.tolist() == [f"ENSG0000000000{i}_{c}" for i, c in zip("1234", "ABCD", strict=True)]
     assert table.key.tolist() == [f"ENSG0000000000{i}" for i in "1234"]
     assert table.tss.tolist() == [100, 210, 310, 405]
     assert table.strand.tolist() == ["+", "-", "+", "+"]
@@ -228,7 +228,7 @@ def test_gff3_genes_read_like_the_same_genes_in_gtf(tmp_path):
     ensembl_types = ["gene", "ncRNA_gene", "pseudogene"]
     ensembl = write_lines(tmp_path / "ensembl.txt", [("##gff-version 3",)] + [
         (c, "ensembl", kind, s, e, ".", st, ".", f"ID=gene:{g.split('.')[0]};Name=X;biotype=lncRNA")
-        for (c, s, e, st, g), kind in zip(genes, ensembl_types)
+        for (c, s, e, st, g), kind in zip(genes, ensembl_types, strict=True)
     ] + [("##FASTA",), (">chr9",), ("chr9", "ensembl", "gene", 1, 2, ".", "+", ".", "ID=gene:ENSG00000000009")])
     expected = read_genes(gtf)
     assert expected.tss.tolist() == [100, 399, 10]
@@ -380,12 +380,15 @@ def test_genes_without_strand_leave_the_orientation_unknown(tmp_path, small_cell
 
 
 def test_genes_on_absent_chromosomes_are_refused_without_drop_missing(small_cell_files):
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(MissingGenesError) as caught:
         read_tracks_cell("small", **small_cell_files, bin_size=10, window=20)
     message = str(caught.value)
     assert "genes.bed" in message
     assert "1 of 4 genes lie on chromosomes absent from the tracks (chrX 1)" in message
-    assert "--drop-missing" in message
+    assert (caught.value.missing, caught.value.total) == (1, 4)
+    # The library says what is wrong; the command line adds which option changes that.
+    assert "--drop-missing" not in message
+    assert describe(caught.value)[0] == message + "; pass --drop-missing to leave them out"
 
 
 def test_missing_expression_is_refused_without_drop_missing(tmp_path, small_cell_files):

@@ -76,11 +76,11 @@ def _num(value) -> str:
 def plotting_backend(path: Path):
     """matplotlib's pyplot for a checked output path; checked before any comparison work."""
     from histcli.errors import MissingExtraError, UsageError
+    from histcli.fsutil import check_output_path
 
     if path.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"--plot {path}: expected a .png, .svg or .pdf file name")
-    if path.is_dir() or not path.parent.resolve().is_dir():
-        raise UsageError(f"--plot {path}: " + ("is a folder" if path.is_dir() else "its folder does not exist"))
+    check_output_path(path, "the plot")
     try:
         import matplotlib
 

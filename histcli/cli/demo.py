@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from histcli.cli.options import (
-    Device,
-    DeviceOption,
-    Mirror,
-    OutputFormat,
-    Precision,
-    TableFormat,
-)
+from histcli.cli.options import Device, DeviceOption
 
 DEMO_MODELS = ("logistic", "deepchrome", "crnn")
 
@@ -34,7 +28,7 @@ def demo(
 
     The store and models go to --dir (replaced on each run); the commands it shows can be re-run there.
     """
-    from histcli.cli import compare, console, evaluate, prepare, store_cmd, train
+    from histcli.cli import console
 
     console.setup(False)
     store = folder / "store.h5"
@@ -46,28 +40,31 @@ def demo(
         elif old.exists():
             old.unlink()
 
-    def step(command: str) -> None:
-        console.note(f"$ histcli {command} --store {store} --models {models}")
+    def step(command: str, *, with_models: bool = True) -> None:
+        """Show a command and run it, in this process, exactly as shown."""
+        args = [*shlex.split(command), "--store", str(store)] + (["--models", str(models)] if with_models else [])
+        console.note(f"$ histcli {shlex.join(args)}")
+        run_command(args)
 
-    step(f"prepare simulate --cells {cells} --genes {genes} --bins {bins} --seed {seed} --overwrite")
-    prepare.simulate(cells=cells, genes=genes, bins=bins, seed=seed, prefix="sim", bin_size=100, overwrite=True,
-                     store_path=store, output_format=OutputFormat.auto, quiet=False)
-    step("store list")
-    store_cmd.list_cells(store_path=store, output_format=OutputFormat.auto)
+    device_option = f" --device {device.value}" if device != Device.auto else ""
+    step(f"prepare simulate --cells {cells} --genes {genes} --bins {bins} --seed {seed} --overwrite", with_models=False)
+    step("store list", with_models=False)
+    budget = f" --epochs {epochs}" if epochs else ""
     for arch in DEMO_MODELS:
-        budget = f" --epochs {epochs}" if epochs else ""
-        step(f"train --all-cells --arch {arch}{budget} --seed {seed} --overwrite")
-        train.train(arch=arch, cells=None, all_cells=True, name=None, epochs=epochs, patience=None,
-                    batch_size=None, lr=None, weight_decay=None, clip_norm=None, lr_schedule=None, params=None,
-                    seed=seed, seeds=None, device=device,
-                    threads=None, mirror=Mirror.auto, precision=Precision.fp32, overwrite=True,
-                    store_path=store, models_path=models, output_format=OutputFormat.auto,
-                    quiet=False)
-    step(f"evaluate {' '.join(DEMO_MODELS)}")
-    evaluate.evaluate(names=list(DEMO_MODELS), cells=None, on_cell=None, split="test", threshold=0.5,
-                      summary=False, device=device, allow_changed_data=False, store_path=store, models_path=models,
-                      output_format=TableFormat.auto, quiet=False)
-    step(f"compare {' '.join(DEMO_MODELS)}")
-    compare.compare(names=list(DEMO_MODELS), cells=None, split="test", summary=False, plot=None, roc_cell=None,
-                    seed=seed, device=device, allow_changed_data=False, store_path=store, models_path=models,
-                    output_format=TableFormat.auto, quiet=False)
+        step(f"train --all-cells --arch {arch}{budget} --seed {seed}{device_option} --overwrite")
+    step(f"evaluate {' '.join(DEMO_MODELS)}{device_option}")
+    step(f"compare {' '.join(DEMO_MODELS)} --seed {seed}{device_option}")
+
+
+def run_command(args: list[str]) -> None:
+    """Run ``histcli ARGS`` inside this process, with the command line's own parsing and defaults."""
+    import click
+
+    from histcli.cli.app import app
+
+    try:
+        code = app(args, prog_name="histcli", standalone_mode=False)
+    except click.exceptions.Abort as abort:  # how click reports Ctrl-C when it does not exit itself
+        raise KeyboardInterrupt from abort
+    if code:  # a command that ended with typer.Exit(code)
+        raise SystemExit(code)

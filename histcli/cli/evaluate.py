@@ -123,15 +123,14 @@ def evaluate(
     """Metrics per (model, cell), sorted by cell: AUC, AUPRC and accuracy; for regression models Pearson r, Spearman
     rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
-    from histcli.errors import UsageError
-    from histcli.evaluation import SPLIT_CHOICES, evaluation_rows, metric_columns
+    from histcli.evaluation import evaluation_rows, metric_columns
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
+    from histcli.splits import check_split_choice
     from histcli.store import Store
 
     console.setup(quiet)
-    if split not in SPLIT_CHOICES:
-        raise UsageError(f"--split {split!r}: expected one of {', '.join(SPLIT_CHOICES)}")
+    check_split_choice(split)
     store = Store(store_path)
     entries = chosen_entries(Registry(models_path), list(dict.fromkeys(names)), cells)
     with console.progress() as bar:

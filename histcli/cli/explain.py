@@ -61,7 +61,7 @@ def explain(
                                       autocompletion=complete_cells)],
     on_cell: Annotated[Optional[str], typer.Option("--on-cell", help="Explain on this cell's genes instead "
                                                    "(transfer).", autocompletion=complete_cells)] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Genes: test, valid, train or all (default: test; "
+    split: Annotated[Optional[str], typer.Option("--split", help="Genes: test, valid, train, none or all (default: test; "
                                                  "all with --genes).")] = None,
     genes: Annotated[Optional[str], typer.Option("--genes", help="File of gene ids, one a line ('-' for stdin); "
                                                  "explained in this order.")] = None,
@@ -97,17 +97,17 @@ def explain(
     from histcli.cli.compare import plotting_backend
     from histcli.errors import UsageError
     from histcli.explanation import check_method, read_gene_list, require_captum
-    from histcli.fsutil import atomic_open
+    from histcli.fsutil import atomic_open, check_output_path
     from histcli.output import resolve_format
     from histcli.registry import Registry
+    from histcli.splits import check_split_choice
     from histcli.store import Store
 
     console.setup(quiet)
-    if split is not None and split not in ("test", "valid", "train", "all"):
-        raise UsageError(f"--split {split!r}: expected one of test, valid, train, all")
-    if output is not None and (output.is_dir() or not output.parent.resolve().is_dir()):
-        raise UsageError(f"--output {output}: " + ("is a folder" if output.is_dir()
-                                                   else f"folder {output.parent} does not exist"))
+    if split is not None:
+        check_split_choice(split)
+    if output is not None:
+        check_output_path(output, "the attributions")
     # auto: the summary is a table on a terminal; rows per gene, bin and mark are always TSV.
     if output_format == OutputFormat.auto:
         fmt = resolve_format("auto") if summary and output is None else "tsv"

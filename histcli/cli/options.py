@@ -6,14 +6,15 @@ shell completion load this module and must stay fast.
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from histcli.locations import DEFAULT_MODELS, DEFAULT_STORE, MODELS_ENV, STORE_ENV
+from histcli.locations import DEFAULT_MODELS as DEFAULT_MODELS  # re-exported: the commands' defaults
+from histcli.locations import DEFAULT_STORE as DEFAULT_STORE
+from histcli.locations import MODELS_ENV, STORE_ENV, default_models_path, default_store_path
 
 
 class OutputFormat(str, Enum):
@@ -77,12 +78,12 @@ class Device(str, Enum):
 
 def _store_from_context(ctx: typer.Context) -> Path:
     value = ctx.params.get("store_path") if ctx is not None else None
-    return Path(value or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+    return Path(value) if value else default_store_path()
 
 
 def _models_from_context(ctx: typer.Context) -> Path:
     value = ctx.params.get("models_path") if ctx is not None else None
-    return Path(value or os.environ.get(MODELS_ENV) or DEFAULT_MODELS)
+    return Path(value) if value else default_models_path()
 
 
 def complete_cells(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -196,16 +197,14 @@ def parse_tracks(values: list[str]) -> dict[str, Path]:
     from histcli.errors import UsageError
     from histcli.marks import parse_marks
 
-    tracks: dict[str, Path] = {}
+    pairs = []
     for value in values:
         mark, sep, file = value.partition("=")
         if not sep or not mark or not file:
             raise UsageError(f"--track {value!r}: expected MARK=FILE, e.g. H3K4me3=E116.H3K4me3.bedGraph.gz")
-        (canonical,) = parse_marks([mark], source="--track")
-        if canonical in tracks:
-            raise UsageError(f"--track: mark {canonical} is given twice")
-        tracks[canonical] = Path(file)
-    return tracks
+        pairs.append((mark, Path(file)))
+    marks = parse_marks([mark for mark, _ in pairs], source="--track")
+    return {mark: file for mark, (_, file) in zip(marks, pairs, strict=True)}
 
 
 TrackOption = Annotated[

@@ -160,31 +160,6 @@ def deepdiff(
         console.note(message)
 
 
-def parse_chromosome_split(values: list[str]) -> dict[str, list[str]]:
-    from histcli.errors import UsageError
-
-    result: dict[str, list[str]] = {}
-    for value in values:
-        split, sep, chroms = value.partition("=")
-        if not sep or split not in ("valid", "test") or not chroms:
-            raise UsageError(f"--split-by-chromosome {value!r}: expected valid=CHROM[,CHROM...] or "
-                             "test=CHROM[,CHROM...]; every other chromosome is train")
-        result.setdefault(split, []).extend(c for c in chroms.split(",") if c)
-    return result
-
-
-def parse_fractions(value: str) -> tuple[float, float, float]:
-    from histcli.errors import UsageError
-
-    try:
-        fractions = tuple(float(part) for part in value.split(","))
-    except ValueError:
-        fractions = ()
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise UsageError(f"--split-fractions {value!r}: expected three fractions summing to 1, e.g. 0.6,0.2,0.2")
-    return fractions
-
-
 @app.command("tracks")
 def tracks(
     cell: Annotated[str, typer.Option("--cell", "-c", help="Name of the new cell in the store.")],
@@ -194,8 +169,10 @@ def tracks(
     window: Annotated[int, typer.Option("--window", min=1, help="Bp on each side of the TSS.", rich_help_panel="Tracks")],
     expression: ExpressionOption = None,
     expression_column: ExpressionColumnOption = None,
-    split: Annotated[Optional[Path], typer.Option("--split", help="gene_id<TAB>train|valid|test table.",
-                                                  rich_help_panel="Split")] = None,
+    split_file: Annotated[Optional[Path], typer.Option("--split-file", help="gene_id<TAB>train|valid|test table.",
+                                                       rich_help_panel="Split")] = None,
+    # The earlier name of --split-file; elsewhere --split names a split, not a file.
+    split_file_alias: Annotated[Optional[Path], typer.Option("--split", hidden=True)] = None,
     split_by_chromosome: Annotated[Optional[list[str]], typer.Option(
         "--split-by-chromosome", help="valid=CHROM,... or test=CHROM,... (repeat); other chromosomes are train.",
         rich_help_panel="Split")] = None,
@@ -214,14 +191,17 @@ def tracks(
     from histcli.cli import console
     from histcli.errors import UsageError
     from histcli.sources.tracks import read_tracks_cell
+    from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
 
     console.setup(quiet)
     check_cell_name(cell)
-    chosen = [option for option, value in (("--split", split), ("--split-by-chromosome", split_by_chromosome),
-                                           ("--split-fractions", split_fractions)) if value]
-    if len(chosen) > 1:
-        raise UsageError(f"{' and '.join(chosen)} cannot be combined: choose one way to split")
+    if split_file is not None and split_file_alias is not None:
+        raise UsageError("--split is the earlier name of --split-file: give one of them")
+    split_file = split_file or split_file_alias
+    by_chromosome = parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None
+    fractions = parse_split_fractions(split_fractions) if split_fractions else None
+    check_split_options(split_file, by_chromosome, fractions)
     _check_expression_columns(expression, expression_column, [cell])
     Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
@@ -232,9 +212,9 @@ def tracks(
         genes=genes,
         expression=expression,
         expression_column=expression_column,
-        split=split,
-        split_by_chromosome=parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None,
-        split_fractions=parse_fractions(split_fractions) if split_fractions else None,
+        split=split_file,
+        split_by_chromosome=by_chromosome,
+        split_fractions=fractions,
         seed=seed,
         bin_size=bin_size,
         window=window,

@@ -43,15 +43,13 @@ def report(
 ) -> None:
     """Write one HTML page (offline, self-contained) of evaluate and compare: tables, figures, training."""
     from histcli.cli import console
-    from histcli.errors import UsageError
     from histcli.output import write
     from histcli.registry import Registry
-    from histcli.report import EXPLAIN_METHODS, check_output, gather, render, require_plotly, write_report
+    from histcli.report import check_explain_method, check_output, gather, render, require_plotly, write_report
     from histcli.store import Store
 
     console.setup(quiet)
-    if explain_method not in EXPLAIN_METHODS:
-        raise UsageError(f"--explain-method {explain_method!r}: expected one of {', '.join(EXPLAIN_METHODS)}")
+    check_explain_method(explain_method)
     plotly_js = require_plotly()
     check_output(output)
     if explain:

@@ -45,7 +45,7 @@ class AttentiveChromeNetwork(nn.Module):
     def attend(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits (batch,), attention over bins (batch, marks, bins) and over marks (batch, marks)."""
         summaries, bin_weights = [], []
-        for mark, (encoder, attention) in enumerate(zip(self.bin_encoders, self.bin_attentions)):
+        for mark, (encoder, attention) in enumerate(zip(self.bin_encoders, self.bin_attentions, strict=True)):
             states, _ = encoder(x[:, :, mark : mark + 1])
             summary, weights = attention(self.dropout(states))
             summaries.append(summary)

@@ -131,7 +131,7 @@ def read_genes(path: Path) -> GeneTable:
     if not records:
         raise InputError(path, "no genes found (expected BED, GTF or GFF3 gene records)")
     records, repeated = _merge_repeats(path, records)
-    names, chroms, tss, strands, line_numbers, unstranded = zip(*records)
+    names, chroms, tss, strands, line_numbers, unstranded = zip(*records, strict=True)
     return GeneTable(
         path=path,
         name=np.asarray(names, dtype=object),

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histcli.errors import InputError, UsageError
+from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError
 from histcli.sources.annotation import gene_key
 from histcli.sources.common import labels_from_expression, parse_number, read_bytes
 from histcli.store import CellData, SourceFile
@@ -109,32 +109,31 @@ def _describe_columns(columns: list[str]) -> str:
 
 
 def _choose_column(path: Path, first: list[str], column: str | None, cell: str | None) -> str | None:
-    """The matrix column to read (None for a two-column table); UsageError when none fits."""
+    """The matrix column to read (None for a two-column table); SettingError when none fits."""
     columns = _matrix_columns(first)
     if columns is None:
         if column is not None:
             header = first[1] if len(first) == 2 and not _is_number(first[1]) else None
             if header != column:
                 named = f"named {header!r}" if header else "without a header"
-                raise UsageError(f"--expression-column {column!r}: {path.name} has one value column ({named}); "
-                                 "the option picks a column of a matrix with one column per cell")
+                raise SettingError("expression_column", column, f"{path.name} has one value column ({named}); a "
+                                   "column is picked from a matrix with one column per cell")
         return None
     if column is not None:
         if column not in columns:
-            raise UsageError(f"--expression-column {column!r}: no such column in {path.name} "
-                             f"({_describe_columns(columns)})")
+            raise SettingError("expression_column", column,
+                               f"no such column in {path.name} ({_describe_columns(columns)})")
         return column
     if cell is not None and cell in columns:
         return cell
-    unnamed = f"no column is named like the cell {cell!r}; " if cell is not None else ""
-    raise UsageError(f"--expression {path.name} has {_describe_columns(columns)}; "
-                     f"{unnamed}pick one with --expression-column")
+    unnamed = f"; no column is named like the cell {cell!r}" if cell is not None else ""
+    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}")
 
 
 def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
     """The column :func:`read_expression` will read for each cell, checked before any data is read.
 
-    UsageError when a cell has no column, or when several cells would read the
+    SettingError when a cell has no column, or when several cells would read the
     same values (a two-column table, or one ``column`` for all).
     """
     path = Path(path)
@@ -142,8 +141,8 @@ def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> d
     chosen = {cell: _choose_column(path, first, column, cell) for cell in cells}
     if len(cells) > 1 and len(set(chosen.values())) == 1:
         what = f"column {column}" if column else path.name
-        raise UsageError(f"--expression: {what} holds one cell's values, but {len(cells)} cells are prepared; "
-                         "give one --cell, or a matrix with a column named like each cell")
+        raise SettingError("expression", what, f"holds one cell's values, but {len(cells)} cells are prepared; "
+                           "prepare one cell, or give a matrix with a column named like each cell")
     return chosen
 
 
@@ -241,7 +240,7 @@ def _cell_keys(table: ExpressionTable, gene_ids: np.ndarray, notes: list[str]) -
         if any(numbered):
             notes.append(f"{table.path.name}: the cell's gene ids are bare numbers (as in the DeepChrome CSVs); "
                          "matched them to Ensembl ids by number (000003 = ENSG00000000003)")
-            table_keys = pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, table.keys)])
+            table_keys = pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, table.keys, strict=True)])
             return np.asarray([str(int(name)) for name in names], dtype=object), table_keys
     return np.asarray([gene_key(name) for name in names], dtype=object), table.keys
 
@@ -279,7 +278,8 @@ def match_expression(
         summary = (f"no expression value for {int((~keep).sum())} of {len(gene_ids)} genes of {genes_source} "
                    f"(for example {gene_ids[np.argmax(~keep)]})")
         if not drop_missing:
-            raise InputError(table.path, f"{summary}; pass --drop-missing to leave them out")
+            raise MissingGenesError(table.path, summary, missing=int((~keep).sum()), total=len(gene_ids),
+                                    example=str(gene_ids[np.argmax(~keep)]))
         notes.append(f"{table.path.name}: {summary}; left out")
     if listed_ids is not None:
         extra = int((~table_keys.isin(_cell_keys(table, listed_ids, [])[0])).sum())

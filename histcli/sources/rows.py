@@ -73,7 +73,7 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
         return InputError(
             path, f"expected {len(schema)} {kind}-separated fields ({names}), found {len(fields)}", line=line
         )
-    for value, field in zip(fields, schema):
+    for value, field in zip(fields, schema, strict=True):
         problem = _problem(value, field)
         if problem is not None:
             return InputError(path, problem, line=line, field=field.name)

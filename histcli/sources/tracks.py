@@ -61,8 +61,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histcli.errors import InputError, MissingExtraError, UsageError
-from histcli.marks import CORE_MARKS, canonical_mark
+from histcli.errors import InputError, MissingExtraError, MissingGenesError, UsageError
+from histcli.marks import parse_marks
 from histcli.sources.annotation import (
     MIXED,
     GeneTable,
@@ -83,6 +83,7 @@ from histcli.sources.common import (
     too_large,
 )
 from histcli.sources.expression import match_expression, read_expression
+from histcli.splits import check_split_options
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
 AGGREGATES = ("sum", "mean")
@@ -224,7 +225,7 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     bounds = np.searchsorted(codes, np.arange(len(names) + 1))
     return {
         str(name): Intervals(starts[lo:hi], ends[lo:hi], values[lo:hi])
-        for name, lo, hi in zip(names, bounds[:-1], bounds[1:])
+        for name, lo, hi in zip(names, bounds[:-1], bounds[1:], strict=True)
     }
 
 
@@ -266,7 +267,9 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
             return InputError(path, too_large(value_text), line=number, field="value")
         records.append((chrom, start, end, number))
     records.sort()
-    for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in zip(records, records[1:]):
+    # Each record with the next: the last one has none, so the pairs stop one short (strict=False).
+    pairs = zip(records, records[1:], strict=False)
+    for (chrom, start, end, number), (next_chrom, next_start, next_end, next_number) in pairs:
         if chrom == next_chrom and next_start < end:
             first, second = sorted((number, next_number))
             return InputError(
@@ -470,14 +473,14 @@ def read_tracks_cell(
     appended to ``notes``.
     """
     notes = [] if notes is None else notes
-    marks = _track_marks(tracks)
+    marks = parse_marks(tracks, source="tracks")
     track_paths = [Path(path) for path in tracks.values()]
     genes_path = Path(genes)
     bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
-    _check_split_options(split, split_by_chromosome, split_fractions)
+    check_split_options(split, split_by_chromosome, split_fractions)
 
     table = read_genes(genes_path)
-    loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths)}
+    loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths, strict=True)}
     if table.repeated:
         kept, dropped = table.repeated[0]
         notes.append(
@@ -540,46 +543,6 @@ def read_tracks_cell(
         attrs=attrs,
         coordinates={"chrom": table.chrom.copy(), "tss": table.tss.copy(), "strand": table.strand.copy()},
     )
-
-
-def _track_marks(tracks: dict) -> tuple[str, ...]:
-    marks: list[str] = []
-    for name in tracks:
-        mark = canonical_mark(name)
-        if mark is None:
-            raise UsageError(
-                f"tracks: {name!r} is not a histone mark name (expected names like {', '.join(CORE_MARKS)})"
-            )
-        if mark in marks:
-            raise UsageError(f"tracks: mark {mark} is given twice")
-        marks.append(mark)
-    if not marks:
-        raise UsageError("no tracks given")
-    return tuple(marks)
-
-
-def _check_split_options(split, split_by_chromosome, split_fractions) -> None:
-    given = [option for option in (split, split_by_chromosome, split_fractions) if option is not None]
-    if len(given) > 1:
-        raise UsageError("give at most one of a split file, a chromosome split and split fractions")
-    if split_by_chromosome is not None:
-        unknown = set(split_by_chromosome) - {"valid", "test"}
-        if unknown:
-            raise UsageError(
-                f"a chromosome split names chromosomes for 'valid' and 'test' only, not {sorted(unknown)[0]!r}"
-            )
-        seen: set[str] = set()
-        for chroms in split_by_chromosome.values():
-            for chrom in chroms:
-                if chrom in seen:
-                    raise UsageError(f"chromosome {chrom} is listed twice in the chromosome split")
-                seen.add(chrom)
-    if split_fractions is not None:
-        fractions = tuple(split_fractions)
-        if len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions):
-            raise UsageError(f"split fractions must be three numbers between 0 and 1, not {fractions}")
-        if abs(sum(fractions) - 1) > 1e-6:
-            raise UsageError(f"split fractions (train, valid, test) must sum to 1, not {sum(fractions):g}")
 
 
 def _per_chromosome(chroms: np.ndarray, shown: int = 10) -> str:
@@ -652,7 +615,8 @@ def _drop_missing_chromosomes(
             table.path, f"{summary}; chromosomes in every track: {listed or 'none'}{_style_clash(table, as_read)}"
         )
     if not drop_missing:
-        raise InputError(table.path, f"{summary}{_style_clash(table, as_read)}; pass --drop-missing to leave them out")
+        raise MissingGenesError(table.path, f"{summary}{_style_clash(table, as_read)}", missing=int(missing.sum()),
+                                total=len(table), example=str(table.name[np.argmax(missing)]))
     notes.append(f"{table.path.name}: {summary}; left out")
     return table.select(~missing)
 
