@@ -130,6 +130,8 @@ def test_compare_two_regressors_by_steiger_and_zou(reg):
     assert mixed.code == 0 and json.loads(mixed.stdout)["metric"] == "auc"
     refused = reg.run("compare", "logistic-reg", "logistic", "--metric", "pearson", "-q")
     assert_one_line_error(refused, "--metric pearson", "logistic is a classifier", code=2)
+    plot = reg.run("compare", "logistic-reg", "deepchrome-reg", "--plot", reg.folder / "c.png", "-q")
+    assert_one_line_error(plot, "--plot and --metric cannot be combined", code=2)
 
 
 def test_regression_ensemble_predicts_the_mean_of_its_members(reg):
