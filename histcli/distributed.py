@@ -219,10 +219,12 @@ def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) 
                   "fingerprint": fingerprint})
 
 
-def config_of_entry(config: dict) -> dict:
+def config_of_entry(entry) -> dict:
+    """What decides a stored entry's training, in the shape of the planned trial's."""
+    config = entry.config
     return {"architecture": config["architecture"], "hyperparameters": config["hyperparameters"],
-            "training": config["training"], "transform": config["input"]["transform"],
-            "mirror": config["input"].get("mirror", False), "fingerprint": config["data"].get("fingerprint")}
+            "training": config["training"], "transform": entry.input.transform, "mirror": entry.input.mirror,
+            "fingerprint": entry.data.fingerprint}
 
 
 # ---------------------------------------------------------------- sweep run
@@ -289,7 +291,7 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
         summary = summaries[trial.cell]
         entry = registry.get(trial.name, trial.cell)
         wanted = expected_config(trial, summary.split_sizes["train"], summary.fingerprint, mirrors[trial.cell])
-        found = config_of_entry(entry.config)
+        found = config_of_entry(entry)
         if trial.settings.precision == "auto":  # resolved on the worker: either result is this request
             wanted["training"]["precision"] = found["training"].get("precision")
         if found == wanted and not entry.metadata.get("interrupted"):

@@ -44,24 +44,24 @@ def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
 
     wanted = entry.input
     where = f"model {entry.name!r} (trained on {entry.cell})"
-    missing = [mark for mark in wanted["marks"] if mark not in cell.marks]
+    missing = [mark for mark in wanted.marks if mark not in cell.marks]
     if missing:
         raise ModelError(f"{where} needs mark(s) {', '.join(missing)}, which cell {cell.name} lacks "
                          f"(it has {', '.join(cell.marks)})")
-    extra = [mark for mark in cell.marks if mark not in wanted["marks"]]
+    extra = [mark for mark in cell.marks if mark not in wanted.marks]
     if extra:
         log.info("cell %s: mark(s) %s not used by %s", cell.name, ", ".join(extra), entry.name)
-    if cell.n_bins != wanted["n_bins"] or cell.bin_size != wanted["bin_size"]:
-        raise ModelError(f"{where} expects {wanted['n_bins']} bins of {wanted['bin_size']} bp, but cell "
+    if cell.n_bins != wanted.n_bins or cell.bin_size != wanted.bin_size:
+        raise ModelError(f"{where} expects {wanted.n_bins} bins of {wanted.bin_size} bp, but cell "
                          f"{cell.name} has {cell.n_bins} bins of {cell.bin_size} bp")
-    if cell.tss_offset != wanted["tss_offset"]:
-        raise ModelError(f"{where} expects the TSS {wanted['tss_offset']} bp into the window, but cell "
+    if cell.tss_offset != wanted.tss_offset:
+        raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but cell "
                          f"{cell.name} has it at {cell.tss_offset} bp")
-    order = [cell.marks.index(mark) for mark in wanted["marks"]]
+    order = [cell.marks.index(mark) for mark in wanted.marks]
     counts = cell.counts_array()
     if order != list(range(len(cell.marks))):
         counts = counts[:, :, order]
-    return apply_transform(wanted["transform"], counts)
+    return apply_transform(wanted.transform, counts)
 
 
 def predict_scores(entry: Entry, inputs: np.ndarray, device: str = "cpu", module=None) -> np.ndarray:
@@ -75,7 +75,7 @@ def predict_scores(entry: Entry, inputs: np.ndarray, device: str = "cpu", module
     if len(inputs) == 0:
         return np.zeros(0, dtype=np.float32)
     outputs = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH,
-                             mirror=bool(entry.input.get("mirror", False)))
+                             mirror=entry.input.mirror)
     return entry.task.scores(outputs.float().cpu().numpy())
 
 
@@ -86,14 +86,14 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
 
     if cell != entry.cell or allow_changed:
         return
-    trained = entry.config["data"].get("fingerprint") or ""
+    data = entry.data
     changed = None
-    if trained != fingerprint:
-        changed = ("fingerprint", trained, fingerprint)
-    elif entry.task.uses_expression and "expression_sha256" in entry.config["data"]:
+    if data.fingerprint != fingerprint:
+        changed = ("fingerprint", data.fingerprint, fingerprint)
+    elif entry.task.uses_expression and data.expression_sha256 is not None:
         now = expression_digest(store.expression(cell)) or "none"
-        if now != entry.config["data"]["expression_sha256"]:
-            changed = ("expression values", entry.config["data"]["expression_sha256"], now)
+        if now != data.expression_sha256:
+            changed = ("expression values", data.expression_sha256, now)
     if changed:
         what, then, now = changed
         raise ChangedDataError(store.path, cell, entry.name, trained=then, current=now, what=what)

@@ -179,7 +179,7 @@ class Explainer:
         self.method = method
         self.steps = steps
         self.device = device
-        self.mirror = bool(entry.input.get("mirror", False))
+        self.mirror = entry.input.mirror
         self.module = module if module is not None else entry.build_module(device)
         self.module.eval()
         self.members = list(getattr(self.module, "members", [self.module]))
@@ -395,7 +395,7 @@ def prepare_cell(entry: Entry, cell: CellData, baseline: str, *, split: str | No
     """
     from histcli.evaluation import match_inputs
 
-    marks = list(entry.input["marks"])
+    marks = list(entry.input.marks)
     inputs = match_inputs(entry, cell)
     base = baseline_input(baseline, inputs)
     order = [list(cell.marks).index(mark) for mark in marks]

@@ -110,8 +110,8 @@ class Predictor:
         self.entry = entry
         self.device = device
         self.module = None
-        self.marks = list(entry.input["marks"])
-        self.n_bins = int(entry.input["n_bins"])
+        self.marks = list(entry.input.marks)
+        self.n_bins = entry.input.n_bins
 
     def load(self):
         if self.module is None:
@@ -122,7 +122,7 @@ class Predictor:
         """Predictions (probabilities, or levels) for ``counts``: genes x bins x model marks, untransformed."""
         from histcli.evaluation import predict_scores
 
-        inputs = apply_transform(self.entry.input["transform"], counts)
+        inputs = apply_transform(self.entry.input.transform, counts)
         return predict_scores(self.entry, inputs, self.device, self.load())
 
     def cell_scores(self, cell) -> np.ndarray:

@@ -20,6 +20,7 @@ parallel trainers never see a half-written entry.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,6 +52,59 @@ def check_model_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class InputSpec:
+    """How a model's inputs were made from a cell: what ``evaluate``, ``predict`` and ``explain`` reproduce.
+
+    ``config.json`` holds it under ``input``; this is its one definition.
+    """
+
+    marks: tuple[str, ...]
+    n_bins: int
+    bin_size: int
+    window: int
+    tss_offset: int
+    transform: str
+    mirror: bool = False  # genes of unknown orientation: predictions average both orientations
+    source_format: str | None = None  # how track values became bin values, so that predict --track does the same
+    aggregate: str | None = None
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "marks": list(self.marks)}
+
+    @classmethod
+    def from_json(cls, values: dict, where) -> InputSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [key for key in required if key not in values]
+        if missing:
+            raise ModelError(f"{where}: damaged, input.{', input.'.join(missing)} missing")
+        chosen = {key: value for key, value in values.items() if key in known}
+        return cls(**{**chosen, "marks": tuple(values["marks"])})
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The cell a model learnt from, as ``config.json`` holds it under ``data``."""
+
+    store: str
+    cell: str
+    fingerprint: str  # of the cell when trained (histcli.store.fingerprint_cell)
+    split_sizes: dict
+    expression_sha256: str | None = None  # regression: the expression values learnt from
+
+    def to_json(self) -> dict:
+        values = dataclasses.asdict(self)
+        return values if self.expression_sha256 is not None else {k: v for k, v in values.items()
+                                                                   if k != "expression_sha256"}
+
+    @classmethod
+    def from_json(cls, values: dict) -> DataSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{"fingerprint": "", "split_sizes": {}, "store": "", "cell": "",
+                      **{key: value for key, value in values.items() if key in known}})
+
+
 @dataclass
 class Entry:
     """A registry entry on disk: its folder, configuration and metadata."""
@@ -72,8 +126,12 @@ class Entry:
         return self.path / WEIGHTS
 
     @property
-    def input(self) -> dict:
-        return self.config["input"]
+    def input(self) -> InputSpec:
+        return InputSpec.from_json(self.config["input"], self.path / CONFIG)
+
+    @property
+    def data(self) -> DataSpec:
+        return DataSpec.from_json(self.config["data"])
 
     @property
     def task(self):
@@ -131,7 +189,7 @@ class Entry:
         arch = models.get(self.config["architecture"])
         modules = []
         for path in self.weight_files():
-            module = arch.build(self.input["n_bins"], len(self.input["marks"]), self.config["hyperparameters"])
+            module = arch.build(self.input.n_bins, len(self.input.marks), self.config["hyperparameters"])
             try:
                 module.load_state_dict(self.load_state(device, path))
             except RuntimeError as exc:
@@ -148,7 +206,6 @@ _REQUIRED = {
     CONFIG: ("architecture", "hyperparameters", "training", "input", "data", "name", "cell"),
     METADATA: ("best_epoch", "epochs_run", "interrupted", "created", "history", "weights_sha256"),
 }
-_REQUIRED_INPUT = ("marks", "n_bins", "bin_size", "window", "tss_offset", "transform")
 
 
 def read_entry(path: Path) -> Entry:
@@ -177,9 +234,7 @@ def read_entry(path: Path) -> Entry:
     selection = f"best_valid_{metadata.get('selection_metric', 'auc')}"
     if selection not in metadata:
         raise ModelError(f"{path / METADATA}: damaged, {selection} missing")
-    missing = [key for key in _REQUIRED_INPUT if key not in config["input"]]
-    if missing:
-        raise ModelError(f"{path / CONFIG}: damaged, input.{', input.'.join(missing)} missing")
+    InputSpec.from_json(config["input"], path / CONFIG)
     entry = Entry(path, config, metadata)
     for weights in entry.weight_files():
         if not weights.is_file():

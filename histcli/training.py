@@ -408,6 +408,8 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
     """
     from datetime import datetime, timezone
 
+    from histcli.registry import DataSpec, InputSpec
+
     settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell.name}"))
     seeds = list(seeds) if seeds else [settings.seed]
     members: list[TrainResult] = []
@@ -436,25 +438,16 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
         "architecture": settings.architecture,
         "hyperparameters": settings.hyperparameters,
         "training": training_config,
-        "input": {
-            "marks": list(cell.marks),
-            "n_bins": cell.n_bins,
-            "bin_size": cell.bin_size,
-            "window": cell.window,
-            "tss_offset": cell.tss_offset,
-            "transform": settings.transform,
-            "mirror": settings.mirror,
-            # How track values became bin values, so that `predict --track` does the same.
-            "source_format": cell.attrs.get("source_format"),
-            "aggregate": cell.attrs.get("aggregate"),
-        },
-        "data": {
-            "store": str(Path(store_path).resolve()),
-            "cell": cell.name,
-            "fingerprint": cell.fingerprint,
-            "split_sizes": split_sizes,
-            **({"expression_sha256": expression_digest(cell.expression)} if task.uses_expression else {}),
-        },
+        "input": InputSpec(
+            marks=tuple(cell.marks), n_bins=cell.n_bins, bin_size=cell.bin_size, window=cell.window,
+            tss_offset=cell.tss_offset, transform=settings.transform, mirror=settings.mirror,
+            source_format=cell.attrs.get("source_format"), aggregate=cell.attrs.get("aggregate"),
+        ).to_json(),
+        "data": DataSpec(
+            store=str(Path(store_path).resolve()), cell=cell.name, fingerprint=cell.fingerprint,
+            split_sizes=split_sizes,
+            expression_sha256=expression_digest(cell.expression) if task.uses_expression else None,
+        ).to_json(),
     }
     metadata = {
         "best_epoch": outcome.best_epoch,

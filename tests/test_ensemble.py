@@ -40,7 +40,7 @@ def member_probabilities(entry, inputs: np.ndarray) -> np.ndarray:
     arch = architectures.get(entry.config["architecture"])
     result = []
     for member in entry.metadata["members"]:
-        module = arch.build(entry.input["n_bins"], len(entry.input["marks"]), entry.config["hyperparameters"])
+        module = arch.build(entry.input.n_bins, len(entry.input.marks), entry.config["hyperparameters"])
         module.load_state_dict(load_file(entry.path / member["weights"]))
         with torch.no_grad():
             result.append(torch.sigmoid(module.eval()(torch.from_numpy(inputs))).double().numpy())

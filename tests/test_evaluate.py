@@ -21,7 +21,7 @@ def independent_probabilities(entry, cell: CellData) -> np.ndarray:
     import torch
 
     module = entry.build_module("cpu")
-    order = [cell.marks.index(mark) for mark in entry.input["marks"]]
+    order = [cell.marks.index(mark) for mark in entry.input.marks]
     inputs = torch.from_numpy(np.log1p(cell.counts[:, :, order].astype(np.float32)))
     with torch.no_grad():
         return torch.sigmoid(module(inputs)).numpy()

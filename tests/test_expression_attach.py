@@ -122,7 +122,9 @@ def test_matching_by_ensembl_id_reports_unmatched_genes(tmp_path):
     with pytest.raises(InputError) as caught:
         match_expression(table, genes, genes_source="genes.bed", drop_missing=False, notes=[])
     assert str(caught.value) == (f"{tmp_path / 'm.tsv'}: no expression value for 1 of 4 genes of genes.bed "
-                                 "(for example ENSG00000000004_D); pass --drop-missing to leave them out")
+                                 "(for example ENSG00000000004_D)")
+    assert (caught.value.missing, caught.value.total, caught.value.example) == (1, 4, "ENSG00000000004_D")
+    assert describe(caught.value)[0].endswith("; pass --drop-missing to leave them out")
     notes: list[str] = []
     match = match_expression(table, genes, genes_source="genes.bed", drop_missing=True, notes=notes)
     assert match.keep.tolist() == [True, True, False, True]
@@ -240,7 +242,8 @@ def test_prepare_deepchrome_checks_its_labels_against_the_expression(tmp_path):
     digest = file_digest(store)
 
     result = run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--expression", matrix, "--store", store)
-    assert_one_line_error(result, "m.tsv has 2 columns: A, B", "no column is named like the cell 'toy'", code=2)
+    assert_one_line_error(result, "--expression 'm.tsv': has 2 columns: A, B", "no column is named like the cell 'toy'",
+                          "pick one with --expression-column", code=2)
     result = run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--expression", matrix,
                      "--expression-column", "B", "--store", store)
     assert_one_line_error(result, "m.tsv", "the labels of 2 of 30 genes of the DeepChrome files of toy disagree",
@@ -277,7 +280,8 @@ def test_prepare_deepchrome_gives_each_cell_its_own_column(tmp_path):
     # one column for several cells cannot be right
     result = run_cli("prepare", "deepchrome", tmp_path / "cells", "--expression", matrix, "--expression-column",
                      "A", "--store", store, "--overwrite")
-    assert_one_line_error(result, "column A holds one cell's values, but 2 cells are prepared", code=2)
+    assert_one_line_error(result, "--expression 'column A': holds one cell's values, but 2 cells are prepared",
+                          code=2)
 
 
 # the command line: DeepDiff ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli, shared_data
 
+from histcli.errors import ModelError
 from histcli.registry import Registry, read_entry
 from histcli.store import SPLIT_CODES, Store
 from histcli.training import resolve_mirror
@@ -285,6 +286,14 @@ def test_read_entry_of_a_copied_folder(small_store, tmp_path):
     assert entry.name == "logistic" and entry.cell == "sim01"
     state = entry.load_state()
     assert all(np.isfinite(t.numpy()).all() for t in state.values())
+    # The typed view of config.json's input and data equals what was written, key for key.
+    assert entry.input.to_json() == entry.config["input"] and entry.data.to_json() == entry.config["data"]
+    assert entry.input.marks == tuple(entry.config["input"]["marks"]) and entry.data.expression_sha256 is None
+    config = json.loads((copy / "config.json").read_text())
+    del config["input"]["tss_offset"]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"config.json: damaged, input.tss_offset missing"):
+        read_entry(copy)
 
 
 def test_mirror_resolution_follows_the_cell_orientation():

@@ -159,7 +159,7 @@ def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, fr
         return Store(store_path).load(from_store, splits=splits_to_load(split))
     from histcli.sources.tracks import read_tracks_cell
 
-    trained_with = entry.input.get("aggregate")
+    trained_with = entry.input.aggregate
     if aggregate is None:
         aggregate = trained_with or "sum"
     else:
@@ -171,8 +171,8 @@ def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, fr
         "predict",
         tracks=parse_tracks(track),
         genes=genes,
-        bin_size=bin_size or entry.input["bin_size"],
-        window=window or entry.input["window"],
+        bin_size=bin_size or entry.input.bin_size,
+        window=window or entry.input.window,
         aggregate=aggregate,
         drop_missing=drop_missing,
         notes=notes,

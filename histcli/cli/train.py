@@ -176,7 +176,7 @@ def train(
             if entry is None:
                 console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")
             else:
-                sizes = entry.config["data"]["split_sizes"]
+                sizes = entry.data.split_sizes
                 rows.append({
                     "model": model_name, "cell": cell, "arch": arch,
                     "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(seed_list),
