@@ -186,6 +186,7 @@ def test_the_terminal_layout_is_one_table_per_pair_within_80_columns(monkeypatch
     from histcli import output
     from histcli.cli.compare import _print_rich
     from histcli.comparison import Comparison, PairComparison
+    from histcli.stats import PairedSummary
 
     buffer = io.StringIO()
     monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True,
@@ -202,9 +203,9 @@ def test_the_terminal_layout_is_one_table_per_pair_within_80_columns(monkeypatch
             pair.cells.append({"cell": cell, "n": 6600, "positives": 3300, "auc_a": values[cell][a],
                                "auc_b": values[cell][b], "delta_auc": delta, "ci_low": delta - 0.004,
                                "ci_high": delta + 0.004, "delong_z": -1.5, "delong_p": 0.1234, "q": 0.1851})
-        pair.summary = {"n_cells": 3, "wins": 0, "ties": 0, "losses": 3, "wilcoxon_p": 0.25, "wilcoxon_method": "exact",
-                        "median_delta": -0.001, "median_delta_ci_low": -0.002, "median_delta_ci_high": -0.001,
-                        "mean_a": 0.86, "mean_b": 0.861, "ttest_p": 0.01, "rank_biserial": -1.0}
+        pair.summary = PairedSummary(n_cells=3, wins=0, ties=0, losses=3, wilcoxon_p=0.25, wilcoxon_method="exact",
+                                     median_delta=-0.001, median_delta_ci_low=-0.002, median_delta_ci_high=-0.001,
+                                     mean_a=0.86, mean_b=0.861, ttest_p=0.01, rank_biserial=-1.0)
         pairs.append(pair)
     _print_rich(Comparison(models, cells, values, pairs, ["a note"], "auc"), "test")
     text = buffer.getvalue()
