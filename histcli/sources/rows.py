@@ -131,8 +131,9 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
                     line_bytes = len(text.encode())
                     break
         if line_bytes:
-            # Blocks of about chunk_rows rows, as pandas' chunks.
-            block_bytes = min(max(chunk_rows * line_bytes, 1 << 16), 1 << 26)
+            # Blocks of about chunk_rows rows, as pandas' chunks (callers stream them), with room
+            # for rows longer than the first: pyarrow refuses a row longer than a block.
+            block_bytes = min(max(chunk_rows * line_bytes, 4 * line_bytes, 1 << 12), 1 << 26)
             first_line = yield from _arrow_chunks(path, schema, sep, first_line, block_bytes, gzipped)
             if first_line is None:
                 return
