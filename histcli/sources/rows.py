@@ -23,7 +23,8 @@ from histcli import interrupt
 from histcli.errors import InputError
 from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, parse_number, too_large
 
-CHUNK_ROWS = 200_000
+# Rows per chunk: pyarrow needs several times a block's size while parsing it, so blocks stay small.
+CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
