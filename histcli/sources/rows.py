@@ -1,13 +1,14 @@
 """Row-per-bin CSV layouts (DeepChrome, DeepDiff): parse in chunks, check, and group into genes.
 
-Both layouts hold one row per (gene, bin). Rows are read in blocks by
-pyarrow's multi-threaded CSV reader, so memory stays near the size of the final
-counts, and are grouped into genes x bins x marks blocks with vectorised checks.
-From the first block pyarrow refuses, pandas' C parser reads on, as it read
-every file before; the two take the same numbers (ASCII, surrounding blanks
-allowed, quotes removed), and pyarrow refuses what pandas accepts only where a
-row is broken in some way pandas reports. When a check fails, the offending line
-is read again as text to say exactly what is wrong.
+Both layouts hold one row per (gene, bin). Rows are read in chunks, so memory
+stays near the size of the final counts, and are grouped into genes x bins x
+marks blocks with vectorised checks. Where pyarrow is installed (pandas' own
+optional dependency) its multi-threaded CSV reader parses the rows, and from
+the first block it refuses pandas' C parser reads on; without it pandas reads
+everything. The two take the same numbers (ASCII, surrounding blanks allowed,
+quotes removed), and pyarrow refuses only rows pandas reports as broken too.
+When a check fails, the offending line is read again as text to say exactly
+what is wrong.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from histcli import interrupt
 from histcli.errors import InputError
 from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, parse_number, too_large
 
-# Rows per chunk: pyarrow needs several times a block's size while parsing it, so blocks stay small.
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 200_000
+# pyarrow holds several times a block while parsing it: its blocks stay smaller than pandas' chunks.
+ARROW_BLOCK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,10 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
                     line_bytes = len(text.encode())
                     break
         if line_bytes:
-            # Blocks of about chunk_rows rows, as pandas' chunks (callers stream them), with room
-            # for rows longer than the first: pyarrow refuses a row longer than a block.
-            block_bytes = min(max(chunk_rows * line_bytes, 4 * line_bytes, 1 << 12), 1 << 26)
+            # Blocks of at most about chunk_rows rows (callers stream them), with room for rows
+            # longer than the first: pyarrow refuses a row longer than a block.
+            rows = min(chunk_rows, ARROW_BLOCK_ROWS)
+            block_bytes = max(rows * line_bytes, 4 * line_bytes, 1 << 12)
             first_line = yield from _arrow_chunks(path, schema, sep, first_line, block_bytes, gzipped)
             if first_line is None:
                 return
@@ -172,10 +175,13 @@ def _arrow_chunks(path: Path, schema: list[Field], sep: str, first_line: int, bl
     """Yield (first_line, DataFrame) blocks parsed by pyarrow, starting at line ``first_line``.
 
     Returns None when every row was read, else the first line of the block
-    pyarrow refused, for pandas to read on from there.
+    pyarrow refused, for pandas to read on from there (from the start without pyarrow).
     """
-    import pyarrow as pa
-    import pyarrow.csv as csv
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as csv
+    except ImportError:  # an optional speed-up: pandas reads the same
+        return first_line
 
     kinds = {f.name: pa.string() if f.kind in ("id", "id_bin") else pa.float64() for f in schema}
     options = dict(
