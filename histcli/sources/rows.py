@@ -1,14 +1,9 @@
 """Row-per-bin CSV layouts (DeepChrome, DeepDiff): parse in chunks, check, and group into genes.
 
-Both layouts hold one row per (gene, bin). Rows are read in chunks, so memory
-stays near the size of the final counts, and are grouped into genes x bins x
-marks blocks with vectorised checks. Where pyarrow is installed (pandas' own
-optional dependency) its multi-threaded CSV reader parses the rows, and from
-the first block it refuses pandas' C parser reads on; without it pandas reads
-everything. The two take the same numbers (ASCII, surrounding blanks allowed,
-quotes removed), and pyarrow refuses only rows pandas reports as broken too.
-When a check fails, the offending line is read again as text to say exactly
-what is wrong.
+Both layouts hold one row per (gene, bin). Rows are read with pandas' C
+parser in chunks, so memory stays near the size of the final counts, and are
+grouped into genes x bins x marks blocks with vectorised checks. When a check
+fails, the offending line is read again as text to say exactly what is wrong.
 """
 
 from __future__ import annotations
@@ -25,8 +20,6 @@ from histcli.errors import InputError
 from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, parse_number, too_large
 
 CHUNK_ROWS = 200_000
-# pyarrow holds several times a block while parsing it: its blocks stay smaller than pandas' chunks.
-ARROW_BLOCK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -118,9 +111,10 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
     gzipped = is_gzip(path)
-    dtypes = {f.name: (str if f.kind in ("id", "id_bin") else np.float64) for f in schema}
+    # Ids as plain Python strings: building pandas' own string type (pyarrow-backed in
+    # pandas 3) took nearly half as long again as parsing, only to be turned back.
+    dtypes = {f.name: (object if f.kind in ("id", "id_bin") else np.float64) for f in schema}
     first_line = skip_lines + 1
-    line_bytes = 0
     reader = None
     try:
         # pandas would take surplus leading fields of the first rows as an index
@@ -131,22 +125,13 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
                     error = diagnose_line(path, text, number, schema, sep)
                     if error is not None:
                         raise error
-                    line_bytes = len(text.encode())
                     break
-        if line_bytes:
-            # Blocks of at most about chunk_rows rows (callers stream them), with room for rows
-            # longer than the first: pyarrow refuses a row longer than a block.
-            rows = min(chunk_rows, ARROW_BLOCK_ROWS)
-            block_bytes = max(rows * line_bytes, 4 * line_bytes, 1 << 12)
-            first_line = yield from _arrow_chunks(path, schema, sep, first_line, block_bytes, gzipped)
-            if first_line is None:
-                return
         reader = pd.read_csv(
             path,
             sep=sep,
             header=None,
             index_col=False,
-            skiprows=first_line - 1,
+            skiprows=skip_lines,
             names=[f.name for f in schema],
             dtype=dtypes,
             na_filter=False,
@@ -169,38 +154,6 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
             reader.close()
     if first_line == skip_lines + 1:
         raise InputError(path, "no data lines")
-
-
-def _arrow_chunks(path: Path, schema: list[Field], sep: str, first_line: int, block_bytes: int, gzipped: bool):
-    """Yield (first_line, DataFrame) blocks parsed by pyarrow, starting at line ``first_line``.
-
-    Returns None when every row was read, else the first line of the block
-    pyarrow refused, for pandas to read on from there (from the start without pyarrow).
-    """
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as csv
-    except ImportError:  # an optional speed-up: pandas reads the same
-        return first_line
-
-    kinds = {f.name: pa.string() if f.kind in ("id", "id_bin") else pa.float64() for f in schema}
-    options = dict(
-        read_options=csv.ReadOptions(column_names=list(kinds), skip_rows=first_line - 1, block_size=block_bytes),
-        parse_options=csv.ParseOptions(delimiter=sep, ignore_empty_lines=False),
-        # Every field is data: no text stands for a missing value, as with pandas' na_filter=False.
-        convert_options=csv.ConvertOptions(column_types=kinds, null_values=[], strings_can_be_null=False,
-                                           quoted_strings_can_be_null=False),
-    )
-    try:
-        with pa.input_stream(str(path), compression="gzip" if gzipped else None) as source:
-            for batch in csv.open_csv(source, **options):
-                interrupt.check()
-                frame = batch.to_pandas(split_blocks=True)
-                yield first_line, frame
-                first_line += len(frame)
-    except (pa.ArrowException, OSError, EOFError, ValueError):
-        return first_line
-    return None
 
 
 def _bins_problem(bins: np.ndarray, n_bins: int) -> str:
