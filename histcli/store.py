@@ -384,9 +384,11 @@ class Store:
             raise StoreError(f"store {self.path}: no cell {cell!r}{hint}")
         try:
             group = handle["cells"][cell]
-        except KeyError:
-            link = handle["cells"].get(cell, getlink=True)
-            raise _CellFileMissing(cell, getattr(link, "filename", cell)) from None
+        except KeyError as exc:
+            filename = getattr(handle["cells"].get(cell, getlink=True), "filename", None)
+            if filename is None or (self.path.parent / filename).exists():
+                raise StoreError(f"store {self.path}: cell {cell!r} cannot be read ({exc})") from None
+            raise _CellFileMissing(cell, filename) from None
         _check_version(group, CELL_ENCODING, f"store {self.path}, cell {cell}")
         return group
 

@@ -362,9 +362,13 @@ def test_a_reader_whose_cell_was_replaced_meanwhile_reads_the_new_version(tmp_pa
     assert loaded.fingerprint == fingerprint_cell(replacement)
 
 
-def test_a_missing_cell_file_is_one_line_error(tmp_path):
+def test_a_missing_or_damaged_cell_file_is_one_line_error(tmp_path):
     path = tmp_path / "s.h5"
     Store(path).write([make_cell("E001")])
+    (cell_file,) = (tmp_path / "s.h5.cells").iterdir()
+    cell_file.write_text("not hdf5")
+    result = run_cli("store", "show", "E001", "--store", path)
+    assert_one_line_error(result, str(path), "'E001'", "cannot be read")
     shutil.rmtree(tmp_path / "s.h5.cells")
     assert Store(path).cell_names() == ["E001"]
     result = run_cli("store", "show", "E001", "--store", path)
@@ -452,3 +456,22 @@ def test_sigkill_during_upgrade_leaves_the_old_store(tmp_path):
     check_golden_contents(Store(path))
     assert_only_linked_cell_files(path)
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".staging-" in p.name]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
+def test_counts_in_many_chunks_and_uneven_blocks_read_back_exactly(tmp_path, dtype):
+    """Chunks are compressed outside HDF5 and written as stored: HDF5's own filters must read them."""
+    cell = make_cell("E001", n_genes=2000, n_bins=100, dtype=dtype)
+    rng = np.random.default_rng(3)
+    whole = (rng.random((2000, 100, 3)) * 1e4).astype(dtype)
+    # Blocks that start and end inside chunks (512 KiB: 436 or 218 genes), the last chunk padded.
+    cell.counts = [whole[:1], whole[1:700], whole[700:701], whole[701:]]
+    Store(tmp_path / "s.h5").write([cell])
+    with h5py.File(tmp_path / "s.h5", "r") as handle:
+        counts = handle["cells/E001/counts"]
+        assert counts.chunks == (2**19 // (300 * np.dtype(dtype).itemsize), 100, 3)
+        assert counts.shuffle and counts.compression == "gzip"
+        np.testing.assert_array_equal(counts[()], whole)
+        np.testing.assert_array_equal(counts[1990:], whole[1990:])
+        del counts  # it holds the cell's file open, with HDF5's file locks unlike the store's reads
+    assert Store(tmp_path / "s.h5").fingerprint("E001") == fingerprint_cell(cell)
