@@ -688,7 +688,8 @@ class Store:
     def _remove_unreferenced(self, targets: Iterable[str]) -> None:
         if not self.cells_dir.is_dir():
             return
-        referenced = {Path(target).name for target in targets if Path(target).parent.name == self.cells_dir.name}
+        # By file name alone (each is unique): a renamed cells folder must not lose its files.
+        referenced = {Path(target).name for target in targets}
         for path in self.cells_dir.iterdir():
             if _CELL_FILE.match(path.name) and path.name not in referenced:
                 remove_path(path)
