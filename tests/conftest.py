@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ def run_cli(*args, cwd=None, env=None, stdin: str | None = None, timeout: float 
         timeout=timeout,
     )
     return Result(process.returncode, process.stdout, process.stderr)
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy a store: its link file and the folder of cell files beside it."""
+    shutil.copy(source, target)
+    shutil.copytree(Path(f"{source}.cells"), Path(f"{target}.cells"))
 
 
 def file_digest(path: Path) -> str:
