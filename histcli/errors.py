@@ -55,6 +55,15 @@ class StoreError(HistcliError):
     """The dataset store is missing, unreadable, or lacks what was asked for."""
 
 
+class OldStoreFormatError(StoreError):
+    """A store in a format that is still read but no longer written (``Store.upgrade`` converts it)."""
+
+    def __init__(self, store, version: str):
+        self.store = str(store)
+        self.version = version
+        super().__init__(f"store {store}: format {version} (one file) is read but no longer written")
+
+
 class CellExistsError(StoreError):
     """Writing a cell that the store already holds, without ``overwrite``."""
 
@@ -183,6 +192,7 @@ def option_name(setting: str) -> str:
 
 
 _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
+    (OldStoreFormatError, lambda exc: f"{exc}; convert it once with 'histcli store upgrade --store {exc.store}'"),
     (CellExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
     (ModelExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
     (MissingGenesError, lambda exc: f"{exc}; pass --drop-missing to leave them out"),

@@ -1,9 +1,12 @@
-"""The HDF5 dataset store: one file, one group per cell type.
+"""The HDF5 dataset store: a link file and one HDF5 file per cell type.
 
-Layout (format 1.0)::
+Layout (format 2.0)::
 
-    /                       encoding-type=histcli-store, encoding-version=1.0
-    /cells/<cell>           encoding-type=histcli-cell,  encoding-version=1.0
+    store.h5                the link file: encoding-type=histcli-store, encoding-version=2.0
+      /cells/<cell>         an HDF5 external link to the root of that cell's file, with a
+                            path relative to the link file's folder
+    store.h5.cells/<cell>.<16 hex>.h5
+      /                     encoding-type=histcli-cell, encoding-version=2.0
         counts              genes x bins x marks; int32/int64 when the input is
                             integral, float32 otherwise; chunked along genes, gzip
         gene_ids            UTF-8 strings
@@ -15,11 +18,20 @@ Layout (format 1.0)::
       SHA-256 of every input file), created, fingerprint, source_format and,
       when labels come from expression, label_threshold and label_rule.
 
-Every write builds a complete new file beside the store under an exclusive lock
-and renames it over the old one, so a killed writer leaves the old store intact
-and readers never see a partial cell. Cells are first staged in a private file
-outside the lock (that is where parsing and compression happen), so concurrent
-``prepare`` runs overlap all their work but the short final copy.
+Plain h5py reads ``store.h5`` -> ``/cells/<cell>/counts`` through the links.
+Format 1.0 kept every cell inside the one file (``/cells/<cell>`` was a group
+with the same contents); it is still read, and ``Store.upgrade`` converts it.
+
+A write never touches another cell's file, so its cost does not grow with the
+store. Each new cell is compressed into a private staging file beside the store,
+outside any lock; the commit, under an exclusive lock, renames the staged files
+into the cells folder under names no other version used, writes a new link file
+and renames it over the old one. A killed writer therefore leaves the old link
+file, which references only complete files, and readers never see a partial
+cell. Cell files no link references any more (replaced, removed, or renamed in by
+a writer killed before its link file landed) are deleted by the next commit; a
+reader that opened the old link file just before may find its cell's file gone
+and simply reopens the link file.
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +49,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from histcli import __version__, interrupt
-from histcli.errors import CellExistsError, StoreError
+from histcli.errors import CellExistsError, OldStoreFormatError, StoreError
 from histcli.fsutil import (
     copy_permissions,
     ensure_writable_dir,
@@ -51,14 +65,21 @@ from histcli.locations import NAME_RULE, default_store_path, is_allowed_name
 
 STORE_ENCODING = "histcli-store"
 CELL_ENCODING = "histcli-cell"
-FORMAT_VERSION = "1.0"
-SUPPORTED_MAJOR = 1
+FORMAT_VERSION = "2.0"
+SUPPORTED_MAJOR = 2
+# Format 1.0 kept every cell inside the store file; it is read but not written.
+SINGLE_FILE_MAJOR = 1
 
 SPLITS = ("none", "train", "valid", "test")
 SPLIT_CODES = {name: code for code, name in enumerate(SPLITS)}
 
 
 _CHUNK_BYTES = 1 << 19
+_GZIP_LEVEL = 4
+# A committed cell file: <cell>.<16 hex digits>.h5, a fresh name for every version of a cell.
+_CELL_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*\.[0-9a-f]{16}\.h5$")
+# How often a reader reopens the link file when a writer replaced it under it.
+_READ_ATTEMPTS = 20
 
 
 def check_cell_name(name: str) -> str:
@@ -263,6 +284,28 @@ def validate_cell(cell: CellData) -> None:
         raise StoreError(f"cell {cell.name}: labels must be 0 or 1")
 
 
+class _CellFileMissing(Exception):
+    """A cell's external link points at a file that is not there (see ``Store._read``)."""
+
+    def __init__(self, cell: str, filename: str):
+        super().__init__(cell, filename)
+        self.cell = cell
+        self.filename = filename
+
+
+def _identity(path: Path):
+    """What changes when a writer renames a new link file over ``path``."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _major(handle) -> int:
+    return int(str(_decode(handle.attrs["encoding-version"])).split(".")[0])
+
+
 class Store:
     """A histcli HDF5 store at ``path``; safe for concurrent readers and writers."""
 
@@ -271,6 +314,11 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    @property
+    def cells_dir(self) -> Path:
+        """The folder of the cell files, beside the link file."""
+        return self.path.with_name(f"{self.path.name}.cells")
 
     # reading -----------------------------------------------------------------
 
@@ -292,7 +340,7 @@ class Store:
         try:
             # Files are never modified in place (see the module docstring), so
             # HDF5's own file locks are not needed; they also fail on some
-            # cluster file systems.
+            # cluster file systems. Cell files opened through the links inherit this.
             handle = h5py.File(self.path, "r", locking=False)
         except OSError as exc:
             raise StoreError(f"store {self.path}: cannot be read as HDF5 ({exc})") from None
@@ -302,6 +350,26 @@ class Store:
             handle.close()
             raise
         return handle
+
+    def _read(self, function):
+        """``function(handle)`` on the open link file, again on a fresh one if a writer replaced it meanwhile.
+
+        A commit deletes the files its new link file no longer references, so a
+        reader holding the previous link file may find a cell's file gone.
+        """
+        for _ in range(_READ_ATTEMPTS):
+            before = _identity(self.path)
+            with self._open() as handle:
+                try:
+                    return function(handle)
+                except _CellFileMissing as exc:
+                    missing = exc
+            if _identity(self.path) == before:
+                break
+        raise StoreError(
+            f"store {self.path}: the file of cell {missing.cell!r} ({missing.filename}) is missing; "
+            f"keep {self.path.name} and its folder {self.cells_dir.name} together"
+        )
 
     def cell_names(self) -> list[str]:
         if not self.exists():
@@ -314,20 +382,31 @@ class Store:
             known = sorted(handle["cells"].keys()) if "cells" in handle else []
             hint = f"; cells in the store: {', '.join(known)}" if known else "; the store is empty"
             raise StoreError(f"store {self.path}: no cell {cell!r}{hint}")
-        group = handle["cells"][cell]
+        try:
+            group = handle["cells"][cell]
+        except KeyError as exc:
+            filename = getattr(handle["cells"].get(cell, getlink=True), "filename", None)
+            if filename is None or (self.path.parent / filename).exists():
+                raise StoreError(f"store {self.path}: cell {cell!r} cannot be read ({exc})") from None
+            raise _CellFileMissing(cell, filename) from None
         _check_version(group, CELL_ENCODING, f"store {self.path}, cell {cell}")
         return group
 
     def summary(self, cell: str) -> CellSummary:
-        with self._open() as handle:
-            return self._summary(cell, self._group(handle, cell))
+        return self._read(lambda handle: self._summary(cell, self._group(handle, cell)))
 
-    def summaries(self) -> list[CellSummary]:
+    def summaries(self, cells: Sequence[str] | None = None) -> list[CellSummary]:
+        """Summaries of ``cells`` (default: every cell, sorted by name)."""
         if not self.exists():
             return []
-        with self._open() as handle:
-            names = sorted(handle["cells"].keys()) if "cells" in handle else []
+
+        def read(handle):
+            names = cells
+            if names is None:
+                names = sorted(handle["cells"].keys()) if "cells" in handle else []
             return [self._summary(name, self._group(handle, name)) for name in names]
+
+        return self._read(read)
 
     def _summary(self, name: str, group) -> CellSummary:
         attrs = {key: _decode(value) for key, value in group.attrs.items()}
@@ -366,66 +445,71 @@ class Store:
 
     def load(self, cell: str, splits: Sequence[str] | None = None) -> CellData:
         """Read one cell (or only the genes of ``splits``) into memory."""
-        with self._open() as handle:
-            group = self._group(handle, cell)
-            attrs = {key: _decode(value) for key, value in group.attrs.items()}
-            split = group["split"][()]
-            if splits is None:
-                rows = slice(None)
-            else:
-                unknown = set(splits) - set(SPLITS)
-                if unknown:
-                    raise StoreError(f"unknown split {sorted(unknown)[0]!r}; expected one of {SPLITS}")
-                rows = np.flatnonzero(np.isin(split, [SPLIT_CODES[s] for s in splits]))
+        if splits is not None:
+            unknown = set(splits) - set(SPLITS)
+            if unknown:
+                raise StoreError(f"unknown split {sorted(unknown)[0]!r}; expected one of {SPLITS}")
+        return self._read(lambda handle: self._load(cell, self._group(handle, cell), splits))
 
-            def read(name):
-                if name not in group:
-                    return None
-                dataset = group[name]
-                if isinstance(rows, slice):
-                    return dataset[()]
-                if len(rows) == 0:
-                    return np.empty((0,) + dataset.shape[1:], dtype=dataset.dtype)
-                return _read_rows(dataset, rows)
+    def _load(self, cell: str, group, splits: Sequence[str] | None) -> CellData:
+        attrs = {key: _decode(value) for key, value in group.attrs.items()}
+        split = group["split"][()]
+        if splits is None:
+            rows = slice(None)
+        else:
+            rows = np.flatnonzero(np.isin(split, [SPLIT_CODES[s] for s in splits]))
 
-            gene_ids = np.asarray(group["gene_ids"].asstr()[()], dtype=object)
-            coordinates = {}
-            for key in ("chrom", "tss", "strand"):
-                if key in group:
-                    values = group[key].asstr()[()] if key != "tss" else group[key][()]
-                    coordinates[key] = np.asarray(values)[rows]
-            return CellData(
-                name=cell,
-                counts=read("counts"),
-                gene_ids=gene_ids[rows],
-                marks=tuple(attrs["marks"]),
-                bin_size=int(attrs["bin_size"]),
-                window=int(attrs["window"]),
-                tss_offset=int(attrs["tss_offset"]),
-                split=split[rows],
-                expression=read("expression"),
-                labels=read("labels"),
-                sources=[SourceFile(**s) for s in json.loads(attrs.get("sources", "[]"))],
-                attrs={k: v for k, v in attrs.items()
-                       if k in ("label_threshold", "label_rule", "source_format", "aggregate", "orientation")},
-                coordinates=coordinates,
-                fingerprint=attrs.get("fingerprint"),
-                created=attrs.get("created"),
-            )
+        def read(name):
+            if name not in group:
+                return None
+            dataset = group[name]
+            if isinstance(rows, slice):
+                return dataset[()]
+            if len(rows) == 0:
+                return np.empty((0,) + dataset.shape[1:], dtype=dataset.dtype)
+            return _read_rows(dataset, rows)
+
+        gene_ids = np.asarray(group["gene_ids"].asstr()[()], dtype=object)
+        coordinates = {}
+        for key in ("chrom", "tss", "strand"):
+            if key in group:
+                values = group[key].asstr()[()] if key != "tss" else group[key][()]
+                coordinates[key] = np.asarray(values)[rows]
+        return CellData(
+            name=cell,
+            counts=read("counts"),
+            gene_ids=gene_ids[rows],
+            marks=tuple(attrs["marks"]),
+            bin_size=int(attrs["bin_size"]),
+            window=int(attrs["window"]),
+            tss_offset=int(attrs["tss_offset"]),
+            split=split[rows],
+            expression=read("expression"),
+            labels=read("labels"),
+            sources=[SourceFile(**s) for s in json.loads(attrs.get("sources", "[]"))],
+            attrs={k: v for k, v in attrs.items()
+                   if k in ("label_threshold", "label_rule", "source_format", "aggregate", "orientation")},
+            coordinates=coordinates,
+            fingerprint=attrs.get("fingerprint"),
+            created=attrs.get("created"),
+        )
 
     def gene_ids(self, cell: str, splits: Sequence[str]) -> np.ndarray:
         """The gene ids of some splits of a cell, without reading its counts."""
-        with self._open() as handle:
+
+        def read(handle):
             group = self._group(handle, cell)
             split = group["split"][()]
             ids = np.asarray(group["gene_ids"].asstr()[()], dtype=object)
             return ids[np.isin(split, [SPLIT_CODES[s] for s in splits])]
 
+        return self._read(read)
+
     def expression(self, cell: str, splits: Sequence[str] | None = None) -> np.ndarray | None:
         """The expression values of some splits of a cell (every gene by default), without reading its counts;
         None for a cell stored without them."""
 
-        with self._open() as handle:
+        def read(handle):
             group = self._group(handle, cell)
             if "expression" not in group:
                 return None
@@ -434,16 +518,19 @@ class Store:
                 return values
             return values[np.isin(group["split"][()], [SPLIT_CODES[s] for s in splits])]
 
+        return self._read(read)
+
     def fingerprint(self, cell: str) -> str:
+        return self._read(lambda handle: _decode(self._group(handle, cell).attrs["fingerprint"]))
+
+    def format_version(self) -> str:
+        """The store format of the link file (``1.0`` for a single-file store)."""
         with self._open() as handle:
-            return _decode(self._group(handle, cell).attrs["fingerprint"])
+            return str(_decode(handle.attrs["encoding-version"]))
 
     # writing -----------------------------------------------------------------
 
-    def check_writable(self, cells: Iterable[str] = (), overwrite: bool = False) -> None:
-        """Fail before any slow work if the store cannot take these cells."""
-        for cell in cells:
-            check_cell_name(cell)
+    def _check_paths(self) -> None:
         self._check_not_folder()
         ensure_writable_dir(self.path.parent.resolve(), "store")
         if self.path.exists():
@@ -453,6 +540,17 @@ class Store:
             # read-only store says its owner wants it left alone.
             if not os.access(self.path, os.W_OK) or not self.path.stat().st_mode & 0o222:
                 raise StoreError(f"store {self.path}: read-only file; make it writable to change it")
+
+    def _require_current_format(self) -> None:
+        if self.exists() and self.format_version().split(".")[0] == str(SINGLE_FILE_MAJOR):
+            raise OldStoreFormatError(self.path, self.format_version())
+
+    def check_writable(self, cells: Iterable[str] = (), overwrite: bool = False) -> None:
+        """Fail before any slow work if the store cannot take these cells."""
+        for cell in cells:
+            check_cell_name(cell)
+        self._check_paths()
+        self._require_current_format()
         if not overwrite and self.exists():
             existing = set(self.cell_names())
             for cell in cells:
@@ -462,81 +560,151 @@ class Store:
     def write(self, cells: Iterable[CellData], *, overwrite: bool = False, on_staged=None) -> list[str]:
         """Add cells to the store in one atomic step; returns their names.
 
-        ``cells`` may be a generator: each cell is validated, compressed into a
-        private staging file and released before the next one is produced.
-        Nothing is visible to readers until every cell has been staged.
+        ``cells`` may be a generator: each cell is validated, compressed into its
+        own staging file and released before the next one is produced. Nothing
+        is visible to readers until every cell has been staged and committed.
         """
         self.check_writable()
-        staging = temp_name(self.path, "staging")
-        names: list[str] = []
+        staged: dict[str, Path] = {}
         existing = set() if overwrite else set(self.cell_names())
         try:
-            h5py = _h5py()
-            with h5py.File(staging, "w", locking=False) as stage:
-                cells_group = stage.create_group("cells")
-                for cell in cells:
-                    interrupt.check()
-                    validate_cell(cell)
-                    if cell.name in names:
-                        raise StoreError(f"cell {cell.name!r} is given twice")
-                    if cell.name in existing:
-                        raise CellExistsError(self.path, cell.name)
-                    _write_cell(cells_group, cell)
-                    names.append(cell.name)
-                    if on_staged is not None:
-                        on_staged(cell.name)
+            for cell in cells:
+                interrupt.check()
+                validate_cell(cell)
+                if cell.name in staged:
+                    raise StoreError(f"cell {cell.name!r} is given twice")
+                if cell.name in existing:
+                    raise CellExistsError(self.path, cell.name)
+                staging = temp_name(self.path, "staging")
+                staged[cell.name] = staging
+                _write_cell_file(staging, cell)
+                if on_staged is not None:
+                    on_staged(cell.name)
             interrupt.check()
-            if names:
-                self._commit(staging, names, overwrite=overwrite)
+            if staged:
+                self._commit(staged, overwrite=overwrite)
         finally:
-            remove_path(staging)
-        return names
+            for staging in staged.values():
+                remove_path(staging)
+        return list(staged)
 
     def remove(self, cells: Sequence[str]) -> None:
         self.check_writable()
-        existing = set(self.cell_names())
-        for cell in cells:
-            if cell not in existing:
-                raise StoreError(f"store {self.path}: no cell {cell!r}")
-        self._commit(None, [], remove=set(cells))
+        self._commit({}, remove=set(cells))
 
-    def _commit(self, staging: Path | None, names: list[str], *, overwrite: bool = False, remove=()) -> None:
+    def upgrade(self) -> list[str]:
+        """Convert a format-1.0 store (every cell in one file) to the current layout in place.
+
+        Returns the cells converted; an empty list when the store is already current.
+        The old file stays in place until the new link file replaces it, so a
+        killed upgrade leaves the old store as it was.
+        """
+        self._open().close()  # a missing or foreign store is reported before anything is locked
+        self._check_paths()
         h5py = _h5py()
-        with exclusive_lock(self.path.with_name(f".{self.path.name}.lock")):
-            # Anything left under our temporary names by a killed writer is garbage now.
-            remove_stale(self.path, "tmp")
-            remove_stale(self.path, "staging")
-            temp = temp_name(self.path, "tmp")
+        staged: dict[str, Path] = {}
+        with self._lock():
+            self._remove_temporaries()
             try:
-                with h5py.File(temp, "w", locking=False) as new:
-                    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                    new.attrs["encoding-type"] = STORE_ENCODING
-                    new.attrs["encoding-version"] = FORMAT_VERSION
-                    new.attrs["histcli_version"] = __version__
-                    new.attrs["modified"] = created
-                    new_cells = new.create_group("cells")
-                    if self.exists():
-                        with self._open() as old:
-                            if "created" in old.attrs:
-                                created = _decode(old.attrs["created"])
-                            for name in old.get("cells", {}):
-                                if name in names and not overwrite:
-                                    raise CellExistsError(self.path, name)
-                                if name in names or name in remove:
-                                    continue
-                                old.copy(old["cells"][name], new_cells, name=name)
-                    new.attrs["created"] = created
-                    if staging is not None:
-                        with h5py.File(staging, "r", locking=False) as stage:
-                            for name in names:
-                                stage.copy(stage["cells"][name], new_cells, name=name)
-                if self.exists():
-                    copy_permissions(self.path, temp)
-                fsync_file(temp)
-                os.replace(temp, self.path)
-                fsync_dir(self.path.parent)
+                with self._open() as old:
+                    if _major(old) > SINGLE_FILE_MAJOR:
+                        return []
+                    for name in sorted(old["cells"].keys()) if "cells" in old else []:
+                        interrupt.check()
+                        group = old["cells"][name]
+                        _check_version(group, CELL_ENCODING, f"store {self.path}, cell {name}")
+                        staging = temp_name(self.path, "staging")
+                        staged[name] = staging
+                        with h5py.File(staging, "w", locking=False) as new:
+                            for key in group:
+                                group.copy(group[key], new, name=key)
+                            for key in group.attrs:
+                                new.attrs.create(key, group.attrs[key], dtype=group.attrs.get_id(key).dtype)
+                            new.attrs["encoding-version"] = FORMAT_VERSION
+                            _fsync_open_file(new)
+                self._publish({}, staged)
             finally:
-                remove_path(temp)
+                for staging in staged.values():
+                    remove_path(staging)
+        return list(staged)
+
+    def _lock(self):
+        return exclusive_lock(self.path.with_name(f".{self.path.name}.lock"))
+
+    def _remove_temporaries(self) -> None:
+        """Anything left under our temporary names by a killed writer is garbage (lock held)."""
+        remove_stale(self.path, "tmp")
+        remove_stale(self.path, "staging")
+
+    def _commit(self, staged: dict[str, Path], *, overwrite: bool = False, remove=()) -> None:
+        with self._lock():
+            self._remove_temporaries()
+            links: dict[str, str] = {}
+            if self.exists():
+                self._require_current_format()
+                with self._open() as old:
+                    cells = old["cells"] if "cells" in old else {}
+                    links = {name: cells.get(name, getlink=True).filename for name in cells}
+            for name in staged:
+                if name in links and not overwrite:
+                    raise CellExistsError(self.path, name)
+            for name in remove:
+                if name not in links:
+                    raise StoreError(f"store {self.path}: no cell {name!r}")
+                del links[name]
+            self._publish(links, staged)
+
+    def _publish(self, links: dict[str, str], staged: dict[str, Path]) -> None:
+        """Make the store hold ``links`` (cell -> file, relative to the store's folder) and ``staged``.
+
+        Called with the lock held. Staged files move into the cells folder under
+        fresh names, a new link file replaces the old one, and cell files no
+        link references any more are deleted.
+        """
+        h5py = _h5py()
+        links = dict(links)
+        if staged:
+            self.cells_dir.mkdir(exist_ok=True)
+            for name, staging in staged.items():
+                final = self.cells_dir / f"{name}.{secrets.token_hex(8)}.h5"
+                if self.exists():
+                    copy_permissions(self.path, staging)  # a shared store stays shared
+                os.rename(staging, final)
+                links[name] = f"{self.cells_dir.name}/{final.name}"
+            fsync_dir(self.cells_dir)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        created = now
+        if self.exists():
+            with self._open() as old:
+                created = _decode(old.attrs.get("created", now))
+        temp = temp_name(self.path, "tmp")
+        try:
+            with h5py.File(temp, "w", locking=False) as new:
+                new.attrs["encoding-type"] = STORE_ENCODING
+                new.attrs["encoding-version"] = FORMAT_VERSION
+                new.attrs["histcli_version"] = __version__
+                new.attrs["created"] = created
+                new.attrs["modified"] = now
+                cells = new.create_group("cells")
+                for name in sorted(links):
+                    cells[name] = h5py.ExternalLink(links[name], "/")
+            if self.exists():
+                copy_permissions(self.path, temp)
+            fsync_file(temp)
+            os.replace(temp, self.path)
+            fsync_dir(self.path.parent)
+        finally:
+            remove_path(temp)
+        self._remove_unreferenced(links.values())
+
+    def _remove_unreferenced(self, targets: Iterable[str]) -> None:
+        if not self.cells_dir.is_dir():
+            return
+        # By file name alone (each is unique): a renamed cells folder must not lose its files.
+        referenced = {Path(target).name for target in targets}
+        for path in self.cells_dir.iterdir():
+            if _CELL_FILE.match(path.name) and path.name not in referenced:
+                remove_path(path)
 
 
 def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
@@ -550,12 +718,73 @@ def _read_rows(dataset, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_cell(parent, cell: CellData) -> None:
+def _fsync_open_file(handle) -> None:
+    """Flush an open HDF5 file to disk, so that renaming it into place publishes complete data."""
+    handle.flush()
+    os.fsync(handle.id.get_vfd_handle())
+
+
+def _write_cell_file(path: Path, cell: CellData) -> None:
+    """Write one cell as the root group of a new HDF5 file at ``path``, flushed to disk."""
+    with _h5py().File(path, "w", locking=False) as handle:
+        _write_cell(handle, cell)
+        _fsync_open_file(handle)
+
+
+def _chunks(blocks: list[np.ndarray], chunk_genes: int):
+    """(first gene, genes x bins x marks array) of each stored chunk, the last one padded with zeros."""
+    pending: list[np.ndarray] = []
+    held = 0
+    start = 0
+    for block in blocks:
+        while len(block):
+            take = block[: chunk_genes - held]
+            block = block[len(take):]
+            pending.append(take)
+            held += len(take)
+            if held == chunk_genes:
+                yield start, np.concatenate(pending) if len(pending) > 1 else pending[0]
+                start, pending, held = start + chunk_genes, [], 0
+    if held:
+        last = np.zeros((chunk_genes,) + blocks[0].shape[1:], dtype=blocks[0].dtype)
+        last[:held] = np.concatenate(pending)
+        yield start, last
+
+
+def _compress_chunk(chunk: np.ndarray) -> bytes:
+    """A chunk as HDF5's shuffle and deflate filters store it: byte planes, then zlib."""
+    import zlib
+
+    planes = np.ascontiguousarray(chunk).view(np.uint8).reshape(-1, chunk.dtype.itemsize).T
+    return zlib.compress(planes.tobytes(), _GZIP_LEVEL)
+
+
+def _write_compressed_chunks(dataset, blocks: list[np.ndarray], chunk_genes: int) -> None:
+    """Compress the counts' chunks on several threads and store them as they are.
+
+    HDF5 would run its filters on one thread; zlib releases the GIL, so
+    compressing here and writing the finished chunks directly is faster on
+    several cores and stores exactly what the filters would have.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    window: list = []
+    with ThreadPoolExecutor(workers) as pool:
+        for start, chunk in _chunks(blocks, chunk_genes):
+            window.append((start, pool.submit(_compress_chunk, chunk)))
+            if len(window) >= 2 * workers:  # bounded, so memory stays at a few chunks
+                first, future = window.pop(0)
+                dataset.id.write_direct_chunk((first, 0, 0), future.result())
+        for first, future in window:
+            dataset.id.write_direct_chunk((first, 0, 0), future.result())
+
+
+def _write_cell(group, cell: CellData) -> None:
     h5py = _h5py()
     blocks = cell._blocks()
     n_bins, n_marks = blocks[0].shape[1:]
     dtype = blocks[0].dtype
-    group = parent.create_group(cell.name)
     group.attrs["encoding-type"] = CELL_ENCODING
     group.attrs["encoding-version"] = FORMAT_VERSION
     chunk_genes = max(1, min(cell.n_genes, _CHUNK_BYTES // (n_bins * n_marks * dtype.itemsize)))
@@ -565,14 +794,11 @@ def _write_cell(parent, cell: CellData) -> None:
         dtype=dtype,
         chunks=(chunk_genes, n_bins, n_marks),
         compression="gzip",
-        compression_opts=4,
+        compression_opts=_GZIP_LEVEL,
         shuffle=True,
     )
     counts.attrs["encoding-type"] = "array"
-    start = 0
-    for block in blocks:
-        counts[start : start + len(block)] = block
-        start += len(block)
+    _write_compressed_chunks(counts, blocks, chunk_genes)
     ids = group.create_dataset(
         "gene_ids", data=np.asarray(cell.gene_ids, dtype=object), dtype=h5py.string_dtype("utf-8")
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ def run_cli(*args, cwd=None, env=None, stdin: str | None = None, timeout: float 
     shown = re.findall(r"^\S+:\d+: \w*Warning: .*$", process.stderr, flags=re.M)
     assert not shown, f"histcli {' '.join(map(str, args))} printed a warning: {shown[0]}"
     return Result(process.returncode, process.stdout, process.stderr)
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """Copy a store: its link file and the folder of cell files beside it."""
+    shutil.copy(source, target)
+    shutil.copytree(Path(f"{source}.cells"), Path(f"{target}.cells"))
 
 
 def file_digest(path: Path) -> str:

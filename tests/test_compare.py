@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, parse_tsv, run_cli
+from conftest import assert_one_line_error, copy_store, parse_tsv, run_cli
 from scipy import stats
 
 from histcli.registry import Registry
@@ -153,7 +153,7 @@ def test_constant_labels_and_empty_splits_give_notes_not_crashes(workspace, tmp_
     from histcli.store import CellData, Store
 
     store, models = tmp_path / "store.h5", tmp_path / "models"
-    shutil.copy(workspace.store, store)
+    copy_store(workspace.store, store)
     shutil.copytree(workspace.models, models)
     sim03 = Store(store).load("sim03")
     flat = CellData(name="sim03", counts=sim03.counts, gene_ids=sim03.gene_ids, marks=sim03.marks,

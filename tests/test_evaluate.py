@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, parse_tsv, run_cli
+from conftest import assert_one_line_error, copy_store, parse_tsv, run_cli
 from scipy import stats
 
 from histcli.registry import Registry
@@ -84,7 +84,7 @@ def test_predictions_are_cached_and_invalidated(workspace, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(workspace.models, models)
     store = tmp_path / "store.h5"
-    shutil.copy(workspace.store, store)
+    copy_store(workspace.store, store)
     env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(models)}
     first = json.loads(run_cli("evaluate", "logistic", "--cell", "sim01", "-f", "json", "-q", env=env).stdout)
     cache = Registry(models).get("logistic", "sim01").path / "predictions" / "sim01.test.npz"
@@ -123,7 +123,7 @@ def _write_cell(store_path, name, source: CellData, *, order=None, drop=None, la
 
 def test_transfer_to_another_cell_matches_marks_by_name(workspace, tmp_path):
     store = tmp_path / "store.h5"
-    shutil.copy(workspace.store, store)
+    copy_store(workspace.store, store)
     sim02 = Store(store).load("sim02")
     _write_cell(store, "shuffled", sim02, order=[4, 2, 0, 3, 1])
     _write_cell(store, "fourmarks", sim02, drop="H3K9me3")
@@ -141,7 +141,7 @@ def test_transfer_to_another_cell_matches_marks_by_name(workspace, tmp_path):
 
 def test_constant_labels_give_a_defined_value_and_a_warning(workspace, tmp_path):
     store = tmp_path / "store.h5"
-    shutil.copy(workspace.store, store)
+    copy_store(workspace.store, store)
     sim03 = Store(store).load("sim03")
     _write_cell(store, "allzero", sim03, labels=np.zeros(sim03.n_genes, dtype=np.int8))
     env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}

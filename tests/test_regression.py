@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import Workspace, assert_one_line_error, parse_tsv, run_cli, shared_data
+from conftest import Workspace, assert_one_line_error, copy_store, parse_tsv, run_cli, shared_data
 from scipy import stats
 
 from histcli.registry import Registry
@@ -204,7 +204,7 @@ def test_changed_expression_is_noticed_although_the_fingerprint_is_the_same(reg,
     import shutil
 
     store, models = tmp_path / "store.h5", tmp_path / "models"
-    shutil.copy(reg.store, store)
+    copy_store(reg.store, store)
     shutil.copytree(reg.models, models)
     cell = Store(store).load("sim01")
     changed = dataclasses.replace(cell, expression=cell.expression * 2 + 1)  # same genes, counts and labels

@@ -1,8 +1,9 @@
-"""The HDF5 store: round trips, format versions, golden fixture, atomicity and concurrency."""
+"""The HDF5 store: round trips, format versions, golden fixtures, upgrade, atomicity and concurrency."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,12 +13,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, file_digest, run_cli
+from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli
 
 from histcli.errors import CellExistsError, StoreError
 from histcli.store import SPLIT_CODES, CellData, Store, fingerprint_cell
 
-GOLDEN = Path(__file__).with_name("data") / "golden_store_v1.0.h5"
+DATA = Path(__file__).with_name("data")
+GOLDEN = DATA / "golden_store_v1.0.h5"
+GOLDEN_V2 = DATA / "golden_store_v2.0" / "store.h5"
 
 
 def make_cell(name: str, n_genes: int = 6, n_bins: int = 4, seed: int = 0, dtype=np.int32) -> CellData:
@@ -81,32 +84,45 @@ def test_fingerprint_changes_with_data_but_not_with_blocks():
     assert fingerprint_cell(cell) != before
 
 
-def test_schema_attributes_on_root_and_every_group(tmp_path):
+def test_schema_attributes_on_root_and_every_group(tmp_path, monkeypatch):
     path = tmp_path / "s.h5"
-    Store(path).write([make_cell("E001"), make_cell("E002")])
+    Store(path).write([make_cell("E001"), make_cell("E002", seed=2)])
+    # Plain h5py, from another working folder, reads every cell through the link file.
+    monkeypatch.chdir(DATA)
     with h5py.File(path, "r") as handle:
         assert handle.attrs["encoding-type"] == "histcli-store"
-        assert handle.attrs["encoding-version"] == "1.0"
-        for name in ("E001", "E002"):
+        assert handle.attrs["encoding-version"] == "2.0"
+        for seed, name in enumerate(("E001", "E002"), start=0):
+            link = handle["cells"].get(name, getlink=True)
+            assert isinstance(link, h5py.ExternalLink)
+            # Relative to the link file's folder, so that the store's folder can move.
+            assert link.filename.startswith("s.h5.cells/") and link.path == "/"
             group = handle["cells"][name]
             assert group.attrs["encoding-type"] == "histcli-cell"
-            assert group.attrs["encoding-version"] == "1.0"
+            assert group.attrs["encoding-version"] == "2.0"
             counts = group["counts"]
             assert counts.compression == "gzip"
             assert counts.chunks[1:] == counts.shape[1:]  # chunked along genes only
+            np.testing.assert_array_equal(counts[()], make_cell(name, seed=2 * seed).counts)
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "s.h5.cells").iterdir()) == ["E001", "E002"]
 
 
 def test_newer_format_is_refused_with_a_clear_message(tmp_path):
     path = tmp_path / "s.h5"
     Store(path).write([make_cell("E001")])
     with h5py.File(path, "r+") as handle:
-        handle.attrs["encoding-version"] = "2.0"
+        handle.attrs["encoding-version"] = "3.0"
     with pytest.raises(StoreError, match="newer than this histcli"):
         Store(path).cell_names()
 
 
-def test_golden_store_stays_readable():
-    store = Store(GOLDEN)
+@pytest.mark.parametrize("path", [GOLDEN, GOLDEN_V2], ids=["v1.0", "v2.0"])
+def test_golden_store_stays_readable(path):
+    check_golden_contents(Store(path))
+
+
+def check_golden_contents(store: Store) -> None:
+    """What tests/data/make_golden_store.py wrote, whichever format holds it."""
     assert store.cell_names() == ["E000", "float-cell"]
     cell = store.load("E000")
     np.testing.assert_array_equal(cell.counts, np.arange(24, dtype=np.int32).reshape(4, 3, 2))
@@ -191,6 +207,7 @@ def test_sigkill_during_prepare_leaves_the_store_intact(tmp_path):
     assert run.code == 0, run.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".staging-" in p.name]
     assert leftovers == []
+    assert_only_linked_cell_files(path)
 
 
 def test_concurrent_prepares_from_a_bash_loop_all_land(tmp_path):
@@ -207,7 +224,10 @@ def test_concurrent_prepares_from_a_bash_loop_all_land(tmp_path):
     assert result.returncode == 0, result.stderr
     assert Store(path).cell_names() == [f"{c}01" for c in "ABCDEF"]
     for cell in "ABCDEF":
-        assert Store(path).load(f"{cell}01").counts.shape == (3000, 50, 5)
+        loaded = Store(path).load(f"{cell}01")
+        assert loaded.counts.shape == (3000, 50, 5)
+        assert fingerprint_cell(loaded) == loaded.fingerprint
+    assert_only_linked_cell_files(path)
 
 
 def test_readers_work_while_another_process_writes(tmp_path):
@@ -258,3 +278,201 @@ def test_store_that_is_not_hdf5_is_reported(tmp_path):
     path.write_text("not hdf5")
     result = run_cli("store", "list", "--store", path)
     assert_one_line_error(result, str(path), "HDF5")
+
+
+def linked_files(path: Path) -> set[str]:
+    with h5py.File(path, "r") as handle:
+        return {handle["cells"].get(name, getlink=True).filename for name in handle["cells"]}
+
+
+def assert_only_linked_cell_files(path: Path) -> None:
+    """The cells folder holds exactly the files the link file references: nothing orphaned or half-written."""
+    on_disk = {f"{path.name}.cells/{p.name}" for p in Path(f"{path}.cells").iterdir()}
+    assert on_disk == linked_files(path)
+
+
+def test_a_write_leaves_the_files_of_other_cells_untouched(tmp_path):
+    store = Store(tmp_path / "s.h5")
+    store.write([make_cell("E001")])
+    (first,) = store.cells_dir.iterdir()
+    before = first.stat()
+    store.write([make_cell("E002", seed=2)])
+    store.write([make_cell("E003", seed=3), make_cell("E004", seed=4)])
+    after = first.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert len(list(store.cells_dir.iterdir())) == 4
+    # Replacing a cell gives it a new file and deletes the old one; so does removing it.
+    store.write([make_cell("E001", seed=9)], overwrite=True)
+    assert not first.exists()
+    np.testing.assert_array_equal(store.load("E001").counts, make_cell("E001", seed=9).counts)
+    store.remove(["E002"])
+    assert store.cell_names() == ["E001", "E003", "E004"]
+    assert_only_linked_cell_files(store.path)
+    np.testing.assert_array_equal(store.load("E004").counts, make_cell("E004", seed=4).counts)
+
+
+def test_a_moved_store_folder_reads_through_relative_links(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_cli("prepare", "simulate", "--cells", 2, "--genes", 30, "--bins", 5, "-q", cwd=work,
+                  env={"HISTCLI_STORE": "data/store.h5"})
+    assert run.code == 0, run.stderr
+    expected = Store(work / "data" / "store.h5").load("sim02").counts
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    shutil.move(work / "data", moved)
+    # A decoy with the links' relative paths under the working folder must not be read instead.
+    decoy = work / "store.h5.cells"
+    shutil.copytree(moved / "store.h5.cells", decoy)
+    for file in decoy.iterdir():
+        with h5py.File(file, "r+") as handle:
+            handle["counts"][...] = -1
+    monkeypatch.chdir(work)
+    relative = Path("..") / "elsewhere" / "moved" / "store.h5"
+    np.testing.assert_array_equal(Store(relative).load("sim02").counts, expected)
+    with h5py.File(relative, "r") as handle:
+        np.testing.assert_array_equal(handle["cells/sim02/counts"][()], expected)
+    # The moved store takes new cells, and its old ones stay readable.
+    run = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--prefix", "new", "-q",
+                  env={"HISTCLI_STORE": str(relative)}, cwd=work)
+    assert run.code == 0, run.stderr
+    assert Store(relative).cell_names() == ["new01", "sim01", "sim02"]
+    np.testing.assert_array_equal(Store(moved / "store.h5").load("sim02").counts, expected)
+    assert_only_linked_cell_files(moved / "store.h5")
+
+
+def test_a_reader_whose_cell_was_replaced_meanwhile_reads_the_new_version(tmp_path, monkeypatch):
+    store = Store(tmp_path / "s.h5")
+    store.write([make_cell("E001")])
+    replacement = make_cell("E001", seed=4)
+    real_open = Store._open
+    opened = []
+
+    def open_then_let_a_writer_commit(self):
+        handle = real_open(self)
+        opened.append(self.path)
+        if len(opened) == 1:
+            # Between this reader opening the link file and reading the cell, a writer
+            # replaces the cell and deletes the file the reader's link file points to.
+            Store(self.path).write([replacement], overwrite=True)
+        return handle
+
+    monkeypatch.setattr(Store, "_open", open_then_let_a_writer_commit)
+    loaded = store.load("E001")
+    np.testing.assert_array_equal(loaded.counts, replacement.counts)
+    assert loaded.fingerprint == fingerprint_cell(replacement)
+
+
+def test_a_missing_or_damaged_cell_file_is_one_line_error(tmp_path):
+    path = tmp_path / "s.h5"
+    Store(path).write([make_cell("E001")])
+    (cell_file,) = (tmp_path / "s.h5.cells").iterdir()
+    cell_file.write_text("not hdf5")
+    result = run_cli("store", "show", "E001", "--store", path)
+    assert_one_line_error(result, str(path), "'E001'", "cannot be read")
+    shutil.rmtree(tmp_path / "s.h5.cells")
+    assert Store(path).cell_names() == ["E001"]
+    result = run_cli("store", "show", "E001", "--store", path)
+    assert_one_line_error(result, str(path), "'E001'", "missing", "s.h5.cells")
+
+
+def test_readers_see_whole_cells_while_a_cell_is_overwritten(tmp_path):
+    path = tmp_path / "s.h5"
+    args = "prepare simulate --cells 1 --genes 2000 --bins 20 --prefix X --overwrite -q"
+    assert run_cli(*args.split(), "--store", path).code == 0
+    writer = subprocess.Popen(["bash", "-c", " && ".join(
+        f"{sys.executable} -m histcli {args} --seed {seed} --store {path} >/dev/null" for seed in range(1, 5))])
+    reads = 0
+    try:
+        while writer.poll() is None:
+            cell = Store(path).load("X01")
+            assert fingerprint_cell(cell) == cell.fingerprint
+            reads += 1
+    finally:
+        writer.wait()
+    assert writer.returncode == 0 and reads > 0
+    assert_only_linked_cell_files(path)
+
+
+def test_upgrade_converts_a_single_file_store_in_place(tmp_path):
+    path = tmp_path / "old.h5"
+    shutil.copy(GOLDEN, path)
+    refused = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 4, "--store", path)
+    assert_one_line_error(refused, str(path), "format 1.0", "histcli store upgrade")
+    assert file_digest(path) == file_digest(GOLDEN)
+
+    result = run_cli("store", "upgrade", "--store", path, "-f", "tsv")
+    assert result.code == 0, result.stderr
+    assert [row["cell"] for row in parse_tsv(result.stdout)] == ["E000", "float-cell"]
+    assert Store(path).format_version() == "2.0"
+    check_golden_contents(Store(path))
+    # Every dataset and attribute came over with its type, values and storage layout.
+    with h5py.File(GOLDEN, "r") as old, h5py.File(path, "r") as new:
+        for name in old["cells"]:
+            before, after = old["cells"][name], new["cells"][name]
+            assert isinstance(new["cells"].get(name, getlink=True), h5py.ExternalLink)
+            assert set(after.attrs) == set(before.attrs)
+            for key in before.attrs:
+                if key != "encoding-version":
+                    assert after.attrs.get_id(key).dtype == before.attrs.get_id(key).dtype, key
+                    np.testing.assert_array_equal(after.attrs[key], before.attrs[key])
+            assert after.attrs["encoding-version"] == "2.0"
+            assert set(after) == set(before)
+            for key in before:
+                assert (after[key].dtype, after[key].chunks, after[key].compression) == (
+                    before[key].dtype, before[key].chunks, before[key].compression)
+                np.testing.assert_array_equal(after[key][()], before[key][()])
+                assert dict(after[key].attrs) == dict(before[key].attrs)
+    assert_only_linked_cell_files(path)
+
+    again = run_cli("store", "upgrade", "--store", path, "-f", "tsv")
+    assert again.code == 0 and "nothing to do" in again.stderr
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 4, "--store", path,
+                   "-q").code == 0
+    assert Store(path).cell_names() == ["E000", "float-cell", "sim01"]
+
+
+def test_sigkill_during_upgrade_leaves_the_old_store(tmp_path):
+    path = tmp_path / "old.h5"
+    shutil.copy(GOLDEN, path)
+    script = (
+        "import time\n"
+        "import histcli.store as store_module\n"
+        "def stalled(path):\n"
+        "    print('COMMITTING', flush=True)\n"
+        "    time.sleep(600)\n"
+        "store_module.fsync_file = stalled\n"
+        f"store_module.Store({str(path)!r}).upgrade()\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "COMMITTING"
+    # Killed with the converted cells in place and the new link file half-made beside the old file.
+    assert len(list((tmp_path / "old.h5.cells").iterdir())) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert file_digest(path) == file_digest(GOLDEN)
+    assert Store(path).format_version() == "1.0"
+    check_golden_contents(Store(path))
+    assert run_cli("store", "upgrade", "--store", path, "-q").code == 0
+    check_golden_contents(Store(path))
+    assert_only_linked_cell_files(path)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".staging-" in p.name]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
+def test_counts_in_many_chunks_and_uneven_blocks_read_back_exactly(tmp_path, dtype):
+    """Chunks are compressed outside HDF5 and written as stored: HDF5's own filters must read them."""
+    cell = make_cell("E001", n_genes=2000, n_bins=100, dtype=dtype)
+    rng = np.random.default_rng(3)
+    whole = (rng.random((2000, 100, 3)) * 1e4).astype(dtype)
+    # Blocks that start and end inside chunks (512 KiB: 436 or 218 genes), the last chunk padded.
+    cell.counts = [whole[:1], whole[1:700], whole[700:701], whole[701:]]
+    Store(tmp_path / "s.h5").write([cell])
+    with h5py.File(tmp_path / "s.h5", "r") as handle:
+        counts = handle["cells/E001/counts"]
+        assert counts.chunks == (2**19 // (300 * np.dtype(dtype).itemsize), 100, 3)
+        assert counts.shuffle and counts.compression == "gzip"
+        np.testing.assert_array_equal(counts[()], whole)
+        np.testing.assert_array_equal(counts[1990:], whole[1990:])
+        del counts  # it holds the cell's file open, with HDF5's file locks unlike the store's reads
+    assert Store(tmp_path / "s.h5").fingerprint("E001") == fingerprint_cell(cell)

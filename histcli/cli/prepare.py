@@ -54,8 +54,7 @@ def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_fo
     with console.progress() as bar:
         task = bar.add_task(description, total=len(names))
         written = store.write(cells, overwrite=overwrite, on_staged=lambda name: bar.advance(task))
-    summaries = {s.name: s for s in store.summaries()}
-    print_summaries([summaries[name] for name in written], output_format, title=f"prepared in {store_path}")
+    print_summaries(store.summaries(written), output_format, title=f"prepared in {store_path}")
 
 
 @app.command("deepchrome")

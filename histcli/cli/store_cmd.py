@@ -1,4 +1,4 @@
-"""`histcli store list|show|rm`: what the dataset store holds."""
+"""`histcli store list|show|rm|upgrade`: what the dataset store holds."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from histcli.cli.options import (
     DEFAULT_STORE,
     FormatOption,
     OutputFormat,
+    QuietOption,
     StoreOption,
     complete_cells,
 )
@@ -128,3 +129,22 @@ def remove_cells(
     removed = [store.summary(cell) for cell in cells]
     store.remove(cells)
     print_summaries(removed, output_format, title=f"removed from {store_path}")
+
+
+@app.command("upgrade")
+def upgrade_store(
+    store_path: StoreOption = DEFAULT_STORE,
+    output_format: FormatOption = OutputFormat.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Convert a store from before format 2.0 (every cell in one file) to one file per cell, in place."""
+    from histcli.cli import console
+    from histcli.store import FORMAT_VERSION, Store
+
+    console.setup(quiet)
+    store = Store(store_path)
+    converted = store.upgrade()
+    if not converted:
+        console.note(f"{store_path} is already in store format {FORMAT_VERSION}; nothing to do")
+    print_summaries(store.summaries(converted), output_format,
+                    title=f"upgraded in {store_path} to store format {FORMAT_VERSION}")

@@ -1,19 +1,23 @@
-"""Write tests/data/golden_store_v1.0.h5, the store-format fixture.
+"""Write the store-format fixture of the current format version.
 
 Run once per store format version and commit the output; test_store.py reads
-the committed file with hard-coded expectations, so later format changes must
-keep old stores readable. Do not regenerate an existing version's file.
+the committed files with hard-coded expectations, so later format changes must
+keep old stores readable. Do not regenerate an existing version's files.
+Format 1.0 was one file, tests/data/golden_store_v1.0.h5; from 2.0 on a store is
+a link file and a folder of cell files, so the fixture is the folder
+tests/data/golden_store_v<version>/ holding store.h5 and store.h5.cells/.
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from histcli.store import SPLIT_CODES, CellData, SourceFile, Store
+from histcli.store import FORMAT_VERSION, SPLIT_CODES, CellData, SourceFile, Store
 
 
 def main() -> None:
-    out = Path(__file__).with_name("golden_store_v1.0.h5")
+    folder = Path(__file__).with_name(f"golden_store_v{FORMAT_VERSION}")
+    out = folder / "store.h5"
     counts = np.arange(4 * 3 * 2, dtype=np.int32).reshape(4, 3, 2)
     labelled = CellData(
         name="E000",
@@ -45,8 +49,8 @@ def main() -> None:
         split=np.zeros(2, dtype=np.uint8),
         attrs={"source_format": "golden"},
     )
-    if out.exists():
-        raise SystemExit(f"{out} exists; golden files are never regenerated")
+    if folder.exists():
+        raise SystemExit(f"{folder} exists; golden files are never regenerated")
     Store(out).write([labelled, unlabelled])
 
 
