@@ -246,6 +246,17 @@ def fingerprint_cell(cell: CellData) -> str:
     return digest.hexdigest()
 
 
+# Attributes the store itself writes on every cell group; every other attribute is the
+# source's (CellData.attrs: label rule, orientation, expression file, ...) and is kept as it is.
+STORE_ATTRS = frozenset({"encoding-type", "encoding-version", "marks", "bin_size", "window", "tss_offset", "sources",
+                         "created", "fingerprint", "histcli_version"})
+
+
+def source_attrs(attrs: dict) -> dict:
+    """A stored cell's attributes that came from its source (the store's own left out)."""
+    return {key: value for key, value in attrs.items() if key not in STORE_ATTRS}
+
+
 def expression_digest(expression: np.ndarray | None) -> str | None:
     """SHA-256 of a cell's expression values (float64), which regression models learn from.
 
@@ -282,6 +293,9 @@ def validate_cell(cell: CellData) -> None:
             raise StoreError(f"cell {cell.name}: {name} has {len(values)} values for {n} genes")
     if cell.labels is not None and not np.isin(cell.labels, (0, 1)).all():
         raise StoreError(f"cell {cell.name}: labels must be 0 or 1")
+    clashing = sorted(STORE_ATTRS & set(cell.attrs))
+    if clashing:
+        raise StoreError(f"cell {cell.name}: attribute {clashing[0]} is the store's own, not a source's")
 
 
 class _CellFileMissing(Exception):
@@ -418,10 +432,6 @@ class Store:
             labels = group["labels"][()]
             positive = float(labels.mean()) if len(labels) else None
         stored = sum(group[key].id.get_storage_size() for key in group.keys())
-        known = {
-            "encoding-type", "encoding-version", "marks", "bin_size", "window", "tss_offset",
-            "sources", "created", "fingerprint", "source_format",
-        }
         return CellSummary(
             name=name,
             n_genes=int(counts.shape[0]),
@@ -438,7 +448,8 @@ class Store:
             fingerprint=attrs.get("fingerprint", ""),
             source_format=attrs.get("source_format", ""),
             sources=json.loads(attrs.get("sources", "[]")),
-            attrs={key: value for key, value in attrs.items() if key not in known},
+            # source_format has a field of its own above.
+            attrs={key: value for key, value in source_attrs(attrs).items() if key != "source_format"},
             encoding_version=str(attrs["encoding-version"]),
             stored_bytes=int(stored),
         )
@@ -487,8 +498,7 @@ class Store:
             expression=read("expression"),
             labels=read("labels"),
             sources=[SourceFile(**s) for s in json.loads(attrs.get("sources", "[]"))],
-            attrs={k: v for k, v in attrs.items()
-                   if k in ("label_threshold", "label_rule", "source_format", "aggregate", "orientation")},
+            attrs=source_attrs(attrs),
             coordinates=coordinates,
             fingerprint=attrs.get("fingerprint"),
             created=attrs.get("created"),

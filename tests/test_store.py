@@ -476,3 +476,20 @@ def test_counts_in_many_chunks_and_uneven_blocks_read_back_exactly(tmp_path, dty
         np.testing.assert_array_equal(counts[1990:], whole[1990:])
         del counts  # it holds the cell's file open, with HDF5's file locks unlike the store's reads
     assert Store(tmp_path / "s.h5").fingerprint("E001") == fingerprint_cell(cell)
+
+
+def test_every_source_attribute_survives_a_round_trip(tmp_path):
+    """What a source records about a cell comes back on load and in the summary, whatever its name."""
+    import dataclasses
+
+    attrs = {"label_rule": "value > median", "expression_file": "roadmap.tsv.gz", "expression_column": "E116",
+             "a_future_attribute": 3}
+    cell = dataclasses.replace(make_cell("E001"), attrs=attrs)
+    store = Store(tmp_path / "s.h5")
+    store.write([cell])
+    assert store.load("E001").attrs == attrs
+    assert store.summary("E001").attrs == attrs
+    clashing = dataclasses.replace(make_cell("E002"), attrs={"fingerprint": "mine"})
+    with pytest.raises(StoreError, match="attribute fingerprint is the store's own"):
+        store.write([clashing])
+    assert store.cell_names() == ["E001"]
