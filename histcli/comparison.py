@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from histcli.errors import HistcliError, UsageError
+from histcli.errors import ChoiceError, HistcliError, SettingError
 from histcli.evaluation import Predictions, predictions_for
 from histcli.registry import Registry
 from histcli.stats import PairedSummary
@@ -85,12 +85,12 @@ def choose_metric(metric: str | None, tasks: dict) -> str:
     if metric is None:
         return "pearson" if regressors else "auc"
     if metric not in METRICS:
-        raise UsageError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+        raise ChoiceError("metric", metric, METRICS)
     if metric != "auc" and not regressors:
         classifiers = [model for model, task in tasks.items() if task.name != "regression"]
-        raise UsageError(f"--metric {metric} compares regression models, but {', '.join(classifiers)} "
-                         f"{'is a classifier' if len(classifiers) == 1 else 'are classifiers'}; "
-                         "use --metric auc to rank classifiers and regressors together")
+        raise SettingError("metric", metric, f"compares regression models, but {', '.join(classifiers)} "
+                           f"{'is a classifier' if len(classifiers) == 1 else 'are classifiers'}; "
+                           "auc ranks classifiers and regressors together")
     return metric
 
 

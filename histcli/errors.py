@@ -64,6 +64,15 @@ class OldStoreFormatError(StoreError):
         super().__init__(f"store {store}: format {version} (one file) is read but no longer written")
 
 
+class NoStoreError(StoreError):
+    """The store asked for does not exist, or names a folder rather than the store's file."""
+
+    def __init__(self, store, problem: str):
+        self.store = str(store)
+        self.problem = problem
+        super().__init__(f"store {store}: {problem}")
+
+
 class CellExistsError(StoreError):
     """Writing a cell that the store already holds, without ``overwrite``."""
 
@@ -75,6 +84,15 @@ class CellExistsError(StoreError):
 
 class ModelError(HistcliError):
     """A registry entry is missing, damaged or does not fit the data."""
+
+
+class DivergedError(ModelError):
+    """Training produced a non-finite loss or prediction."""
+
+    def __init__(self, epoch: int, loss: float):
+        self.epoch = epoch
+        self.loss = loss
+        super().__init__(f"training diverged at epoch {epoch} (loss {loss:.4g})")
 
 
 class ModelExistsError(ModelError):
@@ -193,6 +211,8 @@ def option_name(setting: str) -> str:
 
 _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
     (OldStoreFormatError, lambda exc: f"{exc}; convert it once with 'histcli store upgrade --store {exc.store}'"),
+    (NoStoreError, lambda exc: f"{exc}; create it with 'histcli prepare', or point --store / HISTCLI_STORE at one"),
+    (DivergedError, lambda exc: f"{exc}; try a smaller --lr"),
     (CellExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
     (ModelExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
     (MissingGenesError, lambda exc: f"{exc}; pass --drop-missing to leave them out"),

@@ -49,7 +49,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from histcli import __version__, interrupt
-from histcli.errors import CellExistsError, OldStoreFormatError, StoreError
+from histcli.errors import CellExistsError, NoStoreError, OldStoreFormatError, StoreError
 from histcli.fsutil import (
     copy_permissions,
     ensure_writable_dir,
@@ -341,15 +341,12 @@ class Store:
 
     def _check_not_folder(self) -> None:
         if self.path.is_dir():
-            raise StoreError(f"store {self.path}: is a folder; --store names the HDF5 file (e.g. {self.path / 'store.h5'})")
+            raise NoStoreError(self.path, f"is a folder, not a store file (e.g. {self.path / 'store.h5'})")
 
     def _open(self):
         self._check_not_folder()
         if not self.path.exists():
-            raise StoreError(
-                f"store {self.path} does not exist; create it with 'histcli prepare' "
-                "or point --store / HISTCLI_STORE at one"
-            )
+            raise NoStoreError(self.path, "does not exist")
         h5py = _h5py()
         try:
             # Files are never modified in place (see the module docstring), so

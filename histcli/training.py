@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from histcli import interrupt
-from histcli.errors import HistcliError, ModelError
+from histcli.errors import DivergedError, HistcliError, ModelError, SettingError
 from histcli.store import CellData, expression_digest
 from histcli.tasks import Classification, Task
 
@@ -135,7 +135,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise HistcliError("--device cuda: no CUDA device is available (use --device auto or cpu)")
+        raise SettingError("device", "cuda", "no CUDA device is available (auto and cpu train without one)")
     return requested
 
 
@@ -208,7 +208,7 @@ def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell
         # Stores from before the attribute existed: unstranded genes were stored as '+'.
         logging.getLogger("histcli").warning(
             "%s was prepared from tracks before histcli recorded gene orientation; its genes are taken as "
-            "5' to 3' (pass --mirror on if the genes file had no strands, or prepare the cell again)", cell_name)
+            "5' to 3' (train with mirror on if the genes file had no strands, or prepare the cell again)", cell_name)
     return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
 
 
@@ -316,7 +316,7 @@ def train(cell: CellData, settings: TrainSettings, *,
             mean_loss = float(total_loss) / len(order)
             valid_outputs = predict_logits(module, valid_inputs, mirror=settings.mirror).float().cpu().numpy()
             if not math.isfinite(mean_loss) or not np.isfinite(valid_outputs).all():
-                raise ModelError(f"training diverged at epoch {epoch} (loss {mean_loss:.4g}); try a smaller --lr")
+                raise DivergedError(epoch, mean_loss)
             valid_score = task.selection_score(valid_targets, valid_outputs)
             if valid_score > best_score:
                 best_score, best_epoch, best_outputs = valid_score, epoch, valid_outputs

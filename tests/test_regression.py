@@ -129,7 +129,7 @@ def test_compare_two_regressors_by_steiger_and_zou(reg):
     mixed = reg.run("compare", "logistic-reg", "logistic", "-f", "json", "-q")
     assert mixed.code == 0 and json.loads(mixed.stdout)["metric"] == "auc"
     refused = reg.run("compare", "logistic-reg", "logistic", "--metric", "pearson", "-q")
-    assert_one_line_error(refused, "--metric pearson", "logistic is a classifier", code=2)
+    assert_one_line_error(refused, "--metric 'pearson'", "logistic is a classifier", code=2)
     plot = reg.run("compare", "logistic-reg", "deepchrome-reg", "--plot", reg.folder / "c.png", "-q")
     assert_one_line_error(plot, "--plot and --metric cannot be combined", code=2)
 

@@ -450,6 +450,7 @@ def test_sigkill_during_upgrade_leaves_the_old_store(tmp_path):
     assert len(list((tmp_path / "old.h5.cells").iterdir())) == 2
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.stdout.close()
     assert file_digest(path) == file_digest(GOLDEN)
     assert Store(path).format_version() == "1.0"
     check_golden_contents(Store(path))

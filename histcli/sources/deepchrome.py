@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import InputError, UsageError
+from histcli.errors import InputError, SettingError, UsageError
 from histcli.marks import DEEPCHROME_ORDER
 from histcli.sources.common import CountBlocks
 from histcli.sources.rows import Field, GeneBlocks, check_unique_genes, read_chunks
@@ -49,9 +49,8 @@ def find_cells(path: Path, cells: list[str] | None) -> list[tuple[str, dict[str,
     direct = _split_files(path)
     if direct:
         if not cells or len(cells) != 1:
-            raise UsageError(
-                f"{path} holds one cell's train/valid/test files: name it with exactly one --cell"
-            )
+            raise SettingError("cell", ",".join(cells or []) or None,
+                               f"{path} holds one cell's train/valid/test files: name exactly one cell for it")
         return [(check_cell_name(cells[0]), _complete(path, direct))]
     available = {
         sub.name: _split_files(sub / "classification")
