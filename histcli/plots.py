@@ -1,4 +1,4 @@
-"""Figures of a comparison: per-cell AUC scatter of two models and one cell's ROC curves (matplotlib)."""
+"""Figures: a comparison's per-cell AUC scatter and ROC curves, and the matplotlib backend every --plot uses."""
 
 from __future__ import annotations
 

@@ -94,11 +94,11 @@ def explain(
     import time
 
     from histcli.cli import console
-    from histcli.cli.compare import plotting_backend
     from histcli.errors import UsageError
     from histcli.explanation import check_method, read_gene_list, require_captum
     from histcli.fsutil import atomic_open, check_output_path
     from histcli.output import resolve_format
+    from histcli.plots import plotting_backend
     from histcli.registry import Registry
     from histcli.splits import check_split_choice
     from histcli.store import Store
