@@ -248,3 +248,19 @@ def summarise(rows: list[dict], metric: str = "auc") -> list[dict]:
             summary[f"{statistic}_{metric}"] = float(function(values)) if len(values) else None
         summaries.append(summary)
     return summaries
+
+
+def model_summaries(rows: list[dict], tasks) -> list[dict]:
+    """One dict per model: n_cells and, for every metric the ``tasks`` summarise, the statistics they name
+    (``mean_auc``, ``median_pearson``, ...; None where a metric does not apply to the model)."""
+    wanted: dict[str, list[str]] = {}
+    for task in tasks:
+        for metric, statistics in task.summary_statistics:
+            wanted[metric] = list(dict.fromkeys([*wanted.get(metric, []), *statistics]))
+    by_model: dict[str, dict] = {}
+    for metric, statistics in wanted.items():
+        for summary in summarise(rows, metric):
+            merged = by_model.setdefault(summary["model"], {"model": summary["model"], "n_cells": 0})
+            merged["n_cells"] = max(merged["n_cells"], summary["n_cells"])
+            merged.update({f"{statistic}_{metric}": summary[f"{statistic}_{metric}"] for statistic in statistics})
+    return list(by_model.values())

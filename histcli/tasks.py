@@ -47,6 +47,8 @@ class Classification:
     metric_columns = ("auc", "auprc", "accuracy")
     # The metrics a person sees in evaluate's table (machine formats carry every metric column).
     metric_headers = {"positives": "positives", "auc": "AUC", "auprc": "AUPRC", "accuracy": "accuracy"}
+    # evaluate's summary over cells: which statistics (histcli.evaluation.summarise) of which metric.
+    summary_statistics = (("auc", ("mean", "median", "min", "max")), ("auprc", ("mean",)))
 
     def config(self) -> dict:
         return {"name": self.name}
@@ -121,6 +123,7 @@ class Regression:
     prediction_columns = ("log_expression", "expression")
     metric_columns = ("pearson", "spearman", "r2", "rmse", "auc", "auprc")
     metric_headers = {"pearson": "r", "spearman": "rho", "r2": "R²", "rmse": "RMSE", "auc": "AUC"}
+    summary_statistics = (("pearson", ("mean", "median", "min", "max")), ("auc", ("mean",)))
 
     def __post_init__(self):
         if self.target not in TARGETS:

@@ -65,27 +65,20 @@ def people_tables(rows: list[dict], entries) -> list[tuple[list[dict], list]]:
     return tables
 
 
-# The summary per model: which statistics of which metric (as histcli.evaluation.summarise names them).
-SUMMARY_STATISTICS = {"auc": ("mean", "median", "min", "max"), "auprc": ("mean",), "pearson": ("mean", "median")}
 SUMMARY_HEADERS = {"auc": "AUC", "auprc": "AUPRC", "pearson": "r"}
 
 
-def summary_rows(rows: list[dict], metrics: list[str]) -> tuple[list[dict], list]:
-    """One row per model with the summary statistics of each metric shown, and its columns."""
-    from histcli.evaluation import summarise
+def summary_columns(tasks) -> list:
+    """Columns of the summary per model: the statistics the tasks summarise (histcli.tasks)."""
     from histcli.output import Column
 
-    shown = [metric for metric in SUMMARY_STATISTICS if metric in metrics]
-    by_model: dict[str, dict] = {}
-    for metric in shown:
-        for summary in summarise(rows, metric):
-            merged = by_model.setdefault(summary["model"], {"model": summary["model"], "n_cells": 0})
-            merged["n_cells"] = max(merged["n_cells"], summary.pop("n_cells"))
-            merged.update(summary)
-    columns = [Column("model", justify="left"), Column("n_cells", "cells")]
-    columns += [Column(f"{statistic}_{metric}", f"{SUMMARY_HEADERS[metric]} {statistic}", digits=4)
-                for metric in shown for statistic in SUMMARY_STATISTICS[metric]]
-    return list(by_model.values()), columns
+    wanted: dict[str, list[str]] = {}
+    for task in tasks:
+        for metric, statistics in task.summary_statistics:
+            wanted[metric] = list(dict.fromkeys([*wanted.get(metric, []), *statistics]))
+    return [Column("model", justify="left"), Column("n_cells", "cells")] + [
+        Column(f"{statistic}_{metric}", f"{SUMMARY_HEADERS[metric]} {statistic}", digits=4)
+        for metric, statistics in wanted.items() for statistic in statistics]
 
 
 def chosen_entries(registry, names: list[str], cells: list[str] | None):
@@ -123,7 +116,7 @@ def evaluate(
     """Metrics per (model, cell), sorted by cell: AUC, AUPRC and accuracy; for regression models Pearson r, Spearman
     rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
-    from histcli.evaluation import evaluation_rows, metric_columns
+    from histcli.evaluation import evaluation_rows, metric_columns, model_summaries
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
     from histcli.splits import check_split_choice
@@ -137,15 +130,20 @@ def evaluate(
         task = bar.add_task("evaluating", total=len(entries))
         rows = evaluation_rows(entries, store, split, on_cell=on_cell, threshold=threshold, device=device.value,
                                allow_changed=allow_changed_data, on_entry=lambda: bar.advance(task))
-    metrics = metric_columns([entry.task for entry in entries])
-    summaries, summary_columns = summary_rows(rows, metrics)
+    tasks = list({entry.task.name: entry.task for entry in entries}.values())
+    metrics = metric_columns(tasks)
+    summaries = model_summaries(rows, tasks)
     fmt = resolve_format(output_format.value)
     if summary and fmt in ("tsv", "csv"):
-        render_rows(summaries, summary_columns, fmt)
+        render_rows(summaries, summary_columns(tasks), fmt)
         return
     if fmt != "table":
         render_rows(rows, evaluate_columns(metrics), fmt, json_payload={"rows": rows, "summary": summaries})
         return
+    # A terminal: per task, the cells, then the summary over cells; each fits 80 columns.
     for task_rows, columns in people_tables(rows, entries):
-        write_rich_table(task_rows, columns, title=f"{task_rows[0]['task']}, {split} genes")
-    write_rich_table(summaries, summary_columns, title=f"summary over cells, {split} genes")
+        task = next(t for t in tasks if t.name == task_rows[0]["task"])
+        models = {row["model"] for row in task_rows}
+        write_rich_table(task_rows, columns, title=f"{task.name}, {split} genes")
+        write_rich_table([s for s in summaries if s["model"] in models], summary_columns([task]),
+                         title=f"{task.name}, summary over cells")
