@@ -83,7 +83,13 @@ def test_predict_writes_the_level_and_rpkm(reg):
 def test_evaluate_reports_correlations_errors_and_auc_against_scipy(reg):
     result = reg.run("evaluate", "logistic-reg", "logistic", "-f", "json", "-q")
     assert result.code == 0, result.stderr
-    rows = {(r["model"], r["cell"]): r for r in json.loads(result.stdout)["rows"]}
+    payload = json.loads(result.stdout)
+    rows = {(r["model"], r["cell"]): r for r in payload["rows"]}
+    summary = {s["model"]: s for s in payload["summary"]}
+    pearsons = [rows[("logistic-reg", cell)]["pearson"] for cell in ("sim01", "sim02")]
+    assert summary["logistic-reg"]["mean_pearson"] == pytest.approx(np.mean(pearsons))
+    assert summary["logistic-reg"]["max_pearson"] == max(pearsons)
+    assert summary["logistic"]["mean_pearson"] is None and summary["logistic"]["mean_auc"] is not None
     for cell in ("sim01", "sim02"):
         measured, labels = _measured(reg, cell)
         predicted = np.array([float(row["log_expression"]) for row in _predicted(reg, "logistic-reg", cell)])
