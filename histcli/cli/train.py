@@ -165,8 +165,9 @@ def train(
 
             def report(epoch):
                 bar.update(task, completed=epoch.epoch,
-                           status=f"loss {epoch.loss:.4f}  valid {metric_label} {epoch.valid_score:.4f}  "
-                                  f"best {epoch.best_valid_score:.4f} (epoch {epoch.best_epoch})")
+                           # Short enough for an 80-column terminal next to the bar.
+                           status=f"loss {epoch.loss:.4f} {metric_label} {epoch.valid_score:.4f} "
+                                  f"best {epoch.best_valid_score:.4f}@{epoch.best_epoch}")
                 if epoch.epoch - epoch.best_epoch >= epoch.patience:  # the run stops here
                     bar.update(task, total=epoch.epoch)
 
