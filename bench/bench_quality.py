@@ -54,9 +54,9 @@ def prepare(env: dict) -> None:
 class Runner:
     """Trains and evaluates one registry entry per job, remembering finished ones in results.jsonl."""
 
-    def __init__(self, folder: Path, threads: int):
+    def __init__(self, folder: Path, threads: int, log_name: str = "results.jsonl"):
         self.env = {"HISTCLI_STORE": str(folder / "store.h5"), "HISTCLI_MODELS": str(folder / "models")}
-        self.log = folder / "results.jsonl"
+        self.log = folder / log_name
         self.threads = threads
         self.done = {}
         if self.log.exists():

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_quality import DEEP, prepare  # noqa: E402
+from bench_quality import DEEP, Runner, prepare  # noqa: E402
 from common import histcli, run  # noqa: E402
 
 from histcli.metrics import pearson  # noqa: E402
@@ -60,18 +60,11 @@ def ridge_yardstick(store: Store, cell: str) -> dict:
             "test_pearson": pearson(test_y, test_x @ weights)}
 
 
-class Runner:
+class RegressionRunner(Runner):
     """Trains and evaluates one regression entry per job, remembering finished ones in regression.jsonl."""
 
     def __init__(self, folder: Path, threads: int):
-        self.env = {"HISTCLI_STORE": str(folder / "store.h5"), "HISTCLI_MODELS": str(folder / "models")}
-        self.log = folder / "regression.jsonl"
-        self.threads = threads
-        self.done = {}
-        if self.log.exists():
-            for line in self.log.read_text().splitlines():
-                row = json.loads(line)
-                self.done[row["name"], row["cell"]] = row
+        super().__init__(folder, threads, log_name="regression.jsonl")
 
     def __call__(self, job: tuple) -> dict:
         cell, arch, seeds = job
@@ -107,7 +100,7 @@ def main() -> None:
     options = parser.parse_args()
     folder = options.keep or Path(tempfile.mkdtemp(prefix="histcli-regression-"))
     folder.mkdir(parents=True, exist_ok=True)
-    runner = Runner(folder, options.threads)
+    runner = RegressionRunner(folder, options.threads)
     if not (folder / "store.h5").exists():
         prepare(runner.env)
     cells = {"e116": "E116", "cell1": "Cell1"}

@@ -123,3 +123,37 @@ def labels_from_expression(values: np.ndarray) -> tuple[np.ndarray, float]:
         # The mean of the two middle values overflowed (both near the float64 limit): halve them first.
         threshold = float(np.median(np.asarray(values) / 2) * 2)
     return (values > threshold).astype(np.int8), threshold
+
+
+class ValuesByGene:
+    """Values of a gene table in file order, one per distinct gene key.
+
+    A gene given twice with the same value is kept once (the DeepChrome tables
+    repeat seven genes); with two values it is an error naming both lines.
+    ``rows`` keeps every row's value, repeats included.
+    """
+
+    def __init__(self, path: Path, value_name: str):
+        self.path = path
+        self.value_name = value_name
+        self.keys: list[str] = []
+        self.values: list = []
+        self.rows: list = []
+        self._lines: list[int] = []
+        self._first: dict[str, int] = {}
+
+    def add(self, key: str, gene: str, value, value_text: str, line: int, field: str) -> None:
+        self.rows.append(value)
+        first = self._first.setdefault(key, len(self.keys))
+        if first == len(self.keys):
+            self.keys.append(key)
+            self.values.append(value)
+            self._lines.append(line)
+        elif self.values[first] != value:
+            raise InputError(self.path, f"gene {gene} has {self.value_name} {value_text} here but "
+                                        f"{self.values[first]} on line {self._lines[first]}", line=line, field=field)
+
+    @property
+    def repeated(self) -> int:
+        """Rows that repeat an earlier row's gene and value."""
+        return len(self.rows) - len(self.keys)

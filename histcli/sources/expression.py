@@ -37,7 +37,7 @@ import pandas as pd
 
 from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError
 from histcli.sources.annotation import gene_key
-from histcli.sources.common import labels_from_expression, parse_number, read_bytes
+from histcli.sources.common import ValuesByGene, labels_from_expression, parse_number, read_bytes
 from histcli.store import CellData, SourceFile
 
 _STARTS_WITH_ENSEMBL_ID = re.compile(r"ENS[A-Z]*G\d{11}")
@@ -180,8 +180,7 @@ def read_expression(path: Path, *, column: str | None = None, cell: str | None =
         n_fields, index, field_name = len(columns) + 1, columns.index(chosen) + 1, chosen
         width_problem = f"expected {n_fields} columns as in the header, found {{}}"
 
-    first_row: dict[str, int] = {}
-    keys, values, line_numbers, rows = [], [], [], []
+    table = ValuesByGene(path, "expression")
     header_possible = chosen is None
     for number, fields in lines:
         if len(fields) != n_fields:
@@ -195,29 +194,16 @@ def read_expression(path: Path, *, column: str | None = None, cell: str | None =
                 continue  # the header line of a two-column table
             raise InputError(path, str(exc), line=number, field=field_name) from None
         header_possible = False
-        rows.append(value)
-        key = gene_key(gene)
-        seen_at = first_row.setdefault(key, len(keys))
-        if seen_at == len(keys):
-            keys.append(key)
-            values.append(value)
-            line_numbers.append(number)
-        elif values[seen_at] != value:
-            raise InputError(
-                path,
-                f"gene {gene} has expression {value_text} here but {values[seen_at]} on line {line_numbers[seen_at]}",
-                line=number,
-                field=field_name,
-            )
-    if not keys:
+        table.add(gene_key(gene), gene, value, value_text, number, field_name)
+    if not table.keys:
         raise InputError(path, "no data lines, expected gene ids with expression values")
     return ExpressionTable(
         path=path,
         column=chosen,
-        keys=pd.Index(keys),
-        values=np.asarray(values, dtype=np.float64),
-        rows=np.asarray(rows, dtype=np.float64),
-        repeated=len(rows) - len(keys),
+        keys=pd.Index(table.keys),
+        values=np.asarray(table.values, dtype=np.float64),
+        rows=np.asarray(table.rows, dtype=np.float64),
+        repeated=table.repeated,
     )
 
 

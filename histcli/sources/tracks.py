@@ -77,6 +77,7 @@ from histcli.sources.common import (
     MAX_COUNT,
     MAX_POSITION,
     CountBlocks,
+    ValuesByGene,
     parse_integer,
     parse_number,
     read_bytes,
@@ -640,8 +641,7 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
     DeepChrome tables repeat seven genes); with two values it is an error.
     """
     text = read_bytes(path).decode("utf-8", errors="replace")
-    first_row: dict[str, int] = {}
-    keys, values, lines, rows = [], [], [], []
+    table = ValuesByGene(path, value_name)
     header_possible = True
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
@@ -660,27 +660,14 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
                 continue
             raise InputError(path, str(exc), line=number, field=value_name) from None
         header_possible = False
-        rows.append(value)
-        key = gene_key(gene)
-        first = first_row.setdefault(key, len(keys))
-        if first == len(keys):
-            keys.append(key)
-            values.append(value)
-            lines.append(number)
-        elif values[first] != value:
-            raise InputError(
-                path,
-                f"gene {gene} has {value_name} {value_text} here but {values[first]} on line {lines[first]}",
-                line=number,
-                field=value_name,
-            )
-    if not keys:
+        table.add(gene_key(gene), gene, value, value_text, number, value_name)
+    if not table.keys:
         raise InputError(path, f"no data lines, expected gene ids with {value_name}")
     return _GeneValues(
         path=path,
-        keys=pd.Index(keys),
-        values=np.asarray(values),
-        repeated=len(rows) - len(keys),
+        keys=pd.Index(table.keys),
+        values=np.asarray(table.values),
+        repeated=table.repeated,
     )
 
 
