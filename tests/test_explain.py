@@ -33,7 +33,9 @@ def signal_cell(name: str = "signal", n_genes: int = 600, seed: int = 0) -> Cell
     counts[:, window, MARKS.index(SIGNAL_MARK)] = signal
     return CellData(name=name, counts=counts, gene_ids=np.array([f"G{i:04d}" for i in range(n_genes)], dtype=object),
                     marks=MARKS, bin_size=BIN_SIZE, window=N_BINS * BIN_SIZE // 2, tss_offset=N_BINS * BIN_SIZE // 2,
-                    split=split_codes(n_genes, rng), labels=labels, attrs={"source_format": "simulated"})
+                    split=split_codes(n_genes, rng), labels=labels, attrs={"source_format": "simulated"},
+                    # A level for regression models, carried by the same window.
+                    expression=signal.sum(axis=1).astype(np.float64))
 
 
 class Space:
@@ -62,14 +64,24 @@ def space(tmp_path_factory) -> Space:
     space.ok("train", *common, "--name", "cnn", "--mirror", "off")
     space.ok("train", *common, "--name", "mirrored", "--mirror", "on")
     space.ok("train", *common, "--name", "ensemble", "--mirror", "off", "--seeds", "0-1")
+    space.ok("train", *common, "--name", "regression-ensemble", "--mirror", "off", "--seeds", "0-1",
+             "--task", "regression")
     space.ok("train", "--cell", "signal", "--arch", "attentivechrome", "--epochs", 15, "--threads", 1,
              "--device", "cpu", "-q")
     return space
 
 
 def logits_from_predict(space: Space, name: str, *args, stdin: str | None = None) -> dict[str, float]:
+    """The model's raw output per gene, from predict: the logit of the probability, or for a regression
+    model the standardised level (level - target_mean) / target_scale."""
+    from histcli.registry import Registry
+
     result = space.ok("predict", name, "--cell", "signal", *args, "-f", "json", "-q", stdin=stdin)
-    return {row["gene_id"]: math.log(row["probability"] / (1 - row["probability"])) for row in json.loads(result.stdout)}
+    rows = json.loads(result.stdout)
+    if "probability" in rows[0]:
+        return {row["gene_id"]: math.log(row["probability"] / (1 - row["probability"])) for row in rows}
+    task = Registry(space.folder / "models").get(name, "signal").config["task"]
+    return {row["gene_id"]: (row["log_expression"] - task["target_mean"]) / task["target_scale"] for row in rows}
 
 
 def attribution_sums(rows: list[dict]) -> dict[str, float]:
@@ -79,7 +91,7 @@ def attribution_sums(rows: list[dict]) -> dict[str, float]:
     return sums
 
 
-@pytest.mark.parametrize("name", ["cnn", "mirrored", "ensemble"])
+@pytest.mark.parametrize("name", ["cnn", "mirrored", "ensemble", "regression-ensemble"])
 def test_attributions_sum_to_the_change_in_the_predicted_logit(space, name):
     # predict on a third of the test genes (to keep the test quick) and on an empty gene, the baseline
     cell = Store(space.folder / "store.h5").load("signal", splits=["test"])
