@@ -23,6 +23,8 @@ from histcli.store import CellData, Store
 log = logging.getLogger("histcli")
 
 CACHE_FOLDER = "predictions"
+# Column order of evaluate's metrics (histcli.tasks names which apply to a model).
+METRIC_ORDER = ("auc", "auprc", "accuracy", "pearson", "spearman", "r2", "rmse")
 
 
 @dataclass
@@ -182,11 +184,10 @@ def _write_cache(path: Path, arrays: dict, weights: str, fingerprint: str) -> No
 
 
 def metric_columns(tasks) -> list[str]:
-    """The metrics of every task among ``tasks``, in one fixed order (classifiers' first)."""
-    from histcli.tasks import Classification, Regression
-
-    present = [task.metric_columns for task in (Classification, Regression) if any(isinstance(t, task) for t in tasks)]
-    return list(dict.fromkeys(key for keys in present for key in keys))
+    """The metrics of every task among ``tasks``, in one fixed order: AUC and AUPRC first, so that their
+    columns keep their places whichever models are evaluated (scripts cut and awk by position)."""
+    present = {metric for task in tasks for metric in task.metric_columns}
+    return [metric for metric in METRIC_ORDER if metric in present]
 
 
 def metrics_row(predictions: Predictions, threshold: float = 0.5, columns: list[str] | None = None) -> dict:
@@ -202,11 +203,11 @@ def metrics_row(predictions: Predictions, threshold: float = 0.5, columns: list[
         "cell": predictions.cell,
         "trained_on": predictions.trained_on,
         "split": predictions.split,
-        "task": task.name,
         "n": n,
         "positives": None if labels is None else int(labels.sum()),
     }
     row.update({key: None for key in columns or task.metric_columns})
+    row["task"] = task.name
     if n == 0:
         log.warning("%s on %s: the %s split has no genes", predictions.model, predictions.cell, predictions.split)
         return row

@@ -208,7 +208,7 @@ def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell
         # Stores from before the attribute existed: unstranded genes were stored as '+'.
         logging.getLogger("histcli").warning(
             "%s was prepared from tracks before histcli recorded gene orientation; its genes are taken as "
-            "5' to 3' (train with mirror on if the genes file had no strands, or prepare the cell again)", cell_name)
+            "5' to 3' (pass --mirror on if the genes file had no strands, or prepare the cell again)", cell_name)
     return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
 
 

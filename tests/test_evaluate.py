@@ -65,8 +65,9 @@ def test_metrics_match_an_independent_computation(workspace):
 def test_table_tsv_and_csv_carry_the_same_fields(workspace):
     tsv = parse_tsv(workspace.run("evaluate", "logistic", "-f", "tsv", "-q").stdout)
     rows = list(csv.DictReader(io.StringIO(workspace.run("evaluate", "logistic", "-f", "csv", "-q").stdout)))
-    assert list(tsv[0]) == ["model", "cell", "trained_on", "split", "task", "n", "positives", "auc", "auprc",
-                            "accuracy"]
+    # Columns keep their places (scripts cut by position); task comes last.
+    assert list(tsv[0]) == ["model", "cell", "trained_on", "split", "n", "positives", "auc", "auprc", "accuracy",
+                            "task"]
     assert tsv == rows
     table = workspace.run("evaluate", "logistic", "-f", "table", "-q").stdout
     # The summary is its own table: one row per model, a column per statistic.

@@ -40,10 +40,10 @@ def evaluate_columns(metrics: list[str]):
         Column("cell", justify="left"),
         Column("trained_on", justify="left"),
         Column("split", justify="left"),
-        Column("task", justify="left"),
         Column("n"),
         Column("positives"),
         *(Column(metric, digits=4) for metric in metrics),
+        Column("task", justify="left"),
     ]
 
 
