@@ -76,10 +76,11 @@ class PredictionWriter:
         values = self.task.prediction_values(scores, self.threshold)
         columns = [values[name] for name in self.columns]
         if self.fmt == "tsv":
+            # Formatted a column at a time (one type check per column, not per value);
             # 9 significant digits read back as the same float32.
-            lines = ["\t".join([str(gene), *(f"{v:.9g}" if isinstance(v, float) else str(v) for v in row)]) + "\n"
-                     for gene, *row in zip(gene_ids, *columns, strict=True)]
-            self._write("".join(lines))
+            texts = [[f"{v:.9g}" for v in column] if column and isinstance(column[0], float) else list(map(str, column))
+                     for column in columns]
+            self._write("".join(f"{line}\n" for line in map("\t".join, zip(map(str, gene_ids), *texts, strict=True))))
         else:
             items = [json.dumps({"gene_id": str(gene), **dict(zip(self.columns, row, strict=True))})
                      for gene, *row in zip(gene_ids, *columns, strict=True)]
