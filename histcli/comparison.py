@@ -191,8 +191,10 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         for model in models[1:]:
             _same_genes(first, per_model[model], metric)
         predictions[cell] = per_model
-        defined = _metric_value(first, metric, split, notes) is not None
-        values[cell] = {model: _metric_value(p, metric, split, []) if defined else None
+        # The first model's value says whether the cell is usable (and notes why not); the others then follow.
+        first_value = _metric_value(first, metric, split, notes)
+        values[cell] = {model: first_value if model == models[0] else
+                        None if first_value is None else _metric_value(p, metric, split, [])
                         for model, p in per_model.items()}
         if on_progress is not None:
             on_progress(done, len(chosen))

@@ -21,6 +21,7 @@ parallel trainers never see a half-written entry.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -125,15 +126,16 @@ class Entry:
     def weights_path(self) -> Path:
         return self.path / WEIGHTS
 
-    @property
+    # Parsed once per entry: predictions, explanations and evaluation read them per batch.
+    @functools.cached_property
     def input(self) -> InputSpec:
         return InputSpec.from_json(self.config["input"], self.path / CONFIG)
 
-    @property
+    @functools.cached_property
     def data(self) -> DataSpec:
         return DataSpec.from_json(self.config["data"])
 
-    @property
+    @functools.cached_property
     def task(self):
         """What the model predicts (histcli.tasks): labels, or expression levels."""
         from histcli.tasks import task_from_config

@@ -43,6 +43,7 @@ class Classification:
     loss_name = "binary cross-entropy"
     # An ensemble predicts the mean of its members' probabilities (histcli.models._ensemble).
     ensemble_combine = "probability"
+    uses_expression = False
     prediction_columns = ("probability", "prediction")
     metric_columns = ("auc", "auprc", "accuracy")
     # The metrics a person sees in evaluate's table (machine formats carry every metric column).
@@ -75,7 +76,7 @@ class Classification:
 
     def ensemble_outputs(self, outputs: np.ndarray) -> np.ndarray:
         """Members' logits (members x genes) combined as the ensemble module does: mean probability."""
-        return np.mean(1.0 / (1.0 + np.exp(-outputs.astype(np.float64))), axis=0)
+        return np.mean(_sigmoid(outputs), axis=0)
 
     def selection_score(self, targets: np.ndarray, outputs: np.ndarray) -> float:
         """Validation AUC of raw outputs (logits) against 0/1 targets."""
@@ -85,9 +86,7 @@ class Classification:
 
     def scores(self, outputs: np.ndarray) -> np.ndarray:
         """Probabilities from logits."""
-        return (1.0 / (1.0 + np.exp(-outputs.astype(np.float64)))).astype(np.float32)
-
-    uses_expression = False
+        return _sigmoid(outputs).astype(np.float32)
 
     def measured(self, expression: np.ndarray | None, cell_name: str) -> np.ndarray | None:
         """What the predictions are scored against besides the labels: nothing for classification."""
@@ -120,6 +119,8 @@ class Regression:
     selection_label = "Pearson r"
     loss_name = "mean squared error"
     ensemble_combine = "mean"
+    # Its entries record a digest of the expression they learnt from (see histcli.evaluation).
+    uses_expression = True
     prediction_columns = ("log_expression", "expression")
     metric_columns = ("pearson", "spearman", "r2", "rmse", "auc", "auprc")
     metric_headers = {"pearson": "r", "spearman": "rho", "r2": "R²", "rmse": "RMSE", "auc": "AUC"}
@@ -135,9 +136,6 @@ class Regression:
 
     def transform(self, expression: np.ndarray) -> np.ndarray:
         return TARGETS[self.target][1](np.asarray(expression, dtype=np.float64))
-
-    # Its entries record a digest of the expression they learnt from (see histcli.evaluation).
-    uses_expression = True
 
     def measured(self, expression: np.ndarray | None, cell_name: str) -> np.ndarray:
         """A cell's expression values on the target scale; a cell without them cannot be scored."""
@@ -193,6 +191,13 @@ class Regression:
                        r2=_finite(r_squared(measured, scores)), rmse=float(rmse(measured, scores)))
         row.update(_label_metrics(labels, scores))
         return row
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function in float64, without overflow for logits far from 0."""
+    logits = logits.astype(np.float64)
+    small = np.exp(-np.abs(logits))  # in (0, 1]: never overflows
+    return np.where(logits >= 0, 1.0 / (1.0 + small), small / (1.0 + small))
 
 
 def _finite(value: float) -> float | None:
