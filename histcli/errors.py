@@ -167,9 +167,11 @@ class SettingError(UsageError):
 
 
 class ColumnNeededError(SettingError):
-    """A table of several value columns was given without naming the one to read (``expression_column``)."""
+    """A table of several value columns was given (``setting``) without naming the one to read
+    (``column_setting``)."""
 
-    def __init__(self, setting: str, path, problem: str):
+    def __init__(self, setting: str, path, problem: str, *, column_setting: str):
+        self.column_setting = column_setting
         super().__init__(setting, str(path), problem)
 
 
@@ -221,7 +223,7 @@ _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
     (NoExpressionError, lambda exc: f"{exc} (attach them with 'histcli prepare ... --expression FILE')"),
     (EmptySplitError, lambda exc: f"{exc}; choose another --split"),
     (ColumnNeededError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}; "
-                                    f"pick one with {option_name(exc.setting)}-column"),
+                                    f"pick one with {option_name(exc.column_setting)}"),
     (SettingError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}"),
     (ConflictError, lambda exc: f"{' and '.join(map(option_name, exc.settings))} cannot be combined: {exc.reason}"),
 ]

@@ -251,15 +251,20 @@ def summarise(rows: list[dict], metric: str = "auc") -> list[dict]:
     return summaries
 
 
-def model_summaries(rows: list[dict], tasks) -> list[dict]:
-    """One dict per model: n_cells and, for every metric the ``tasks`` summarise, the statistics they name
-    (``mean_auc``, ``median_pearson``, ...; None where a metric does not apply to the model)."""
+def summary_statistics(tasks) -> dict[str, list[str]]:
+    """Metric -> the statistics (``summarise`` names) that any of ``tasks`` summarises it by, in order."""
     wanted: dict[str, list[str]] = {}
     for task in tasks:
         for metric, statistics in task.summary_statistics:
             wanted[metric] = list(dict.fromkeys([*wanted.get(metric, []), *statistics]))
+    return wanted
+
+
+def model_summaries(rows: list[dict], tasks) -> list[dict]:
+    """One dict per model: n_cells and, for every metric the ``tasks`` summarise, the statistics they name
+    (``mean_auc``, ``median_pearson``, ...; None where a metric does not apply to the model)."""
     by_model: dict[str, dict] = {}
-    for metric, statistics in wanted.items():
+    for metric, statistics in summary_statistics(tasks).items():
         for summary in summarise(rows, metric):
             merged = by_model.setdefault(summary["model"], {"model": summary["model"], "n_cells": 0})
             merged["n_cells"] = max(merged["n_cells"], summary["n_cells"])

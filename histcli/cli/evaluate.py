@@ -65,20 +65,15 @@ def people_tables(rows: list[dict], entries) -> list[tuple[list[dict], list]]:
     return tables
 
 
-SUMMARY_HEADERS = {"auc": "AUC", "auprc": "AUPRC", "pearson": "r"}
-
-
 def summary_columns(tasks) -> list:
     """Columns of the summary per model: the statistics the tasks summarise (histcli.tasks)."""
+    from histcli.evaluation import summary_statistics
     from histcli.output import Column
 
-    wanted: dict[str, list[str]] = {}
-    for task in tasks:
-        for metric, statistics in task.summary_statistics:
-            wanted[metric] = list(dict.fromkeys([*wanted.get(metric, []), *statistics]))
+    headers = {metric: header for task in tasks for metric, header in task.metric_headers.items()}
     return [Column("model", justify="left"), Column("n_cells", "cells")] + [
-        Column(f"{statistic}_{metric}", f"{SUMMARY_HEADERS[metric]} {statistic}", digits=4)
-        for metric, statistics in wanted.items() for statistic in statistics]
+        Column(f"{statistic}_{metric}", f"{headers[metric]} {statistic}", digits=4)
+        for metric, statistics in summary_statistics(tasks).items() for statistic in statistics]
 
 
 def chosen_entries(registry, names: list[str], cells: list[str] | None):

@@ -127,7 +127,8 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
     if cell is not None and cell in columns:
         return cell
     unnamed = f"; no column is named like the cell {cell!r}" if cell is not None else ""
-    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}")
+    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}",
+                            column_setting="expression_column")
 
 
 def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
