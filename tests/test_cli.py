@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import REPO, assert_one_line_error, parse_tsv, run_cli
@@ -139,6 +141,9 @@ def test_commands_that_load_torch_skip_the_interpreter_teardown(workspace):
         return subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, env=env,
                               timeout=300)
 
+    # Cached predictions spare evaluate torch; without them it loads it (other tests may have filled the cache).
+    for cache in Path(workspace.models, "logistic").glob("*/predictions"):
+        shutil.rmtree(cache)
     evaluated = run("evaluate", "logistic", "-f", "tsv")
     assert evaluated.returncode == 0 and "teardown ran" not in evaluated.stderr
     assert [row["cell"] for row in parse_tsv(evaluated.stdout)] == ["sim01", "sim02", "sim03"]
