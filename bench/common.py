@@ -33,9 +33,12 @@ def timed(function, repeat: int = 3) -> tuple[float, object]:
 
 def run(args: list, env: dict | None = None, stdin: str | None = None) -> tuple[float, str]:
     """Run a command to completion; returns (wall seconds, stdout). A failure ends the benchmark."""
+    environment = {**os.environ, **(env or {})}
+    # Commands run from cached bytecode, as an installed package does (pip compiles it at install);
+    # PYTHONDONTWRITEBYTECODE, set on some machines, would add recompiling histcli to every start-up.
+    environment.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
-    process = subprocess.run([str(a) for a in args], env={**os.environ, **(env or {})}, input=stdin,
-                             capture_output=True, text=True)
+    process = subprocess.run([str(a) for a in args], env=environment, input=stdin, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if process.returncode != 0:
         sys.exit(f"{' '.join(map(str, args))} failed:\n{process.stderr}")

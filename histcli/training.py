@@ -69,7 +69,7 @@ class TrainSettings:
     max_epochs: int
     patience: int | None  # None: chosen from the optimizer steps per epoch (resolve_budget)
     clip_norm: float = 0.0  # gradient-norm clipping; 0 is off
-    lr_schedule: str = "constant"  # or plateau: halve the learning rate when validation AUC stalls
+    lr_schedule: str = "constant"  # or plateau: halve the learning rate when the selection metric stalls
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None

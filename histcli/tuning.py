@@ -1,9 +1,9 @@
-"""Hyperparameter search with Ray Tune: sample configurations, train each, keep the best by validation AUC.
+"""Hyperparameter search with Ray Tune: sample configurations, train each, keep the best on validation.
 
 Every trial is the single training run of `histcli train`
 (:func:`histcli.training.train`), which reports each epoch's validation AUC
-to Tune; ASHA stops trials that fall behind at its rungs. The objective is
-validation AUC only: test genes are never read. The best configuration is
+(Pearson r for regression) to Tune; ASHA stops trials that fall behind at its rungs. The objective is
+the validation metric only: test genes are never read. The best configuration is
 then trained again from its seed (the same run, so the same weights when its
 trial was not stopped early) and saved as one registry entry whose metadata
 holds the whole search.

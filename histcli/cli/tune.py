@@ -95,7 +95,7 @@ def tune(
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """Search hyperparameters by validation AUC (never test), then save the best configuration's model.
+    """Search hyperparameters by validation AUC or Pearson r (never test), then save the best configuration's model.
 
     Prints one row per trial; the saved entry's metadata holds the whole search.
     """
