@@ -294,7 +294,8 @@ ClipNormOption = Annotated[
 LrScheduleOption = Annotated[
     Optional[LrSchedule],
     typer.Option("--lr-schedule", case_sensitive=False, help="plateau: halve the learning rate when the validation "
-                 "metric (AUC, or Pearson r) stalls for a quarter of the patience [default: constant].", rich_help_panel="Training"),
+                 "metric (AUC, or Pearson r) stalls for a quarter of the patience [default: constant].",
+                 rich_help_panel="Training"),
 ]
 MirrorOption = Annotated[
     Mirror,
