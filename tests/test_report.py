@@ -405,6 +405,20 @@ def test_regression_report_shows_correlations_and_steiger_tests(regressors, reg_
     assert browser.evaluate(points) == 2 * 100
     assert browser.evaluate("document.getElementById('fig-levels').layout.xaxis.title.text") == \
         "measured ln(RPKM + 1)"
+    # Hovering a point names its gene, with its measured and predicted levels.
+    browser.hover("#fig-levels .scatterlayer .trace:first-child path.point")
+    hover = "Array.from(document.querySelectorAll('#fig-levels .hoverlayer .hovertext')).map(e => e.textContent)"
+    for _ in range(50):  # plotly draws the label on the next animation frame
+        if browser.evaluate(hover):
+            break
+        time.sleep(0.1)
+    shown = browser.evaluate(hover)
+    assert len(shown) == 1
+    model, gene, x, y = re.fullmatch(r"(.+)(SIMG\d+)measured (\S+)predicted (\S+)", shown[0]).groups()
+    assert model in REGRESSORS
+    # Shown to 3 decimals (of the page's value, rounded to 5).
+    assert float(x) == pytest.approx(measured_levels(regressors, largest)[gene], abs=5.1e-4)
+    assert float(y) == pytest.approx(predicted_levels(regressors, model, largest)[gene], abs=5.1e-4)
     # Regressors rank by their predicted level on the labels too: ROC curves for both.
     assert browser.evaluate("document.querySelectorAll('#fig-roc .scatterlayer .trace path.js-line').length") == 3
 
