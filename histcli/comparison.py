@@ -38,6 +38,9 @@ METRICS = ("auc", "pearson", "spearman")
 # How people read each metric, and the per-cell test that compares two models on it.
 METRIC_LABELS = {"auc": "AUC", "pearson": "Pearson r", "spearman": "Spearman rho"}
 CELL_TESTS = {"auc": "delong", "pearson": "steiger", "spearman": "steiger"}
+# Per-cell test: how people name it, and whose 95% confidence interval of the difference comes with it.
+TEST_LABELS = {"delong": "DeLong", "steiger": "Steiger"}
+CI_LABELS = {"delong": "DeLong", "steiger": "Zou"}
 
 
 @dataclass
@@ -212,7 +215,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
                 try:
                     delta, low, high, z, p, note = _cell_test(metric, a, b)
                 except ValueError as exc:  # e.g. fewer than 2 positives or negatives
-                    notes.append(f"cell {cell}: no {test_name.capitalize()} test ({exc})")
+                    notes.append(f"cell {cell}: no {TEST_LABELS[test_name]} test ({exc})")
                 else:
                     row.update({f"delta_{metric}": delta, "ci_low": low, "ci_high": high,
                                 f"{test_name}_z": z, f"{test_name}_p": p})

@@ -2,7 +2,9 @@
 
 Every number comes from the library functions behind ``evaluate``
 (``histcli.evaluation``) and ``compare`` (``histcli.comparison``); this module
-only arranges them. Figures are plotly figures drawn by plotly.js, which is
+only arranges them, for classifiers and regression models alike: the metrics
+table has the columns of the models' tasks, and the paired comparison and its
+figures follow compare's metric (AUC, Pearson r or Spearman rho). Figures are plotly figures drawn by plotly.js, which is
 embedded once in the page (the ``report`` extra), with the data as JSON beside
 it; a Content-Security-Policy forbids any request to another host, so the page
 works offline and cannot leak a request when opened.
@@ -27,10 +29,17 @@ from histcli.store import Store
 if TYPE_CHECKING:
     from histcli.comparison import Comparison
 
-METRICS = (("auc", "AUC"), ("auprc", "AUPRC"), ("accuracy", "accuracy"))
 # Curves are drawn from at most this many points each (evenly spaced along the curve,
 # both ends kept): 56 cells x 3 models of full curves would weigh tens of megabytes.
 CURVE_POINTS = 300
+# Predicted against measured levels: at most this many genes per model and cell, evenly spaced.
+LEVEL_POINTS = 2000
+# The value of a metric that says nothing (the scatter's axes always reach it).
+CHANCE = {"auc": 0.5, "pearson": 0.0, "spearman": 0.0}
+# What each per-cell test of histcli.comparison (CELL_TESTS) compares, in the paired comparison's intro.
+TEST_DESCRIPTIONS = {"delong": "DeLong's test for two correlated ROC AUCs (its 95% CI too)",
+                     "steiger": "Steiger's test for two correlations that share the measured levels, "
+                                "with Zou's 95% CI of their difference"}
 EXPLAIN_METHODS = ("saliency", "integrated-gradients", "deeplift", "gradient-shap", "occlusion")
 # plotly's default colours, so a run's line and its best-epoch star share one.
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -73,25 +82,31 @@ class ReportInputs:
     registry: Registry
     entries: dict[str, dict[str, Entry]]  # model -> cell -> entry
     rows: list[dict]  # evaluation_rows
+    metrics: list[str]  # evaluation.metric_columns of the models' tasks
     summaries: dict[str, list[dict]]  # metric -> summarise(rows, metric)
     comparison: Comparison | None  # None for one model
     curves: dict[str, dict[str, dict]]  # cell -> model -> {"roc": (fpr, tpr), "pr": (recall, precision)}
+    # cell -> regression model -> thinned {"gene_ids", "measured", "predicted", "target"}
+    levels: dict[str, dict[str, dict]] = field(default_factory=dict)
     attributions: dict[str, dict[str, dict]] = field(default_factory=dict)  # model -> cell -> heatmap
     explain_method: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def gather(store: Store, registry: Registry, models: list[str], cells: list[str] | None = None, *,
-           split: str = "test", title: str | None = None, device: str = "auto", allow_changed: bool = False,
-           seed: int = 0, explain: str | None = None, explain_genes: int = 500, on_progress=None) -> ReportInputs:
+           split: str = "test", title: str | None = None, metric: str | None = None, device: str = "auto",
+           allow_changed: bool = False, seed: int = 0, explain: str | None = None, explain_genes: int = 500,
+           on_progress=None) -> ReportInputs:
     """Evaluate and compare ``models`` on their common cells (or ``cells``) through the library.
 
+    ``metric``: compare's metric (``histcli.comparison.choose_metric``: by default pearson when every
+    model is a regressor, else auc).
     ``explain``: an attribution method of ``histcli explain`` whose mean signed attribution over
     at most ``explain_genes`` genes of the split is drawn per model and cell.
     ``on_progress(step)`` is called with a short description before each stage.
     """
-    from histcli.comparison import common_cells, compare
-    from histcli.evaluation import evaluation_rows, predictions_for, summarise
+    from histcli.comparison import choose_metric, common_cells, compare
+    from histcli.evaluation import evaluation_rows, metric_columns, predictions_for, summarise
     from histcli.metrics import precision_recall_curve, roc_curve
     from histcli.splits import check_split_choice
 
@@ -102,22 +117,28 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     progress = on_progress or (lambda step: None)
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}
+    # Checked before any work (also for one model), on the entries compare checks it on.
+    metric = choose_metric(metric, {model: entries[model][chosen[0]].task for model in models})
     progress("evaluating")
     rows = evaluation_rows([entries[m][c] for m in models for c in chosen], store, split, device=device,
                            allow_changed=allow_changed)
-    summaries = {metric: summarise(rows, metric) for metric, _ in METRICS}
+    metrics = metric_columns([entries[m][c].task for m in models for c in chosen])
+    summaries = {name: summarise(rows, name) for name in metrics}
     comparison = None
     if len(models) > 1:
         progress("comparing")
-        comparison = compare(store, registry, models, chosen, metric="auc", split=split, device=device,
+        comparison = compare(store, registry, models, chosen, metric=metric, split=split, device=device,
                              allow_changed=allow_changed, seed=seed)
         notes += comparison.notes
     curves: dict[str, dict[str, dict]] = {}
+    levels: dict[str, dict[str, dict]] = {}
     for cell in chosen:
-        curves[cell] = {}
+        curves[cell], levels[cell] = {}, {}
         for model in models:
             predictions = predictions_for(entries[model][cell], store, cell, split, device=device,
                                           allow_changed=allow_changed)
+            if predictions.measured is not None and len(predictions.measured):
+                levels[cell][model] = thinned_levels(predictions)
             labels = predictions.labels
             if labels is None or len(labels) == 0 or labels.min() == labels.max():
                 continue  # no curve without both classes
@@ -126,8 +147,9 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
             curves[cell][model] = {"roc": thin(fpr, tpr), "pr": thin(recall, precision)}
     inputs = ReportInputs(
         title=title or f"histcli report: {' vs '.join(models)}", models=models, cells=chosen, split=split,
-        store=store, registry=registry, entries=entries, rows=rows, summaries=summaries, comparison=comparison,
-        curves=curves, notes=list(dict.fromkeys(notes)), explain_method=explain,
+        store=store, registry=registry, entries=entries, rows=rows, metrics=metrics, summaries=summaries,
+        comparison=comparison, curves=curves, levels=levels, notes=list(dict.fromkeys(notes)),
+        explain_method=explain,
     )
     if explain is not None:
         progress(f"explaining ({explain})")
@@ -136,12 +158,29 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     return inputs
 
 
+def evenly_spaced(n: int, at_most: int) -> np.ndarray:
+    """Indices of at most ``at_most`` of ``n`` items, evenly spaced, first and last kept."""
+    if n <= at_most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, at_most).round().astype(int))
+
+
 def thin(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> tuple[list, list]:
     """At most ``points`` points of a curve, evenly spaced by index, both ends kept, 5 decimals."""
-    if len(x) > points:
-        keep = np.unique(np.linspace(0, len(x) - 1, points).round().astype(int))
-        x, y = x[keep], y[keep]
-    return np.round(x, 5).tolist(), np.round(y, 5).tolist()
+    keep = evenly_spaced(len(x), points)
+    return np.round(x[keep], 5).tolist(), np.round(y[keep], 5).tolist()
+
+
+def thinned_levels(predictions, points: int = LEVEL_POINTS) -> dict:
+    """A regression model's predicted and measured levels of at most ``points`` genes (evenly spaced
+    through the split), on its target scale, 5 decimals."""
+    from histcli.tasks import TARGETS
+
+    keep = evenly_spaced(len(predictions.scores), points)
+    return {"gene_ids": predictions.gene_ids[keep].tolist(),
+            "measured": np.round(predictions.measured[keep].astype(np.float64), 5).tolist(),
+            "predicted": np.round(predictions.scores[keep].astype(np.float64), 5).tolist(),
+            "target": TARGETS[predictions.task.target][0]}
 
 
 def attribution_maps(store: Store, entries: dict[str, dict[str, Entry]], cells: list[str], method: str, *,
@@ -160,7 +199,7 @@ def attribution_maps(store: Store, entries: dict[str, dict[str, Entry]], cells: 
             entry = by_cell[cell]
             chosen = prepare_cell(entry, data, "zeros", split=None if split == "all" else split)
             if len(chosen.gene_ids) > max_genes:
-                keep = np.unique(np.linspace(0, len(chosen.gene_ids) - 1, max_genes).round().astype(int))
+                keep = evenly_spaced(len(chosen.gene_ids), max_genes)
                 chosen = replace(chosen, inputs=chosen.inputs[keep], counts=chosen.counts[keep],
                                  gene_ids=chosen.gene_ids[keep],
                                  labels=None if chosen.labels is None else chosen.labels[keep])
@@ -182,45 +221,55 @@ def _layout(title: str, x: str, y: str, **extra) -> dict:
 
 
 def scatter_figures(inputs: ReportInputs) -> list[dict]:
-    """Per pair: AUC of model A against model B, one point per cell (hover names the cell)."""
+    """Per pair: compare's metric of model A against model B, one point per cell (hover names the cell)."""
+    from histcli.comparison import METRIC_LABELS, cell_keys
+
     figures = []
     if inputs.comparison is None:
         return figures
+    metric = inputs.comparison.metric
+    label = METRIC_LABELS[metric]
+    key_a, key_b = cell_keys(metric)[3:5]
     for index, pair in enumerate(inputs.comparison.pairs):
-        usable = [row for row in pair.cells if row["auc_a"] is not None]
-        values = [r["auc_a"] for r in usable] + [r["auc_b"] for r in usable]
-        low = min(values + [0.5]) - 0.01
+        usable = [row for row in pair.cells if row[key_a] is not None and row[key_b] is not None]
+        values = [r[key_a] for r in usable] + [r[key_b] for r in usable]
+        low = min(values + [CHANCE[metric]]) - 0.01
         traces = [
-            {"type": "scatter", "mode": "markers", "name": "cells", "x": [r["auc_b"] for r in usable],
-             "y": [r["auc_a"] for r in usable], "text": [r["cell"] for r in usable],
+            {"type": "scatter", "mode": "markers", "name": "cells", "x": [r[key_b] for r in usable],
+             "y": [r[key_a] for r in usable], "text": [r["cell"] for r in usable],
              "hovertemplate": f"%{{text}}<br>{pair.model_b} %{{x:.4f}}<br>{pair.model_a} %{{y:.4f}}<extra></extra>",
              "marker": {"size": 8}},
-            {"type": "scatter", "mode": "lines", "name": "equal AUC", "x": [low, 1], "y": [low, 1],
+            {"type": "scatter", "mode": "lines", "name": f"equal {label}", "x": [low, 1], "y": [low, 1],
              "hoverinfo": "skip", "line": {"dash": "dash", "color": "grey", "width": 1}},
         ]
         figures.append({"id": f"fig-scatter-{index}", "kind": "scatter", "data": traces,
-                        "layout": _layout(f"AUC per cell: {pair.model_a} vs {pair.model_b}", f"AUC {pair.model_b}",
-                                          f"AUC {pair.model_a}", showlegend=False, width=460, height=420)})
+                        "layout": _layout(f"{label} per cell: {pair.model_a} vs {pair.model_b}",
+                                          f"{label} {pair.model_b}", f"{label} {pair.model_a}", showlegend=False,
+                                          width=460, height=420)})
     return figures
 
 
 def delta_figure(inputs: ReportInputs) -> dict | None:
-    """Per-cell ΔAUC with its DeLong 95% CI, one trace per pair."""
+    """Per-cell difference of compare's metric with the 95% CI of its per-cell test, one trace per pair."""
+    from histcli.comparison import CELL_TESTS, CI_LABELS, METRIC_LABELS
+
     if inputs.comparison is None:
         return None
+    metric = inputs.comparison.metric
+    delta, label = f"delta_{metric}", f"Δ{METRIC_LABELS[metric]}"
     traces = []
     for pair in inputs.comparison.pairs:
-        usable = [row for row in pair.cells if row["delta_auc"] is not None]
+        usable = [row for row in pair.cells if row[delta] is not None]
         traces.append({
             "type": "scatter", "mode": "markers", "name": f"{pair.model_a} − {pair.model_b}",
-            "x": [r["cell"] for r in usable], "y": [r["delta_auc"] for r in usable],
-            "error_y": {"type": "data", "symmetric": False, "array": [r["ci_high"] - r["delta_auc"] for r in usable],
-                        "arrayminus": [r["delta_auc"] - r["ci_low"] for r in usable]},
+            "x": [r["cell"] for r in usable], "y": [r[delta] for r in usable],
+            "error_y": {"type": "data", "symmetric": False, "array": [r["ci_high"] - r[delta] for r in usable],
+                        "arrayminus": [r[delta] - r["ci_low"] for r in usable]},
             "customdata": [[r["ci_low"], r["ci_high"], r["q"]] for r in usable],
-            "hovertemplate": "%{x}<br>ΔAUC %{y:+.4f}<br>95% CI [%{customdata[0]:+.4f}, %{customdata[1]:+.4f}]"
-                             "<br>q %{customdata[2]:.3g}<extra>%{fullData.name}</extra>",
+            "hovertemplate": f"%{{x}}<br>{label} %{{y:+.4f}}<br>95% CI [%{{customdata[0]:+.4f}}, "
+                             "%{customdata[1]:+.4f}]<br>q %{customdata[2]:.3g}<extra>%{fullData.name}</extra>",
         })
-    layout = _layout("ΔAUC per cell with DeLong 95% CI", "cell", "ΔAUC",
+    layout = _layout(f"{label} per cell with {CI_LABELS[CELL_TESTS[metric]]} 95% CI", "cell", label,
                      shapes=[{"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": 0, "y1": 0,
                               "line": {"color": "grey", "dash": "dash", "width": 1}}])
     return {"id": "fig-delta", "kind": "delta", "data": traces, "layout": layout}
@@ -247,6 +296,36 @@ def curve_figures(inputs: ReportInputs) -> list[dict]:
     return [{"id": "fig-roc", "kind": "roc", "by_cell": roc}, {"id": "fig-pr", "kind": "pr", "by_cell": pr}]
 
 
+def levels_figure(inputs: ReportInputs) -> dict | None:
+    """Regression models: predicted against measured level per gene of the selected cell (hover names the
+    gene), one trace per model; None without regression models."""
+    if not any(inputs.levels.values()):
+        return None
+    by_cell = {}
+    for cell in inputs.cells:
+        pearson = {row["model"]: row.get("pearson") for row in inputs.rows if row["cell"] == cell}
+        traces, values = [], []
+        for model, level in inputs.levels[cell].items():
+            r = pearson.get(model)
+            traces.append({"type": "scatter", "mode": "markers", "name": model + ("" if r is None else f" (r {r:.3f})"),
+                           "x": level["measured"], "y": level["predicted"], "text": level["gene_ids"],
+                           "marker": {"size": 4, "opacity": 0.5},
+                           "hovertemplate": f"%{{text}}<br>measured %{{x:.3f}}<br>predicted %{{y:.3f}}"
+                                            f"<extra>{model}</extra>"})
+            values += level["measured"] + level["predicted"]
+        if values:
+            traces.append({"type": "scatter", "mode": "lines", "name": "predicted = measured", "hoverinfo": "skip",
+                           "x": [min(values), max(values)], "y": [min(values), max(values)],
+                           "line": {"dash": "dash", "color": "grey", "width": 1}})
+        # Models of different targets (ln, log2, log10) share the axes, each on its own scale.
+        targets = {level["target"] for level in inputs.levels[cell].values()}
+        scale = targets.pop() if len(targets) == 1 else "level (each model's target)"
+        by_cell[cell] = {"data": traces, "layout": _layout(f"predicted vs measured, {cell}", f"measured {scale}",
+                                                           f"predicted {scale}", width=460,
+                                                           legend={"x": 0.02, "y": 0.98})}
+    return {"id": "fig-levels", "kind": "levels", "by_cell": by_cell}
+
+
 def training_runs(entry: Entry) -> list[dict]:
     """The training runs of an entry: itself, or each member of a seed ensemble."""
     if entry.members:
@@ -254,8 +333,18 @@ def training_runs(entry: Entry) -> list[dict]:
     return [{"label": "", **entry.metadata}]
 
 
+def common_selection_label(inputs: ReportInputs) -> str | None:
+    """How people read the validation metric that chose every entry's best epoch (its task's: AUC,
+    Pearson r), or None when classifiers and regressors are mixed."""
+    labels = {entry.task.selection_label for by_cell in inputs.entries.values() for entry in by_cell.values()}
+    return labels.pop() if len(labels) == 1 else None
+
+
 def training_figure(inputs: ReportInputs) -> dict:
-    """Validation AUC per epoch for the selected cell, best epochs starred, non-converged runs dotted."""
+    """Validation metric (the one that selected the best epoch) per epoch for the selected cell, best epochs
+    starred, non-converged runs dotted."""
+    common = common_selection_label(inputs)
+    axis = f"validation {common or 'metric'}"
     by_cell = {}
     for cell in inputs.cells:
         traces = []
@@ -263,10 +352,10 @@ def training_figure(inputs: ReportInputs) -> dict:
         for index, (model, run) in enumerate(runs):
             colour = COLOURS[index % len(COLOURS)]
             history = run.get("history") or []
-            # Regression models are selected on Pearson r: their curve shows it, and says so.
-            metric = inputs.entries[model][cell].selection_metric
-            key = f"valid_{metric}"
-            name = f"{model} {run['label']}".strip() + ("" if metric == "auc" else f" ({metric})")
+            # Classifiers are selected on AUC, regressors on Pearson r: a mixed figure names each curve's.
+            entry = inputs.entries[model][cell]
+            key, label = f"valid_{entry.selection_metric}", entry.task.selection_label
+            name = f"{model} {run['label']}".strip() + ("" if common else f" ({label})")
             if run.get("converged") is False:
                 name += " (not converged)"
             traces.append({"type": "scatter", "mode": "lines", "name": name, "legendgroup": name,
@@ -277,10 +366,9 @@ def training_figure(inputs: ReportInputs) -> dict:
                 traces.append({"type": "scatter", "mode": "markers", "name": f"{name}: best epoch",
                                "legendgroup": name, "showlegend": False, "x": [best["epoch"]],
                                "y": [best.get(key)], "marker": {"symbol": "star", "size": 12, "color": colour},
-                               "hovertemplate": f"{name}<br>best epoch %{{x}}<br>valid {metric} %{{y:.4f}}"
+                               "hovertemplate": f"{name}<br>best epoch %{{x}}<br>valid {label} %{{y:.4f}}"
                                                 "<extra></extra>"})
-        by_cell[cell] = {"data": traces, "layout": _layout(f"validation AUC per epoch, {cell} (★ best epoch)",
-                                                           "epoch", "validation AUC")}
+        by_cell[cell] = {"data": traces, "layout": _layout(f"{axis} per epoch, {cell} (★ best epoch)", "epoch", axis)}
     return {"id": "fig-training", "kind": "training", "by_cell": by_cell}
 
 
@@ -291,11 +379,13 @@ def attribution_figures(inputs: ReportInputs) -> list[dict]:
         cells = {}
         for cell, heat in by_cell.items():
             limit = float(np.nanmax(np.abs(heat["mean"]))) or 1.0
+            # What explain attributes: a classifier's logit, a regressor's raw output (histcli.explanation).
+            output = "logit" if inputs.entries[model][cell].task.name == "classification" else "standardised level"
             cells[cell] = {
                 "data": [{"type": "heatmap", "z": np.round(heat["mean"], 6).tolist(), "x": heat["positions"],
                           "y": heat["marks"], "zmid": 0, "zmin": -limit, "zmax": limit,
                           # plotly's RdBu runs blue to red: positive attributions red, as in explain --plot.
-                          "colorscale": "RdBu", "colorbar": {"title": {"text": "logit"}},
+                          "colorscale": "RdBu", "colorbar": {"title": {"text": output}},
                           "hovertemplate": "%{y} at %{x} bp<br>mean attribution %{z:.4g}<extra></extra>"}],
                 "layout": _layout(f"{model} on {cell}: mean {inputs.explain_method} attribution, "
                                   f"{heat['n_genes']} {inputs.split} genes", "position relative to the TSS (bp)",
@@ -326,38 +416,62 @@ def _cell_td(value, digits: int = 4) -> str:
     return f'<td data-value="{_e(raw)}">{_e(_fmt(value, digits))}</td>'
 
 
+def metric_header(metric: str) -> str:
+    """How people read a metric: compare's label (Pearson r), else a task's header in evaluate's tables."""
+    from histcli.comparison import METRIC_LABELS
+    from histcli.tasks import TASK_NAMES, make_task
+
+    headers = {key: header for name in TASK_NAMES for key, header in make_task(name).metric_headers.items()}
+    return METRIC_LABELS.get(metric) or headers.get(metric, metric)
+
+
 def metrics_table(inputs: ReportInputs) -> str:
+    """Per cell, every metric of the models' tasks for each model, as ``evaluate`` computes them; mean and
+    median over cells below. A metric the model's task does not have is an empty cell, one it has but
+    cannot compute (a single class, constant levels) NA."""
     by_key = {(row["model"], row["cell"]): row for row in inputs.rows}
     head = ['<th data-type="text">cell</th>', '<th>n</th>', '<th>positives</th>']
-    head += [f"<th>{_e(label)} {_e(model)}</th>" for model in inputs.models for _, label in METRICS]
+    head += [f"<th>{_e(metric_header(metric))} {_e(model)}</th>" for model in inputs.models
+             for metric in inputs.metrics]
+
+    def value_td(model: str, cells: list[str], metric: str, value) -> str:
+        if all(metric not in inputs.entries[model][cell].task.metric_columns for cell in cells):
+            return '<td data-value=""></td>'
+        return _cell_td(value)
+
     body = []
     for cell in inputs.cells:
         first = by_key[(inputs.models[0], cell)]
         tds = [f'<td data-value="{_e(cell)}">{_e(cell)}</td>', _cell_td(first["n"]), _cell_td(first["positives"])]
-        tds += [_cell_td(by_key[(model, cell)][metric]) for model in inputs.models for metric, _ in METRICS]
+        tds += [value_td(model, [cell], metric, by_key[(model, cell)][metric]) for model in inputs.models
+                for metric in inputs.metrics]
         body.append(f'<tr data-cell="{_e(cell)}">{"".join(tds)}</tr>')
     foot = []
     for statistic in ("mean", "median"):
         tds = [f"<th>{statistic}</th>", "<td></td>", "<td></td>"]
         for model in inputs.models:
-            for metric, _ in METRICS:
+            for metric in inputs.metrics:
                 summary = next(s for s in inputs.summaries[metric] if s["model"] == model)
-                tds.append(_cell_td(summary[f"{statistic}_{metric}"]))
+                tds.append(value_td(model, inputs.cells, metric, summary[f"{statistic}_{metric}"]))
         foot.append(f'<tr class="summary" data-statistic="{statistic}">{"".join(tds)}</tr>')
     return (f'<table id="metrics" class="sortable"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody><tfoot>{"".join(foot)}</tfoot></table>')
 
 
 def pair_section(block: dict, index: int) -> str:
-    """One pair of ``histcli.comparison.pair_payload``: verdict, across-cell tests, per-cell table."""
-    s, model_a, model_b = block["summary"], block["model_a"], block["model_b"]
+    """One pair of ``histcli.comparison.pair_payload``: verdict, across-cell tests, per-cell table, all in
+    the pair's metric."""
+    from histcli.comparison import CELL_TESTS, METRIC_LABELS, TEST_LABELS, cell_keys
+
+    s, model_a, model_b, metric = block["summary"], block["model_a"], block["model_b"], block["metric"]
+    label, test = METRIC_LABELS[metric], CELL_TESTS[metric]
     ci = ("n/a" if s["median_delta_ci_low"] is None
           else f"[{s['median_delta_ci_low']:+.4f}, {s['median_delta_ci_high']:+.4f}]")
     facts = [
         ("cells tested", s["n_cells"]),
-        (f"higher AUC: {model_a} / {model_b} / tied", f"{s['wins']} / {s['losses']} / {s['ties']}"),
-        ("mean AUC", f"{_fmt(s['mean_a'])} vs {_fmt(s['mean_b'])}"),
-        ("median ΔAUC (95% bootstrap CI)", f"{_fmt(s['median_delta'])} {ci}"),
+        (f"higher {label}: {model_a} / {model_b} / tied", f"{s['wins']} / {s['losses']} / {s['ties']}"),
+        (f"mean {label}", f"{_fmt(s['mean_a'])} vs {_fmt(s['mean_b'])}"),
+        (f"median Δ{label} (95% bootstrap CI)", f"{_fmt(s['median_delta'])} {ci}"),
         ("Wilcoxon signed-rank p", _fmt(s["wilcoxon_p"], 3) + (f" ({s['wilcoxon_method']})" if s["wilcoxon_method"] else "")),
         ("Wilcoxon p, Holm-adjusted over pairs", _fmt(s["wilcoxon_p_holm"], 3)),
         ("paired t-test p", _fmt(s["ttest_p"], 3)),
@@ -365,14 +479,15 @@ def pair_section(block: dict, index: int) -> str:
         ("rank-biserial r", _fmt(s["rank_biserial"], 3)),
     ]
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
-    keys = [f"auc_{model_a}", f"auc_{model_b}", "delta_auc", "ci_low", "ci_high", "delong_p", "q"]
-    head = ['<th data-type="text">cell</th>', "<th>n</th>", f"<th>AUC {_e(model_a)}</th>",
-            f"<th>AUC {_e(model_b)}</th>", "<th>ΔAUC</th>", "<th>CI low</th>", "<th>CI high</th>",
-            "<th>DeLong p</th>", "<th>q (BH)</th>"]
+    # pair_payload's per-cell keys (compare's cell_keys with the model names in), less the test's z.
+    keys = [f"{metric}_{model_a}", f"{metric}_{model_b}", *(k for k in cell_keys(metric)[5:] if k != f"{test}_z")]
+    head = ['<th data-type="text">cell</th>', "<th>n</th>", f"<th>{_e(label)} {_e(model_a)}</th>",
+            f"<th>{_e(label)} {_e(model_b)}</th>", f"<th>Δ{_e(label)}</th>", "<th>CI low</th>", "<th>CI high</th>",
+            f"<th>{TEST_LABELS[test]} p</th>", "<th>q (BH)</th>"]
     body = []
     for row in block["cells"]:
         tds = [f'<td data-value="{_e(row["cell"])}">{_e(row["cell"])}</td>', _cell_td(row["n"])]
-        tds += [_cell_td(row[key], 3 if key in ("delong_p", "q") else 4) for key in keys]
+        tds += [_cell_td(row[key], 3 if key in (f"{test}_p", "q") else 4) for key in keys]
         body.append(f'<tr data-cell="{_e(row["cell"])}">{"".join(tds)}</tr>')
     return (f'<h3>{_e(model_a)} vs {_e(model_b)}</h3><p class="verdict">{_e(s["verdict"])}</p>'
             f'<dl class="facts">{dl}</dl><table id="pair-{index}" class="sortable"><thead><tr>{"".join(head)}</tr>'
@@ -393,6 +508,8 @@ def run_section(inputs: ReportInputs) -> str:
              ("histcli / torch / Python", f"{__version__} / {torch_version} / {platform.python_version()}"),
              ("written", datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat())]
     parts = ['<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"]
+    # Classifiers are selected on validation AUC, regressors on Pearson r: a mixed table names each value's.
+    common = common_selection_label(inputs)
     rows = []
     for model in inputs.models:
         for cell in inputs.cells:
@@ -404,10 +521,12 @@ def run_section(inputs: ReportInputs) -> str:
                     f'<tr class="{"warn" if converged is False else ""}"><td>{_e(model)}</td><td>{_e(cell)}</td>'
                     f'<td>{_e(run["label"] or "-")}</td><td>{_e(run.get("best_epoch"))}</td>'
                     f'<td>{_e(run.get("epochs_run", len(run.get("history") or [])))}</td>'
-                    f'<td>{_e(_fmt(run.get(f"best_valid_{entry.selection_metric}")))}</td><td>{flag}</td>'
+                    f'<td>{_e(_fmt(run.get(f"best_valid_{entry.selection_metric}")))}'
+                    f'{"" if common else f" ({_e(entry.task.selection_label)})"}</td><td>{flag}</td>'
                     f'<td class="mono">{_e((entry.config.get("data") or {}).get("fingerprint", "")[:16])}</td></tr>')
     parts.append('<table id="training-runs"><thead><tr><th>model</th><th>cell</th><th>member</th><th>best epoch</th>'
-                 '<th>epochs run</th><th>valid AUC</th><th>converged</th><th>data fingerprint</th></tr></thead>'
+                 f'<th>epochs run</th><th>valid {_e(common or "metric")}</th><th>converged</th>'
+                 '<th>data fingerprint</th></tr></thead>'
                  f'<tbody>{"".join(rows)}</tbody></table>')
     for model in inputs.models:
         entry = inputs.entries[model][inputs.cells[0]]
@@ -479,7 +598,7 @@ SCRIPT = r"""
 
 def render(inputs: ReportInputs, plotly_js: str) -> str:
     """The page: plotly.js once, the figures' JSON, the tables as HTML."""
-    from histcli.comparison import json_payload, pair_payload
+    from histcli.comparison import CELL_TESTS, METRIC_LABELS, json_payload, pair_payload
     from histcli.evaluation import model_summaries
     from histcli.output import clean
 
@@ -487,7 +606,9 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
     delta = delta_figure(inputs)
     if delta is not None:
         figures.append(delta)
-    by_cell = curve_figures(inputs) + [training_figure(inputs)] + attribution_figures(inputs)
+    levels = levels_figure(inputs)
+    by_cell = (curve_figures(inputs) + ([levels] if levels is not None else []) + [training_figure(inputs)]
+               + attribution_figures(inputs))
     payload = {"figures": figures, "by_cell": by_cell, "models": inputs.models, "cells": inputs.cells}
     data = json.dumps(clean(payload), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     # The numbers as `evaluate -f json` and `compare -f json` give them, for anyone who reads the page's source.
@@ -496,9 +617,16 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
     numbers = {"evaluate": {"rows": inputs.rows, "summary": model_summaries(inputs.rows, tasks)},
                "compare": json_payload(inputs.comparison) if inputs.comparison is not None else None}
     numbers_text = json.dumps(clean(numbers), indent=1, allow_nan=False).replace("</", "<\\/")
-    default_cell = max(inputs.cells, key=lambda cell: max(
-        (abs(r["delta_auc"]) for r in inputs.comparison.pairs[0].cells if r["cell"] == cell and r["delta_auc"] is not None),
-        default=0.0)) if inputs.comparison is not None else inputs.cells[0]
+    default_cell, first_shown = inputs.cells[0], ""
+    if inputs.comparison is not None:
+        # The cell where the first pair differs most in compare's metric.
+        delta = f"delta_{inputs.comparison.metric}"
+        differences = {row["cell"]: abs(row[delta]) for row in inputs.comparison.pairs[0].cells
+                       if row[delta] is not None}
+        default_cell = max(inputs.cells, key=lambda cell: differences.get(cell, 0.0))
+        pair = inputs.comparison.pairs[0]
+        first_shown = (f" (first the cell with the largest |Δ{METRIC_LABELS[inputs.comparison.metric]}| of "
+                       f"{pair.model_a} and {pair.model_b})")
     options = "".join(f'<option value="{_e(c)}"{" selected" if c == default_cell else ""}>{_e(c)}</option>'
                       for c in inputs.cells)
     sections = [f"<h1>{_e(inputs.title)}</h1>", "<h2>The run</h2>", run_section(inputs)]
@@ -508,16 +636,19 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
                  "<p>Click a column header to sort; mean and median rows stay below.</p>",
                  f'<div class="scroll">{metrics_table(inputs)}</div>']
     if inputs.comparison is not None:
-        sections.append("<h2>Paired comparison</h2><p>Per cell: ΔAUC with its DeLong 95% CI and p, "
+        metric = inputs.comparison.metric
+        sections.append(f"<h2>Paired comparison ({_e(METRIC_LABELS[metric])})</h2><p>Per cell: "
+                        f"Δ{_e(METRIC_LABELS[metric])} by {_e(TEST_DESCRIPTIONS[CELL_TESTS[metric]])}, and "
                         "Benjamini-Hochberg q across cells. Across cells: Wilcoxon signed-rank and paired t-tests"
                         + (", Holm-corrected over the pairs" if len(inputs.comparison.pairs) > 1 else "") + ".</p>")
         sections += [pair_section(pair_payload(pair), i) for i, pair in enumerate(inputs.comparison.pairs)]
         sections.append('<h2>Across cells</h2><div class="figures">'
                         + "".join(f'<div class="figure" id="{f["id"]}"></div>' for f in figures) + "</div>")
-    sections.append(f'<h2>One cell</h2><p><label>cell <select id="cell-select">{options}</select></label> '
-                    "(the cell with the largest ΔAUC is shown first)</p>"
+    sections.append(f'<h2>One cell</h2><p><label>cell <select id="cell-select">{options}</select></label>'
+                    f"{_e(first_shown)}</p>"
                     '<div class="figures">' + "".join(f'<div class="figure" id="{f["id"]}"></div>'
-                                                      for f in by_cell if f["kind"] in ("roc", "pr")) + "</div>"
+                                                      for f in by_cell if f["kind"] in ("roc", "pr", "levels"))
+                    + "</div>"
                     '<h3>Training</h3><div id="fig-training"></div>'
                     "<p>Dotted: runs that did not converge (stopped at the epoch cap while still improving).</p>")
     if inputs.attributions:

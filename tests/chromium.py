@@ -79,9 +79,11 @@ class Browser:
             self.events.append(json.loads(self.socket.recv()))
 
     def open(self, url: str) -> None:
-        start = len(self.events)
+        """Navigate to ``url``; what was recorded on earlier pages is forgotten, so that console errors and
+        requests are this page's whichever tests ran before."""
+        self.events = []
         self.send("Page.navigate", {"url": url})
-        self.wait_for("Page.loadEventFired", start)
+        self.wait_for("Page.loadEventFired", 0)
 
     def evaluate(self, expression: str):
         result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})

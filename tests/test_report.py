@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, Workspace, assert_one_line_error, run_cli
+from conftest import REPO, Workspace, assert_one_line_error, parse_tsv, run_cli
+
+from histcli.store import Store
 
 pytest.importorskip("plotly")
 
@@ -284,7 +286,7 @@ def test_browser_check_sees_requests_and_errors(tmp_path, browser):
     assert "boom" in browser.console_errors()
 
 
-def test_readme_example_runs(space, tmp_path):
+def test_readme_example_runs(space, regressors, tmp_path):
     readme = (REPO / "README.md").read_text()
     section = re.search(r"^### `histcli report`.*?```bash\n(.*?)```", readme, flags=re.S | re.M).group(1)
     env = {**os.environ, "HISTCLI_STORE": str(space.store), "HISTCLI_MODELS": str(space.models),
@@ -294,3 +296,228 @@ def test_readme_example_runs(space, tmp_path):
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "report.html").stat().st_size > 1e6
+
+
+# ---------------------------------------------------------------- regression models
+
+REGRESSORS = ("logistic-reg", "cnn-reg")
+# The metrics of a regression entry (histcli.tasks.Regression) as the metrics table heads them.
+REGRESSION_HEADERS = ("AUC", "AUPRC", "Pearson r", "Spearman rho", "R²", "RMSE")
+
+
+@pytest.fixture(scope="module")
+def regressors(space) -> Workspace:
+    """Regression models beside the classifiers, on the same simulated cells (which carry expression)."""
+    for arch, epochs in (("logistic", 10), ("cnn", 3)):
+        result = space.run("train", "--all-cells", "--arch", arch, "--task", "regression", "--name", f"{arch}-reg",
+                           "--epochs", epochs, "--threads", 1, "--device", "cpu", "-q")
+        assert result.code == 0, result.stderr
+    return space
+
+
+def report_of(ws: Workspace, name: str, *args) -> Path:
+    path = ws.folder / name
+    result = ws.run("report", *args, "-o", path, "--device", "cpu", "-q")
+    assert result.code == 0, result.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def reg_page(regressors) -> Path:
+    return report_of(regressors, "regression.html", *REGRESSORS)  # the default metric: Pearson r
+
+
+@pytest.fixture(scope="module")
+def mixed_page(regressors) -> Path:
+    return report_of(regressors, "mixed.html", "logistic-reg", "logistic")  # the default metric: AUC
+
+
+def embedded(page: Path, name: str) -> dict:
+    text = page.read_text()
+    return json.loads(re.search(rf'<script type="application/json" id="{name}">(.*?)</script>', text,
+                                flags=re.S).group(1).replace("<\\/", "</"))
+
+
+def predicted_levels(ws: Workspace, model: str, cell: str) -> dict[str, float]:
+    result = ws.run("predict", model, "--cell", cell, "--from-store", cell, "-q")
+    assert result.code == 0, result.stderr
+    return {row["gene_id"]: float(row["log_expression"]) for row in parse_tsv(result.stdout)}
+
+
+def measured_levels(ws: Workspace, cell: str) -> dict[str, float]:
+    data = Store(ws.store).load(cell, splits=["test"])
+    return dict(zip(data.gene_ids.tolist(), np.log1p(data.expression).tolist(), strict=True))
+
+
+def test_regression_report_shows_correlations_and_steiger_tests(regressors, reg_page, browser):
+    from scipy import stats
+
+    browser.open(reg_page.resolve().as_uri())
+    evaluation = json.loads(regressors.run("evaluate", *REGRESSORS, "-f", "json").stdout)
+    comparison = json.loads(regressors.run("compare", *REGRESSORS, "--metric", "pearson", "-f", "json").stdout)
+
+    # The metrics of the regression task, for each model; Pearson r as evaluate computes it, and as scipy
+    # does from predict's output and the stored expression.
+    headers = header_texts(browser, "#metrics")
+    assert headers == ["cell", "n", "positives"] + [f"{h} {m}" for m in REGRESSORS for h in REGRESSION_HEADERS]
+    rows = {row[0]["text"]: row for row in table(browser, "#metrics")}
+    for expected in evaluation["rows"]:
+        shown = rows[expected["cell"]][headers.index(f"Pearson r {expected['model']}")]
+        assert float(shown["value"]) == expected["pearson"] and shown["text"] == f"{expected['pearson']:.4f}"
+        rmse = rows[expected["cell"]][headers.index(f"RMSE {expected['model']}")]
+        assert float(rmse["value"]) == expected["rmse"]
+    for model, cell in (("logistic-reg", "sim01"), ("cnn-reg", "sim03")):
+        predicted, measured = predicted_levels(regressors, model, cell), measured_levels(regressors, cell)
+        genes = list(measured)
+        r = stats.pearsonr([measured[g] for g in genes], [predicted[g] for g in genes])[0]
+        assert float(rows[cell][headers.index(f"Pearson r {model}")]["value"]) == pytest.approx(r, abs=1e-6)
+    footer = browser.evaluate("Array.from(document.querySelectorAll('#metrics tfoot tr')).map("
+                              "r => Array.from(r.cells).map(c => c.getAttribute('data-value')))")
+    for summary in evaluation["summary"]:
+        column = headers.index(f"Pearson r {summary['model']}")
+        assert float(footer[0][column]) == summary["mean_pearson"]
+        assert float(footer[1][column]) == summary["median_pearson"]
+
+    # The pair in Pearson r: compare's difference, Zou's CI, Steiger's p and q, cell by cell.
+    assert comparison["metric"] == "pearson"
+    assert header_texts(browser, "#pair-0")[2:] == ["Pearson r logistic-reg", "Pearson r cnn-reg", "ΔPearson r",
+                                                    "CI low", "CI high", "Steiger p", "q (BH)"]
+    for expected, row in zip(comparison["cells"], table(browser, "#pair-0"), strict=True):
+        assert row[0]["text"] == expected["cell"]
+        got = [None if c["value"] == "" else float(c["value"]) for c in row[2:]]
+        assert got == [expected["pearson_logistic-reg"], expected["pearson_cnn-reg"], expected["delta_pearson"],
+                       expected["ci_low"], expected["ci_high"], expected["steiger_p"], expected["q"]]
+    assert browser.evaluate("document.querySelector('p.verdict').textContent") == comparison["summary"]["verdict"]
+    intro = browser.evaluate("document.querySelector('h2 + p').parentNode.innerText")
+    assert "Paired comparison (Pearson r)" in intro and "Steiger's test" in intro and "Zou's 95% CI" in intro
+    assert "DeLong" not in intro and "ΔAUC" not in intro
+    assert browser.evaluate("document.getElementById('fig-delta').layout.yaxis.title.text") == "ΔPearson r"
+    assert browser.evaluate("document.getElementById('fig-scatter-0').layout.xaxis.title.text") == \
+        "Pearson r cnn-reg"
+
+    # The cell shown first differs most between the pair; its predicted-vs-measured figure has a marker per
+    # test gene and model.
+    largest = max(comparison["cells"], key=lambda row: abs(row["delta_pearson"]))["cell"]
+    assert browser.evaluate("document.getElementById('cell-select').value") == largest
+    assert browser.evaluate("document.querySelector('#fig-levels .gtitle').textContent") == \
+        f"predicted vs measured, {largest}"
+    points = "document.querySelectorAll('#fig-levels .scatterlayer .trace path.point').length"
+    assert browser.evaluate(points) == 2 * 100
+    assert browser.evaluate("document.getElementById('fig-levels').layout.xaxis.title.text") == \
+        "measured ln(RPKM + 1)"
+    # Hovering a point names its gene, with its measured and predicted levels.
+    browser.hover("#fig-levels .scatterlayer .trace:first-child path.point")
+    hover = "Array.from(document.querySelectorAll('#fig-levels .hoverlayer .hovertext')).map(e => e.textContent)"
+    for _ in range(50):  # plotly draws the label on the next animation frame
+        if browser.evaluate(hover):
+            break
+        time.sleep(0.1)
+    shown = browser.evaluate(hover)
+    assert len(shown) == 1
+    model, gene, x, y = re.fullmatch(r"(.+)(SIMG\d+)measured (\S+)predicted (\S+)", shown[0]).groups()
+    assert model in REGRESSORS
+    # Shown to 3 decimals (of the page's value, rounded to 5).
+    assert float(x) == pytest.approx(measured_levels(regressors, largest)[gene], abs=5.1e-4)
+    assert float(y) == pytest.approx(predicted_levels(regressors, model, largest)[gene], abs=5.1e-4)
+    # Regressors rank by their predicted level on the labels too: ROC curves for both.
+    assert browser.evaluate("document.querySelectorAll('#fig-roc .scatterlayer .trace path.js-line').length") == 3
+
+    # Training: selected on validation Pearson r, and said so.
+    assert header_texts(browser, "#training-runs")[5] == "valid Pearson r"
+    runs = browser.evaluate("Array.from(document.querySelectorAll('#training-runs tbody tr')).map("
+                            "r => Array.from(r.cells).map(c => c.textContent))")
+    for model, cell, _, _, _, valid, _, _ in runs:
+        metadata = json.loads((regressors.models / model / cell / "metadata.json").read_text())
+        assert valid == f"{metadata['best_valid_pearson']:.4f}"
+    assert browser.evaluate("document.getElementById('fig-training').layout.yaxis.title.text") == \
+        "validation Pearson r"
+    assert browser.console_errors() == []
+
+
+def test_regression_page_numbers_and_levels_come_from_the_library(regressors, reg_page):
+    numbers = embedded(reg_page, "report-numbers")
+    assert numbers["evaluate"] == json.loads(regressors.run("evaluate", *REGRESSORS, "-f", "json").stdout)
+    assert numbers["compare"] == json.loads(regressors.run("compare", *REGRESSORS, "--metric", "pearson",
+                                                           "-f", "json").stdout)
+    # Predicted vs measured: the points are predict's levels against the stored expression (100 test genes,
+    # under the 2,000-point cap: all of them), hover naming the gene.
+    figure = {f["id"]: f for f in embedded(reg_page, "report-data")["by_cell"]}["fig-levels"]
+    for model, cell in (("cnn-reg", "sim02"), ("logistic-reg", "sim03")):
+        trace = next(t for t in figure["by_cell"][cell]["data"] if t["name"].startswith(f"{model} "))
+        predicted, measured = predicted_levels(regressors, model, cell), measured_levels(regressors, cell)
+        assert sorted(trace["text"]) == sorted(predicted) == sorted(measured)
+        for gene, x, y in list(zip(trace["text"], trace["x"], trace["y"], strict=True))[::17]:
+            assert x == pytest.approx(measured[gene], abs=1e-5) and y == pytest.approx(predicted[gene], abs=1e-5)
+
+    # --metric spearman: the pair sections follow it, and the numbers are compare's.
+    spearman = report_of(regressors, "spearman.html", *REGRESSORS, "--metric", "spearman")
+    assert embedded(spearman, "report-numbers")["compare"] == json.loads(regressors.run(
+        "compare", *REGRESSORS, "--metric", "spearman", "-f", "json").stdout)
+    text = spearman.read_text()
+    assert "<th>ΔSpearman rho</th>" in text and "<th>Steiger p</th>" in text and "ΔPearson" not in text
+
+
+def test_levels_are_thinned_evenly_keeping_genes_with_their_values():
+    from histcli.evaluation import Predictions
+    from histcli.report import thinned_levels
+    from histcli.tasks import Regression
+
+    n = 5001
+    genes = np.array([f"G{i}" for i in range(n)])
+    predictions = Predictions("m", "c", "c", "test", genes, None, np.arange(n, dtype=np.float32) / 8,
+                              measured=np.arange(n, dtype=np.float64) / 4, task=Regression("log2p1"))
+    levels = thinned_levels(predictions, points=2000)
+    assert len(levels["gene_ids"]) == 2000 and levels["gene_ids"][0] == "G0" and levels["gene_ids"][-1] == "G5000"
+    index = np.array([int(g[1:]) for g in levels["gene_ids"]])
+    assert np.all(np.diff(index) >= 2) and np.all(np.diff(index) <= 3)  # evenly spaced through the genes
+    assert levels["predicted"] == (index / 8).tolist() and levels["measured"] == (index / 4).tolist()
+    assert levels["target"] == "log2(RPKM + 1)"
+
+
+def test_mixed_classifier_and_regressor_report_compares_on_auc(regressors, mixed_page, browser):
+    numbers = embedded(mixed_page, "report-numbers")
+    comparison = json.loads(regressors.run("compare", "logistic-reg", "logistic", "-f", "json").stdout)
+    assert numbers["compare"] == comparison and comparison["metric"] == "auc"
+    assert numbers["evaluate"] == json.loads(regressors.run("evaluate", "logistic-reg", "logistic", "-f",
+                                                            "json").stdout)
+    browser.open(mixed_page.resolve().as_uri())
+    headers = header_texts(browser, "#metrics")
+    evaluation = {(r["model"], r["cell"]): r for r in numbers["evaluate"]["rows"]}
+    for row in table(browser, "#metrics"):
+        cell = row[0]["text"]
+        # Each model's own metrics as evaluate gives them; another task's metrics are empty cells.
+        for metric, shown in (("AUC", "auc"), ("accuracy", "accuracy"), ("Pearson r", "pearson")):
+            for model in ("logistic-reg", "logistic"):
+                value = row[headers.index(f"{metric} {model}")]
+                expected = evaluation[(model, cell)][shown]
+                if expected is None:
+                    assert value == {"text": "", "value": ""}
+                else:
+                    assert float(value["value"]) == expected
+    for expected, row in zip(comparison["cells"], table(browser, "#pair-0"), strict=True):
+        assert [float(c["value"]) for c in row[2:5]] == [expected["auc_logistic-reg"], expected["auc_logistic"],
+                                                         expected["delta_auc"]]
+    assert "DeLong p" in header_texts(browser, "#pair-0")
+    # Training: each run's value says which metric selected it.
+    assert header_texts(browser, "#training-runs")[5] == "valid metric"
+    runs = browser.evaluate("Array.from(document.querySelectorAll('#training-runs tbody tr')).map("
+                            "r => [r.cells[0].textContent, r.cells[5].textContent])")
+    assert {model: text.split(" ", 1)[1] for model, text in runs} == {"logistic-reg": "(Pearson r)",
+                                                                      "logistic": "(AUC)"}
+    assert browser.evaluate("document.getElementById('fig-training').layout.yaxis.title.text") == \
+        "validation metric"
+    # Predicted vs measured for the regressor only; ROC for both.
+    assert browser.evaluate("document.getElementById('fig-levels').data.map(t => t.name)")[0].startswith(
+        "logistic-reg (r ")
+    assert len(browser.evaluate("document.getElementById('fig-levels').data")) == 2  # and the diagonal
+    assert browser.evaluate("document.querySelectorAll('#fig-roc .scatterlayer .trace path.js-line').length") == 3
+    assert browser.console_errors() == []
+
+
+def test_correlation_metric_with_a_classifier_is_a_usage_error(regressors, tmp_path):
+    path = tmp_path / "report.html"
+    refused = regressors.run("report", "logistic-reg", "logistic", "--metric", "pearson", "-o", path)
+    assert_one_line_error(refused, "--metric 'pearson'", "logistic is a classifier", code=2)
+    assert_one_line_error(regressors.run("report", *REGRESSORS, "--metric", "kendall", "-o", path),
+                          "--metric 'kendall'", "auc, pearson, spearman", code=2)
+    assert not path.exists()

@@ -14,6 +14,7 @@ from histcli.cli.options import (
     CellsOption,
     Device,
     DeviceOption,
+    MetricOption,
     ModelsOption,
     QuietOption,
     StoreOption,
@@ -29,7 +30,7 @@ def _print_rich(result, split: str) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
-    from histcli.comparison import CELL_TESTS, METRIC_LABELS
+    from histcli.comparison import CELL_TESTS, METRIC_LABELS, TEST_LABELS
     from histcli.output import Column, stdout_is_terminal, write_rich, write_rich_table
 
     metric = result.metric
@@ -39,7 +40,7 @@ def _print_rich(result, split: str) -> None:
         columns = [Column("cell", justify="left"), Column("n"),
                    Column(f"{metric}_a", "A", digits=4), Column(f"{metric}_b", "B", digits=4),
                    Column(f"delta_{metric}", "A - B", digits=4), Column("ci", "95% CI"),
-                   Column(f"{test}_p", f"{test.capitalize()} p", digits=3), Column("q", "q (BH)", digits=3)]
+                   Column(f"{test}_p", f"{TEST_LABELS[test]} p", digits=3), Column("q", "q (BH)", digits=3)]
         rows = [{**row, "ci": None if row["ci_low"] is None else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"}
                 for row in pair.cells]
         if index:
@@ -76,9 +77,7 @@ def _num(value) -> str:
 def compare(
     names: Annotated[list[str], typer.Argument(help="Two or more model names.", autocompletion=complete_model_names)],
     cells: CellsOption = None,
-    metric: Annotated[Optional[str], typer.Option(
-        "--metric", help="auc (any models; regressors by their predicted level), pearson or spearman (regression "
-                         "models). Default: pearson when every model is a regressor, else auc.")] = None,
+    metric: MetricOption = None,
     split: SplitOption = "test",
     summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print the across-cell summary (one row per "
                                                             "pair) instead of the per-cell rows.")] = False,

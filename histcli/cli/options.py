@@ -171,6 +171,12 @@ DeviceOption = Annotated[
     Device,
     typer.Option("--device", help="auto uses CUDA when available.", case_sensitive=False),
 ]
+# The metric of compare and report (checked against the models' tasks by histcli.comparison.choose_metric).
+MetricOption = Annotated[
+    Optional[str],
+    typer.Option("--metric", help="auc (any models; regressors by their predicted level), pearson or spearman "
+                 "(regression models). Default: pearson when every model is a regressor, else auc."),
+]
 MarksOption = Annotated[
     Optional[str],
     typer.Option("--marks", help="Mark names of the value columns, in file order, comma-separated."),

@@ -14,6 +14,7 @@ from histcli.cli.options import (
     CellsOption,
     Device,
     DeviceOption,
+    MetricOption,
     ModelsOption,
     QuietOption,
     StoreOption,
@@ -25,6 +26,7 @@ def report(
     names: Annotated[list[str], typer.Argument(help="Model names in the registry.", autocompletion=complete_model_names)],
     cells: CellsOption = None,
     split: SplitOption = "test",
+    metric: MetricOption = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
     title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: the models compared).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add attribution heatmaps (histcli explain --summary "
@@ -41,7 +43,8 @@ def report(
     models_path: ModelsOption = DEFAULT_MODELS,
     quiet: QuietOption = False,
 ) -> None:
-    """Write one HTML page (offline, self-contained) of evaluate and compare: tables, figures, training."""
+    """Write one HTML page (offline, self-contained) of evaluate and compare: tables, figures, training.
+    Classifiers and regressors alike; the paired comparison uses --metric as compare does."""
     from histcli.cli import console
     from histcli.output import write
     from histcli.registry import Registry
@@ -59,7 +62,7 @@ def report(
     with console.progress() as bar:
         task = bar.add_task("report", total=None)
         inputs = gather(Store(store_path), Registry(models_path), list(names), cells, split=split, title=title,
-                        device=device.value, allow_changed=allow_changed_data, seed=seed,
+                        metric=metric, device=device.value, allow_changed=allow_changed_data, seed=seed,
                         explain=explain_method if explain else None, explain_genes=explain_genes,
                         on_progress=lambda step: bar.update(task, description=step))
     page = render(inputs, plotly_js)
