@@ -523,7 +523,7 @@ def run_section(inputs: ReportInputs) -> str:
                     f'<td>{_e(run.get("epochs_run", len(run.get("history") or [])))}</td>'
                     f'<td>{_e(_fmt(run.get(f"best_valid_{entry.selection_metric}")))}'
                     f'{"" if common else f" ({_e(entry.task.selection_label)})"}</td><td>{flag}</td>'
-                    f'<td class="mono">{_e((entry.config.get("data") or {}).get("fingerprint", "")[:16])}</td></tr>')
+                    f'<td class="mono">{_e(entry.data.fingerprint[:16])}</td></tr>')
     parts.append('<table id="training-runs"><thead><tr><th>model</th><th>cell</th><th>member</th><th>best epoch</th>'
                  f'<th>epochs run</th><th>valid {_e(common or "metric")}</th><th>converged</th>'
                  '<th>data fingerprint</th></tr></thead>'
