@@ -281,16 +281,3 @@ def json_payload(result: Comparison) -> dict:
                 "summary": block["summary"], "notes": result.notes}
     return {"models": result.models, "metric": result.metric, "pairs": [pair_payload(pair) for pair in result.pairs],
             "notes": result.notes}
-
-
-def roc_points(store: Store, registry: Registry, models: list[str], cell: str, split: str = "test", *,
-               device: str = "auto", allow_changed: bool = False):
-    """(model, fpr, tpr) for one cell, for plotting; uses the cached predictions."""
-    from histcli.metrics import roc_curve
-
-    curves = []
-    for model in models:
-        p = predictions_for(registry.get(model, cell), store, cell, split, device=device, allow_changed=allow_changed)
-        fpr, tpr, _ = roc_curve(p.labels, p.scores)
-        curves.append((model, fpr, tpr))
-    return curves

@@ -174,13 +174,11 @@ def thin(x: np.ndarray, y: np.ndarray, points: int = CURVE_POINTS) -> tuple[list
 def thinned_levels(predictions, points: int = LEVEL_POINTS) -> dict:
     """A regression model's predicted and measured levels of at most ``points`` genes (evenly spaced
     through the split), on its target scale, 5 decimals."""
-    from histcli.tasks import TARGETS
-
     keep = evenly_spaced(len(predictions.scores), points)
     return {"gene_ids": predictions.gene_ids[keep].tolist(),
             "measured": np.round(predictions.measured[keep].astype(np.float64), 5).tolist(),
             "predicted": np.round(predictions.scores[keep].astype(np.float64), 5).tolist(),
-            "target": TARGETS[predictions.task.target][0]}
+            "target": predictions.task.target_formula}
 
 
 def attribution_maps(store: Store, entries: dict[str, dict[str, Entry]], cells: list[str], method: str, *,

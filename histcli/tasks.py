@@ -130,8 +130,13 @@ class Regression:
         if self.target not in TARGETS:
             raise ChoiceError("target", self.target, TARGETS)
 
+    @property
+    def target_formula(self) -> str:
+        """The target as people read it, e.g. ln(RPKM + 1)."""
+        return TARGETS[self.target][0]
+
     def config(self) -> dict:
-        return {"name": self.name, "target": self.target, "target_formula": TARGETS[self.target][0],
+        return {"name": self.name, "target": self.target, "target_formula": self.target_formula,
                 "target_mean": self.mean, "target_scale": self.scale}
 
     def transform(self, expression: np.ndarray) -> np.ndarray:

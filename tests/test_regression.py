@@ -6,7 +6,9 @@ scipy's correlations, numpy's formulas, and the stored expression values.
 
 from __future__ import annotations
 
+import collections
 import json
+import re
 
 import numpy as np
 import pytest
@@ -136,8 +138,23 @@ def test_compare_two_regressors_by_steiger_and_zou(reg):
     assert mixed.code == 0 and json.loads(mixed.stdout)["metric"] == "auc"
     refused = reg.run("compare", "logistic-reg", "logistic", "--metric", "pearson", "-q")
     assert_one_line_error(refused, "--metric 'pearson'", "logistic is a classifier", code=2)
-    plot = reg.run("compare", "logistic-reg", "deepchrome-reg", "--plot", reg.folder / "c.png", "-q")
-    assert_one_line_error(plot, "--plot and --metric cannot be combined", code=2)
+
+
+def test_compare_plot_draws_the_correlations_and_one_cells_levels(reg):
+    pytest.importorskip("matplotlib")
+    svg = reg.folder / "levels.svg"
+    result = reg.run("compare", "logistic-reg", "deepchrome-reg", "--plot", svg, "--plot-cell", "sim02", "-f", "tsv",
+                     "-q")
+    assert result.code == 0, result.stderr
+    # matplotlib draws each point of a scatter as a <use> of the scatter's marker: one marker drawn twice
+    # on the left (the two cells), and one per model drawn once per test gene of sim02 on the right.
+    uses = collections.Counter(re.findall(r'<use xlink:href="#(m[0-9a-f]+)"', svg.read_text()))
+    n_genes = len(_measured(reg, "sim02")[0])
+    assert list(uses.values()).count(n_genes) == 2 and 2 in uses.values()
+    wrong = reg.run("compare", "logistic-reg", "deepchrome-reg", "--plot", reg.folder / "x.png", "--plot-cell",
+                    "nope", "-f", "tsv", "-q")
+    assert_one_line_error(wrong, "--plot-cell 'nope'", "Pearson r", code=2)
+    assert not (reg.folder / "x.png").exists()
 
 
 def test_regression_ensemble_predicts_the_mean_of_its_members(reg):

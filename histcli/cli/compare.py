@@ -81,10 +81,13 @@ def compare(
     split: SplitOption = "test",
     summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print the across-cell summary (one row per "
                                                             "pair) instead of the per-cell rows.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG/SVG/PDF: per-cell AUC scatter of the "
-                                                               "first two models and ROC curves of one cell.")] = None,
-    roc_cell: Annotated[Optional[str], typer.Option("--roc-cell", help="Cell of the ROC plot (default: largest ΔAUC).",
-                                                    autocompletion=complete_cells)] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG/SVG/PDF: the metric per cell of the "
+                                                               "first two models, and for one cell their ROC curves "
+                                                               "(AUC) or predicted against measured levels "
+                                                               "(correlations).")] = None,
+    plot_cell: Annotated[Optional[str], typer.Option("--plot-cell", "--roc-cell", help="The cell of --plot's second "
+                                                     "panel (default: the largest difference).",
+                                                     autocompletion=complete_cells)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap CI.")] = 0,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
@@ -133,6 +136,6 @@ def compare(
     else:
         _print_rich(result, split)
     if plot is not None:
-        write_plot(pyplot, result, store, registry, plot, roc_cell, split=split, device=device.value,
+        write_plot(pyplot, result, store, registry, plot, plot_cell, split=split, device=device.value,
                    allow_changed=allow_changed_data)
         console.note(f"plot written to {plot}")
