@@ -24,6 +24,14 @@ def plotting_backend(path: Path):
     return pyplot
 
 
+def check_plot_cell(plot_cell: str, cells: list[str]) -> None:
+    """Fail before any comparison work when --plot's cell is not among the compared cells."""
+    from histcli.errors import SettingError
+
+    if plot_cell not in cells:
+        raise SettingError("plot_cell", plot_cell, f"not among the compared cells ({', '.join(cells)})")
+
+
 def write_plot(pyplot, result, store, registry, path: Path, plot_cell: str | None, **options) -> None:
     """Left: the first pair's metric per cell (A against B). Right, for one cell (default: the largest
     difference): ROC curves when comparing AUC, predicted against measured levels for a correlation."""

@@ -153,8 +153,8 @@ def test_compare_plot_draws_the_correlations_and_one_cells_levels(reg):
     assert list(uses.values()).count(n_genes) == 2 and 2 in uses.values()
     wrong = reg.run("compare", "logistic-reg", "deepchrome-reg", "--plot", reg.folder / "x.png", "--plot-cell",
                     "nope", "-f", "tsv", "-q")
-    assert_one_line_error(wrong, "--plot-cell 'nope'", "Pearson r", code=2)
-    assert not (reg.folder / "x.png").exists()
+    assert_one_line_error(wrong, "--plot-cell 'nope'", "not among the compared cells (sim01, sim02)", code=2)
+    assert wrong.stdout == "" and not (reg.folder / "x.png").exists()  # refused before any work
 
 
 def test_regression_ensemble_predicts_the_mean_of_its_members(reg):

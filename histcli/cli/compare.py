@@ -101,16 +101,18 @@ def compare(
     import json
 
     from histcli.cli import console
-    from histcli.comparison import SUMMARY_KEYS, cell_keys, json_payload, summary_row
+    from histcli.comparison import SUMMARY_KEYS, cell_keys, common_cells, json_payload, summary_row
     from histcli.comparison import compare as run_compare
     from histcli.output import Column, clean, delimited, resolve_format, write
-    from histcli.plots import plotting_backend, write_plot
+    from histcli.plots import check_plot_cell, plotting_backend, write_plot
     from histcli.registry import Registry
     from histcli.store import Store
 
     console.setup(quiet)
     pyplot = plotting_backend(plot) if plot is not None else None
     store, registry = Store(store_path), Registry(models_path)
+    if plot is not None and plot_cell is not None:
+        check_plot_cell(plot_cell, common_cells(registry, list(names), cells)[0])
     with console.progress() as bar:
         task = bar.add_task("comparing", total=None)
 
