@@ -4,9 +4,9 @@ Every number comes from the library functions behind ``evaluate``
 (``histcli.evaluation``) and ``compare`` (``histcli.comparison``); this module
 only arranges them, for classifiers and regression models alike: the metrics
 table has the columns of the models' tasks, and the paired comparison and its
-figures follow compare's metric (AUC, Pearson r or Spearman rho). Figures are plotly figures drawn by plotly.js, which is
-embedded once in the page (the ``report`` extra), with the data as JSON beside
-it; a Content-Security-Policy forbids any request to another host, so the page
+figures follow compare's metric (AUC, Pearson r or Spearman rho). Figures are
+plotly figures drawn by plotly.js, which is embedded once in the page (the
+``report`` extra), with the data as JSON beside it; a Content-Security-Policy forbids any request to another host, so the page
 works offline and cannot leak a request when opened.
 """
 
