@@ -31,14 +31,19 @@ def timed(function, repeat: int = 3) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def run(args: list, env: dict | None = None, stdin: str | None = None) -> tuple[float, str]:
-    """Run a command to completion; returns (wall seconds, stdout). A failure ends the benchmark."""
+def _environment(env: dict | None = None) -> dict:
     environment = {**os.environ, **(env or {})}
     # Commands run from cached bytecode, as an installed package does (pip compiles it at install);
     # PYTHONDONTWRITEBYTECODE, set on some machines, would add recompiling histcli to every start-up.
     environment.pop("PYTHONDONTWRITEBYTECODE", None)
+    return environment
+
+
+def run(args: list, env: dict | None = None, stdin: str | None = None) -> tuple[float, str]:
+    """Run a command to completion; returns (wall seconds, stdout). A failure ends the benchmark."""
     start = time.perf_counter()
-    process = subprocess.run([str(a) for a in args], env=environment, input=stdin, capture_output=True, text=True)
+    process = subprocess.run([str(a) for a in args], env=_environment(env), input=stdin, capture_output=True,
+                             text=True)
     wall = time.perf_counter() - start
     if process.returncode != 0:
         sys.exit(f"{' '.join(map(str, args))} failed:\n{process.stderr}")
@@ -71,6 +76,17 @@ def cli_code(*args) -> str:
     return (f"import sys\nsys.argv = {argv!r}\nfrom histcli.cli.app import app\n"
             "try:\n    app(prog_name='histcli')\n"
             "except SystemExit as exit:\n    assert not exit.code, exit.code")
+
+
+def cli_seconds(*args, imports: str = "") -> float:
+    """Seconds one command takes in a fresh interpreter that has already imported the app and
+    ``imports`` (e.g. "import pandas, h5py"): the command's own work, without start-up."""
+    code = (f"import time\n{imports}\nimport histcli.cli.app\nstart = time.perf_counter()\n{cli_code(*args)}\n"
+            "print('SECONDS', time.perf_counter() - start, file=sys.stderr)")
+    process = subprocess.run([sys.executable, "-c", code], env=_environment(), capture_output=True, text=True)
+    if process.returncode != 0:
+        sys.exit(process.stderr)
+    return float(process.stderr.strip().splitlines()[-1].split()[1])
 
 
 def report(label: str, value: float, baseline: float, unit: str = "s", goal: str = "") -> None:

@@ -33,12 +33,23 @@ class InputError(HistcliError):
         self.line = line
         self.field = field
         self.problem = problem
+        super().__init__(self._message())
+
+    def _message(self) -> str:
         where = self.path or "input"
-        if line is not None:
-            where += f", line {line}"
-        if field is not None:
-            where += f", field {field}"
-        super().__init__(f"{where}: {problem}")
+        if self.line is not None:
+            where += f", line {self.line}"
+        if self.field is not None:
+            where += f", field {self.field}"
+        return f"{where}: {self.problem}"
+
+    def naming(self, path) -> InputError:
+        """The same error (same type and fields) naming ``path``: the user's input, e.g. ``<stdin>``,
+        instead of the temporary copy of it that was read."""
+        renamed = type(self).__new__(type(self))
+        renamed.__dict__.update(self.__dict__, path=str(path))
+        renamed.args = (renamed._message(),)
+        return renamed
 
 
 class MissingGenesError(InputError):

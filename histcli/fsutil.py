@@ -201,3 +201,32 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def readable_path(source, expected: str = "a file"):
+    """A regular file for ``source``, which readers may open more than once (to sniff gzip, check the
+    first line, parse). stdin (``-``), pipes and bash's process substitution ``<(...)`` can be read only
+    once: they are copied to a temporary file of the same name first, so messages that quote the
+    file's name still read right and memory stays bounded."""
+    import sys
+    import tempfile
+
+    if source != "-":
+        path = Path(source)
+        if not path.exists():
+            raise InputError(path, "no such file")
+        if path.is_dir():
+            raise InputError(path, f"is a folder, expected {expected}")
+        if path.is_file():
+            yield path
+            return
+    with tempfile.TemporaryDirectory(prefix="histcli-input-") as folder:
+        spool = Path(folder) / ("stdin" if source == "-" else Path(source).name)
+        with open(spool, "wb") as copy:
+            if source == "-":
+                shutil.copyfileobj(sys.stdin.buffer, copy, length=1 << 20)
+            else:
+                with open(source, "rb") as stream:
+                    shutil.copyfileobj(stream, copy, length=1 << 20)
+        yield spool

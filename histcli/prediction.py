@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import sys
-import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +26,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError, StdoutClosed
+from histcli.fsutil import readable_path
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
 from histcli.sources.common import COUNT_OVERFLOW, is_gzip
@@ -178,30 +175,6 @@ class ScoringPipeline:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
-@contextmanager
-def readable_path(source: str):
-    """A regular file for ``source``; stdin (``-``) and pipes are spooled to a temporary
-    file first, so that errors can quote exact lines and memory stays bounded."""
-    if source != "-":
-        path = Path(source)
-        if not path.exists():
-            raise InputError(path, "no such file")
-        if path.is_dir():
-            raise InputError(path, "is a folder, expected a TSV file")
-        if path.is_file():
-            yield path
-            return
-    # stdin, pipes and process substitution (<(...)) can be read only once.
-    with tempfile.NamedTemporaryFile(prefix="histcli-input-", suffix=".tsv") as spool:
-        if source == "-":
-            shutil.copyfileobj(sys.stdin.buffer, spool, length=1 << 20)
-        else:
-            with open(source, "rb") as stream:
-                shutil.copyfileobj(stream, spool, length=1 << 20)
-        spool.flush()
-        yield Path(spool.name)
-
-
 def _header(path: Path, shown: str) -> list[str]:
     import gzip
     import zlib
@@ -300,7 +273,7 @@ def _open_text(path: Path):
 def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,
                   genes_per_chunk: int = GENES_PER_CHUNK) -> int:
     """Stream a long or wide TSV through the model; returns the number of genes."""
-    with readable_path(source) as path:
+    with readable_path(source, "a TSV file") as path:
         shown = "<stdin>" if source == "-" else source
         header = _header(path, shown)
         if header[1].strip().lower() == "bin":
@@ -331,7 +304,7 @@ def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> in
                            chunk[columns[2:]].to_numpy(), None, first_line)
             blocks.finish()
         except InputError as error:
-            raise _renamed(error, path, shown) from None
+            raise (error.naming(shown) if error.path == str(path) else error) from None
         pipeline.finish()
     return duplicates.count
 
@@ -375,13 +348,6 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
                 pipeline.submit(gene_ids, values[:, take - 1].reshape(len(values), predictor.n_bins,
                                                                        len(predictor.marks)))
         except InputError as error:
-            raise _renamed(error, path, shown) from None
+            raise (error.naming(shown) if error.path == str(path) else error) from None
         pipeline.finish()
     return duplicates.count
-
-
-def _renamed(error: InputError, path: Path, shown: str) -> InputError:
-    """Name the user's input (e.g. <stdin>) instead of a temporary spool file."""
-    if error.path == str(path) and shown != str(path):
-        return InputError(shown, error.problem, line=error.line, field=error.field)
-    return error

@@ -44,7 +44,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -97,6 +97,20 @@ class SourceFile:
     @classmethod
     def of(cls, path) -> "SourceFile":
         return cls(str(Path(path).resolve()), file_sha256(path))
+
+    @classmethod
+    def hashing(cls, paths) -> Callable[[], list["SourceFile"]]:
+        """Hash the regular files of ``paths`` in a thread while the caller parses them (hashlib
+        releases the GIL); the returned function waits for every SourceFile. A pipe (e.g. bash's
+        ``<(zcat ...)``) is left to the caller's one reader and hashed when asked, as before."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        paths = list(paths)
+        pool = ThreadPoolExecutor(1)
+        futures = [pool.submit(cls.of, path) if Path(path).is_file() else None for path in paths]
+        pool.shutdown(wait=False)  # the thread ends when the last file is hashed
+        return lambda: [cls.of(path) if future is None else future.result()
+                        for path, future in zip(paths, futures, strict=True)]
 
 
 @dataclass

@@ -151,3 +151,13 @@ def test_sweep_and_tune_settings_are_worded_with_their_options():
     with pytest.raises(SettingError) as grid:
         parse_grid(["units=8", "units=8"])
     assert describe(grid.value) == ("--param 'units=8': given twice", EXIT_USAGE)
+
+
+def test_an_input_error_can_name_the_users_input_instead_of_its_copy():
+    from histcli.errors import MissingGenesError
+
+    error = MissingGenesError("/tmp/histcli-input-x/63", "3 of 10 genes lack expression", missing=3, total=10)
+    renamed = error.naming("/dev/fd/63")
+    assert type(renamed) is MissingGenesError and (renamed.missing, renamed.total) == (3, 10)
+    assert str(renamed) == "/dev/fd/63: 3 of 10 genes lack expression"
+    assert str(error) == "/tmp/histcli-input-x/63: 3 of 10 genes lack expression"  # the original is unchanged

@@ -43,6 +43,45 @@ def _marks(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     return marks
 
 
+class _Inputs:
+    """The user's input files as files that can be read more than once. stdin, pipes and bash's
+    ``<(...)`` can be read once only, and readers open a file several times (to sniff gzip, check the
+    header, parse), so those are copied first (histcli.fsutil.readable_path). Errors and the stored
+    sources name every input as it was given."""
+
+    def __enter__(self) -> _Inputs:
+        import contextlib
+
+        self._stack = contextlib.ExitStack().__enter__()
+        self._given: dict[str, str] = {}  # copy -> the path as given
+        return self
+
+    def __call__(self, path: Path | None) -> Path | None:
+        from histcli.fsutil import readable_path
+
+        if path is None:
+            return None
+        copy = self._stack.enter_context(readable_path(path))
+        if copy != Path(path):
+            self._given[str(copy)] = str(path)
+        return copy
+
+    def as_given(self, cell):
+        """The cell with its sources named as given (a copy's digest is that of what was read)."""
+        import dataclasses
+
+        given = {str(Path(copy).resolve()): path for copy, path in self._given.items()}
+        return dataclasses.replace(cell, sources=[dataclasses.replace(source, path=given.get(source.path, source.path))
+                                                  for source in cell.sources])
+
+    def __exit__(self, kind, error, traceback) -> None:
+        from histcli.errors import InputError
+
+        self._stack.__exit__(None, None, None)
+        if isinstance(error, InputError) and error.path in self._given:
+            raise error.naming(self._given[error.path]) from None
+
+
 def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_format: OutputFormat,
            description: str) -> None:
     """Stage cells one by one behind a progress bar, commit them together, print their summaries."""
@@ -84,13 +123,15 @@ def deepchrome(
     mark_names = _marks(marks, DEEPCHROME_ORDER)
     found = layout.find_cells(path, cells)
     names = [name for name, _ in found]
-    _check_expression_columns(expression, expression_column, names)
-    Store(store_path).check_writable(names, overwrite)
     notes: list[str] = []
-    parsed = (_with_expression(layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression,
-                               expression_column, f"the DeepChrome files of {name}", drop_missing, notes)
-              for name, files in found)
-    _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
+    with _Inputs() as inputs:
+        expression = inputs(expression)
+        _check_expression_columns(expression, expression_column, names)
+        Store(store_path).check_writable(names, overwrite)
+        parsed = (inputs.as_given(_with_expression(
+            layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression, expression_column,
+            f"the DeepChrome files of {name}", drop_missing, notes)) for name, files in found)
+        _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
     for message in notes:
         console.note(message)
 
@@ -145,16 +186,18 @@ def deepdiff(
     stored_name = check_cell_name(name or cell)
     mark_names = _marks(marks, DEEPDIFF_ORDER)
     splits, own_expression = layout.find_files(path, cell, need_expression=expression is None)
-    _check_expression_columns(expression, expression_column, [stored_name])
-    Store(store_path).check_writable([stored_name], overwrite)
     notes: list[str] = []
     if expression is not None and own_expression is not None:
         notes.append(f"--expression {expression.name} replaces {own_expression.name}")
-    # A generator, so that parsing runs inside the progress bar.
-    parsed = (layout.read_cell(stored_name, splits, expression or own_expression, marks=mark_names,
-                               bin_size=bin_size, drop_missing=drop_missing, notes=notes,
-                               expression_column=expression_column) for _ in range(1))
-    _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
+    with _Inputs() as inputs:
+        expression = inputs(expression)
+        _check_expression_columns(expression, expression_column, [stored_name])
+        Store(store_path).check_writable([stored_name], overwrite)
+        # A generator, so that parsing runs inside the progress bar.
+        parsed = (inputs.as_given(layout.read_cell(
+            stored_name, splits, expression or own_expression, marks=mark_names, bin_size=bin_size,
+            drop_missing=drop_missing, notes=notes, expression_column=expression_column)) for _ in range(1))
+        _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
     for message in notes:
         console.note(message)
 
@@ -201,27 +244,29 @@ def tracks(
     by_chromosome = parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None
     fractions = parse_split_fractions(split_fractions) if split_fractions else None
     check_split_options(split_file, by_chromosome, fractions)
-    _check_expression_columns(expression, expression_column, [cell])
-    Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
-    # A generator, so that reading and binning run inside the progress bar.
-    parsed = (read_tracks_cell(
-        cell,
-        tracks=parse_tracks(track),
-        genes=genes,
-        expression=expression,
-        expression_column=expression_column,
-        split=split_file,
-        split_by_chromosome=by_chromosome,
-        split_fractions=fractions,
-        seed=seed,
-        bin_size=bin_size,
-        window=window,
-        aggregate=aggregate.value,
-        drop_missing=drop_missing,
-        notes=notes,
-    ) for _ in range(1))
-    _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
+    with _Inputs() as inputs:
+        expression = inputs(expression)
+        _check_expression_columns(expression, expression_column, [cell])
+        Store(store_path).check_writable([cell], overwrite)
+        # A generator, so that reading and binning run inside the progress bar.
+        parsed = (inputs.as_given(read_tracks_cell(
+            cell,
+            tracks={mark: inputs(path) for mark, path in parse_tracks(track).items()},
+            genes=inputs(genes),
+            expression=expression,
+            expression_column=expression_column,
+            split=inputs(split_file),
+            split_by_chromosome=by_chromosome,
+            split_fractions=fractions,
+            seed=seed,
+            bin_size=bin_size,
+            window=window,
+            aggregate=aggregate.value,
+            drop_missing=drop_missing,
+            notes=notes,
+        )) for _ in range(1))
+        _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
     for message in notes:
         console.note(message)
 

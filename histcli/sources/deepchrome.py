@@ -83,6 +83,7 @@ def read_cell(name: str, files: dict[str, Path], *, marks: tuple[str, ...] = DEE
     n_bins = None
     counts = CountBlocks()
     parts = []
+    sources = SourceFile.hashing(files.values())
     for split, path in files.items():
         blocks = GeneBlocks(path, schema, counts=counts)
         for first_line, chunk in read_chunks(path, schema):
@@ -112,6 +113,6 @@ def read_cell(name: str, files: dict[str, Path], *, marks: tuple[str, ...] = DEE
             [np.full(len(genes), SPLIT_CODES[split], dtype=np.uint8) for split, _, (genes, _, _) in parts]
         ),
         labels=np.concatenate([labels for _, _, (_, labels, _) in parts]),
-        sources=[SourceFile.of(path) for _, path, _ in parts],
+        sources=sources(),
         attrs={"source_format": "deepchrome", "label_rule": "labels as given in the DeepChrome files"},
     )

@@ -64,6 +64,7 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
     counts = CountBlocks()
     n_bins = None
     parts = []
+    sources = SourceFile.hashing(splits.values())
     for split, path in splits.items():
         blocks = GeneBlocks(path, schema, counts=counts)
         for first_line, chunk in read_chunks(path, schema):
@@ -94,7 +95,7 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
         window=n_bins * bin_size // 2,
         tss_offset=n_bins * bin_size // 2,
         split=split,
-        sources=[SourceFile.of(path) for _, path, _ in parts],
+        sources=sources(),
         attrs={"source_format": "deepdiff"},
     )
     table = read_expression(expression_path, column=expression_column, cell=name)

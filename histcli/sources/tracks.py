@@ -480,6 +480,8 @@ def read_tracks_cell(
     bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
     check_split_options(split, split_by_chromosome, split_fractions)
 
+    inputs = [*track_paths, genes_path] + [Path(p) for p in (expression, split) if p is not None]
+    sources = SourceFile.hashing(inputs)
     table = read_genes(genes_path)
     loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths, strict=True)}
     if table.repeated:
@@ -528,7 +530,6 @@ def read_tracks_cell(
     counts = CountBlocks()
     for block in iter_binned(loaded, table, bin_size=bin_size, window=window, aggregate=aggregate):
         counts.add(block)
-    inputs = [*track_paths, genes_path] + [Path(p) for p in (expression, split) if p is not None]
     return CellData(
         name=name,
         counts=counts.blocks,
@@ -540,7 +541,7 @@ def read_tracks_cell(
         split=split_codes,
         expression=expression_values,
         labels=labels,
-        sources=[SourceFile.of(path) for path in inputs],
+        sources=sources(),
         attrs=attrs,
         coordinates={"chrom": table.chrom.copy(), "tss": table.tss.copy(), "strand": table.strand.copy()},
     )
