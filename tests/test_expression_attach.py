@@ -4,8 +4,10 @@ checked against values written into hand-made tables and against the real Roadma
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -388,34 +390,30 @@ def test_readme_expression_example_runs(tmp_path):
     assert _summary_attrs(tmp_path / "store.h5", "E004")["expression_column"] == "E004"
 
 
+
+def _prepare_in_bash(arguments: str, store: Path) -> subprocess.CompletedProcess:
+    """`histcli prepare tracks ARGUMENTS` run by bash, so that <(...) in them hands histcli pipes."""
+    command = (f"{shlex.quote(sys.executable)} -m histcli prepare tracks --cell T {arguments} --bin-size 100 "
+               f"--window 200 --store {shlex.quote(str(store))}")
+    return subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
 def test_prepare_tracks_reads_process_substitutions_like_files(track_files, tmp_path):
     """bash's <(...) hands histcli pipes, which can be read once: the cell is the one the files give."""
-    import shlex
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
-    by_files = tmp_path / "files.h5"
+    by_files, by_pipes = tmp_path / "files.h5", tmp_path / "pipes.h5"
     assert _prepare_tracks(track_files, by_files, "--expression", track_files / "m.tsv.gz", "--drop-missing",
                            "-q").code == 0
-    by_pipes = tmp_path / "pipes.h5"
     quoted = {name: shlex.quote(str(track_files / name)) for name in
               ("H3K4me3.bedGraph", "H3K27me3.bedGraph", "genes.bed", "m.tsv.gz")}
-    command = (f"{shlex.quote(sys.executable)} -m histcli prepare tracks --cell T "
-               f"--track=H3K4me3=<(cat {quoted['H3K4me3.bedGraph']}) "
-               f"--track=H3K27me3=<(cat {quoted['H3K27me3.bedGraph']}) --genes <(cat {quoted['genes.bed']}) "
-               f"--expression <(zcat {quoted['m.tsv.gz']}) --drop-missing --bin-size 100 --window 200 "
-               f"--store {shlex.quote(str(by_pipes))} -q")
-    process = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)
+    process = _prepare_in_bash(
+        f"--track=H3K4me3=<(cat {quoted['H3K4me3.bedGraph']}) --track=H3K27me3=<(cat {quoted['H3K27me3.bedGraph']}) "
+        f"--genes <(cat {quoted['genes.bed']}) --expression <(zcat {quoted['m.tsv.gz']}) --drop-missing -q", by_pipes)
     assert process.returncode == 0, process.stderr
     files_cell, pipes_cell = Store(by_files).load("T"), Store(by_pipes).load("T")
     assert np.array_equal(np.concatenate(pipes_cell.counts), np.concatenate(files_cell.counts))
     assert pipes_cell.gene_ids.tolist() == files_cell.gene_ids.tolist()
     assert pipes_cell.expression.tolist() == files_cell.expression.tolist()
     # Sources are named as given (the pipes), with the digest of what was read through them.
-    import hashlib
-
     assert all(re.fullmatch(r"/dev/fd/\d+", source.path) for source in pipes_cell.sources), pipes_cell.sources
     read = [(track_files / name).read_bytes() for name in ("H3K4me3.bedGraph", "H3K27me3.bedGraph", "genes.bed")]
     read.append(gzip.decompress((track_files / "m.tsv.gz").read_bytes()))  # zcat's output
@@ -424,17 +422,11 @@ def test_prepare_tracks_reads_process_substitutions_like_files(track_files, tmp_
 
 
 def test_an_error_in_a_piped_input_names_the_pipe(track_files, tmp_path):
-    import shlex
-
-    from conftest import REPO
-
     store = tmp_path / "s.h5"
-    command = (f"{shlex.quote(sys.executable)} -m histcli prepare tracks --cell T "
-               f"--track=H3K4me3=<(printf 'chr1\\t0\\t1000\\t5\\nchr1\\t1000\\tx\\t7\\n') "
-               f"--track=H3K27me3={shlex.quote(str(track_files / 'H3K27me3.bedGraph'))} "
-               f"--genes {shlex.quote(str(track_files / 'genes.bed'))} --bin-size 100 --window 200 "
-               f"--store {shlex.quote(str(store))}")
-    process = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)
+    process = _prepare_in_bash(
+        "--track=H3K4me3=<(printf 'chr1\\t0\\t1000\\t5\\nchr1\\t1000\\tx\\t7\\n') "
+        f"--track=H3K27me3={shlex.quote(str(track_files / 'H3K27me3.bedGraph'))} "
+        f"--genes {shlex.quote(str(track_files / 'genes.bed'))}", store)
     assert process.returncode == 1
     assert re.fullmatch(r"histcli: error: /dev/fd/\d+, line 2, field end: .+\n", process.stderr), process.stderr
     assert not store.exists()

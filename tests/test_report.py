@@ -71,6 +71,27 @@ def header_texts(browser, selector: str) -> list[str]:
     return browser.evaluate(f"Array.from(document.querySelectorAll('{selector} thead th')).map(h => h.textContent)")
 
 
+
+
+def hover_text(browser, figure: str) -> list[str]:
+    """Hover the first point of a figure's first trace; the label plotly shows."""
+    browser.hover(f"#{figure} .scatterlayer .trace:first-child path.point")
+    hover = f"Array.from(document.querySelectorAll('#{figure} .hoverlayer .hovertext')).map(e => e.textContent)"
+    for _ in range(50):  # plotly draws the label on the next animation frame
+        if browser.evaluate(hover):
+            break
+        time.sleep(0.1)
+    return browser.evaluate(hover)
+
+def assert_footer(browser, headers: list[str], summaries: list[dict], label: str, metric: str) -> None:
+    """The metrics table's mean and median rows hold evaluate's summary of ``metric`` per model."""
+    footer = browser.evaluate("Array.from(document.querySelectorAll('#metrics tfoot tr')).map("
+                              "r => Array.from(r.cells).map(c => c.getAttribute('data-value')))")
+    for summary in summaries:
+        column = headers.index(f"{label} {summary['model']}")
+        assert float(footer[0][column]) == summary[f"mean_{metric}"]
+        assert float(footer[1][column]) == summary[f"median_{metric}"]
+
 def test_rendered_page_holds_evaluate_and_compare_numbers(space, page, browser):
     browser.open(page.resolve().as_uri())
     evaluation = json.loads(space.run("evaluate", *MODELS, "-f", "json").stdout)
@@ -90,12 +111,7 @@ def test_rendered_page_holds_evaluate_and_compare_numbers(space, page, browser):
             shown = row[headers.index(f"{labels[metric]} {expected['model']}")]
             assert float(shown["value"]) == expected[metric]
             assert shown["text"] == f"{expected[metric]:.4f}"
-    footer = browser.evaluate("Array.from(document.querySelectorAll('#metrics tfoot tr')).map("
-                              "r => Array.from(r.cells).map(c => c.getAttribute('data-value')))")
-    for summary in evaluation["summary"]:
-        column = headers.index(f"AUC {summary['model']}")
-        assert float(footer[0][column]) == summary["mean_auc"]
-        assert float(footer[1][column]) == summary["median_auc"]
+    assert_footer(browser, headers, evaluation["summary"], "AUC", "auc")
 
     # Every pair, with compare's per-cell numbers and verdict (Holm-adjusted over three pairs).
     verdicts = browser.evaluate("Array.from(document.querySelectorAll('p.verdict')).map(p => p.textContent)")
@@ -161,13 +177,8 @@ def test_figures_have_drawn_one_point_per_cell(space, page, browser):
     comparison = json.loads(space.run("compare", *MODELS, "-f", "json").stdout)
     first = comparison["pairs"][0]
     a, b, cell = first["model_a"], first["model_b"], first["cells"][0]
-    browser.hover("#fig-scatter-0 .scatterlayer .trace:first-child path.point")
-    hover = "Array.from(document.querySelectorAll('#fig-scatter-0 .hoverlayer .hovertext')).map(e => e.textContent)"
-    for _ in range(50):  # plotly draws the label on the next animation frame
-        if browser.evaluate(hover):
-            break
-        time.sleep(0.1)
-    assert browser.evaluate(hover) == [f"{cell['cell']}{b} {cell[f'auc_{b}']:.4f}{a} {cell[f'auc_{a}']:.4f}"]
+    assert hover_text(browser, "fig-scatter-0") == [
+        f"{cell['cell']}{b} {cell[f'auc_{b}']:.4f}{a} {cell[f'auc_{a}']:.4f}"]
     # ΔAUC with CIs: per pair one marker and one error bar per cell.
     assert browser.evaluate(count("#fig-delta .scatterlayer .trace")) == 3
     assert browser.evaluate(count("#fig-delta .scatterlayer path.point")) == 3 * 3
@@ -371,12 +382,7 @@ def test_regression_report_shows_correlations_and_steiger_tests(regressors, reg_
         genes = list(measured)
         r = stats.pearsonr([measured[g] for g in genes], [predicted[g] for g in genes])[0]
         assert float(rows[cell][headers.index(f"Pearson r {model}")]["value"]) == pytest.approx(r, abs=1e-6)
-    footer = browser.evaluate("Array.from(document.querySelectorAll('#metrics tfoot tr')).map("
-                              "r => Array.from(r.cells).map(c => c.getAttribute('data-value')))")
-    for summary in evaluation["summary"]:
-        column = headers.index(f"Pearson r {summary['model']}")
-        assert float(footer[0][column]) == summary["mean_pearson"]
-        assert float(footer[1][column]) == summary["median_pearson"]
+    assert_footer(browser, headers, evaluation["summary"], "Pearson r", "pearson")
 
     # The pair in Pearson r: compare's difference, Zou's CI, Steiger's p and q, cell by cell.
     assert comparison["metric"] == "pearson"
@@ -406,13 +412,7 @@ def test_regression_report_shows_correlations_and_steiger_tests(regressors, reg_
     assert browser.evaluate("document.getElementById('fig-levels').layout.xaxis.title.text") == \
         "measured ln(RPKM + 1)"
     # Hovering a point names its gene, with its measured and predicted levels.
-    browser.hover("#fig-levels .scatterlayer .trace:first-child path.point")
-    hover = "Array.from(document.querySelectorAll('#fig-levels .hoverlayer .hovertext')).map(e => e.textContent)"
-    for _ in range(50):  # plotly draws the label on the next animation frame
-        if browser.evaluate(hover):
-            break
-        time.sleep(0.1)
-    shown = browser.evaluate(hover)
+    shown = hover_text(browser, "fig-levels")
     assert len(shown) == 1
     model, gene, x, y = re.fullmatch(r"(.+)(SIMG\d+)measured (\S+)predicted (\S+)", shown[0]).groups()
     assert model in REGRESSORS
