@@ -16,6 +16,8 @@ import os
 import secrets
 import shutil
 import socket
+import sys
+import tempfile
 from pathlib import Path
 
 from histcli.errors import InputError, StoreError
@@ -203,30 +205,52 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def readable_path(source, expected: str = "a file"):
-    """A regular file for ``source``, which readers may open more than once (to sniff gzip, check the
-    first line, parse). stdin (``-``), pipes and bash's process substitution ``<(...)`` can be read only
-    once: they are copied to a temporary file of the same name first, so messages that quote the
-    file's name still read right and memory stays bounded."""
-    import sys
-    import tempfile
+class ReadableInputs:
+    """Input files that readers may open more than once (to sniff gzip, check the first line, parse).
 
-    if source != "-":
-        path = Path(source)
-        if not path.exists():
-            raise InputError(path, "no such file")
-        if path.is_dir():
-            raise InputError(path, f"is a folder, expected {expected}")
-        if path.is_file():
-            yield path
-            return
-    with tempfile.TemporaryDirectory(prefix="histcli-input-") as folder:
-        spool = Path(folder) / ("stdin" if source == "-" else Path(source).name)
-        with open(spool, "wb") as copy:
+    stdin (``-``), pipes and bash's process substitution ``<(...)`` can be read only once: calling
+    the object with such a source copies it into a temporary file of the same name (so messages that
+    quote the file's name still read right, and memory stays bounded) and returns that file; a
+    regular file is returned as it is. ``given`` maps each copy to the input as the user gave it.
+    Use it through :func:`readable_inputs`.
+    """
+
+    def __init__(self, stack: contextlib.ExitStack):
+        self._stack = stack
+        self.given: dict[str, str] = {}
+
+    def __call__(self, source, expected: str = "a file") -> Path | None:
+        if source is None:
+            return None
+        if source != "-":
+            path = Path(source)
+            if not path.exists():
+                raise InputError(path, "no such file")
+            if path.is_dir():
+                raise InputError(path, f"is a folder, expected {expected}")
+            if path.is_file():
+                return path
+        copy = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="histcli-input-")))
+        copy /= "stdin" if source == "-" else Path(source).name
+        with open(copy, "wb") as handle:
             if source == "-":
-                shutil.copyfileobj(sys.stdin.buffer, copy, length=1 << 20)
+                shutil.copyfileobj(sys.stdin.buffer, handle, length=1 << 20)
             else:
                 with open(source, "rb") as stream:
-                    shutil.copyfileobj(stream, copy, length=1 << 20)
-        yield spool
+                    shutil.copyfileobj(stream, handle, length=1 << 20)
+        self.given[str(copy)] = "<stdin>" if source == "-" else str(source)
+        return copy
+
+
+@contextlib.contextmanager
+def readable_inputs():
+    """A :class:`ReadableInputs` whose copies live until the block ends; an InputError leaving the
+    block that names a copy names the input as given instead."""
+    with contextlib.ExitStack() as stack:
+        inputs = ReadableInputs(stack)
+        try:
+            yield inputs
+        except InputError as error:
+            if error.path not in inputs.given:
+                raise
+            raise error.naming(inputs.given[error.path]) from None

@@ -26,7 +26,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError, StdoutClosed
-from histcli.fsutil import readable_path
+from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
 from histcli.sources.common import COUNT_OVERFLOW, is_gzip
@@ -273,7 +273,9 @@ def _open_text(path: Path):
 def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,
                   genes_per_chunk: int = GENES_PER_CHUNK) -> int:
     """Stream a long or wide TSV through the model; returns the number of genes."""
-    with readable_path(source, "a TSV file") as path:
+    # An InputError naming the copy of stdin or a pipe leaves this block naming the input as given.
+    with readable_inputs() as inputs:
+        path = inputs(source, "a TSV file")
         shown = "<stdin>" if source == "-" else source
         header = _header(path, shown)
         if header[1].strip().lower() == "bin":
@@ -297,14 +299,11 @@ def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> in
             pipeline.submit(gene_ids, counts[:, :, order])
 
         blocks = GeneBlocks(path, schema, predictor.n_bins, sep="\t", sink=score)
-        try:
-            for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1,
-                                                 chunk_rows=genes_per_chunk * predictor.n_bins):
-                blocks.add(chunk[columns[0]].to_numpy(dtype=object), chunk["bin"].to_numpy(),
-                           chunk[columns[2:]].to_numpy(), None, first_line)
-            blocks.finish()
-        except InputError as error:
-            raise (error.naming(shown) if error.path == str(path) else error) from None
+        for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1,
+                                             chunk_rows=genes_per_chunk * predictor.n_bins):
+            blocks.add(chunk[columns[0]].to_numpy(dtype=object), chunk["bin"].to_numpy(),
+                       chunk[columns[2:]].to_numpy(), None, first_line)
+        blocks.finish()
         pipeline.finish()
     return duplicates.count
 
@@ -334,20 +333,17 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
     schema = [Field(header[0] or "gene_id", "id")] + [Field(column, "count") for column in header[1:]]
     duplicates = _DuplicateCheck(path, shown)
     with ScoringPipeline(predictor, writer) as pipeline:
-        try:
-            for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
-                values = chunk.iloc[:, 1:].to_numpy(np.float64)
-                bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
-                bad |= (values >= COUNT_OVERFLOW).any(axis=1)
-                if bad.any():
-                    line = first_line + int(np.argmax(bad))
-                    raise (first_bad_line(path, schema, start=line, sep="\t")
-                           or InputError(path, "invalid value", line=line))
-                gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
-                duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
-                pipeline.submit(gene_ids, values[:, take - 1].reshape(len(values), predictor.n_bins,
-                                                                       len(predictor.marks)))
-        except InputError as error:
-            raise (error.naming(shown) if error.path == str(path) else error) from None
+        for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
+            values = chunk.iloc[:, 1:].to_numpy(np.float64)
+            bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
+            bad |= (values >= COUNT_OVERFLOW).any(axis=1)
+            if bad.any():
+                line = first_line + int(np.argmax(bad))
+                raise (first_bad_line(path, schema, start=line, sep="\t")
+                       or InputError(path, "invalid value", line=line))
+            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
+            duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
+            pipeline.submit(gene_ids, values[:, take - 1].reshape(len(values), predictor.n_bins,
+                                                                   len(predictor.marks)))
         pipeline.finish()
     return duplicates.count

@@ -43,43 +43,14 @@ def _marks(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     return marks
 
 
-class _Inputs:
-    """The user's input files as files that can be read more than once. stdin, pipes and bash's
-    ``<(...)`` can be read once only, and readers open a file several times (to sniff gzip, check the
-    header, parse), so those are copied first (histcli.fsutil.readable_path). Errors and the stored
-    sources name every input as it was given."""
+def _as_given(cell, given: dict[str, str]):
+    """The cell with the sources it read from copies (fsutil.ReadableInputs) named as the user gave them;
+    a copy's digest is that of what was read."""
+    import dataclasses
 
-    def __enter__(self) -> _Inputs:
-        import contextlib
-
-        self._stack = contextlib.ExitStack().__enter__()
-        self._given: dict[str, str] = {}  # copy -> the path as given
-        return self
-
-    def __call__(self, path: Path | None) -> Path | None:
-        from histcli.fsutil import readable_path
-
-        if path is None:
-            return None
-        copy = self._stack.enter_context(readable_path(path))
-        if copy != Path(path):
-            self._given[str(copy)] = str(path)
-        return copy
-
-    def as_given(self, cell):
-        """The cell with its sources named as given (a copy's digest is that of what was read)."""
-        import dataclasses
-
-        given = {str(Path(copy).resolve()): path for copy, path in self._given.items()}
-        return dataclasses.replace(cell, sources=[dataclasses.replace(source, path=given.get(source.path, source.path))
-                                                  for source in cell.sources])
-
-    def __exit__(self, kind, error, traceback) -> None:
-        from histcli.errors import InputError
-
-        self._stack.__exit__(None, None, None)
-        if isinstance(error, InputError) and error.path in self._given:
-            raise error.naming(self._given[error.path]) from None
+    named = {str(Path(copy).resolve()): path for copy, path in given.items()}
+    return dataclasses.replace(cell, sources=[dataclasses.replace(source, path=named.get(source.path, source.path))
+                                              for source in cell.sources])
 
 
 def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_format: OutputFormat,
@@ -115,6 +86,7 @@ def deepchrome(
 
     With --expression, each cell's labels must agree with the expression's median rule."""
     from histcli.cli import console
+    from histcli.fsutil import readable_inputs
     from histcli.marks import DEEPCHROME_ORDER
     from histcli.sources import deepchrome as layout
     from histcli.store import Store
@@ -124,13 +96,13 @@ def deepchrome(
     found = layout.find_cells(path, cells)
     names = [name for name, _ in found]
     notes: list[str] = []
-    with _Inputs() as inputs:
+    with readable_inputs() as inputs:
         expression = inputs(expression)
         _check_expression_columns(expression, expression_column, names)
         Store(store_path).check_writable(names, overwrite)
-        parsed = (inputs.as_given(_with_expression(
+        parsed = (_as_given(_with_expression(
             layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression, expression_column,
-            f"the DeepChrome files of {name}", drop_missing, notes)) for name, files in found)
+            f"the DeepChrome files of {name}", drop_missing, notes), inputs.given) for name, files in found)
         _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
     for message in notes:
         console.note(message)
@@ -178,6 +150,7 @@ def deepdiff(
 
     Expression comes from <cell>.expr.csv, or from --expression instead."""
     from histcli.cli import console
+    from histcli.fsutil import readable_inputs
     from histcli.marks import DEEPDIFF_ORDER
     from histcli.sources import deepdiff as layout
     from histcli.store import Store, check_cell_name
@@ -189,14 +162,15 @@ def deepdiff(
     notes: list[str] = []
     if expression is not None and own_expression is not None:
         notes.append(f"--expression {expression.name} replaces {own_expression.name}")
-    with _Inputs() as inputs:
+    with readable_inputs() as inputs:
         expression = inputs(expression)
         _check_expression_columns(expression, expression_column, [stored_name])
         Store(store_path).check_writable([stored_name], overwrite)
         # A generator, so that parsing runs inside the progress bar.
-        parsed = (inputs.as_given(layout.read_cell(
+        parsed = (_as_given(layout.read_cell(
             stored_name, splits, expression or own_expression, marks=mark_names, bin_size=bin_size,
-            drop_missing=drop_missing, notes=notes, expression_column=expression_column)) for _ in range(1))
+            drop_missing=drop_missing, notes=notes, expression_column=expression_column), inputs.given)
+                  for _ in range(1))
         _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
     for message in notes:
         console.note(message)
@@ -232,6 +206,7 @@ def tracks(
     """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
     from histcli.cli import console
     from histcli.errors import UsageError
+    from histcli.fsutil import readable_inputs
     from histcli.sources.tracks import read_tracks_cell
     from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
@@ -245,12 +220,12 @@ def tracks(
     fractions = parse_split_fractions(split_fractions) if split_fractions else None
     check_split_options(split_file, by_chromosome, fractions)
     notes: list[str] = []
-    with _Inputs() as inputs:
+    with readable_inputs() as inputs:
         expression = inputs(expression)
         _check_expression_columns(expression, expression_column, [cell])
         Store(store_path).check_writable([cell], overwrite)
         # A generator, so that reading and binning run inside the progress bar.
-        parsed = (inputs.as_given(read_tracks_cell(
+        parsed = (_as_given(read_tracks_cell(
             cell,
             tracks={mark: inputs(path) for mark, path in parse_tracks(track).items()},
             genes=inputs(genes),
@@ -265,7 +240,7 @@ def tracks(
             aggregate=aggregate.value,
             drop_missing=drop_missing,
             notes=notes,
-        )) for _ in range(1))
+        ), inputs.given) for _ in range(1))
         _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
     for message in notes:
         console.note(message)
