@@ -334,6 +334,17 @@ def _major(handle) -> int:
     return int(str(_decode(handle.attrs["encoding-version"])).split(".")[0])
 
 
+def _require_current_format(path: Path, handle) -> None:
+    """Refuse to write to an open store file of format 1.0 (read, not written; ``Store.upgrade``)."""
+    if _major(handle) == SINGLE_FILE_MAJOR:
+        raise OldStoreFormatError(path, str(_decode(handle.attrs["encoding-version"])))
+
+
+def _created(handle) -> str | None:
+    """When an open store file was first written (None if it does not say)."""
+    return _decode(handle.attrs["created"]) if "created" in handle.attrs else None
+
+
 class Store:
     """A histcli HDF5 store at ``path``; safe for concurrent readers and writers."""
 
@@ -563,8 +574,9 @@ class Store:
                 raise StoreError(f"store {self.path}: read-only file; make it writable to change it")
 
     def _require_current_format(self) -> None:
-        if self.exists() and self.format_version().split(".")[0] == str(SINGLE_FILE_MAJOR):
-            raise OldStoreFormatError(self.path, self.format_version())
+        if self.exists():
+            with self._open() as handle:
+                _require_current_format(self.path, handle)
 
     def check_writable(self, cells: Iterable[str] = (), overwrite: bool = False) -> None:
         """Fail before any slow work if the store cannot take these cells."""
@@ -643,7 +655,8 @@ class Store:
                                 new.attrs.create(key, group.attrs[key], dtype=group.attrs.get_id(key).dtype)
                             new.attrs["encoding-version"] = FORMAT_VERSION
                             _fsync_open_file(new)
-                self._publish({}, staged)
+                    created = _created(old)
+                self._publish({}, staged, created)
             finally:
                 for staging in staged.values():
                     remove_path(staging)
@@ -661,11 +674,13 @@ class Store:
         with self._lock():
             self._remove_temporaries()
             links: dict[str, str] = {}
+            created = None
             if self.exists():
-                self._require_current_format()
                 with self._open() as old:
+                    _require_current_format(self.path, old)
                     cells = old["cells"] if "cells" in old else {}
                     links = {name: cells.get(name, getlink=True).filename for name in cells}
+                    created = _created(old)
             for name in staged:
                 if name in links and not overwrite:
                     raise CellExistsError(self.path, name)
@@ -673,10 +688,11 @@ class Store:
                 if name not in links:
                     raise StoreError(f"store {self.path}: no cell {name!r}")
                 del links[name]
-            self._publish(links, staged)
+            self._publish(links, staged, created)
 
-    def _publish(self, links: dict[str, str], staged: dict[str, Path]) -> None:
-        """Make the store hold ``links`` (cell -> file, relative to the store's folder) and ``staged``.
+    def _publish(self, links: dict[str, str], staged: dict[str, Path], created: str | None) -> None:
+        """Make the store hold ``links`` (cell -> file, relative to the store's folder) and ``staged``;
+        ``created``: when the store was first written (None: now).
 
         Called with the lock held. Staged files move into the cells folder under
         fresh names, a new link file replaces the old one, and cell files no
@@ -694,17 +710,13 @@ class Store:
                 links[name] = f"{self.cells_dir.name}/{final.name}"
             fsync_dir(self.cells_dir)
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        created = now
-        if self.exists():
-            with self._open() as old:
-                created = _decode(old.attrs.get("created", now))
         temp = temp_name(self.path, "tmp")
         try:
             with h5py.File(temp, "w", locking=False) as new:
                 new.attrs["encoding-type"] = STORE_ENCODING
                 new.attrs["encoding-version"] = FORMAT_VERSION
                 new.attrs["histcli_version"] = __version__
-                new.attrs["created"] = created
+                new.attrs["created"] = created or now
                 new.attrs["modified"] = now
                 cells = new.create_group("cells")
                 for name in sorted(links):
