@@ -37,6 +37,8 @@ log = logging.getLogger("histcli")
 METRICS = ("auc", "pearson", "spearman")
 # How people read each metric, and the per-cell test that compares two models on it.
 METRIC_LABELS = {"auc": "AUC", "pearson": "Pearson r", "spearman": "Spearman rho"}
+# The value of each metric that says nothing: per-cell scatters of two models always reach it.
+METRIC_CHANCE = {"auc": 0.5, "pearson": 0.0, "spearman": 0.0}
 CELL_TESTS = {"auc": "delong", "pearson": "steiger", "spearman": "steiger"}
 # Per-cell test: how people name it, and whose 95% confidence interval of the difference comes with it.
 TEST_LABELS = {"delong": "DeLong", "steiger": "Steiger"}

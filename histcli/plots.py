@@ -35,7 +35,7 @@ def check_plot_cell(plot_cell: str, cells: list[str]) -> None:
 def write_plot(pyplot, result, store, registry, path: Path, plot_cell: str | None, **options) -> None:
     """Left: the first pair's metric per cell (A against B). Right, for one cell (default: the largest
     difference): ROC curves when comparing AUC, predicted against measured levels for a correlation."""
-    from histcli.comparison import METRIC_LABELS
+    from histcli.comparison import METRIC_CHANCE, METRIC_LABELS
     from histcli.errors import HistcliError, SettingError
     from histcli.evaluation import predictions_for
     from histcli.fsutil import atomic_path
@@ -53,7 +53,7 @@ def write_plot(pyplot, result, store, registry, path: Path, plot_cell: str | Non
     a = [r[f"{metric}_a"] for r in usable]
     b = [r[f"{metric}_b"] for r in usable]
     scatter.scatter(b, a, s=18)
-    low = min(a + b + ([0.5] if metric == "auc" else [])) - 0.01
+    low = min(a + b + [METRIC_CHANCE[metric]]) - 0.01
     scatter.plot([low, 1], [low, 1], color="grey", linewidth=1, linestyle="--")
     scatter.set_xlabel(f"{label} {pair.model_b}")
     scatter.set_ylabel(f"{label} {pair.model_a}")

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 CURVE_POINTS = 300
 # Predicted against measured levels: at most this many genes per model and cell, evenly spaced.
 LEVEL_POINTS = 2000
-# The value of a metric that says nothing (the scatter's axes always reach it).
-CHANCE = {"auc": 0.5, "pearson": 0.0, "spearman": 0.0}
 # What each per-cell test of histcli.comparison (CELL_TESTS) compares, in the paired comparison's intro.
 TEST_DESCRIPTIONS = {"delong": "DeLong's test for two correlated ROC AUCs (its 95% CI too)",
                      "steiger": "Steiger's test for two correlations that share the measured levels, "
@@ -220,7 +218,7 @@ def _layout(title: str, x: str, y: str, **extra) -> dict:
 
 def scatter_figures(inputs: ReportInputs) -> list[dict]:
     """Per pair: compare's metric of model A against model B, one point per cell (hover names the cell)."""
-    from histcli.comparison import METRIC_LABELS, cell_keys
+    from histcli.comparison import METRIC_CHANCE, METRIC_LABELS, cell_keys
 
     figures = []
     if inputs.comparison is None:
@@ -231,7 +229,7 @@ def scatter_figures(inputs: ReportInputs) -> list[dict]:
     for index, pair in enumerate(inputs.comparison.pairs):
         usable = [row for row in pair.cells if row[key_a] is not None and row[key_b] is not None]
         values = [r[key_a] for r in usable] + [r[key_b] for r in usable]
-        low = min(values + [CHANCE[metric]]) - 0.01
+        low = min(values + [METRIC_CHANCE[metric]]) - 0.01
         traces = [
             {"type": "scatter", "mode": "markers", "name": "cells", "x": [r[key_b] for r in usable],
              "y": [r[key_a] for r in usable], "text": [r["cell"] for r in usable],
