@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,6 +59,30 @@ def copy_store(source: Path, target: Path) -> None:
     """Copy a store: its link file and the folder of cell files beside it."""
     shutil.copy(source, target)
     shutil.copytree(Path(f"{source}.cells"), Path(f"{target}.cells"))
+
+
+@contextlib.contextmanager
+def stalled_at_commit(action: str):
+    """Run ``action`` (Python code using ``store_module``, i.e. histcli.store) in a subprocess that stops
+    when a commit is about to fsync its new link file; the block runs then, and the process is killed
+    with SIGKILL as the block ends."""
+    script = (
+        "import time\n"
+        "import histcli.store as store_module\n"
+        "def stalled(path):\n"
+        "    print('COMMITTING', flush=True)\n"
+        "    time.sleep(600)\n"
+        "store_module.fsync_file = stalled\n"
+        f"{action}\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "COMMITTING"
+        yield process
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process.stdout.close()
 
 
 def file_digest(path: Path) -> str:

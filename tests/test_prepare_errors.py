@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import gzip
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
-from conftest import assert_one_line_error, file_digest, run_cli
+from conftest import assert_one_line_error, file_digest, run_cli, stalled_at_commit
 
 from histcli.store import SPLIT_CODES, Store
 
@@ -171,23 +168,10 @@ def test_a_folder_given_as_store_is_named(tmp_path):
 def test_sigkill_inside_the_commit_leaves_the_store_intact(tmp_path, store):
     """Kill a writer while it holds the lock with the new store half-finished beside the old one."""
     before = Store(store).fingerprint("sim01")
-    script = (
-        "import sys, time\n"
-        "import histcli.store as store_module\n"
-        "def stalled(path):\n"
-        "    print('COMMITTING', flush=True)\n"
-        "    time.sleep(600)\n"
-        "store_module.fsync_file = stalled\n"
-        "from histcli.sources.simulate import simulate_cells\n"
-        f"store_module.Store({str(store)!r}).write(simulate_cells(2, 500, 10, prefix='late'))\n"
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "COMMITTING"
-    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
-    assert leftovers, "the new store is being written beside the old one"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stdout.close()
+    with stalled_at_commit("from histcli.sources.simulate import simulate_cells\n"
+                           f"store_module.Store({str(store)!r}).write(simulate_cells(2, 500, 10, prefix='late'))"):
+        leftovers = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+        assert leftovers, "the new store is being written beside the old one"
     assert Store(store).cell_names() == ["sim01"]
     assert Store(store).fingerprint("sim01") == before
     # The next writer removes what the killed one left.

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli
+from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli, stalled_at_commit
 
 from histcli.errors import CellExistsError, StoreError
 from histcli.store import SPLIT_CODES, CellData, Store, fingerprint_cell
@@ -435,22 +435,9 @@ def test_upgrade_converts_a_single_file_store_in_place(tmp_path):
 def test_sigkill_during_upgrade_leaves_the_old_store(tmp_path):
     path = tmp_path / "old.h5"
     shutil.copy(GOLDEN, path)
-    script = (
-        "import time\n"
-        "import histcli.store as store_module\n"
-        "def stalled(path):\n"
-        "    print('COMMITTING', flush=True)\n"
-        "    time.sleep(600)\n"
-        "store_module.fsync_file = stalled\n"
-        f"store_module.Store({str(path)!r}).upgrade()\n"
-    )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "COMMITTING"
-    # Killed with the converted cells in place and the new link file half-made beside the old file.
-    assert len(list((tmp_path / "old.h5.cells").iterdir())) == 2
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stdout.close()
+    with stalled_at_commit(f"store_module.Store({str(path)!r}).upgrade()"):
+        # Killed with the converted cells in place and the new link file half-made beside the old file.
+        assert len(list((tmp_path / "old.h5.cells").iterdir())) == 2
     assert file_digest(path) == file_digest(GOLDEN)
     assert Store(path).format_version() == "1.0"
     check_golden_contents(Store(path))
