@@ -54,10 +54,11 @@ def prepare(env: dict) -> None:
 class Runner:
     """Trains and evaluates one registry entry per job, remembering finished ones in results.jsonl."""
 
-    def __init__(self, folder: Path, threads: int, log_name: str = "results.jsonl"):
+    def __init__(self, folder: Path, threads: int, log_name: str = "results.jsonl", device: str = "auto"):
         self.env = {"HISTCLI_STORE": str(folder / "store.h5"), "HISTCLI_MODELS": str(folder / "models")}
         self.log = folder / log_name
         self.threads = threads
+        self.device = device
         self.done = {}
         if self.log.exists():
             for line in self.log.read_text().splitlines():
@@ -71,7 +72,8 @@ class Runner:
         if (name, cell) in self.done:
             return self.done[name, cell]
         wall, trained = run(histcli("train", "--cell", cell, "--arch", arch, "--name", name, *seed_option,
-                                    *BUDGETS[budget], "--threads", self.threads, "--overwrite", "-f", "json", "-q"),
+                                    *BUDGETS[budget], "--threads", self.threads, "--device", self.device, "--overwrite",
+                                    "-f", "json", "-q"),
                             env=self.env)
         (trained_row,) = json.loads(trained)
         _, evaluated = run(histcli("evaluate", name, "--cell", cell, "-f", "json", "-q"), env=self.env)

@@ -63,8 +63,8 @@ def ridge_yardstick(store: Store, cell: str) -> dict:
 class RegressionRunner(Runner):
     """Trains and evaluates one regression entry per job, remembering finished ones in regression.jsonl."""
 
-    def __init__(self, folder: Path, threads: int):
-        super().__init__(folder, threads, log_name="regression.jsonl")
+    def __init__(self, folder: Path, threads: int, log_name: str = "regression.jsonl", device: str = "auto"):
+        super().__init__(folder, threads, log_name=log_name, device=device)
 
     def __call__(self, job: tuple) -> dict:
         cell, arch, seeds = job
@@ -73,7 +73,8 @@ class RegressionRunner(Runner):
         if (name, cell) in self.done:
             return self.done[name, cell]
         wall, trained = run(histcli("train", "--cell", cell, "--arch", arch, "--task", "regression", "--name", name,
-                                    *seed_option, "--threads", self.threads, "--overwrite", "-f", "json", "-q"),
+                                    *seed_option, "--threads", self.threads, "--device", self.device, "--overwrite",
+                                    "-f", "json", "-q"),
                             env=self.env)
         (trained_row,) = json.loads(trained)
         _, evaluated = run(histcli("evaluate", name, "--cell", cell, "-f", "json", "-q"), env=self.env)

@@ -214,7 +214,11 @@ class Explainer:
         """Attributions of the module's logit at ``x`` (one orientation) against ``baseline``."""
         import warnings
 
-        with warnings.catch_warnings():
+        import torch
+
+        # cuDNN refuses the backward pass of a recurrent layer in eval mode, and attributions need the
+        # gradients of the eval-mode model (no dropout): on a GPU they run on PyTorch's own kernels.
+        with warnings.catch_warnings(), torch.backends.cudnn.flags(enabled=x.device.type != "cuda"):
             # DeepLift announces, every batch, that it hooks the activations for its own use.
             warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
             return self._captum_attribution(x, baseline)

@@ -490,4 +490,6 @@ def test_architecture_runs_on_cuda(name):
         model.train(training)
         logits = model(x)
         assert logits.device.type == "cuda" and logits.shape == (4,)
-    logits.sum().backward()
+        if training:
+            logits.sum().backward()
+            assert all(p.grad is not None and p.grad.device.type == "cuda" for p in model.parameters())
