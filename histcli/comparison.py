@@ -72,6 +72,23 @@ class PairComparison:
         holm = f", Holm-adjusted p = {s.wilcoxon_p_holm:.2g}" if s.wilcoxon_p_holm is not None else ""
         return f"{head}, Wilcoxon p = {s.wilcoxon_p:.2g}{holm}; median Δ{label} = {s.median_delta:+.4f}"
 
+    def defined_rows(self) -> list[dict]:
+        """The per-cell rows where the metric is defined for both models: those the across-cell tests use."""
+        a, b = f"{self.metric}_a", f"{self.metric}_b"
+        return [row for row in self.cells if row[a] is not None and row[b] is not None]
+
+    def largest_difference_cell(self) -> str | None:
+        """The cell of the largest absolute difference among the defined rows (the first such in cell order;
+        a row without a per-cell test counts as no difference); None when no row is defined."""
+        delta = f"delta_{self.metric}"
+        rows = self.defined_rows()
+        return max(rows, key=lambda row: abs(row[delta] or 0.0))["cell"] if rows else None
+
+    def scatter_floor(self) -> float:
+        """The low end of a per-cell scatter's axes and diagonal: below every defined value and chance level."""
+        values = [row[key] for row in self.defined_rows() for key in (f"{self.metric}_a", f"{self.metric}_b")]
+        return min(values + [METRIC_CHANCE[self.metric]]) - 0.01
+
 
 @dataclass
 class Comparison:
@@ -227,7 +244,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         p_values = np.array([np.nan if r[f"{test_name}_p"] is None else r[f"{test_name}_p"] for r in pair.cells])
         for row, q in zip(pair.cells, stats.benjamini_hochberg(p_values), strict=True):
             row["q"] = None if np.isnan(q) else float(q)
-        usable = [r for r in pair.cells if r[f"{metric}_a"] is not None and r[f"{metric}_b"] is not None]
+        usable = pair.defined_rows()
         pair.summary = stats.paired_summary([r[f"{metric}_a"] for r in usable], [r[f"{metric}_b"] for r in usable],
                                             seed=seed)
         notes += [f"{model_a} vs {model_b}: {note}" for note in pair.summary.notes]

@@ -218,7 +218,7 @@ def _layout(title: str, x: str, y: str, **extra) -> dict:
 
 def scatter_figures(inputs: ReportInputs) -> list[dict]:
     """Per pair: compare's metric of model A against model B, one point per cell (hover names the cell)."""
-    from histcli.comparison import METRIC_CHANCE, METRIC_LABELS, cell_keys
+    from histcli.comparison import METRIC_LABELS, cell_keys
 
     figures = []
     if inputs.comparison is None:
@@ -227,9 +227,8 @@ def scatter_figures(inputs: ReportInputs) -> list[dict]:
     label = METRIC_LABELS[metric]
     key_a, key_b = cell_keys(metric)[3:5]
     for index, pair in enumerate(inputs.comparison.pairs):
-        usable = [row for row in pair.cells if row[key_a] is not None and row[key_b] is not None]
-        values = [r[key_a] for r in usable] + [r[key_b] for r in usable]
-        low = min(values + [METRIC_CHANCE[metric]]) - 0.01
+        usable = pair.defined_rows()
+        low = pair.scatter_floor()
         traces = [
             {"type": "scatter", "mode": "markers", "name": "cells", "x": [r[key_b] for r in usable],
              "y": [r[key_a] for r in usable], "text": [r["cell"] for r in usable],
@@ -616,11 +615,8 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
     default_cell, first_shown = inputs.cells[0], ""
     if inputs.comparison is not None:
         # The cell where the first pair differs most in compare's metric.
-        delta = f"delta_{inputs.comparison.metric}"
-        differences = {row["cell"]: abs(row[delta]) for row in inputs.comparison.pairs[0].cells
-                       if row[delta] is not None}
-        default_cell = max(inputs.cells, key=lambda cell: differences.get(cell, 0.0))
         pair = inputs.comparison.pairs[0]
+        default_cell = pair.largest_difference_cell() or default_cell
         first_shown = (f" (first the cell with the largest |Δ{METRIC_LABELS[inputs.comparison.metric]}| of "
                        f"{pair.model_a} and {pair.model_b})")
     options = "".join(f'<option value="{_e(c)}"{" selected" if c == default_cell else ""}>{_e(c)}</option>'

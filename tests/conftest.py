@@ -99,6 +99,46 @@ def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> Non
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def assert_plot_covers_every_pair(svg: Path, payload: dict, cell: str | None = None,
+                                  genes: int | None = None) -> None:
+    """`compare --plot`'s SVG against `compare -f json`'s payload: one row per pair, in the pairs' order, with
+    the pair's cells of a defined metric as points (SVG group pair<i>-cells) and, for ``cell`` (default: the
+    pair's largest |difference|, found here from the JSON), each model's ROC curve (AUC) or its ``genes``
+    predicted-against-measured points (correlations) in groups pair<i>-a and pair<i>-b, titled with the cell
+    and labelled with the model's value from the JSON."""
+    import html
+    import xml.etree.ElementTree as ET
+
+    from histcli.comparison import METRIC_LABELS
+
+    metric, svg_ns = payload["metric"], "{http://www.w3.org/2000/svg}"
+    blocks = payload.get("pairs") or [{"model_a": payload["models"][0], "model_b": payload["models"][1],
+                                       "cells": payload["cells"]}]
+    text = svg.read_text()
+    groups = {g.get("id"): g for g in ET.fromstring(text).iter(f"{svg_ns}g") if g.get("id", "").startswith("pair")}
+    # matplotlib writes each text drawn as glyphs after a comment holding the text itself.
+    texts = [html.unescape(t).replace("\xa0", " ") for t in re.findall(r"<!-- (.*?) -->", text)]
+    expected_groups, titles, legends = set(), [], []
+    for index, block in enumerate(blocks):
+        keys = {model: f"{metric}_{model}" for model in (block["model_a"], block["model_b"])}
+        defined = [row for row in block["cells"] if all(row[key] is not None for key in keys.values())]
+        chosen = cell or max(defined, key=lambda row: abs(row[f"delta_{metric}"] or 0))["cell"]
+        values = next(row for row in defined if row["cell"] == chosen)
+        assert len(groups[f"pair{index}-cells"].findall(f".//{svg_ns}use")) == len(defined)
+        for side in "ab":
+            drawn = groups[f"pair{index}-{side}"]
+            if metric == "auc":
+                assert len(drawn.findall(f".//{svg_ns}path")) == 1  # the ROC curve
+            else:
+                assert len(drawn.findall(f".//{svg_ns}use")) == genes
+        expected_groups |= {f"pair{index}-cells", f"pair{index}-a", f"pair{index}-b"}
+        titles.append(f"{'ROC' if metric == 'auc' else 'predicted vs measured'}, {chosen}")
+        legends += [f"{model} ({METRIC_LABELS[metric]} {values[key]:.3f})" for model, key in keys.items()]
+    assert set(groups) == expected_groups
+    assert [t for t in texts if t.startswith(("ROC, ", "predicted vs measured, "))] == titles
+    assert [t for t in texts if re.fullmatch(r".+ \((AUC|Pearson r|Spearman rho) -?[0-9.]+\)", t)] == legends
+
+
 def parse_tsv(text: str) -> list[dict]:
     lines = text.strip("\n").split("\n")
     header = lines[0].split("\t")

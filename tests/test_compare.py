@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, copy_store, parse_tsv, run_cli
+from conftest import assert_one_line_error, assert_plot_covers_every_pair, copy_store, parse_tsv, run_cli
 from scipy import stats
 
 from histcli.registry import Registry
@@ -60,9 +60,17 @@ def test_three_models_compare_every_pair_with_holm(workspace, tmp_path):
     trained = run_cli("train", "--all-cells", "--arch", "logistic", "--name", "logistic-s2", "--seed", 2,
                       "--epochs", 2, "-q", env=env)
     assert trained.code == 0, trained.stderr
-    payload = json.loads(run_cli("compare", "logistic", "deepchrome", "logistic-s2", "-f", "json", "-q",
-                                 env=env).stdout)
+    svg = tmp_path / "three.svg"
+    result = run_cli("compare", "logistic", "deepchrome", "logistic-s2", "-f", "json", "--plot", svg, "-q", env=env)
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
     pairs = [(p["model_a"], p["model_b"]) for p in payload["pairs"]]
+    # The plot has a row per pair, each with the pair's largest difference, and --plot-cell sets every row's cell.
+    assert_plot_covers_every_pair(svg, payload)
+    chosen = run_cli("compare", "logistic", "deepchrome", "logistic-s2", "--plot", svg, "--plot-cell", "sim02",
+                     "-f", "tsv", "-q", env=env)
+    assert chosen.code == 0, chosen.stderr
+    assert_plot_covers_every_pair(svg, payload, cell="sim02")
     assert pairs == [("logistic", "deepchrome"), ("logistic", "logistic-s2"), ("deepchrome", "logistic-s2")]
     raw = np.array([p["summary"]["wilcoxon_p"] for p in payload["pairs"]])
     order = np.argsort(raw)
@@ -126,8 +134,10 @@ def test_verdict_and_plot(workspace, tmp_path):
     assert " cells, Wilcoxon p = " in result.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     svg = tmp_path / "compare.svg"
-    assert workspace.run("compare", "logistic", "deepchrome", "--plot", svg, "-q").code == 0
+    result = workspace.run("compare", "logistic", "deepchrome", "--plot", svg, "-f", "json", "-q")
+    assert result.code == 0, result.stderr
     assert b"<svg" in svg.read_bytes()[:400]
+    assert_plot_covers_every_pair(svg, json.loads(result.stdout))
     assert_one_line_error(workspace.run("compare", "logistic", "deepchrome", "--plot", tmp_path / "x.gif"),
                           ".png, .svg or .pdf", code=2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,14 @@ def test_tracks_give_the_same_predictions_as_the_prepared_cell(tmp_path):
     assert from_tracks.code == 0, from_tracks.stderr
     assert from_tracks.stdout == from_store.stdout
     assert from_tracks.stdout.count("\n") == 18915 + 1
+    # Pipes (bash's <(...)), gzip data too, give the same predictions: read_tracks_cell reads each once.
+    piped_tracks = " ".join(f"--track={m}=<(cat {shlex.quote(str(data / f'E116.{m}.bedGraph.gz'))})" for m in MARKS)
+    command = (f"{shlex.quote(sys.executable)} -m histcli predict logistic --cell E116 {piped_tracks} "
+               f"--genes <(cat {shlex.quote(str(data / 'genes.hg19.bed'))}) --drop-missing -q")
+    piped = subprocess.run(["bash", "-c", command], env={**os.environ, **env}, capture_output=True, text=True,
+                           timeout=600)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == from_store.stdout
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ from __future__ import annotations
 import collections
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
-from conftest import Workspace, assert_one_line_error, copy_store, parse_tsv, run_cli, shared_data
+from conftest import Workspace, assert_one_line_error, assert_plot_covers_every_pair, copy_store, parse_tsv, run_cli, shared_data
 from scipy import stats
 
 from histcli.registry import Registry
@@ -155,6 +156,27 @@ def test_compare_plot_draws_the_correlations_and_one_cells_levels(reg):
                     "nope", "-f", "tsv", "-q")
     assert_one_line_error(wrong, "--plot-cell 'nope'", "not among the compared cells (sim01, sim02)", code=2)
     assert wrong.stdout == "" and not (reg.folder / "x.png").exists()  # refused before any work
+
+
+def test_compare_plot_draws_every_pair_of_three_regressors(reg, tmp_path):
+    pytest.importorskip("matplotlib")
+    models = tmp_path / "models"
+    shutil.copytree(reg.models, models)
+    for cell in ("sim01", "sim02"):  # a third regressor: deepchrome-reg's entries under another name
+        twin = models / "twin" / cell
+        shutil.copytree(models / "deepchrome-reg" / cell, twin)
+        config = json.loads((twin / "config.json").read_text())
+        config["name"] = "twin"
+        (twin / "config.json").write_text(json.dumps(config))
+    env = {"HISTCLI_STORE": str(reg.store), "HISTCLI_MODELS": str(models)}
+    svg = tmp_path / "levels.svg"
+    result = run_cli("compare", "logistic-reg", "deepchrome-reg", "twin", "--plot", svg, "--plot-cell", "sim02",
+                     "-f", "json", "-q", env=env)
+    assert result.code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [(p["model_a"], p["model_b"]) for p in payload["pairs"]] == [
+        ("logistic-reg", "deepchrome-reg"), ("logistic-reg", "twin"), ("deepchrome-reg", "twin")]
+    assert_plot_covers_every_pair(svg, payload, cell="sim02", genes=len(_measured(reg, "sim02")[0]))
 
 
 def test_regression_ensemble_predicts_the_mean_of_its_members(reg):

@@ -81,12 +81,12 @@ def compare(
     split: SplitOption = "test",
     summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print the across-cell summary (one row per "
                                                             "pair) instead of the per-cell rows.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG/SVG/PDF: the metric per cell of the "
-                                                               "first two models, and for one cell their ROC curves "
-                                                               "(AUC) or predicted against measured levels "
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG/SVG/PDF, a row per pair of models: "
+                                                               "their metric per cell, and for one cell their ROC "
+                                                               "curves (AUC) or predicted against measured levels "
                                                                "(correlations).")] = None,
-    plot_cell: Annotated[Optional[str], typer.Option("--plot-cell", "--roc-cell", help="The cell of --plot's second "
-                                                     "panel (default: the largest difference).",
+    plot_cell: Annotated[Optional[str], typer.Option("--plot-cell", "--roc-cell", help="The cell of --plot's right-hand "
+                                                     "panels (default: each pair's largest difference).",
                                                      autocompletion=complete_cells)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap CI.")] = 0,
     device: DeviceOption = Device.auto,

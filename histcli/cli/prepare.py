@@ -43,16 +43,6 @@ def _marks(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     return marks
 
 
-def _as_given(cell, given: dict[str, str]):
-    """The cell with the sources it read from copies (fsutil.ReadableInputs) named as the user gave them;
-    a copy's digest is that of what was read."""
-    import dataclasses
-
-    named = {str(Path(copy).resolve()): path for copy, path in given.items()}
-    return dataclasses.replace(cell, sources=[dataclasses.replace(source, path=named.get(source.path, source.path))
-                                              for source in cell.sources])
-
-
 def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_format: OutputFormat,
            description: str) -> None:
     """Stage cells one by one behind a progress bar, commit them together, print their summaries."""
@@ -89,6 +79,7 @@ def deepchrome(
     from histcli.fsutil import readable_inputs
     from histcli.marks import DEEPCHROME_ORDER
     from histcli.sources import deepchrome as layout
+    from histcli.sources.common import sources_as_given
     from histcli.store import Store
 
     console.setup(quiet)
@@ -100,7 +91,7 @@ def deepchrome(
         expression = inputs(expression)
         _check_expression_columns(expression, expression_column, names)
         Store(store_path).check_writable(names, overwrite)
-        parsed = (_as_given(_with_expression(
+        parsed = (sources_as_given(_with_expression(
             layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression, expression_column,
             f"the DeepChrome files of {name}", drop_missing, notes), inputs.given) for name, files in found)
         _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
@@ -110,13 +101,18 @@ def deepchrome(
 
 def _check_expression_columns(expression: Path | None, column: str | None, cells: list[str]) -> None:
     """Before reading any data: every cell has its own expression column to read (UsageError if not)."""
-    from histcli.errors import UsageError
-
+    _require_expression(expression, column)
     if expression is not None:
         from histcli.sources.expression import expression_columns
 
         expression_columns(expression, column=column, cells=cells)
-    elif column is not None:
+
+
+def _require_expression(expression: Path | None, column: str | None) -> None:
+    """--expression-column says which column of --expression to read: alone it is a usage error."""
+    from histcli.errors import UsageError
+
+    if expression is None and column is not None:
         raise UsageError("--expression-column needs --expression")
 
 
@@ -153,6 +149,7 @@ def deepdiff(
     from histcli.fsutil import readable_inputs
     from histcli.marks import DEEPDIFF_ORDER
     from histcli.sources import deepdiff as layout
+    from histcli.sources.common import sources_as_given
     from histcli.store import Store, check_cell_name
 
     console.setup(quiet)
@@ -167,7 +164,7 @@ def deepdiff(
         _check_expression_columns(expression, expression_column, [stored_name])
         Store(store_path).check_writable([stored_name], overwrite)
         # A generator, so that parsing runs inside the progress bar.
-        parsed = (_as_given(layout.read_cell(
+        parsed = (sources_as_given(layout.read_cell(
             stored_name, splits, expression or own_expression, marks=mark_names, bin_size=bin_size,
             drop_missing=drop_missing, notes=notes, expression_column=expression_column), inputs.given)
                   for _ in range(1))
@@ -206,7 +203,6 @@ def tracks(
     """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
     from histcli.cli import console
     from histcli.errors import UsageError
-    from histcli.fsutil import readable_inputs
     from histcli.sources.tracks import read_tracks_cell
     from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
@@ -220,28 +216,27 @@ def tracks(
     fractions = parse_split_fractions(split_fractions) if split_fractions else None
     check_split_options(split_file, by_chromosome, fractions)
     notes: list[str] = []
-    with readable_inputs() as inputs:
-        expression = inputs(expression)
-        _check_expression_columns(expression, expression_column, [cell])
-        Store(store_path).check_writable([cell], overwrite)
-        # A generator, so that reading and binning run inside the progress bar.
-        parsed = (_as_given(read_tracks_cell(
-            cell,
-            tracks={mark: inputs(path) for mark, path in parse_tracks(track).items()},
-            genes=inputs(genes),
-            expression=expression,
-            expression_column=expression_column,
-            split=inputs(split_file),
-            split_by_chromosome=by_chromosome,
-            split_fractions=fractions,
-            seed=seed,
-            bin_size=bin_size,
-            window=window,
-            aggregate=aggregate.value,
-            drop_missing=drop_missing,
-            notes=notes,
-        ), inputs.given) for _ in range(1))
-        _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
+    # read_tracks_cell reads pipes (bash's <(...)) once and checks the expression column before any track.
+    _require_expression(expression, expression_column)
+    Store(store_path).check_writable([cell], overwrite)
+    # A generator, so that reading and binning run inside the progress bar.
+    parsed = (read_tracks_cell(
+        cell,
+        tracks=parse_tracks(track),
+        genes=genes,
+        expression=expression,
+        expression_column=expression_column,
+        split=split_file,
+        split_by_chromosome=by_chromosome,
+        split_fractions=fractions,
+        seed=seed,
+        bin_size=bin_size,
+        window=window,
+        aggregate=aggregate.value,
+        drop_missing=drop_missing,
+        notes=notes,
+    ) for _ in range(1))
+    _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
     for message in notes:
         console.note(message)
 

@@ -55,6 +55,48 @@ def ensembl_id(name: str) -> str:
     return match.group(1) if match else name
 
 
+def sources_as_given(cell, given: dict[str, str]):
+    """The cell with the sources it read from copies (``fsutil.ReadableInputs``) named as the caller gave
+    them; a copy's digest is that of what was read."""
+    import dataclasses
+
+    named = {str(Path(copy).resolve()): path for copy, path in given.items()}
+    return dataclasses.replace(cell, sources=[dataclasses.replace(source, path=named.get(source.path, source.path))
+                                              for source in cell.sources])
+
+
+def reads_inputs_once(*arguments: str):
+    """Decorate a reader that returns a cell and may open its ``arguments`` (each a path, or a dict of paths)
+    more than once: a pipe among them (bash's ``<(...)``, a FIFO) is read once into a temporary copy
+    (``fsutil.readable_inputs``), and errors and the cell's sources name it as given."""
+    import functools
+    import inspect
+    import os
+
+    from histcli.fsutil import readable_inputs
+
+    def decorate(read):
+        signature = inspect.signature(read)
+
+        @functools.wraps(read)
+        def read_once(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            with readable_inputs() as readable:
+
+                def copied(value):
+                    return readable(value) if isinstance(value, str | os.PathLike) else value
+
+                for name in arguments:
+                    value = bound.arguments.get(name)
+                    bound.arguments[name] = ({key: copied(path) for key, path in value.items()}
+                                             if isinstance(value, dict) else copied(value))
+                return sources_as_given(read(*bound.args, **bound.kwargs), readable.given)
+
+        return read_once
+
+    return decorate
+
+
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"

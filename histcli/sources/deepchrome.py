@@ -13,7 +13,7 @@ import numpy as np
 
 from histcli.errors import InputError, SettingError, UsageError
 from histcli.marks import DEEPCHROME_ORDER
-from histcli.sources.common import CountBlocks
+from histcli.sources.common import CountBlocks, reads_inputs_once
 from histcli.sources.rows import Field, GeneBlocks, check_unique_genes, read_chunks
 from histcli.store import SPLIT_CODES, CellData, SourceFile, check_cell_name
 
@@ -74,9 +74,11 @@ def find_cells(path: Path, cells: list[str] | None) -> list[tuple[str, dict[str,
     return [(check_cell_name(name), _complete(path / name / "classification", available[name])) for name in names]
 
 
+@reads_inputs_once("files")
 def read_cell(name: str, files: dict[str, Path], *, marks: tuple[str, ...] = DEEPCHROME_ORDER,
               bin_size: int = DEFAULT_BIN_SIZE) -> CellData:
-    """Parse and check one cell's split files into a CellData."""
+    """Parse and check one cell's split files into a CellData. A file may be a pipe: it is read once (see
+    ``histcli.sources.common.reads_inputs_once``)."""
     schema = [Field("gene_id", "id"), Field("bin", "bin")]
     schema += [Field(mark, "count") for mark in marks] + [Field("label", "label")]
     mark_columns = list(marks)

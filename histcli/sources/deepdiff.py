@@ -14,7 +14,7 @@ import numpy as np
 
 from histcli.errors import InputError
 from histcli.marks import DEEPDIFF_ORDER
-from histcli.sources.common import CountBlocks
+from histcli.sources.common import CountBlocks, reads_inputs_once
 from histcli.sources.expression import attach_expression, read_expression
 from histcli.sources.rows import Field, GeneBlocks, check_unique_genes, read_chunks
 from histcli.store import SPLIT_CODES, CellData, SourceFile, check_cell_name
@@ -52,12 +52,14 @@ def find_files(folder: Path, prefix: str, *, need_expression: bool = True) -> tu
     return splits, expression
 
 
+@reads_inputs_once("splits", "expression_path")
 def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
               marks: tuple[str, ...] = DEEPDIFF_ORDER, bin_size: int = DEFAULT_BIN_SIZE,
               drop_missing: bool = False, notes: list[str] | None = None,
               expression_column: str | None = None) -> CellData:
     """Parse one cell's split files and attach expression from ``expression_path`` (its
-    ``<cell>.expr.csv``, or any table :func:`histcli.sources.expression.read_expression` reads)."""
+    ``<cell>.expr.csv``, or any table :func:`histcli.sources.expression.read_expression` reads). A file may be
+    a pipe: it is read once (see ``histcli.sources.common.reads_inputs_once``)."""
     check_cell_name(name)
     schema = [Field("gene_bin", "id_bin")] + [Field(mark, "count") for mark in marks]
     mark_columns = list(marks)

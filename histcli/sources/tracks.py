@@ -81,9 +81,10 @@ from histcli.sources.common import (
     parse_integer,
     parse_number,
     read_bytes,
+    reads_inputs_once,
     too_large,
 )
-from histcli.sources.expression import match_expression, read_expression
+from histcli.sources.expression import expression_columns, match_expression, read_expression
 from histcli.splits import check_split_options
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
@@ -451,6 +452,7 @@ def _segment_sums(values: np.ndarray, first: np.ndarray, stop: np.ndarray) -> np
 # cells ---------------------------------------------------------------------------
 
 
+@reads_inputs_once("tracks", "genes", "expression", "split")
 def read_tracks_cell(
     name: str,
     *,
@@ -471,7 +473,8 @@ def read_tracks_cell(
     """Build one cell from genome-wide tracks (one per mark) and a gene annotation.
 
     Problems the user should hear about but that do not stop the run are
-    appended to ``notes``.
+    appended to ``notes``. Any input may be a pipe: it is read once (see
+    ``histcli.sources.common.reads_inputs_once``).
     """
     notes = [] if notes is None else notes
     marks = parse_marks(tracks, source="tracks")
@@ -480,6 +483,8 @@ def read_tracks_cell(
     bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
     check_split_options(split, split_by_chromosome, split_fractions)
 
+    if expression is not None:
+        expression_columns(expression, column=expression_column, cells=[name])  # before any track is read
     inputs = [*track_paths, genes_path] + [Path(p) for p in (expression, split) if p is not None]
     sources = SourceFile.hashing(inputs)
     table = read_genes(genes_path)
