@@ -83,7 +83,7 @@ from histcli.sources.common import (
     read_bytes,
     too_large,
 )
-from histcli.sources.expression import match_expression, read_expression
+from histcli.sources.expression import ExpressionFile, match_expression
 from histcli.splits import check_split_options
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
@@ -456,7 +456,7 @@ def read_tracks_cell(
     *,
     tracks: dict[str, Path],
     genes: Path,
-    expression: Path | None = None,
+    expression: Path | ExpressionFile | None = None,
     expression_column: str | None = None,
     split: Path | None = None,
     split_by_chromosome: dict[str, list[str]] | None = None,
@@ -480,7 +480,9 @@ def read_tracks_cell(
     bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
     check_split_options(split, split_by_chromosome, split_fractions)
 
-    inputs = [*track_paths, genes_path] + [Path(p) for p in (expression, split) if p is not None]
+    expression = None if expression is None else ExpressionFile.of(expression)  # read where it is matched below
+    optional = (None if expression is None else expression.path, split)
+    inputs = [*track_paths, genes_path] + [Path(p) for p in optional if p is not None]
     sources = SourceFile.hashing(inputs)
     table = read_genes(genes_path)
     loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths, strict=True)}
@@ -509,9 +511,8 @@ def read_tracks_cell(
     expression_values = labels = None
     attrs: dict = {"source_format": "tracks", "aggregate": aggregate, "orientation": orientation}
     if expression is not None:
-        expression = Path(expression)
         match = match_expression(
-            read_expression(expression, column=expression_column, cell=name), table.name,
+            expression.table(column=expression_column, cell=name), table.name,
             genes_source=genes_path.name, drop_missing=drop_missing, notes=notes, listed_ids=names_in_genes_file,
         )
         table = table.select(match.keep)
