@@ -169,6 +169,7 @@ class ExpressionFile:
         self.path = Path(path)
         self._wanted: list[str | None] = []
         self._tables: dict[str | None, ExpressionTable | None] = {}
+        self._keys_by_number: tuple[pd.Index, pd.Index | None] | None = None  # the last keys asked for, and theirs
 
     @classmethod
     def of(cls, table: Path | ExpressionFile) -> ExpressionFile:
@@ -187,6 +188,16 @@ class ExpressionFile:
     def source(self) -> SourceFile:
         """The file and its digest, as the cells that read it record it."""
         return SourceFile.of(self.path)
+
+    def keys_by_number(self, keys: pd.Index) -> pd.Index | None:
+        """A table's ``keys`` with human Ensembl ids as bare numbers (ENSG00000000003 as "3"), None when none
+        is one. Worked out once for the tables that share their keys (the columns read together)."""
+        if self._keys_by_number is None or self._keys_by_number[0] is not keys:
+            numbered = [_HUMAN_ENSEMBL_ID.fullmatch(key) for key in keys]
+            by_number = (pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, keys, strict=True)])
+                         if any(numbered) else None)
+            self._keys_by_number = (keys, by_number)
+        return self._keys_by_number[1]
 
     def columns(self, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
         """The column :meth:`table` will read for each cell, checked before any data is read.
@@ -333,11 +344,10 @@ def _cell_keys(table: ExpressionTable, gene_ids: np.ndarray, notes: list[str]) -
     """Keys to match the cell's genes and the table's genes by."""
     names = [str(name) for name in gene_ids]
     if names and all(name.isascii() and name.isdigit() for name in names):
-        numbered = [_HUMAN_ENSEMBL_ID.fullmatch(key) for key in table.keys]
-        if any(numbered):
+        table_keys = table.origin.keys_by_number(table.keys)
+        if table_keys is not None:
             notes.append(f"{table.path.name}: the cell's gene ids are bare numbers (as in the DeepChrome CSVs); "
                          "matched them to Ensembl ids by number (000003 = ENSG00000000003)")
-            table_keys = pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, table.keys, strict=True)])
             return np.asarray([str(int(name)) for name in names], dtype=object), table_keys
     return np.asarray([gene_key(name) for name in names], dtype=object), table.keys
 
