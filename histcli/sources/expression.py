@@ -225,7 +225,8 @@ class ExpressionFile:
         if chosen not in self._tables:
             self._tables.update(self._read_at_once([name for name in dict.fromkeys([*self._wanted, chosen])
                                                     if name not in self._tables]))
-        return self._tables[chosen] or self._read_by_lines(chosen)
+        table = self._tables[chosen]
+        return self._read_by_lines(chosen) if table is None else table
 
     def _read_at_once(self, wanted: list[str | None]) -> dict[str | None, ExpressionTable | None]:
         """The ``wanted`` columns from one pass over the file, converted a column at a time; None for a
