@@ -14,8 +14,15 @@
    `histcli prepare tracks` (goal: at most 5 s) against pandas read_csv +
    merge_asof lookups of each bin's start (no proportional overlap, no checks),
    in a fresh interpreter after its imports.
+4. Many cells, one expression matrix: `histcli prepare deepchrome` of 56 cells
+   (the DeepChrome toy's genes, labelled by each Roadmap column's median rule)
+   with `--expression` the 56-column Roadmap matrix, which is read once for
+   all cells, against reading it once per cell (read_expression and the
+   file's digest for each cell, as prepare did before), both in this process;
+   and the command against the same command without --expression plus that
+   per-cell reading.
 
-Usage: python bench/bench_prepare.py
+Usage: python bench/bench_prepare.py [expression]   (expression: section 4 only)
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MARKS, cli_code, cli_seconds, fresh_seconds, histcli, peak_rss_mib, report, run, shared_data  # noqa: E402
+from common import MARKS, cli_code, cli_seconds, fresh_seconds, histcli, peak_rss_mib, report, run, shared_data, timed  # noqa: E402
 
 DEEPCHROME_COLUMNS = ["gene", "bin", "H3K27me3", "H3K36me3", "H3K4me1", "H3K4me3", "H3K9me3", "label"]
 
@@ -87,7 +94,65 @@ def pandas_tracks(data: Path, out: Path, bin_size: int = 10000, window: int = 10
         handle.create_dataset("counts", data=counts.astype(np.float32), compression="gzip", shuffle=True)
 
 
+def write_roadmap_cells(roadmap: pd.DataFrame, toy: Path, folder: Path) -> list[str]:
+    """One DeepChrome cell per Roadmap column, each the toy's genes and counts labelled by the median rule
+    of its own column (so that prepare --expression accepts its labels); returns the cell names."""
+    splits = {split: pd.read_csv(toy / f"{split}.csv", header=None, dtype={0: str})
+              for split in ("train", "valid", "test")}
+    for cell in roadmap.columns:
+        above = (roadmap[cell] > roadmap[cell].median()).groupby(level=0).first()
+        (folder / cell / "classification").mkdir(parents=True)
+        for split, rows in splits.items():
+            rows[7] = [int(above[f"ENSG{int(gene):011d}"]) for gene in rows[0]]
+            rows.to_csv(folder / cell / "classification" / f"{split}.csv", header=False, index=False)
+    return list(roadmap.columns)
+
+
+def bench_expression_matrix(tmp: Path) -> None:
+    from histcli.sources.expression import ExpressionFile, read_expression
+    from histcli.store import SourceFile
+
+    matrix = shared_data("roadmap-rnaseq") / "roadmap.rpkm.56cells.tsv.gz"
+    roadmap = pd.read_csv(matrix, sep="\t", index_col=0)
+    cells = write_roadmap_cells(roadmap, shared_data("deepchrome-toy"), tmp / "roadmap-cells")
+    print(f"{len(cells)} DeepChrome cells, expression from {matrix.name} ({len(roadmap):,} rows)", flush=True)
+
+    def per_cell() -> None:  # what prepare did before: a read and a digest of the matrix for each cell
+        for cell in cells:
+            read_expression(matrix, cell=cell)
+            SourceFile.of(matrix)
+
+    def once() -> None:
+        expression = ExpressionFile(matrix)
+        expression.columns(column=None, cells=cells)
+        for cell in cells:
+            expression.table(cell=cell)
+            expression.source  # noqa: B018 (its digest, as each cell records it)
+
+    # Interleaved, best of three each: the load of a shared machine changes within seconds.
+    per_cell_times, once_times = [], []
+    for _ in range(3):
+        per_cell_times.append(timed(per_cell, repeat=1)[0])
+        once_times.append(timed(once, repeat=1)[0])
+    baseline = min(per_cell_times)
+    report(f"expression for {len(cells)} cells, one read", min(once_times), baseline, goal="read once")
+
+    walls, without = [], []
+    for i in range(3):
+        walls.append(run(histcli("prepare", "deepchrome", tmp / "roadmap-cells", "--expression", matrix,
+                                 "--store", tmp / f"roadmap{i}.h5", "-q"))[0])
+        without.append(run(histcli("prepare", "deepchrome", tmp / "roadmap-cells", "--store",
+                                   tmp / f"plain{i}.h5", "-q"))[0])
+    report(f"prepare deepchrome, {len(cells)} cells, --expression", min(walls), min(without) + baseline)
+    print(f"  (the same without --expression: {min(without):.3f} s; the baseline adds the per-cell reading)",
+          flush=True)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["expression"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_expression_matrix(Path(tmp))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder = tmp / "E000"
@@ -128,6 +193,8 @@ def main() -> None:
                                "--split", data / "deepchrome_split.tsv", "--bin-size", 10000, "--window", 100000,
                                "--drop-missing", "--store", tmp / f"t{i}.h5", "-q"))[0] for i in range(3))
         report("prepare tracks, E116 (command)", wall, baseline, goal="<= 5 s")
+
+        bench_expression_matrix(tmp)
 
 
 if __name__ == "__main__":

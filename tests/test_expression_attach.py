@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, SHARED_DATA, assert_one_line_error, file_digest, run_cli, shared_data
 
 from histcli.errors import InputError, UsageError, describe
-from histcli.sources.expression import expression_columns, match_expression, read_expression
+from histcli.sources.expression import ExpressionFile, expression_columns, match_expression, read_expression
 from histcli.store import Store
 
 ROADMAP = "roadmap-rnaseq/roadmap.rpkm.56cells.tsv.gz"
@@ -113,6 +113,49 @@ def test_the_median_counts_every_row_and_repeats_are_noted(tmp_path):
     assert match.attrs["label_threshold"] == 0.5  # median(1, 0, 0, 5), not median(1, 0, 5) = 1
     assert match.labels.tolist() == [1, 1]
     assert notes == ["m.tsv: 1 rows repeat a gene with the same expression value; each gene is used once"]
+
+
+@pytest.mark.parametrize(("text", "cells"), [
+    (MATRIX, ["E001", "E002", "T"]),
+    ("# a comment\n\ngene_id E1 E2 E3\nENSG00000000001.5_A 1 2 3\nENSG00000000001.6_A 1 2 3\nX_1 0 -0.0 1e-300\n",
+     ["E1", "E2", "E3"]),
+    ("gene,rpkm\nENSG00000000002,4\nENSG00000000001,  5.5\nENSG00000000002,4\n", ["one"]),
+    ("ENSG00000000002\t4\nENSG00000000001\t0\n", ["one"]),
+])
+def test_columns_read_together_equal_columns_read_line_by_line(tmp_path, monkeypatch, text, cells):
+    """The columns converted together (prepare's way, here without the line-by-line reading to fall back
+    on) equal the line-by-line reading that words the errors."""
+    path = _write(tmp_path / "t.tsv", text)
+    by_lines = ExpressionFile._read_by_lines
+    expression = ExpressionFile(path)
+    expression.columns(column=None, cells=cells)
+    with monkeypatch.context() as patch:
+        patch.setattr(ExpressionFile, "_read_by_lines", lambda *_: pytest.fail("read line by line"))
+        together = [expression.table(cell=cell) for cell in cells]
+    for table in together:
+        expected = by_lines(ExpressionFile(path), table.column)
+        assert table.keys.equals(expected.keys) and table.keys.dtype == expected.keys.dtype
+        assert table.values.tolist() == expected.values.tolist()
+        assert table.rows.tolist() == expected.rows.tolist()
+        assert table.repeated == expected.repeated and table.column == expected.column
+
+
+def test_a_bad_column_stops_only_its_own_cell(tmp_path):
+    """The matrix is read once for both cells, but B's bad value is its error alone, said when B is read,
+    as when each cell read the file itself; A is read as if B were not there."""
+    path = _write(tmp_path / "m.tsv", "gene_id\tA\tB\nENSG00000000001\t1\t2\nENSG00000000002\t3\tx\n"
+                                      "ENSG00000000003\t5\t-1\n")
+    expression = ExpressionFile(path)
+    assert expression.columns(column=None, cells=["A", "B"]) == {"A": "A", "B": "B"}
+    assert expression.table(cell="A").values.tolist() == [1, 3, 5]
+    with pytest.raises(InputError) as caught:
+        expression.table(cell="B")
+    assert str(caught.value) == f"{path}, line 3, field B: 'x' is not a number"
+    # a row of another width is every column's error, at its line
+    wide = _write(tmp_path / "w.tsv", "gene_id\tA\tB\nENSG00000000001\t-1\t2\nENSG00000000002\t3\n")
+    for cell, where in (("A", "line 2, field A: negative value -1"), ("B", "line 3: expected 3 columns")):
+        with pytest.raises(InputError, match=re.escape(f"{wide}, {where}")):
+            ExpressionFile(wide).table(cell=cell)
 
 
 # matching ---------------------------------------------------------------------------------------
@@ -347,6 +390,93 @@ def test_prepare_tracks_on_real_e116_with_the_roadmap_matrix(tmp_path):
     assert from_matrix.expression.tolist() == [by_gene[gene.split("_")[0]] for gene in from_matrix.gene_ids]
     assert _summary_attrs(store, "E116")["expression_column"] == "E116"
     assert "expression_column" not in _summary_attrs(store, "table")
+
+
+def _toy_cells_following(roadmap: pd.DataFrame, cells: list[str], folder: Path) -> Path:
+    """DeepChrome cells named like Roadmap columns: the toy's genes and counts, each cell's labels by the
+    median rule of its own column (as the published cells were labelled)."""
+    toy = shared_data("deepchrome-toy")
+    for cell in cells:
+        above = (roadmap[cell] > roadmap[cell].median()).groupby(level=0).first()
+        split_folder = folder / cell / "classification"
+        split_folder.mkdir(parents=True)
+        for split in ("train", "valid", "test"):
+            rows = pd.read_csv(toy / f"{split}.csv", header=None, dtype={0: str})
+            rows[7] = [int(above[f"ENSG{int(gene):011d}"]) for gene in rows[0]]
+            rows.to_csv(split_folder / f"{split}.csv", header=False, index=False)
+    return folder
+
+
+ROADMAP_CELLS = ["E003", "E017", "E116", "E128"]  # E017 is not a column: left out below
+
+
+def test_prepare_deepchrome_gives_many_cells_their_roadmap_columns(tmp_path):
+    """Several cells from one matrix: each stores its own column, as pandas reads it."""
+    shared_data("roadmap-rnaseq")
+    roadmap = pd.read_csv(SHARED_DATA / ROADMAP, sep="\t", index_col=0)
+    cells = [cell for cell in ROADMAP_CELLS if cell in roadmap.columns]
+    assert len(cells) == 3
+    folder = _toy_cells_following(roadmap, cells, tmp_path / "cells")
+    store = tmp_path / "s.h5"
+    result = run_cli("prepare", "deepchrome", folder, "--expression", SHARED_DATA / ROADMAP, "--store", store, "-q")
+    assert result.code == 0, result.stderr
+    assert sorted(Store(store).cell_names()) == cells
+    for cell in cells:
+        stored = Store(store).load(cell)
+        column = roadmap[cell].groupby(level=0).first()  # the 7 repeated ids repeat their values
+        assert stored.expression.tolist() == [column[f"ENSG{int(gene):011d}"] for gene in stored.gene_ids]
+        assert stored.attrs["label_threshold"] == roadmap[cell].median()
+        assert stored.labels.tolist() == [int(value > roadmap[cell].median()) for value in stored.expression]
+        assert _summary_attrs(store, cell)["expression_column"] == cell
+    # the cells differ, so no cell was given another's column
+    assert len({tuple(Store(store).load(cell).expression) for cell in cells}) == 3
+
+
+# Runs histcli with a count of the times the file in argv[1] is opened (an audit hook sees every open,
+# whoever calls it) and of the lines split by the expression reader.
+_COUNTING_RUN = """
+import atexit, os, runpy, sys
+matrix, counts = os.path.realpath(sys.argv[1]), {"opens": 0, "lines": 0}
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)) and os.path.realpath(args[0]) == matrix:
+        counts["opens"] += 1
+sys.addaudithook(hook)
+import histcli.sources.expression as expression
+content_lines = expression._content_lines
+def counted(*args):
+    for line in content_lines(*args):
+        counts["lines"] += 1
+        yield line
+expression._content_lines = counted
+atexit.register(lambda: print("COUNTS", counts["opens"], counts["lines"], file=sys.stderr))
+sys.argv = ["histcli", *sys.argv[2:]]
+runpy.run_module("histcli", run_name="__main__")
+"""
+
+
+def test_prepare_deepchrome_reads_the_matrix_once_for_all_cells(tmp_path):
+    """The matrix is opened and split into fields as often for three cells as for one: once to read
+    it (and once to hash it), not once per cell."""
+    shared_data("roadmap-rnaseq")
+    roadmap = pd.read_csv(SHARED_DATA / ROADMAP, sep="\t", index_col=0)
+    cells = [cell for cell in ROADMAP_CELLS if cell in roadmap.columns]
+    folder = _toy_cells_following(roadmap, cells, tmp_path / "cells")
+    counts = {}
+    for chosen in (cells[:1], cells):
+        process = subprocess.run(
+            [sys.executable, "-c", _COUNTING_RUN, SHARED_DATA / ROADMAP, "prepare", "deepchrome", folder,
+             *[f"--cell={cell}" for cell in chosen], "--expression", SHARED_DATA / ROADMAP,
+             "--store", tmp_path / f"{len(chosen)}.h5", "-q"],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert process.returncode == 0, process.stderr
+        assert Store(tmp_path / f"{len(chosen)}.h5").cell_names() == chosen
+        opens, lines = map(int, re.search(r"^COUNTS (\d+) (\d+)$", process.stderr, flags=re.M).groups())
+        counts[len(chosen)] = opens, lines
+    matrix_lines = len(roadmap) + 1
+    assert counts[1] == counts[3], counts
+    opens, lines = counts[3]
+    assert opens <= 2  # read, and hashed for the cells' sources
+    assert matrix_lines <= lines < 2 * matrix_lines  # every line split once (the header twice)
 
 
 # README --------------------------------------------------------------------------------------------

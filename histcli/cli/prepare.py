@@ -88,24 +88,27 @@ def deepchrome(
     names = [name for name, _ in found]
     notes: list[str] = []
     with readable_inputs() as inputs:
-        expression = inputs(expression)
-        _check_expression_columns(expression, expression_column, names)
+        expression_file = _expression_file(inputs(expression), expression_column, names)
         Store(store_path).check_writable(names, overwrite)
         parsed = (sources_as_given(_with_expression(
-            layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression, expression_column,
+            layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression_file, expression_column,
             f"the DeepChrome files of {name}", drop_missing, notes), inputs.given) for name, files in found)
         _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
     for message in notes:
         console.note(message)
 
 
-def _check_expression_columns(expression: Path | None, column: str | None, cells: list[str]) -> None:
-    """Before reading any data: every cell has its own expression column to read (UsageError if not)."""
+def _expression_file(expression: Path | None, column: str | None, cells: list[str]):
+    """The --expression table (an ExpressionFile, None without one), which every cell takes its column from,
+    read once; before reading any data, every cell is checked to have its own column (UsageError if not)."""
     _require_expression(expression, column)
-    if expression is not None:
-        from histcli.sources.expression import expression_columns
+    if expression is None:
+        return None
+    from histcli.sources.expression import ExpressionFile
 
-        expression_columns(expression, column=column, cells=cells)
+    expression_file = ExpressionFile(expression)
+    expression_file.columns(column=column, cells=cells)
+    return expression_file
 
 
 def _require_expression(expression: Path | None, column: str | None) -> None:
@@ -116,14 +119,14 @@ def _require_expression(expression: Path | None, column: str | None) -> None:
         raise UsageError("--expression-column needs --expression")
 
 
-def _with_expression(cell, expression: Path | None, column: str | None, genes_source: str, drop_missing: bool,
+def _with_expression(cell, expression_file, column: str | None, genes_source: str, drop_missing: bool,
                      notes: list[str]):
-    """The cell with expression attached from the --expression table (unchanged without one)."""
-    if expression is None:
+    """The cell with its column of the --expression ExpressionFile attached (unchanged without one)."""
+    if expression_file is None:
         return cell
-    from histcli.sources.expression import attach_expression, read_expression
+    from histcli.sources.expression import attach_expression
 
-    table = read_expression(expression, column=column, cell=cell.name)
+    table = expression_file.table(column=column, cell=cell.name)
     return attach_expression(cell, table, genes_source=genes_source, drop_missing=drop_missing, notes=notes)
 
 
@@ -160,13 +163,13 @@ def deepdiff(
     if expression is not None and own_expression is not None:
         notes.append(f"--expression {expression.name} replaces {own_expression.name}")
     with readable_inputs() as inputs:
-        expression = inputs(expression)
-        _check_expression_columns(expression, expression_column, [stored_name])
+        expression_file = _expression_file(inputs(expression), expression_column, [stored_name])
         Store(store_path).check_writable([stored_name], overwrite)
         # A generator, so that parsing runs inside the progress bar.
         parsed = (sources_as_given(layout.read_cell(
-            stored_name, splits, expression or own_expression, marks=mark_names, bin_size=bin_size,
-            drop_missing=drop_missing, notes=notes, expression_column=expression_column), inputs.given)
+            stored_name, splits, own_expression if expression_file is None else expression_file, marks=mark_names,
+            bin_size=bin_size, drop_missing=drop_missing, notes=notes, expression_column=expression_column),
+            inputs.given)
                   for _ in range(1))
         _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
     for message in notes:

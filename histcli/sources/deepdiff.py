@@ -15,7 +15,7 @@ import numpy as np
 from histcli.errors import InputError
 from histcli.marks import DEEPDIFF_ORDER
 from histcli.sources.common import CountBlocks, reads_inputs_once
-from histcli.sources.expression import attach_expression, read_expression
+from histcli.sources.expression import ExpressionFile, attach_expression
 from histcli.sources.rows import Field, GeneBlocks, check_unique_genes, read_chunks
 from histcli.store import SPLIT_CODES, CellData, SourceFile, check_cell_name
 
@@ -52,14 +52,14 @@ def find_files(folder: Path, prefix: str, *, need_expression: bool = True) -> tu
     return splits, expression
 
 
-@reads_inputs_once("splits", "expression_path")
-def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
+@reads_inputs_once("splits", "expression")
+def read_cell(name: str, splits: dict[str, Path], expression: Path | ExpressionFile, *,
               marks: tuple[str, ...] = DEEPDIFF_ORDER, bin_size: int = DEFAULT_BIN_SIZE,
               drop_missing: bool = False, notes: list[str] | None = None,
               expression_column: str | None = None) -> CellData:
-    """Parse one cell's split files and attach expression from ``expression_path`` (its
-    ``<cell>.expr.csv``, or any table :func:`histcli.sources.expression.read_expression` reads). A file may be
-    a pipe: it is read once (see ``histcli.sources.common.reads_inputs_once``)."""
+    """Parse one cell's split files and attach expression from ``expression`` (its ``<cell>.expr.csv``,
+    or any table :class:`histcli.sources.expression.ExpressionFile` reads, as a path or already open). A
+    file may be a pipe: it is read once (see ``histcli.sources.common.reads_inputs_once``)."""
     check_cell_name(name)
     schema = [Field("gene_bin", "id_bin")] + [Field(mark, "count") for mark in marks]
     mark_columns = list(marks)
@@ -100,6 +100,6 @@ def read_cell(name: str, splits: dict[str, Path], expression_path: Path, *,
         sources=sources(),
         attrs={"source_format": "deepdiff"},
     )
-    table = read_expression(expression_path, column=expression_column, cell=name)
+    table = ExpressionFile.of(expression).table(column=expression_column, cell=name)
     return attach_expression(cell, table, genes_source=f"the split files of {name}", drop_missing=drop_missing,
                              notes=[] if notes is None else notes)

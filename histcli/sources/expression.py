@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +52,16 @@ _COLUMNS_SHOWN = 8
 class ExpressionTable:
     """One cell's expression values as read from a table, one entry per distinct gene key."""
 
-    path: Path
+    origin: ExpressionFile = field(repr=False)  # the file read (and hashed) once for every cell
     column: str | None  # the matrix column read; None for a two-column table
     keys: pd.Index
     values: np.ndarray  # float64, one per key
     rows: np.ndarray  # the value of every data row, repeats included (the median runs over them)
     repeated: int  # rows that repeat an earlier row's gene and value
+
+    @property
+    def path(self) -> Path:
+        return self.origin.path
 
     @property
     def source(self) -> str:
@@ -78,9 +84,8 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _content_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _content_lines(text: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every line that is neither blank nor a comment."""
-    text = read_bytes(path).decode("utf-8", errors="replace")
     for number, line in enumerate(text.splitlines(), start=1):
         fields = _fields(line)
         if fields and not fields[0].startswith("#"):
@@ -100,6 +105,11 @@ def _matrix_columns(first: list[str]) -> list[str] | None:
     if len(first) >= 3 and not any(_is_number(field) for field in first[1:]):
         return first[1:]
     return None
+
+
+def _is_two_column_header(fields: list[str]) -> bool:
+    """Whether a two-column table's first line is its header rather than a gene with a bad value."""
+    return len(fields) == 2 and not _STARTS_WITH_ENSEMBL_ID.match(fields[0]) and not _is_number(fields[1])
 
 
 def _describe_columns(columns: list[str]) -> str:
@@ -131,22 +141,6 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
                             column_setting="expression_column")
 
 
-def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
-    """The column :func:`read_expression` will read for each cell, checked before any data is read.
-
-    SettingError when a cell has no column, or when several cells would read the
-    same values (a two-column table, or one ``column`` for all).
-    """
-    path = Path(path)
-    _, first = _first_line(path, _content_lines(path))
-    chosen = {cell: _choose_column(path, first, column, cell) for cell in cells}
-    if len(cells) > 1 and len(set(chosen.values())) == 1:
-        what = f"column {column}" if column else path.name
-        raise SettingError("expression", what, f"holds one cell's values, but {len(cells)} cells are prepared; "
-                           "prepare one cell, or give a matrix with a column named like each cell")
-    return chosen
-
-
 def _expression_value(text: str) -> float:
     try:
         value = parse_number(text)
@@ -159,53 +153,181 @@ def _expression_value(text: str) -> float:
     return value
 
 
-def read_expression(path: Path, *, column: str | None = None, cell: str | None = None) -> ExpressionTable:
-    """Read one cell's expression from a two-column table or a matrix column (see the module doc).
+class ExpressionFile:
+    """An expression table (either layout) read once, however many cells take a column from it.
 
-    ``column`` picks a matrix column; without it the column named ``cell`` is
-    read. Bad values are an InputError naming the file, line and field.
+    Prepare makes one per ``--expression`` and hands it to every cell: the file
+    is read, split into fields and hashed once, and the columns the cells need
+    (see :meth:`columns`) are converted together when the first cell asks. A
+    column with anything wrong in it (a bad value, a row of another width, a
+    gene with two values) is read again line by line when its cell asks, so that
+    the error names the line and field, and comes when it always did: a bad
+    column of a later cell does not stop the cells before it.
     """
-    path = Path(path)
-    lines = _content_lines(path)
-    first_number, first = _first_line(path, lines)
-    chosen = _choose_column(path, first, column, cell)
-    if chosen is None:
-        n_fields, index, field_name = 2, 1, "expression"
-        width_problem = "expected 2 columns (gene id, expression), found {}"
-        lines = itertools.chain([(first_number, first)], lines)
-    else:
-        columns = first[1:]
-        if columns.count(chosen) > 1:
-            raise InputError(path, f"column {chosen} appears {columns.count(chosen)} times in the header",
-                             line=first_number)
-        n_fields, index, field_name = len(columns) + 1, columns.index(chosen) + 1, chosen
-        width_problem = f"expected {n_fields} columns as in the header, found {{}}"
 
-    table = ValuesByGene(path, "expression")
-    header_possible = chosen is None
-    for number, fields in lines:
-        if len(fields) != n_fields:
-            raise InputError(path, width_problem.format(len(fields)), line=number)
-        gene, value_text = fields[0], fields[index]
-        try:
-            value = _expression_value(value_text)
-        except ValueError as exc:
-            if header_possible and not _STARTS_WITH_ENSEMBL_ID.match(gene) and not _is_number(value_text):
-                header_possible = False
-                continue  # the header line of a two-column table
-            raise InputError(path, str(exc), line=number, field=field_name) from None
-        header_possible = False
-        table.add(gene_key(gene), gene, value, value_text, number, field_name)
-    if not table.keys:
-        raise InputError(path, "no data lines, expected gene ids with expression values")
-    return ExpressionTable(
-        path=path,
-        column=chosen,
-        keys=pd.Index(table.keys),
-        values=np.asarray(table.values, dtype=np.float64),
-        rows=np.asarray(table.rows, dtype=np.float64),
-        repeated=table.repeated,
-    )
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._wanted: list[str | None] = []
+        self._tables: dict[str | None, ExpressionTable | None] = {}
+        self._keys_by_number: tuple[pd.Index, pd.Index | None] | None = None  # the last keys asked for, and theirs
+
+    @classmethod
+    def of(cls, table: Path | ExpressionFile) -> ExpressionFile:
+        """``table`` if already an ExpressionFile, else one for the path (nothing is read yet)."""
+        return table if isinstance(table, ExpressionFile) else cls(table)
+
+    @cached_property
+    def _text(self) -> str:
+        return read_bytes(self.path).decode("utf-8", errors="replace")
+
+    @cached_property
+    def _first(self) -> tuple[int, list[str]]:
+        return _first_line(self.path, _content_lines(self._text))
+
+    @cached_property
+    def source(self) -> SourceFile:
+        """The file and its digest, as the cells that read it record it."""
+        return SourceFile.of(self.path)
+
+    def keys_by_number(self, keys: pd.Index) -> pd.Index | None:
+        """A table's ``keys`` with human Ensembl ids as bare numbers (ENSG00000000003 as "3"), None when none
+        is one. Worked out once for the tables that share their keys (the columns read together)."""
+        if self._keys_by_number is None or self._keys_by_number[0] is not keys:
+            numbered = [_HUMAN_ENSEMBL_ID.fullmatch(key) for key in keys]
+            by_number = (pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, keys, strict=True)])
+                         if any(numbered) else None)
+            self._keys_by_number = (keys, by_number)
+        return self._keys_by_number[1]
+
+    def columns(self, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
+        """The column :meth:`table` will read for each cell, checked before any data is read.
+
+        SettingError when a cell has no column, or when several cells would read
+        the same values (a two-column table, or one ``column`` for all).
+        """
+        _, first = self._first
+        chosen = {cell: _choose_column(self.path, first, column, cell) for cell in cells}
+        if len(cells) > 1 and len(set(chosen.values())) == 1:
+            what = f"column {column}" if column else self.path.name
+            raise SettingError("expression", what, f"holds one cell's values, but {len(cells)} cells are prepared; "
+                               "prepare one cell, or give a matrix with a column named like each cell")
+        self._wanted = list(dict.fromkeys(chosen.values()))
+        return chosen
+
+    def table(self, *, column: str | None = None, cell: str | None = None) -> ExpressionTable:
+        """One cell's values: the matrix column ``column``, else the one named ``cell``, or
+        the table's one value column. Bad values are an InputError naming the file, line and field."""
+        first_number, first = self._first
+        chosen = _choose_column(self.path, first, column, cell)
+        if chosen is not None and first[1:].count(chosen) > 1:
+            raise InputError(self.path, f"column {chosen} appears {first[1:].count(chosen)} times in the header",
+                             line=first_number)
+        if chosen not in self._tables:
+            self._tables.update(self._read_at_once([name for name in dict.fromkeys([*self._wanted, chosen])
+                                                    if name not in self._tables]))
+        table = self._tables[chosen]
+        return self._read_by_lines(chosen) if table is None else table
+
+    def _read_at_once(self, wanted: list[str | None]) -> dict[str | None, ExpressionTable | None]:
+        """The ``wanted`` columns from one pass over the file, converted a column at a time; None for a
+        column that needs :meth:`_read_by_lines` to say what is wrong with it."""
+        lines = (fields for _, fields in _content_lines(self._text))
+        first = next(lines)
+        columns = _matrix_columns(first)
+        if columns is None:
+            width, indices = 2, {None: 1}
+            if not _is_two_column_header(first):
+                lines = itertools.chain([first], lines)
+        else:
+            width, indices = len(columns) + 1, {name: columns.index(name) + 1 for name in wanted}
+        # The gene id and the wanted texts of each row; only these are kept (keeping every field of a
+        # wide matrix costs more time in allocation than the splitting itself).
+        pick = operator.itemgetter(0, *indices.values())
+        picked = []
+        for fields in lines:
+            if len(fields) != width:
+                return dict.fromkeys(indices)
+            picked.append(pick(fields))
+        if not picked:
+            return dict.fromkeys(indices)
+        genes, *texts = zip(*picked, strict=True)  # a tuple per column
+        codes, unique_keys = pd.factorize(pd.Index([gene_key(gene) for gene in genes]))
+        first_rows = np.unique(codes, return_index=True)[1]  # the row where each key first appears
+        tables: dict[str | None, ExpressionTable | None] = {}
+        for name, column_texts in zip(indices, texts, strict=True):
+            values = _finite_non_negative(column_texts)
+            if values is None or np.any(values != values[first_rows][codes]):  # a bad value, or a gene's two values
+                tables[name] = None
+                continue
+            tables[name] = ExpressionTable(origin=self, column=name, keys=unique_keys,
+                                           values=values[first_rows], rows=values,
+                                           repeated=len(values) - len(first_rows))
+        return tables
+
+    def _read_by_lines(self, chosen: str | None) -> ExpressionTable:
+        """The column read a line at a time, raising at the first line that is wrong."""
+        lines = _content_lines(self._text)
+        first_number, first = next(lines)
+        if chosen is None:
+            n_fields, index, field_name = 2, 1, "expression"
+            width_problem = "expected 2 columns (gene id, expression), found {}"
+            lines = itertools.chain([(first_number, first)], lines)
+        else:
+            columns = first[1:]
+            n_fields, index, field_name = len(columns) + 1, columns.index(chosen) + 1, chosen
+            width_problem = f"expected {n_fields} columns as in the header, found {{}}"
+
+        path = self.path
+        table = ValuesByGene(path, "expression")
+        header_possible = chosen is None
+        for number, fields in lines:
+            if len(fields) != n_fields:
+                raise InputError(path, width_problem.format(len(fields)), line=number)
+            gene, value_text = fields[0], fields[index]
+            try:
+                value = _expression_value(value_text)
+            except ValueError as exc:
+                if header_possible and _is_two_column_header(fields):
+                    header_possible = False
+                    continue  # the header line of a two-column table
+                raise InputError(path, str(exc), line=number, field=field_name) from None
+            header_possible = False
+            table.add(gene_key(gene), gene, value, value_text, number, field_name)
+        if not table.keys:
+            raise InputError(path, "no data lines, expected gene ids with expression values")
+        return ExpressionTable(
+            origin=self,
+            column=chosen,
+            keys=pd.Index(table.keys),
+            values=np.asarray(table.values, dtype=np.float64),
+            rows=np.asarray(table.rows, dtype=np.float64),
+            repeated=table.repeated,
+        )
+
+
+def _finite_non_negative(texts: Sequence[str]) -> np.ndarray | None:
+    """The texts as float64 when every one is a number :func:`_expression_value` takes, else None."""
+    joined = "".join(texts)
+    if not joined.isascii() or "_" in joined:  # what parse_number refuses and float() takes
+        return None
+    try:
+        values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+    except ValueError:
+        return None
+    if not np.isfinite(values).all() or (values < 0).any():
+        return None
+    return values
+
+
+def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
+    """:meth:`ExpressionFile.columns` of the file at ``path``."""
+    return ExpressionFile(path).columns(column=column, cells=cells)
+
+
+def read_expression(path: Path, *, column: str | None = None, cell: str | None = None) -> ExpressionTable:
+    """Read one cell's expression from a two-column table or a matrix column (see the module doc and
+    :meth:`ExpressionFile.table`); prepare keeps one ExpressionFile for all its cells instead."""
+    return ExpressionFile(path).table(column=column, cell=cell)
 
 
 @dataclass
@@ -223,11 +345,10 @@ def _cell_keys(table: ExpressionTable, gene_ids: np.ndarray, notes: list[str]) -
     """Keys to match the cell's genes and the table's genes by."""
     names = [str(name) for name in gene_ids]
     if names and all(name.isascii() and name.isdigit() for name in names):
-        numbered = [_HUMAN_ENSEMBL_ID.fullmatch(key) for key in table.keys]
-        if any(numbered):
+        table_keys = table.origin.keys_by_number(table.keys)
+        if table_keys is not None:
             notes.append(f"{table.path.name}: the cell's gene ids are bare numbers (as in the DeepChrome CSVs); "
                          "matched them to Ensembl ids by number (000003 = ENSG00000000003)")
-            table_keys = pd.Index([str(int(m.group(1))) if m else key for m, key in zip(numbered, table.keys, strict=True)])
             return np.asarray([str(int(name)) for name in names], dtype=object), table_keys
     return np.asarray([gene_key(name) for name in names], dtype=object), table.keys
 
@@ -308,6 +429,6 @@ def attach_expression(cell: CellData, table: ExpressionTable, *, genes_source: s
         cell,
         expression=match.values,
         labels=match.labels,
-        sources=[*cell.sources, SourceFile.of(table.path)],
+        sources=[*cell.sources, table.origin.source],
         attrs={**cell.attrs, **match.attrs},
     )

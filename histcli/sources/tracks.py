@@ -84,7 +84,7 @@ from histcli.sources.common import (
     reads_inputs_once,
     too_large,
 )
-from histcli.sources.expression import expression_columns, match_expression, read_expression
+from histcli.sources.expression import ExpressionFile, match_expression
 from histcli.splits import check_split_options
 from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
 
@@ -458,7 +458,7 @@ def read_tracks_cell(
     *,
     tracks: dict[str, Path],
     genes: Path,
-    expression: Path | None = None,
+    expression: Path | ExpressionFile | None = None,
     expression_column: str | None = None,
     split: Path | None = None,
     split_by_chromosome: dict[str, list[str]] | None = None,
@@ -483,9 +483,11 @@ def read_tracks_cell(
     bin_count(bin_size=bin_size, window=window, aggregate=aggregate)
     check_split_options(split, split_by_chromosome, split_fractions)
 
+    expression = None if expression is None else ExpressionFile.of(expression)
     if expression is not None:
-        expression_columns(expression, column=expression_column, cells=[name])  # before any track is read
-    inputs = [*track_paths, genes_path] + [Path(p) for p in (expression, split) if p is not None]
+        expression.columns(column=expression_column, cells=[name])  # before any track is read
+    optional = (None if expression is None else expression.path, split)
+    inputs = [*track_paths, genes_path] + [Path(p) for p in optional if p is not None]
     sources = SourceFile.hashing(inputs)
     table = read_genes(genes_path)
     loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths, strict=True)}
@@ -514,9 +516,8 @@ def read_tracks_cell(
     expression_values = labels = None
     attrs: dict = {"source_format": "tracks", "aggregate": aggregate, "orientation": orientation}
     if expression is not None:
-        expression = Path(expression)
         match = match_expression(
-            read_expression(expression, column=expression_column, cell=name), table.name,
+            expression.table(column=expression_column, cell=name), table.name,
             genes_source=genes_path.name, drop_missing=drop_missing, notes=notes, listed_ids=names_in_genes_file,
         )
         table = table.select(match.keep)
