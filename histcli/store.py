@@ -101,8 +101,8 @@ class SourceFile:
     @classmethod
     def hashing(cls, paths) -> Callable[[], list["SourceFile"]]:
         """Hash the regular files of ``paths`` in a thread while the caller parses them (hashlib
-        releases the GIL); the returned function waits for every SourceFile. A pipe (e.g. bash's
-        ``<(zcat ...)``) is left to the caller's one reader and hashed when asked, as before."""
+        releases the GIL); the returned function waits for every SourceFile. Anything but a regular
+        file is hashed when asked (readers copy pipes first: ``fsutil.readable_inputs``)."""
         from concurrent.futures import ThreadPoolExecutor
 
         paths = list(paths)

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, SHARED_DATA, assert_one_line_error, file_digest, run_cli, shared_data
 
 from histcli.errors import InputError, UsageError, describe
-from histcli.sources.expression import ExpressionFile, expression_columns, match_expression, read_expression
+from histcli.sources.expression import ExpressionFile, match_expression, read_expression
 from histcli.store import Store
 
 ROADMAP = "roadmap-rnaseq/roadmap.rpkm.56cells.tsv.gz"
@@ -54,7 +54,7 @@ def test_a_matrix_column_is_read_by_cell_name_or_by_option(tmp_path):
     by_option = read_expression(path, column="T", cell="E002")  # the option wins over the cell name
     assert by_option.values.tolist() == [10, 20, 30, 40]
     assert by_option.source == "column T of m.tsv.gz"
-    assert expression_columns(path, column=None, cells=["E001", "T"]) == {"E001": "E001", "T": "T"}
+    assert ExpressionFile(path).columns(column=None, cells=["E001", "T"]) == {"E001": "E001", "T": "T"}
 
 
 def test_a_two_column_table_has_no_column_to_choose(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from histcli.errors import InputError
 from histcli.sources import deepchrome, deepdiff
+from histcli.sources.expression import ExpressionFile
 from histcli.sources.tracks import read_tracks_cell
 
 # A reader that opens a pipe a second time waits for a writer that never comes; this is far beyond a good read.
@@ -80,14 +81,20 @@ def _assert_same_cell(piped, regular, given: list[Path], contents: list[bytes]) 
     assert [source.sha256 for source in piped.sources] == [hashlib.sha256(data).hexdigest() for data in contents]
 
 
-def test_read_tracks_cell_reads_pipes_once(tmp_path):
+# prepare hands the readers one ExpressionFile that several cells share; it reads its pipe once too.
+EXPRESSION_AS = {"path": Path, "ExpressionFile": ExpressionFile}
+
+
+@pytest.mark.parametrize("expression_as", EXPRESSION_AS)
+def test_read_tracks_cell_reads_pipes_once(tmp_path, expression_as):
     contents = {"H3K4me3.bedGraph": TRACK, "H3K27me3.bedGraph": TRACK.replace(b"\t5\n", b"\t2\n"),
                 "genes.bed": GENES, "m.tsv": EXPRESSION}
 
     def read(paths):
         return read_tracks_cell("T", tracks={"H3K4me3": paths["H3K4me3.bedGraph"],
                                              "H3K27me3": paths["H3K27me3.bedGraph"]},
-                                genes=paths["genes.bed"], expression=paths["m.tsv"], bin_size=100, window=200)
+                                genes=paths["genes.bed"], expression=EXPRESSION_AS[expression_as](paths["m.tsv"]),
+                                bin_size=100, window=200)
 
     regular = read(_files(tmp_path / "files", contents, piped=False))
     assert regular.gene_ids.tolist() == ["ENSG00000000001_A", "ENSG00000000003_C", "ENSG00000000004_D"]
@@ -118,7 +125,8 @@ def test_deepchrome_read_cell_reads_pipes_once(tmp_path):
     _assert_same_cell(piped, regular, list(pipes.values()), list(contents.values()))
 
 
-def test_deepdiff_read_cell_reads_pipes_once(tmp_path):
+@pytest.mark.parametrize("expression_as", EXPRESSION_AS)
+def test_deepdiff_read_cell_reads_pipes_once(tmp_path, expression_as):
     genes = {"train": "ENSG00000000001_A", "valid": "ENSG00000000002_B", "test": "ENSG00000000003_C"}
     contents = {f"X.{split}.csv": "".join(f"{gene}_{b},1,2,{b},4,5\n" for b in range(1, 3)).encode()
                 for split, gene in genes.items()}
@@ -126,10 +134,26 @@ def test_deepdiff_read_cell_reads_pipes_once(tmp_path):
 
     def read(paths):
         splits = {split: paths[f"X.{split}.csv"] for split in genes}
-        return deepdiff.read_cell("X", splits, paths["X.expr.csv"])
+        return deepdiff.read_cell("X", splits, EXPRESSION_AS[expression_as](paths["X.expr.csv"]))
 
     regular = read(_files(tmp_path / "files", contents, piped=False))
     assert regular.labels.tolist() == [0, 0, 1]
     pipes = _files(tmp_path / "pipes", contents, piped=True)
     piped = _within_patience(lambda: read(pipes))
     _assert_same_cell(piped, regular, list(pipes.values()), list(contents.values()))
+
+
+def test_prepare_tracks_checks_the_expression_column_before_reading_a_track(tmp_path):
+    """A mistyped column fails at once, not after a genome-wide track pipe has been read (or, here, a pipe
+    that nobody writes: reading it would wait for ever)."""
+    from conftest import assert_one_line_error, run_cli
+
+    os.mkfifo(tmp_path / "never-written.bedGraph")
+    (tmp_path / "genes.bed").write_bytes(GENES)
+    (tmp_path / "m.tsv.gz").write_bytes(EXPRESSION)
+    result = run_cli("prepare", "tracks", "--cell", "T", "--track", f"H3K4me3={tmp_path / 'never-written.bedGraph'}",
+                     "--genes", tmp_path / "genes.bed", "--expression", tmp_path / "m.tsv.gz",
+                     "--expression-column", "nope", "--bin-size", 100, "--window", 200,
+                     "--store", tmp_path / "store.h5", timeout=PATIENCE_S)
+    assert_one_line_error(result, "nope", code=2)
+    assert not (tmp_path / "store.h5").exists()

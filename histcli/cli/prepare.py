@@ -101,22 +101,17 @@ def deepchrome(
 def _expression_file(expression: Path | None, column: str | None, cells: list[str]):
     """The --expression table (an ExpressionFile, None without one), which every cell takes its column from,
     read once; before reading any data, every cell is checked to have its own column (UsageError if not)."""
-    _require_expression(expression, column)
+    from histcli.errors import UsageError
+
     if expression is None:
+        if column is not None:
+            raise UsageError("--expression-column needs --expression")
         return None
     from histcli.sources.expression import ExpressionFile
 
     expression_file = ExpressionFile(expression)
     expression_file.columns(column=column, cells=cells)
     return expression_file
-
-
-def _require_expression(expression: Path | None, column: str | None) -> None:
-    """--expression-column says which column of --expression to read: alone it is a usage error."""
-    from histcli.errors import UsageError
-
-    if expression is None and column is not None:
-        raise UsageError("--expression-column needs --expression")
 
 
 def _with_expression(cell, expression_file, column: str | None, genes_source: str, drop_missing: bool,
@@ -206,6 +201,8 @@ def tracks(
     """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
     from histcli.cli import console
     from histcli.errors import UsageError
+    from histcli.fsutil import readable_inputs
+    from histcli.sources.common import sources_as_given
     from histcli.sources.tracks import read_tracks_cell
     from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
@@ -219,27 +216,29 @@ def tracks(
     fractions = parse_split_fractions(split_fractions) if split_fractions else None
     check_split_options(split_file, by_chromosome, fractions)
     notes: list[str] = []
-    # read_tracks_cell reads pipes (bash's <(...)) once and checks the expression column before any track.
-    _require_expression(expression, expression_column)
-    Store(store_path).check_writable([cell], overwrite)
-    # A generator, so that reading and binning run inside the progress bar.
-    parsed = (read_tracks_cell(
-        cell,
-        tracks=parse_tracks(track),
-        genes=genes,
-        expression=expression,
-        expression_column=expression_column,
-        split=split_file,
-        split_by_chromosome=by_chromosome,
-        split_fractions=fractions,
-        seed=seed,
-        bin_size=bin_size,
-        window=window,
-        aggregate=aggregate.value,
-        drop_missing=drop_missing,
-        notes=notes,
-    ) for _ in range(1))
-    _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
+    with readable_inputs() as inputs:
+        # The expression column is checked before any track is read; read_tracks_cell reads the other
+        # inputs, pipes (bash's <(...)) included, once.
+        expression_file = _expression_file(inputs(expression), expression_column, [cell])
+        Store(store_path).check_writable([cell], overwrite)
+        # A generator, so that reading and binning run inside the progress bar.
+        parsed = (sources_as_given(read_tracks_cell(
+            cell,
+            tracks=parse_tracks(track),
+            genes=genes,
+            expression=expression_file,
+            expression_column=expression_column,
+            split=split_file,
+            split_by_chromosome=by_chromosome,
+            split_fractions=fractions,
+            seed=seed,
+            bin_size=bin_size,
+            window=window,
+            aggregate=aggregate.value,
+            drop_missing=drop_missing,
+            notes=notes,
+        ), inputs.given) for _ in range(1))
+        _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
     for message in notes:
         console.note(message)
 

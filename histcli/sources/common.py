@@ -108,13 +108,23 @@ _BOM = b"\xef\xbb\xbf"
 def read_bytes(path: Path) -> bytes:
     """The whole (possibly gzip-compressed) file without a leading UTF-8 byte-order mark;
     empty or truncated gzip is an InputError."""
+    return decoded_bytes(path, read_file_bytes(path))
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The file's bytes as stored (a pipe can be read once: hash and decode these)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except IsADirectoryError:
         raise InputError(path, "is a folder, expected a file") from None
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
+
+
+def decoded_bytes(path: Path, raw: bytes) -> bytes:
+    """``raw``, the bytes of ``path``, gunzipped if gzip and without a leading UTF-8 byte-order mark."""
+    path = Path(path)
     if raw[:2] != b"\x1f\x8b":
         if path.suffix == ".gz":
             raise InputError(path, "empty file, expected gzip data" if not raw else "not gzip data despite the .gz name")

@@ -58,8 +58,8 @@ def read_cell(name: str, splits: dict[str, Path], expression: Path | ExpressionF
               drop_missing: bool = False, notes: list[str] | None = None,
               expression_column: str | None = None) -> CellData:
     """Parse one cell's split files and attach expression from ``expression`` (its ``<cell>.expr.csv``,
-    or any table :class:`histcli.sources.expression.ExpressionFile` reads, as a path or already open). A
-    file may be a pipe: it is read once (see ``histcli.sources.common.reads_inputs_once``)."""
+    or any table :class:`histcli.sources.expression.ExpressionFile` reads, as a path or an ExpressionFile that
+    several cells share). A file may be a pipe: it is read once (see ``histcli.sources.common.reads_inputs_once``)."""
     check_cell_name(name)
     schema = [Field("gene_bin", "id_bin")] + [Field(mark, "count") for mark in marks]
     mark_columns = list(marks)

@@ -39,7 +39,13 @@ import pandas as pd
 
 from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError
 from histcli.sources.annotation import gene_key
-from histcli.sources.common import ValuesByGene, labels_from_expression, parse_number, read_bytes
+from histcli.sources.common import (
+    ValuesByGene,
+    decoded_bytes,
+    labels_from_expression,
+    parse_number,
+    read_file_bytes,
+)
 from histcli.store import CellData, SourceFile
 
 _STARTS_WITH_ENSEMBL_ID = re.compile(r"ENS[A-Z]*G\d{11}")
@@ -157,7 +163,7 @@ class ExpressionFile:
     """An expression table (either layout) read once, however many cells take a column from it.
 
     Prepare makes one per ``--expression`` and hands it to every cell: the file
-    is read, split into fields and hashed once, and the columns the cells need
+    is read (once, so it may be a pipe), split into fields and hashed once, and the columns the cells need
     (see :meth:`columns`) are converted together when the first cell asks. A
     column with anything wrong in it (a bad value, a row of another width, a
     gene with two values) is read again line by line when its cell asks, so that
@@ -177,8 +183,12 @@ class ExpressionFile:
         return table if isinstance(table, ExpressionFile) else cls(table)
 
     @cached_property
+    def _raw(self) -> bytes:
+        return read_file_bytes(self.path)
+
+    @cached_property
     def _text(self) -> str:
-        return read_bytes(self.path).decode("utf-8", errors="replace")
+        return decoded_bytes(self.path, self._raw).decode("utf-8", errors="replace")
 
     @cached_property
     def _first(self) -> tuple[int, list[str]]:
@@ -186,8 +196,10 @@ class ExpressionFile:
 
     @cached_property
     def source(self) -> SourceFile:
-        """The file and its digest, as the cells that read it record it."""
-        return SourceFile.of(self.path)
+        """The file and its digest, as the cells that read it record it (from the bytes read once)."""
+        import hashlib
+
+        return SourceFile(str(self.path.resolve()), hashlib.sha256(self._raw).hexdigest())
 
     def keys_by_number(self, keys: pd.Index) -> pd.Index | None:
         """A table's ``keys`` with human Ensembl ids as bare numbers (ENSG00000000003 as "3"), None when none
@@ -317,11 +329,6 @@ def _finite_non_negative(texts: Sequence[str]) -> np.ndarray | None:
     if not np.isfinite(values).all() or (values < 0).any():
         return None
     return values
-
-
-def expression_columns(path: Path, *, column: str | None, cells: list[str]) -> dict[str, str | None]:
-    """:meth:`ExpressionFile.columns` of the file at ``path``."""
-    return ExpressionFile(path).columns(column=column, cells=cells)
 
 
 def read_expression(path: Path, *, column: str | None = None, cell: str | None = None) -> ExpressionTable:

@@ -486,9 +486,8 @@ def read_tracks_cell(
     expression = None if expression is None else ExpressionFile.of(expression)
     if expression is not None:
         expression.columns(column=expression_column, cells=[name])  # before any track is read
-    optional = (None if expression is None else expression.path, split)
-    inputs = [*track_paths, genes_path] + [Path(p) for p in optional if p is not None]
-    sources = SourceFile.hashing(inputs)
+    hashed = SourceFile.hashing([*track_paths, genes_path])
+
     table = read_genes(genes_path)
     loaded = {mark: read_track(path) for mark, path in zip(marks, track_paths, strict=True)}
     if table.repeated:
@@ -547,7 +546,9 @@ def read_tracks_cell(
         split=split_codes,
         expression=expression_values,
         labels=labels,
-        sources=sources(),
+        # The expression file hashes the bytes it read (it may have been a pipe).
+        sources=[*hashed(), *([] if expression is None else [expression.source]),
+                 *([] if split is None else [SourceFile.of(split)])],
         attrs=attrs,
         coordinates={"chrom": table.chrom.copy(), "tss": table.tss.copy(), "strand": table.strand.copy()},
     )
