@@ -2,8 +2,8 @@
 
 Every number comes from the library functions behind ``evaluate``
 (``histcli.evaluation``) and ``compare`` (``histcli.comparison``); this module
-only arranges them, for classifiers and regression models alike: the metrics
-table has the columns of the models' tasks, and the paired comparison and its
+only arranges them, for classifiers and regression models alike: one metrics
+table per task, with that task's metrics, and the paired comparison and its
 figures follow compare's metric (AUC, Pearson r or Spearman rho). Figures are
 plotly figures drawn by plotly.js, which is embedded once in the page (the
 ``report`` extra), with the data as JSON beside it; a Content-Security-Policy forbids any request to another host, so the page
@@ -28,6 +28,7 @@ from histcli.store import Store
 
 if TYPE_CHECKING:
     from histcli.comparison import Comparison
+    from histcli.tasks import Task
 
 # Curves are drawn from at most this many points each (evenly spaced along the curve,
 # both ends kept): 56 cells x 3 models of full curves would weigh tens of megabytes.
@@ -420,14 +421,27 @@ def metric_header(metric: str) -> str:
     return METRIC_LABELS.get(metric) or headers.get(metric, metric)
 
 
-def metrics_table(inputs: ReportInputs) -> str:
-    """Per cell, every metric of the models' tasks for each model, as ``evaluate`` computes them; mean and
-    median over cells below. A metric the model's task does not have is an empty cell, one it has but
-    cannot compute (a single class, constant levels) NA."""
+def task_groups(inputs: ReportInputs) -> list[tuple[Task, list[str], list[str]]]:
+    """(task, its models, its metrics) per task of the models, in the models' order: the metrics are the
+    task's own (``evaluation.metric_columns`` of that task alone, in evaluate's column order)."""
+    from histcli.evaluation import metric_columns
+
+    groups: dict[str, tuple[Task, list[str]]] = {}
+    for model in inputs.models:
+        task = inputs.entries[model][inputs.cells[0]].task
+        groups.setdefault(task.name, (task, []))[1].append(model)
+    return [(task, models, metric_columns([task])) for task, models in groups.values()]
+
+
+def metrics_table(inputs: ReportInputs, task: Task, models: list[str], metrics: list[str]) -> str:
+    """Per cell, the task's metrics for each of its models, as ``evaluate`` computes them; mean and median
+    over cells below. A metric the model's task has but cannot compute (a single class, constant levels)
+    is NA; one its task lacks on a cell (a name trained for another task there) an empty cell."""
     by_key = {(row["model"], row["cell"]): row for row in inputs.rows}
     head = ['<th data-type="text">cell</th>', '<th>n</th>', '<th>positives</th>']
-    head += [f"<th>{_e(metric_header(metric))} {_e(model)}</th>" for model in inputs.models
-             for metric in inputs.metrics]
+    # The model's name on a line of its own under the metric keeps the columns narrow.
+    head += [f'<th data-model="{_e(model)}" data-metric="{_e(metric)}">{_e(metric_header(metric))} '
+             f'<span class="model">{_e(model)}</span></th>' for model in models for metric in metrics]
 
     def value_td(model: str, cells: list[str], metric: str, value) -> str:
         if all(metric not in inputs.entries[model][cell].task.metric_columns for cell in cells):
@@ -436,21 +450,35 @@ def metrics_table(inputs: ReportInputs) -> str:
 
     body = []
     for cell in inputs.cells:
-        first = by_key[(inputs.models[0], cell)]
+        first = by_key[(models[0], cell)]
         tds = [f'<td data-value="{_e(cell)}">{_e(cell)}</td>', _cell_td(first["n"]), _cell_td(first["positives"])]
-        tds += [value_td(model, [cell], metric, by_key[(model, cell)][metric]) for model in inputs.models
-                for metric in inputs.metrics]
+        tds += [value_td(model, [cell], metric, by_key[(model, cell)][metric]) for model in models
+                for metric in metrics]
         body.append(f'<tr data-cell="{_e(cell)}">{"".join(tds)}</tr>')
     foot = []
     for statistic in ("mean", "median"):
         tds = [f"<th>{statistic}</th>", "<td></td>", "<td></td>"]
-        for model in inputs.models:
-            for metric in inputs.metrics:
+        for model in models:
+            for metric in metrics:
                 summary = next(s for s in inputs.summaries[metric] if s["model"] == model)
                 tds.append(value_td(model, inputs.cells, metric, summary[f"{statistic}_{metric}"]))
         foot.append(f'<tr class="summary" data-statistic="{statistic}">{"".join(tds)}</tr>')
-    return (f'<table id="metrics" class="sortable"><thead><tr>{"".join(head)}</tr></thead>'
+    return (f'<table id="metrics-{_e(task.name)}" class="sortable metrics" data-task="{_e(task.name)}">'
+            f'<thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody><tfoot>{"".join(foot)}</tfoot></table>')
+
+
+def metrics_section(inputs: ReportInputs) -> str:
+    """One metrics table per task (classifiers and regressors have different metrics), each headed by the
+    task and the validation metric that selected its models' epochs when the tasks are mixed."""
+    groups = task_groups(inputs)
+    parts = []
+    for task, models, metrics in groups:
+        if len(groups) > 1:
+            parts.append(f"<h3>{_e(task.name.capitalize())}: {_e(', '.join(models))} (best epoch selected on "
+                         f"validation {_e(task.selection_label)})</h3>")
+        parts.append(f'<div class="scroll">{metrics_table(inputs, task, models, metrics)}</div>')
+    return f'<div id="metrics">{"".join(parts)}</div>'
 
 
 def pair_section(block: dict, index: int) -> str:
@@ -544,6 +572,8 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;font-
 .verdict{font-weight:600}.figures{display:flex;flex-wrap:wrap;gap:1em}.figure{min-width:440px;flex:1}
 .mono,pre{font-family:ui-monospace,monospace;font-size:.8em}pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em}
 .notes{color:#8a4b00;font-size:.9em}.scroll{overflow-x:auto}
+table.metrics th{vertical-align:bottom}table.metrics :is(th,td){padding:.2em .4em}
+table.metrics th .model{display:block;font-weight:normal;color:#555}
 """
 
 SCRIPT = r"""
@@ -626,7 +656,7 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
         sections.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in inputs.notes) + "</ul>")
     sections += [f"<h2>Per-cell metrics ({_e(inputs.split)} genes)</h2>",
                  "<p>Click a column header to sort; mean and median rows stay below.</p>",
-                 f'<div class="scroll">{metrics_table(inputs)}</div>']
+                 metrics_section(inputs)]
     if inputs.comparison is not None:
         metric = inputs.comparison.metric
         sections.append(f"<h2>Paired comparison ({_e(METRIC_LABELS[metric])})</h2><p>Per cell: "

@@ -107,6 +107,14 @@ class Browser:
         x, y = self._centre(selector)
         self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
 
+    def set_viewport(self, width: int | None, height: int = 2000) -> None:
+        """Lay pages out as in a window ``width`` CSS pixels wide; None: back to the window's own size."""
+        if width is None:
+            self.send("Emulation.clearDeviceMetricsOverride")
+        else:
+            self.send("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
     def console_errors(self) -> list[str]:
         """Console errors, uncaught exceptions and browser log errors seen so far."""
         errors = []

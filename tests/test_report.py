@@ -112,6 +112,9 @@ def test_rendered_page_holds_evaluate_and_compare_numbers(space, page, browser):
             assert float(shown["value"]) == expected[metric]
             assert shown["text"] == f"{expected[metric]:.4f}"
     assert_footer(browser, headers, evaluation["summary"], "AUC", "auc")
+    # One task: one table, under no task heading.
+    assert browser.evaluate("document.querySelectorAll('#metrics table').length") == 1
+    assert browser.evaluate("document.querySelectorAll('#metrics h3').length") == 0
 
     # Every pair, with compare's per-cell numbers and verdict (Holm-adjusted over three pairs).
     verdicts = browser.evaluate("Array.from(document.querySelectorAll('p.verdict')).map(p => p.textContent)")
@@ -481,19 +484,6 @@ def test_mixed_classifier_and_regressor_report_compares_on_auc(regressors, mixed
     assert numbers["evaluate"] == json.loads(regressors.run("evaluate", "logistic-reg", "logistic", "-f",
                                                             "json").stdout)
     browser.open(mixed_page.resolve().as_uri())
-    headers = header_texts(browser, "#metrics")
-    evaluation = {(r["model"], r["cell"]): r for r in numbers["evaluate"]["rows"]}
-    for row in table(browser, "#metrics"):
-        cell = row[0]["text"]
-        # Each model's own metrics as evaluate gives them; another task's metrics are empty cells.
-        for metric, shown in (("AUC", "auc"), ("accuracy", "accuracy"), ("Pearson r", "pearson")):
-            for model in ("logistic-reg", "logistic"):
-                value = row[headers.index(f"{metric} {model}")]
-                expected = evaluation[(model, cell)][shown]
-                if expected is None:
-                    assert value == {"text": "", "value": ""}
-                else:
-                    assert float(value["value"]) == expected
     for expected, row in zip(comparison["cells"], table(browser, "#pair-0"), strict=True):
         assert [float(c["value"]) for c in row[2:5]] == [expected["auc_logistic-reg"], expected["auc_logistic"],
                                                          expected["delta_auc"]]
@@ -511,6 +501,51 @@ def test_mixed_classifier_and_regressor_report_compares_on_auc(regressors, mixed
         "logistic-reg (r ")
     assert len(browser.evaluate("document.getElementById('fig-levels').data")) == 2  # and the diagonal
     assert browser.evaluate("document.querySelectorAll('#fig-roc .scatterlayer .trace path.js-line').length") == 3
+    assert browser.console_errors() == []
+
+
+def test_mixed_report_has_one_metrics_table_per_task_that_fits_1000_px(regressors, mixed_page, browser):
+    """Classifiers and regressors each get a table of their own task's metrics (histcli.tasks), headed by
+    the task and its selection metric, with evaluate's values, and neither table is wider than its box in a
+    1000 px window (one table of both tasks' metrics for both models was 1312 px in a 953 px box)."""
+    from histcli.tasks import Classification, Regression
+
+    evaluation = json.loads(regressors.run("evaluate", "logistic-reg", "logistic", "-f", "json").stdout)
+    by_key = {(row["model"], row["cell"]): row for row in evaluation["rows"]}
+    summary = {row["model"]: row for row in evaluation["summary"]}
+    browser.set_viewport(1000)
+    try:
+        browser.open(mixed_page.resolve().as_uri())
+        tables = browser.evaluate("Array.from(document.querySelectorAll('#metrics table')).map(t => ["
+                                  "t.id, t.dataset.task, t.parentNode.scrollWidth, t.parentNode.clientWidth])")
+        headings = browser.evaluate("Array.from(document.querySelectorAll('#metrics h3')).map(h => h.textContent)")
+        page_width = browser.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    finally:
+        browser.set_viewport(None)
+    assert [task for _, task, _, _ in tables] == ["regression", "classification"]  # the models' order
+    for _, task, scroll_width, client_width in tables:
+        assert 900 < client_width < 1000 and scroll_width <= client_width, task
+    assert page_width[0] <= page_width[1]
+    assert headings == ["Regression: logistic-reg (best epoch selected on validation Pearson r)",
+                        "Classification: logistic (best epoch selected on validation AUC)"]
+    for table_id, model, task in (("metrics-regression", "logistic-reg", Regression()),
+                                  ("metrics-classification", "logistic", Classification())):
+        columns = browser.evaluate(f"Array.from(document.querySelectorAll('#{table_id} thead th')).map("
+                                   "h => [h.dataset.model || null, h.dataset.metric || null])")
+        assert columns[:3] == [[None, None]] * 3  # cell, n, positives
+        assert {metric for _, metric in columns[3:]} == set(task.metric_columns)
+        assert len(columns[3:]) == len(task.metric_columns) and {m for m, _ in columns[3:]} == {model}
+        for row in table(browser, f"#{table_id}"):
+            expected = by_key[(model, row[0]["text"])]
+            assert row[1]["text"] == str(expected["n"]) and row[2]["text"] == str(expected["positives"])
+            for (_, metric), shown in zip(columns[3:], row[3:], strict=True):
+                assert float(shown["value"]) == expected[metric]  # every value defined: no empty columns
+        footer = browser.evaluate(f"Array.from(document.querySelectorAll('#{table_id} tfoot tr')).map("
+                                  "r => Array.from(r.cells).map(c => c.getAttribute('data-value')))")
+        metric = task.selection_metric
+        column = columns.index([model, metric])
+        assert float(footer[0][column]) == summary[model][f"mean_{metric}"]
+        assert float(footer[1][column]) == summary[model][f"median_{metric}"]
     assert browser.console_errors() == []
 
 
