@@ -81,7 +81,6 @@ class ReportInputs:
     registry: Registry
     entries: dict[str, dict[str, Entry]]  # model -> cell -> entry
     rows: list[dict]  # evaluation_rows
-    metrics: list[str]  # evaluation.metric_columns of the models' tasks
     summaries: dict[str, list[dict]]  # metric -> summarise(rows, metric)
     comparison: Comparison | None  # None for one model
     curves: dict[str, dict[str, dict]]  # cell -> model -> {"roc": (fpr, tpr), "pr": (recall, precision)}
@@ -146,7 +145,7 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
             curves[cell][model] = {"roc": thin(fpr, tpr), "pr": thin(recall, precision)}
     inputs = ReportInputs(
         title=title or f"histcli report: {' vs '.join(models)}", models=models, cells=chosen, split=split,
-        store=store, registry=registry, entries=entries, rows=rows, metrics=metrics, summaries=summaries,
+        store=store, registry=registry, entries=entries, rows=rows, summaries=summaries,
         comparison=comparison, curves=curves, levels=levels, notes=list(dict.fromkeys(notes)),
         explain_method=explain,
     )
