@@ -70,7 +70,9 @@ class PairComparison:
         if s.wilcoxon_p is None:
             return f"{head} (too few cells for a test)"
         holm = f", Holm-adjusted p = {s.wilcoxon_p_holm:.2g}" if s.wilcoxon_p_holm is not None else ""
-        return f"{head}, Wilcoxon p = {s.wilcoxon_p:.2g}{holm}; median Δ{label} = {s.median_delta:+.4f}"
+        # The difference's sign is A's minus B's whoever leads, so the sentence names its order.
+        return (f"{head}, Wilcoxon p = {s.wilcoxon_p:.2g}{holm}; median Δ{label} ({self.model_a} − {self.model_b}) = "
+                f"{s.median_delta:+.4f}")
 
     def defined_rows(self) -> list[dict]:
         """The per-cell rows where the metric is defined for both models: those the across-cell tests use."""

@@ -137,7 +137,11 @@ def test_verdict_and_plot(workspace, tmp_path):
     result = workspace.run("compare", "logistic", "deepchrome", "--plot", svg, "-f", "json", "-q")
     assert result.code == 0, result.stderr
     assert b"<svg" in svg.read_bytes()[:400]
-    assert_plot_covers_every_pair(svg, json.loads(result.stdout))
+    payload = json.loads(result.stdout)
+    assert_plot_covers_every_pair(svg, payload)
+    # The median difference is A's minus B's whoever leads: the verdict says so.
+    summary = payload["summary"]
+    assert summary["verdict"].endswith(f"median ΔAUC (logistic − deepchrome) = {summary['median_delta']:+.4f}")
     assert_one_line_error(workspace.run("compare", "logistic", "deepchrome", "--plot", tmp_path / "x.gif"),
                           ".png, .svg or .pdf", code=2)
 
