@@ -76,31 +76,29 @@ def deepchrome(
 
     With --expression, each cell's labels must agree with the expression's median rule."""
     from histcli.cli import console
-    from histcli.fsutil import readable_inputs
     from histcli.marks import DEEPCHROME_ORDER
     from histcli.sources import deepchrome as layout
-    from histcli.sources.common import sources_as_given
     from histcli.store import Store
 
     console.setup(quiet)
     mark_names = _marks(marks, DEEPCHROME_ORDER)
     found = layout.find_cells(path, cells)
     names = [name for name, _ in found]
+    expression_file = _expression_file(expression, expression_column, names)
+    Store(store_path).check_writable(names, overwrite)
     notes: list[str] = []
-    with readable_inputs() as inputs:
-        expression_file = _expression_file(inputs(expression), expression_column, names)
-        Store(store_path).check_writable(names, overwrite)
-        parsed = (sources_as_given(_with_expression(
-            layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression_file, expression_column,
-            f"the DeepChrome files of {name}", drop_missing, notes), inputs.given) for name, files in found)
-        _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
+    parsed = (_with_expression(layout.read_cell(name, files, marks=mark_names, bin_size=bin_size), expression_file,
+                               expression_column, f"the DeepChrome files of {name}", drop_missing, notes)
+              for name, files in found)
+    _write(store_path, parsed, names, overwrite, output_format, "preparing DeepChrome cells")
     for message in notes:
         console.note(message)
 
 
 def _expression_file(expression: Path | None, column: str | None, cells: list[str]):
     """The --expression table (an ExpressionFile, None without one), which every cell takes its column from,
-    read once; before reading any data, every cell is checked to have its own column (UsageError if not)."""
+    read once (so it may be a pipe); before reading any data, every cell is checked to have its own column
+    (UsageError if not)."""
     from histcli.errors import UsageError
 
     if expression is None:
@@ -144,29 +142,24 @@ def deepdiff(
 
     Expression comes from <cell>.expr.csv, or from --expression instead."""
     from histcli.cli import console
-    from histcli.fsutil import readable_inputs
     from histcli.marks import DEEPDIFF_ORDER
     from histcli.sources import deepdiff as layout
-    from histcli.sources.common import sources_as_given
     from histcli.store import Store, check_cell_name
 
     console.setup(quiet)
     stored_name = check_cell_name(name or cell)
     mark_names = _marks(marks, DEEPDIFF_ORDER)
     splits, own_expression = layout.find_files(path, cell, need_expression=expression is None)
+    expression_file = _expression_file(expression, expression_column, [stored_name])
+    Store(store_path).check_writable([stored_name], overwrite)
     notes: list[str] = []
     if expression is not None and own_expression is not None:
         notes.append(f"--expression {expression.name} replaces {own_expression.name}")
-    with readable_inputs() as inputs:
-        expression_file = _expression_file(inputs(expression), expression_column, [stored_name])
-        Store(store_path).check_writable([stored_name], overwrite)
-        # A generator, so that parsing runs inside the progress bar.
-        parsed = (sources_as_given(layout.read_cell(
-            stored_name, splits, own_expression if expression_file is None else expression_file, marks=mark_names,
-            bin_size=bin_size, drop_missing=drop_missing, notes=notes, expression_column=expression_column),
-            inputs.given)
-                  for _ in range(1))
-        _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
+    # A generator, so that parsing runs inside the progress bar.
+    parsed = (layout.read_cell(stored_name, splits, own_expression if expression_file is None else expression_file,
+                               marks=mark_names, bin_size=bin_size, drop_missing=drop_missing, notes=notes,
+                               expression_column=expression_column) for _ in range(1))
+    _write(store_path, parsed, [stored_name], overwrite, output_format, "preparing DeepDiff cell")
     for message in notes:
         console.note(message)
 
@@ -201,8 +194,6 @@ def tracks(
     """Genome-wide signal (bedGraph or bigWig per mark) binned around each gene's TSS."""
     from histcli.cli import console
     from histcli.errors import UsageError
-    from histcli.fsutil import readable_inputs
-    from histcli.sources.common import sources_as_given
     from histcli.sources.tracks import read_tracks_cell
     from histcli.splits import check_split_options, parse_chromosome_split, parse_split_fractions
     from histcli.store import Store, check_cell_name
@@ -215,30 +206,28 @@ def tracks(
     by_chromosome = parse_chromosome_split(split_by_chromosome) if split_by_chromosome else None
     fractions = parse_split_fractions(split_fractions) if split_fractions else None
     check_split_options(split_file, by_chromosome, fractions)
+    # Before any track is read; read_tracks_cell reads the other inputs, pipes (bash's <(...)) included, once.
+    expression_file = _expression_file(expression, expression_column, [cell])
+    Store(store_path).check_writable([cell], overwrite)
     notes: list[str] = []
-    with readable_inputs() as inputs:
-        # The expression column is checked before any track is read; read_tracks_cell reads the other
-        # inputs, pipes (bash's <(...)) included, once.
-        expression_file = _expression_file(inputs(expression), expression_column, [cell])
-        Store(store_path).check_writable([cell], overwrite)
-        # A generator, so that reading and binning run inside the progress bar.
-        parsed = (sources_as_given(read_tracks_cell(
-            cell,
-            tracks=parse_tracks(track),
-            genes=genes,
-            expression=expression_file,
-            expression_column=expression_column,
-            split=split_file,
-            split_by_chromosome=by_chromosome,
-            split_fractions=fractions,
-            seed=seed,
-            bin_size=bin_size,
-            window=window,
-            aggregate=aggregate.value,
-            drop_missing=drop_missing,
-            notes=notes,
-        ), inputs.given) for _ in range(1))
-        _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
+    # A generator, so that reading and binning run inside the progress bar.
+    parsed = (read_tracks_cell(
+        cell,
+        tracks=parse_tracks(track),
+        genes=genes,
+        expression=expression_file,
+        expression_column=expression_column,
+        split=split_file,
+        split_by_chromosome=by_chromosome,
+        split_fractions=fractions,
+        seed=seed,
+        bin_size=bin_size,
+        window=window,
+        aggregate=aggregate.value,
+        drop_missing=drop_missing,
+        notes=notes,
+    ) for _ in range(1))
+    _write(store_path, parsed, [cell], overwrite, output_format, "preparing tracks")
     for message in notes:
         console.note(message)
 

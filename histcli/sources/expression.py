@@ -196,10 +196,12 @@ class ExpressionFile:
 
     @cached_property
     def source(self) -> SourceFile:
-        """The file and its digest, as the cells that read it record it (from the bytes read once)."""
+        """The file and the digest of the bytes read once, as the cells that read it record it; a pipe is
+        named as given (its resolved name would be the kernel's pipe:[inode])."""
         import hashlib
 
-        return SourceFile(str(self.path.resolve()), hashlib.sha256(self._raw).hexdigest())
+        path = self.path.resolve() if self.path.is_file() else self.path
+        return SourceFile(str(path), hashlib.sha256(self._raw).hexdigest())
 
     def keys_by_number(self, keys: pd.Index) -> pd.Index | None:
         """A table's ``keys`` with human Ensembl ids as bare numbers (ENSG00000000003 as "3"), None when none
