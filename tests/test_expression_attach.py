@@ -560,3 +560,23 @@ def test_an_error_in_a_piped_input_names_the_pipe(track_files, tmp_path):
     assert process.returncode == 1
     assert re.fullmatch(r"histcli: error: /dev/fd/\d+, line 2, field end: .+\n", process.stderr), process.stderr
     assert not store.exists()
+
+
+def test_cells_reading_one_shared_matrix_take_their_columns_from_one_pass(tmp_path, monkeypatch):
+    """A reader that checks its own cell's column keeps the batch the caller asked for: two track cells
+    sharing one ExpressionFile convert both columns in one pass, and each gets its own."""
+    from histcli.sources.tracks import read_tracks_cell
+
+    (tmp_path / "t.bedGraph").write_text("chr1\t0\t1000\t5\nchr1\t1000\t2000\t7\n")
+    (tmp_path / "genes.bed").write_text("chr1\t500\t501\tENSG00000000001\t0\t+\nchr1\t1500\t1501\tENSG00000000003\t0\t+\n")
+    (tmp_path / "m.tsv").write_text("gene_id\tA\tB\nENSG00000000001\t1\t30\nENSG00000000003\t2\t40\n")
+    passes = []
+    read_at_once = ExpressionFile._read_at_once
+    monkeypatch.setattr(ExpressionFile, "_read_at_once", lambda self, wanted: passes.append(wanted) or
+                        read_at_once(self, wanted))
+    shared = ExpressionFile(tmp_path / "m.tsv")
+    shared.columns(column=None, cells=["A", "B"])
+    cells = [read_tracks_cell(name, tracks={"H3K4me3": tmp_path / "t.bedGraph"}, genes=tmp_path / "genes.bed",
+                              expression=shared, bin_size=100, window=200) for name in ("A", "B")]
+    assert [cell.expression.tolist() for cell in cells] == [[1, 2], [30, 40]]
+    assert passes == [["A", "B"]]

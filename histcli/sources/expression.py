@@ -225,7 +225,8 @@ class ExpressionFile:
             what = f"column {column}" if column else self.path.name
             raise SettingError("expression", what, f"holds one cell's values, but {len(cells)} cells are prepared; "
                                "prepare one cell, or give a matrix with a column named like each cell")
-        self._wanted = list(dict.fromkeys(chosen.values()))
+        # Added to, not replaced: a reader checking its own cell keeps the batch its caller asked for.
+        self._wanted = list(dict.fromkeys([*self._wanted, *chosen.values()]))
         return chosen
 
     def table(self, *, column: str | None = None, cell: str | None = None) -> ExpressionTable:
