@@ -437,10 +437,15 @@ def metrics_table(inputs: ReportInputs, task: Task, models: list[str], metrics: 
     over cells below. A metric the model's task has but cannot compute (a single class, constant levels)
     is NA; one its task lacks on a cell (a name trained for another task there) an empty cell."""
     by_key = {(row["model"], row["cell"]): row for row in inputs.rows}
-    head = ['<th data-type="text">cell</th>', '<th>n</th>', '<th>positives</th>']
-    # The model's name on a line of its own under the metric keeps the columns narrow.
-    head += [f'<th data-model="{_e(model)}" data-metric="{_e(metric)}">{_e(metric_header(metric))} '
-             f'<span class="model">{_e(model)}</span></th>' for model in models for metric in metrics]
+    # Two header rows: each model's name once over its metrics keeps the columns as narrow as their
+    # values, so two models' six regression metrics fit a 1000 px window. Sortable headers name their
+    # column (data-column), as the second row's indexes are not the body's.
+    fixed = [('<th rowspan="2" data-column="0" data-type="text">cell</th>'), '<th rowspan="2" data-column="1">n</th>',
+             '<th rowspan="2" data-column="2">positives</th>']
+    groups = [f'<th colspan="{len(metrics)}" class="model" scope="colgroup">{_e(model)}</th>' for model in models]
+    columns = [f'<th data-column="{3 + index}" data-model="{_e(model)}" data-metric="{_e(metric)}">'
+               f'{_e(metric_header(metric))}</th>'
+               for index, (model, metric) in enumerate((model, metric) for model in models for metric in metrics)]
 
     def value_td(model: str, cells: list[str], metric: str, value) -> str:
         if all(metric not in inputs.entries[model][cell].task.metric_columns for cell in cells):
@@ -463,7 +468,7 @@ def metrics_table(inputs: ReportInputs, task: Task, models: list[str], metrics: 
                 tds.append(value_td(model, inputs.cells, metric, summary[f"{statistic}_{metric}"]))
         foot.append(f'<tr class="summary" data-statistic="{statistic}">{"".join(tds)}</tr>')
     return (f'<table id="metrics-{_e(task.name)}" class="sortable metrics" data-task="{_e(task.name)}">'
-            f'<thead><tr>{"".join(head)}</tr></thead>'
+            f'<thead><tr>{"".join(fixed + groups)}</tr><tr>{"".join(columns)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody><tfoot>{"".join(foot)}</tfoot></table>')
 
 
@@ -571,8 +576,9 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;font-
 .verdict{font-weight:600}.figures{display:flex;flex-wrap:wrap;gap:1em}.figure{min-width:440px;flex:1}
 .mono,pre{font-family:ui-monospace,monospace;font-size:.8em}pre{background:#f7f7f7;padding:.6em;overflow:auto;max-height:30em}
 .notes{color:#8a4b00;font-size:.9em}.scroll{overflow-x:auto}
-table.metrics th{vertical-align:bottom}table.metrics :is(th,td){padding:.2em .4em}
-table.metrics th .model{display:block;font-weight:normal;color:#555}
+table.metrics{font-size:.8em}table.metrics th{vertical-align:bottom}table.metrics :is(th,td){padding:.2em .3em}
+table.metrics thead tr+tr th:first-child{text-align:right}
+table.metrics th.model{text-align:center;border-bottom:1px solid #bbb;cursor:default}
 """
 
 SCRIPT = r"""
@@ -592,10 +598,14 @@ SCRIPT = r"""
     showCell(select.value);
   }
   document.querySelectorAll('table.sortable').forEach(function (table) {
-    table.querySelectorAll('thead th').forEach(function (th, column) {
+    var headers = table.querySelectorAll('thead th');
+    var columned = table.querySelector('thead th[data-column]') !== null;
+    headers.forEach(function (th, index) {
+      if (columned && !th.hasAttribute('data-column')) { return; }  // a group's heading sorts nothing
+      var column = columned ? parseInt(th.getAttribute('data-column'), 10) : index;
       th.addEventListener('click', function () {
         var ascending = th.getAttribute('aria-sort') !== 'ascending';
-        table.querySelectorAll('thead th').forEach(function (other) { other.removeAttribute('aria-sort'); });
+        headers.forEach(function (other) { other.removeAttribute('aria-sort'); });
         th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
         var text = th.getAttribute('data-type') === 'text';
         var body = table.tBodies[0];
