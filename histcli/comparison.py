@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from histcli.errors import ChoiceError, HistcliError, SettingError
+from histcli.errors import ChoiceError, HistcliError, SettingError, UsageError
 from histcli.evaluation import Predictions, predictions_for
 from histcli.registry import Registry
 from histcli.stats import PairedSummary
@@ -197,9 +197,9 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     from histcli import stats
 
     if len(models) < 2:
-        raise HistcliError("compare needs at least two model names")
+        raise UsageError("compare needs at least two model names")
     if len(set(models)) != len(models):
-        raise HistcliError("each model may be named once")
+        raise UsageError("each model may be named once")
     chosen, notes = common_cells(registry, models, cells)
     metric = choose_metric(metric, {model: registry.get(model, chosen[0]).task for model in models})
     test_name = CELL_TESTS[metric]

@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from histcli.errors import HistcliError, MissingExtraError, ModelError, ModelExistsError, SettingError
+from histcli.errors import HistcliError, MissingExtraError, ModelExistsError, NameNotAllowedError, SettingError
 from histcli.fsutil import ensure_writable_dir
 from histcli.store import CellData
 
@@ -194,7 +194,7 @@ def plan_sweep(cells: list[str], archs: list[str], seeds: list[int], params: lis
                 name = entry_name(template, arch, seed, len(seeds) > 1, point)
                 try:
                     check_model_name(name)
-                except ModelError as exc:
+                except NameNotAllowedError as exc:
                     raise SettingError("name", name, str(exc)) from None
                 label = f"{arch} seed {seed}" + (f" {' '.join(f'{k}={v}' for k, v in point.items())}" if point else "")
                 if name in names:

@@ -201,6 +201,22 @@ class ConflictError(UsageError):
         super().__init__(f"{' and '.join(self.settings)} cannot be combined: {reason}")
 
 
+class NameNotAllowedError(UsageError):
+    """A cell or model name outside the one name rule (``histcli.locations.NAME_RULE``); ``kind`` is
+    ``cell`` or ``model``."""
+
+    def __init__(self, kind: str, name: str, rule: str):
+        self.kind = kind
+        self.name = name
+        self.rule = rule
+        super().__init__(f"{kind} name {name!r} is not allowed: {rule}")
+
+
+class HyperparameterError(UsageError, ModelError):
+    """A hyperparameter an architecture does not have, or a value it cannot take: a usage error (exit
+    code 2) that is also a ModelError, as the architecture's own checks are."""
+
+
 class MissingExtraError(HistcliError):
     def __init__(self, package: str, extra: str, purpose: str):
         super().__init__(

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from histcli.errors import ModelError, ModelExistsError
+from histcli.errors import ModelError, ModelExistsError, NameNotAllowedError
 from histcli.fsutil import (
     ensure_writable_dir,
     exclusive_lock,
@@ -49,7 +49,7 @@ METADATA = "metadata.json"
 
 def check_model_name(name: str) -> str:
     if not is_allowed_name(name):
-        raise ModelError(f"model name {name!r} is not allowed: {NAME_RULE}")
+        raise NameNotAllowedError("model", name, NAME_RULE)
     return name
 
 

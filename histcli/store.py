@@ -49,7 +49,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from histcli import __version__, interrupt
-from histcli.errors import CellExistsError, NoStoreError, OldStoreFormatError, StoreError
+from histcli.errors import CellExistsError, NameNotAllowedError, NoStoreError, OldStoreFormatError, StoreError
 from histcli.fsutil import (
     copy_permissions,
     ensure_writable_dir,
@@ -85,7 +85,7 @@ _READ_ATTEMPTS = 20
 def check_cell_name(name: str) -> str:
     """Cell names become HDF5 group and folder names: keep them to a safe alphabet."""
     if not is_allowed_name(name):
-        raise StoreError(f"cell name {name!r} is not allowed: {NAME_RULE}")
+        raise NameNotAllowedError("cell", name, NAME_RULE)
     return name
 
 

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from histcli import interrupt
-from histcli.errors import DivergedError, HistcliError, ModelError, SettingError
+from histcli.errors import ChoiceError, DivergedError, HistcliError, ModelError, SettingError
 from histcli.store import CellData, expression_digest
 from histcli.tasks import Classification, Task
 
@@ -155,6 +155,8 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
     """Resolve an architecture's defaults with the user's choices (None keeps a default)."""
     from histcli import models
 
+    if architecture not in models.names():  # the user's choice; a stored entry's unknown one is a ModelError
+        raise ChoiceError("arch", architecture, models.names())
     arch = models.get(architecture)
     defaults = arch.training
     chosen = {key: value for key, value in training.items() if value is not None}

@@ -158,7 +158,8 @@ def test_models_on_different_bins_are_refused_clearly(workspace, tmp_path):
     (models / "ten" / "sim01" / "config.json").write_text(json.dumps(config))
     result = run_cli("compare", "logistic", "ten", env=env)
     assert_one_line_error(result, "expects 10 bins", "sim01 has 20 bins")
-    assert_one_line_error(run_cli("compare", "logistic", env=env), "at least two model names")
+    assert_one_line_error(run_cli("compare", "logistic", env=env), "at least two model names", code=2)
+    assert_one_line_error(run_cli("compare", "logistic", "logistic", env=env), "each model may be named once", code=2)
 
 
 def test_constant_labels_and_empty_splits_give_notes_not_crashes(workspace, tmp_path):

@@ -248,7 +248,7 @@ def test_unsafe_cell_name_is_refused(tmp_path, existing_store, name):
     folder = _write_layout(tmp_path / "bad", _valid_splits())
     digest = file_digest(existing_store)
     result = run_cli("prepare", "deepchrome", folder, "--cell", name, "--store", existing_store)
-    assert_one_line_error(result, repr(name), "not allowed")
+    assert_one_line_error(result, repr(name), "not allowed", code=2)
     assert file_digest(existing_store) == digest
 
 

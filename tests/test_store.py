@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, file_digest, parse_tsv, run_cli, stalled_at_commit
 
-from histcli.errors import CellExistsError, StoreError
+from histcli.errors import CellExistsError, NameNotAllowedError, StoreError
 from histcli.store import SPLIT_CODES, CellData, Store, fingerprint_cell
 
 DATA = Path(__file__).with_name("data")
@@ -170,7 +170,7 @@ def test_remove_keeps_other_cells(tmp_path):
 
 def test_unsafe_cell_names_are_refused(tmp_path):
     for name in ("a/b", "../x", "", ".hidden", "sp ace", "x" * 200):
-        with pytest.raises(StoreError, match="not allowed"):
+        with pytest.raises(NameNotAllowedError, match="not allowed"):
             Store(tmp_path / "s.h5").write([make_cell(name)])
     assert not (tmp_path / "s.h5").exists()
 

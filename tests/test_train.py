@@ -175,10 +175,18 @@ def test_training_needs_labels_and_known_cells(small_store, tmp_path):
     models = tmp_path / "models"
     result = train(small_store, models, "--cell", "nope", "--arch", "logistic")
     assert_one_line_error(result, "no cell 'nope'", "sim01")
+    # Bad arguments (exit code 2): an architecture, a hyperparameter or a value it cannot take, a name.
     result = train(small_store, models, "--cell", "sim01", "--arch", "transformer")
-    assert_one_line_error(result, "unknown architecture 'transformer'", "crnn")
+    assert_one_line_error(result, "--arch 'transformer': expected one of", "crnn", code=2)
     result = train(small_store, models, "--cell", "sim01", "--arch", "crnn", "--param", "units=many")
-    assert_one_line_error(result, "units")
+    assert_one_line_error(result, "hyperparameter units expects an integer, got 'many'", code=2)
+    result = train(small_store, models, "--cell", "sim01", "--arch", "crnn", "--param", "layers=2")
+    assert_one_line_error(result, "unknown hyperparameter(s) layers", "units", code=2)
+    result = train(small_store, models, "--cell", "sim01", "--arch", "crnn", "--param", "dropout=1.5")
+    assert_one_line_error(result, "dropout must be at least 0 and below 1, got 1.5", code=2)
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--name", "../up")
+    assert_one_line_error(result, "model name '../up' is not allowed", code=2)
+    assert not models.exists() or Registry(models).names() == []
     result = train(small_store, models, "--arch", "crnn")
     assert_one_line_error(result, "--all-cells", code=2)
 

@@ -15,7 +15,7 @@ import numbers
 import pkgutil
 from typing import TYPE_CHECKING
 
-from histcli.errors import ModelError
+from histcli.errors import HyperparameterError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -112,7 +112,7 @@ def resolve_hyperparameters(arch: Architecture, overrides: dict) -> dict:
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         valid = ", ".join(sorted(defaults)) if defaults else "none"
-        raise ModelError(
+        raise HyperparameterError(
             f"{arch.name}: unknown hyperparameter(s) {', '.join(unknown)}; valid hyperparameters: {valid}"
         )
     resolved = dict(defaults)
@@ -129,12 +129,12 @@ def _convert(arch_name: str, key: str, value, default):
     if isinstance(default, float):
         number = _to_number(where, value, float)
         if not math.isfinite(number):
-            raise ModelError(f"{where} must be a finite number, got {number}")
+            raise HyperparameterError(f"{where} must be a finite number, got {number}")
         # Every float hyperparameter is a dropout rate, or a non-negative scale.
         if key.endswith("dropout") and not 0.0 <= number < 1.0:
-            raise ModelError(f"{where} must be at least 0 and below 1, got {number}")
+            raise HyperparameterError(f"{where} must be at least 0 and below 1, got {number}")
         if number < 0.0:
-            raise ModelError(f"{where} must not be negative, got {number}")
+            raise HyperparameterError(f"{where} must not be negative, got {number}")
         return number
     if isinstance(default, tuple):
         if isinstance(value, str):
@@ -159,11 +159,11 @@ def _to_number(where: str, value, kind: type):
         if kind is float or isinstance(value, int) or value.is_integer():
             return kind(value)
     expected = "an integer" if kind is int else "a number"
-    raise ModelError(f"{where} expects {expected}, got {value!r}")
+    raise HyperparameterError(f"{where} expects {expected}, got {value!r}")
 
 
 def _positive(where: str, number: int) -> int:
     # Integer hyperparameters are sizes (maps, units, kernel widths, pool sizes).
     if number < 1:
-        raise ModelError(f"{where} must be a positive integer, got {number}")
+        raise HyperparameterError(f"{where} must be a positive integer, got {number}")
     return number
