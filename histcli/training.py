@@ -52,6 +52,7 @@ PATIENCE_STEPS = 300
 # --lr-schedule plateau: after patience / PLATEAU_FRACTION epochs without a
 # better validation AUC the learning rate is multiplied by LR_FACTOR, at most
 # LR_REDUCTIONS times. Off by default: it lowered validation AUC on E116 and Cell1.
+LR_SCHEDULES = ("constant", "plateau")
 PLATEAU_FRACTION = 4
 LR_FACTOR = 0.5
 LR_REDUCTIONS = 4
@@ -77,6 +78,23 @@ class TrainSettings:
     precision: str = "fp32"
     mirror: bool = False  # genes of unknown orientation: train on both, predict the average
     task: Task = field(default_factory=Classification)
+
+    def __post_init__(self):
+        """Refuse values no run can train with (the command line's option ranges; tune's searched values
+        and Python callers come here too)."""
+        checks = [
+            ("lr", self.lr, 1e-9 <= self.lr <= 10.0, "expected a learning rate from 1e-9 to 10"),
+            ("batch_size", self.batch_size, self.batch_size is None or self.batch_size >= 1, "expected at least 1"),
+            ("weight_decay", self.weight_decay, 0.0 <= self.weight_decay < math.inf, "expected 0 or more"),
+            ("max_epochs", self.max_epochs, self.max_epochs >= 1, "expected at least 1"),
+            ("patience", self.patience, self.patience is None or self.patience >= 1, "expected at least 1"),
+            ("clip_norm", self.clip_norm, 0.0 <= self.clip_norm < math.inf, "expected 0 (off) or more"),
+        ]
+        for setting, value, valid, expected in checks:
+            if not valid:
+                raise SettingError(setting, value, expected)
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ChoiceError("lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
     def as_config(self) -> dict:
         return {

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from histcli.errors import ConflictError, HistcliError, ModelError, SettingError
+from histcli.errors import ConflictError, HistcliError, SettingError
 from histcli.store import CellData
 
 # Training settings a search may vary besides the architecture's hyperparameters.
@@ -121,7 +121,7 @@ def check_space(arch: str, base: dict, fixed: dict, specs: dict[str, SearchSpec]
         for value in spec.extremes():
             try:
                 trial_settings(arch, base, fixed, {spec.key: value})
-            except (ModelError, ValueError, TypeError) as exc:
+            except (HistcliError, ValueError, TypeError) as exc:
                 raise SettingError("search", f"{spec.key}={spec.text}", str(exc)) from None
 
 

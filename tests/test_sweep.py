@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -284,6 +285,35 @@ def test_search_specs():
     for bad in ("lr=loguniform:0:1", "lr=uniform:0.5:0.1", "lr=normal:0:1", "lr", "units=int:1:x", "x=choice:"):
         with pytest.raises(UsageError):
             parse_search([bad])
+
+
+@pytest.mark.parametrize("search, fragment", [
+    ("batch_size=int:0:3", "batch_size 0: expected at least 1"),
+    ("weight_decay=uniform:-0.1:0.1", "weight_decay -0.1: expected 0 or more"),
+    ("clip_norm=choice:-1,1", "clip_norm -1.0: expected 0 (off) or more"),
+    ("lr=uniform:0.5:20", "lr 20.0: expected a learning rate from 1e-9 to 10"),
+    ("dropout=uniform:0.1:1.5", "dropout must be at least 0 and below 1, got 1.5"),
+])
+def test_search_values_no_run_can_train_with_are_refused_before_ray_starts(search, fragment):
+    """Each searched range's extremes go through the trial's settings: a batch of 0 genes once started
+    Ray and its trials (the command line's own --batch-size refuses 0, the search did not)."""
+    from histcli.tuning import check_space
+
+    with pytest.raises(UsageError, match=f"^search '{search}': .*{re.escape(fragment)}"):
+        check_space("crnn", {}, {}, parse_search([search]))
+
+
+def test_train_settings_refuse_what_no_run_can_train_with():
+    from histcli.training import TrainSettings, settings_for
+
+    assert settings_for("cnn", batch_size=1, clip_norm=0.0, weight_decay=0.0).batch_size == 1
+    for setting, value in (("batch_size", 0), ("max_epochs", 0), ("patience", 0), ("lr", 0.0),
+                           ("lr", float("nan")), ("weight_decay", float("inf")), ("clip_norm", -1.0)):
+        with pytest.raises(UsageError, match=f"^{setting} "):
+            settings_for("cnn", **{setting: value})
+    with pytest.raises(UsageError, match="lr_schedule 'cosine': expected one of constant, plateau"):
+        dataclasses.replace(settings_for("cnn"), lr_schedule="cosine")
+    assert isinstance(settings_for("cnn"), TrainSettings)
 
 
 @pytest.mark.parametrize("command", ["sweep", "tune"])
