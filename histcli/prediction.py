@@ -30,7 +30,7 @@ from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
 from histcli.sources.common import COUNT_OVERFLOW, is_gzip
-from histcli.sources.rows import Field, GeneBlocks, first_bad_line, read_chunks
+from histcli.sources.rows import Field, GeneBlocks, blank_ids, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
 log = logging.getLogger("histcli")
@@ -335,13 +335,13 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
     with ScoringPipeline(predictor, writer) as pipeline:
         for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
             values = chunk.iloc[:, 1:].to_numpy(np.float64)
+            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
             bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
-            bad |= (values >= COUNT_OVERFLOW).any(axis=1)
+            bad |= (values >= COUNT_OVERFLOW).any(axis=1) | blank_ids(gene_ids)
             if bad.any():
                 line = first_line + int(np.argmax(bad))
                 raise (first_bad_line(path, schema, start=line, sep="\t")
                        or InputError(path, "invalid value", line=line))
-            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
             duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
             pipeline.submit(gene_ids, values[:, take - 1].reshape(len(values), predictor.n_bins,
                                                                    len(predictor.marks)))

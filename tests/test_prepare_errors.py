@@ -42,6 +42,9 @@ DEEPDIFF_CASES = {
                        "negative"),
     "bin not a number": ({"train": ["ENSG00000000001_A_x,1,2,3,4,5"]}, "X.train.csv", "line 1", "field gene_bin",
                          "'x' is not a number"),
+    "gene without a name": ({"train": [f"ENSG00000000001_A_{b},1,2,3,4,5" for b in range(1, 5)]
+                             + [f" _{b},1,2,3,4,5" for b in range(1, 5)]}, "X.train.csv", "line 5",
+                            "field gene_bin", "' _1' is not <gene>_<bin>"),
 }
 
 

@@ -42,6 +42,20 @@ def too_large(text: str) -> str:
     """The message for a count or track value beyond what float32 holds."""
     return f"{text} is too large: at most {MAX_COUNT:.8g} (float32) can be stored"
 
+# What errors="surrogateescape" makes of a byte that is not part of UTF-8 text.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def not_utf8(path: Path, text: str, line: int) -> InputError | None:
+    """The error for a line read with errors="surrogateescape" that holds bytes that are not UTF-8 (such as
+    Latin-1 text), else None."""
+    escaped = _ESCAPED_BYTE.search(text)
+    if escaped is None:
+        return None
+    return InputError(path, f"not UTF-8 text (byte 0x{ord(escaped.group()) - 0xDC00:02x} at character "
+                            f"{escaped.start() + 1}); save the file as UTF-8", line=line)
+
+
 _ENSEMBL = re.compile(r"(ENS[A-Z]*G\d{11})(?:\.\d+)?")
 
 
