@@ -285,8 +285,10 @@ def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,
 
 def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> int:
     marks = [_mark_of(name, shown, name) for name in header[2:]]
-    if len(set(marks)) != len(marks):
-        raise InputError(shown, "a mark column appears twice in the header", line=1)
+    for index, mark in enumerate(marks):
+        if mark in marks[:index]:
+            first, second = header[2 + marks.index(mark)], header[2 + index]
+            raise InputError(shown, f"columns {first!r} and {second!r} are both mark {mark}", line=1, field=second)
     _check_marks(marks, predictor, shown)
     order = [marks.index(mark) for mark in predictor.marks]
     schema = [Field(header[0] or "gene_id", "id"), Field("bin", "bin")] + [Field(m, "count") for m in marks]

@@ -129,6 +129,8 @@ BAD_LONG = {
     "duplicate gene": (lambda lines: lines + lines[1:21], "line 62", "appears again (first at line 2)"),
     "wrong column count": (lambda lines: lines[:3] + [lines[3] + "\t5"] + lines[4:], "line 4",
                            "expected 7 tab-separated fields"),
+    "mark given twice": (lambda lines: [lines[0].replace("H3K9me3", "h3k4me3")] + lines[1:], "line 1",
+                         "field h3k4me3", "columns 'H3K4me3' and 'h3k4me3' are both mark H3K4me3"),
     "gene without an id": (lambda lines: lines[:21] + ["\t" + line.split("\t", 1)[1] for line in lines[21:41]]
                            + lines[41:], "line 22", "field gene_id", "empty gene id"),
     "rows sorted by bin": (lambda lines: lines[:1] + sorted(lines[1:], key=lambda line: int(line.split("\t")[1])),
