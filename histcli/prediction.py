@@ -29,7 +29,7 @@ from histcli.errors import InputError, StdoutClosed
 from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
-from histcli.sources.common import COUNT_OVERFLOW, is_gzip
+from histcli.sources.common import COUNT_OVERFLOW, is_gzip, refuse_other_compression
 from histcli.sources.rows import Field, GeneBlocks, blank_ids, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
@@ -181,6 +181,8 @@ def _header(path: Path, shown: str) -> list[str]:
 
     if path.stat().st_size == 0:
         raise InputError(shown, "empty file, expected a header line")
+    with open(path, "rb") as handle:
+        refuse_other_compression(shown, handle.read(10))
     try:
         with _open_text(path) as handle:
             line = handle.readline()

@@ -101,6 +101,16 @@ def test_bad_values_name_the_file_line_and_field(tmp_path, text, where, problem)
     assert str(caught.value) == f"{path}, {where}: {problem}"
 
 
+@pytest.mark.parametrize("compress, name", [("bz2", "bzip2"), ("lzma", "xz")])
+def test_a_table_compressed_other_than_gzip_says_so(tmp_path, compress, name):
+    import importlib
+
+    path = tmp_path / "expr.tsv.x"
+    path.write_bytes(importlib.import_module(compress).compress(b"gene_id\trpkm\nENSG00000000003\t1.5\n"))
+    with pytest.raises(InputError, match=rf"expr\.tsv\.x: is {name}-compressed; only plain text and gzip are read"):
+        read_expression(path)
+
+
 def test_the_median_counts_every_row_and_repeats_are_noted(tmp_path):
     # ENSG2 twice with one value: used once, but both rows count towards the median (DeepChrome's rule).
     path = _write(tmp_path / "m.tsv", "gene_id\tA\tB\nENSG00000000001\t9\t1\nENSG00000000002\t9\t0\n"

@@ -172,6 +172,17 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
                           "line 3", "field gene_id", "empty gene id")
 
 
+def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path):
+    import bz2
+
+    gene_ids, counts = genes
+    text = write_long(tmp_path / "l.tsv", gene_ids[:2], counts[:2]).read_bytes()
+    path = tmp_path / "l.tsv.bz2"
+    path.write_bytes(bz2.compress(text))
+    assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path),
+                          "is bzip2-compressed; only plain text and gzip are read", "bunzip2")
+
+
 @pytest.mark.parametrize("layout", ["long", "wide"])
 def test_a_header_without_genes_leaves_stdout_empty(workspace, genes, tmp_path, layout):
     gene_ids, counts = genes

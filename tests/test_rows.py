@@ -158,3 +158,13 @@ def test_a_file_of_a_header_only_yields_no_chunk(tmp_path):
         for _, chunk in rows.read_chunks(path, SCHEMA, sep="\t", skip_lines=1):
             seen.append(len(chunk))
     assert seen == []
+
+
+def test_a_file_compressed_other_than_gzip_says_so(tmp_path):
+    import bz2
+
+    path = tmp_path / "train.csv.bz2"
+    path.write_bytes(bz2.compress(("\n".join(_lines(2)) + "\n").encode()))
+    with pytest.raises(InputError, match=r"train\.csv\.bz2: is bzip2-compressed; only plain text and gzip are read "
+                                         r"\(decompress it first, e.g. with bunzip2\)"):
+        _read_all(path)

@@ -17,7 +17,15 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError
-from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, not_utf8, parse_number, too_large
+from histcli.sources.common import (
+    COUNT_OVERFLOW,
+    CountBlocks,
+    is_gzip,
+    not_utf8,
+    parse_number,
+    refuse_other_compression,
+    too_large,
+)
 
 CHUNK_ROWS = 200_000
 
@@ -113,6 +121,8 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
         raise InputError(path, "no such file")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
+    with open(path, "rb") as handle:
+        refuse_other_compression(path, handle.read(10))
     gzipped = is_gzip(path)
     # Ids as plain Python strings: building pandas' own string type (pyarrow-backed in
     # pandas 3) took nearly half as long again as parsing, only to be turned back.
