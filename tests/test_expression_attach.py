@@ -101,6 +101,19 @@ def test_bad_values_name_the_file_line_and_field(tmp_path, text, where, problem)
     assert str(caught.value) == f"{path}, {where}: {problem}"
 
 
+@pytest.mark.parametrize("sep", ["\t", ","])
+def test_an_empty_field_in_another_column_keeps_the_columns_in_place(tmp_path, sep):
+    # Missing values written as nothing (pandas' to_csv writes NaN so), in columns T's cell does not read.
+    rows = ["gene_id,E001,E002,T", "ENSG00000000001,3,,10", "ENSG00000000002,,1.5,20"]
+    path = _write(tmp_path / "m.txt", "\n".join(rows).replace(",", sep) + "\n")
+    assert read_expression(path, cell="T").values.tolist() == [10, 20]
+    with pytest.raises(InputError, match=r"m\.txt, line 3, field E001: '' is not a number"):
+        read_expression(path, cell="E001")
+    without_id = _write(tmp_path / "n.txt", "\n".join(rows + [",9,9,9"]).replace(",", sep) + "\n")
+    with pytest.raises(InputError, match=r"n\.txt, line 4, field gene_id: empty gene id"):
+        read_expression(without_id, cell="T")
+
+
 @pytest.mark.parametrize("compress, name", [("bz2", "bzip2"), ("lzma", "xz")])
 def test_a_table_compressed_other_than_gzip_says_so(tmp_path, compress, name):
     import importlib
