@@ -71,6 +71,21 @@ def test_deepdiff_and_deepchrome_need_every_split_file(tmp_path, store):
                           "valid.csv", "missing: valid.csv")
 
 
+def test_a_folder_in_place_of_a_split_file_is_named_as_a_folder(tmp_path, store):
+    folder = _deepdiff_folder(tmp_path)
+    (folder / "X.valid.csv").unlink()
+    (folder / "X.valid.csv").mkdir()
+    assert_one_line_error(run_cli("prepare", "deepdiff", folder, "--cell", "X", "--store", store),
+                          f"{folder / 'X.valid.csv'}: is a folder, expected a file")
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    for split in ("train", "valid"):
+        (toy / f"{split}.csv").write_text(f"{split}1,1,1,1,1,1,1,1\n")
+    (toy / "test.csv").mkdir()
+    assert_one_line_error(run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--store", store),
+                          f"{toy / 'test.csv'}: is a folder, expected a file")
+
+
 @pytest.fixture
 def track_files(tmp_path):
     """Two marks on chr1 and a BED of two genes, valid as written."""

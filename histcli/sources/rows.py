@@ -119,6 +119,8 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a file")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
     with open(path, "rb") as handle:
