@@ -30,7 +30,7 @@ from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
 from histcli.sources.common import COUNT_OVERFLOW, is_gzip, refuse_other_compression
-from histcli.sources.rows import Field, GeneBlocks, blank_ids, first_bad_line, read_chunks
+from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
 log = logging.getLogger("histcli")
@@ -341,7 +341,7 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
             values = chunk.iloc[:, 1:].to_numpy(np.float64)
             gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
             bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
-            bad |= (values >= COUNT_OVERFLOW).any(axis=1) | blank_ids(gene_ids)
+            bad |= (values >= COUNT_OVERFLOW).any(axis=1) | bad_ids(gene_ids)
             if bad.any():
                 line = first_line + int(np.argmax(bad))
                 raise (first_bad_line(path, schema, start=line, sep="\t")

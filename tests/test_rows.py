@@ -168,3 +168,15 @@ def test_a_file_compressed_other_than_gzip_says_so(tmp_path):
     with pytest.raises(InputError, match=r"train\.csv\.bz2: is bzip2-compressed; only plain text and gzip are read "
                                          r"\(decompress it first, e.g. with bunzip2\)"):
         _read_all(path)
+
+
+@pytest.mark.parametrize("closed_at", [None, 9])
+def test_a_quote_left_open_is_named_at_its_line(tmp_path, closed_at):
+    # pandas reads a quoted field on until its closing quote, lines later or at the end of the file.
+    lines = _lines(3)
+    lines[5] = '"' + lines[5]
+    if closed_at is not None:
+        lines[closed_at - 1] = lines[closed_at - 1].replace(",", '",', 1)
+    with pytest.raises(InputError, match=r"train\.csv, line 6, field gene_id: a double quote opens a field that "
+                                         r"does not close on its line"):
+        read_cell("c", _cell_files(tmp_path, lines))

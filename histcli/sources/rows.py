@@ -84,6 +84,10 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
         found = "a blank line" if not text.strip() else len(fields)
         return InputError(path, f"expected {len(schema)} {kind}-separated fields ({names}), found {found}", line=line)
     for value, field in zip(fields, schema, strict=True):
+        if value.startswith('"') and (len(value) == 1 or not value.endswith('"')):
+            # pandas would read this field on, across lines, to the next quote in the file.
+            return InputError(path, "a double quote opens a field that does not close on its line", line=line,
+                              field=field.name)
         problem = _problem(value, field)
         if problem is not None:
             return InputError(path, problem, line=line, field=field.name)
@@ -254,10 +258,10 @@ class GeneBlocks:
         raise error or InputError(self.path, "invalid values", line=line)
 
     def _group(self, genes, bins, values, labels, lines, starts) -> None:
-        # A row without a gene id starts a run of its own: its first row is enough to look at.
-        blank = blank_ids(genes[starts])
-        if blank.any():
-            self.fail_at(int(lines[starts[np.argmax(blank)]]))
+        # A row with a bad gene id starts a run of its own: its first row is enough to look at.
+        bad = bad_ids(genes[starts])
+        if bad.any():
+            self.fail_at(int(lines[starts[np.argmax(bad)]]))
         lengths = np.diff(np.append(starts, len(genes)))
         n = self.n_bins
         wrong = np.flatnonzero(lengths != n)
@@ -330,9 +334,11 @@ class GeneBlocks:
         return genes.astype(object), labels, lines
 
 
-def blank_ids(gene_ids: np.ndarray) -> np.ndarray:
-    """Where a gene id is empty or only blanks (refused; :func:`diagnose_line` says so)."""
-    return np.fromiter((not gene.strip() for gene in gene_ids), dtype=bool, count=len(gene_ids))
+def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
+    """Where a gene id is empty or only blanks, or runs over lines (a quote left open); :func:`diagnose_line`
+    says which."""
+    return np.fromiter((not gene.strip() or "\n" in gene or "\r" in gene for gene in gene_ids), dtype=bool,
+                       count=len(gene_ids))
 
 
 def check_unique_genes(parts: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
