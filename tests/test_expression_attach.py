@@ -101,6 +101,15 @@ def test_bad_values_name_the_file_line_and_field(tmp_path, text, where, problem)
     assert str(caught.value) == f"{path}, {where}: {problem}"
 
 
+def test_a_header_without_a_name_for_the_gene_ids_is_pointed_out(tmp_path):
+    # R's write.table (row.names = TRUE) names the value columns only: E001 seems to head the gene ids.
+    path = _write(tmp_path / "r.tsv", "E001\tE002\tE003\nENSG00000000001\t1\t2\t3\n")
+    for settings in ({"cell": "E001"}, {"column": "E001"}):
+        with pytest.raises(UsageError, match=r"E001 heads the first column, the gene ids'; a header written by R's "
+                                             r"write.table has no name for them: add one \(such as gene_id\)"):
+            read_expression(path, **settings)
+
+
 @pytest.mark.parametrize("sep", ["\t", ","])
 def test_an_empty_field_in_another_column_keeps_the_columns_in_place(tmp_path, sep):
     # Missing values written as nothing (pandas' to_csv writes NaN so), in columns T's cell does not read.

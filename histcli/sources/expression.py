@@ -141,15 +141,19 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
                 raise SettingError("expression_column", column, f"{path.name} has one value column ({named}); a "
                                    "column is picked from a matrix with one column per cell")
         return None
+    wanted = column if column is not None else cell
+    # The name of the gene-id column asked for: likely a header from R, one name short (not guessed around).
+    unnamed_ids = (f"; {wanted} heads the first column, the gene ids'; a header written by R's write.table has no "
+                   "name for them: add one (such as gene_id)" if wanted == first[0] else "")
     if column is not None:
         if column not in columns:
             raise SettingError("expression_column", column,
-                               f"no such column in {path.name} ({_describe_columns(columns)})")
+                               f"no such column in {path.name} ({_describe_columns(columns)}){unnamed_ids}")
         return column
     if cell is not None and cell in columns:
         return cell
     unnamed = f"; no column is named like the cell {cell!r}" if cell is not None else ""
-    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}",
+    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}{unnamed_ids}",
                             column_setting="expression_column")
 
 
