@@ -29,8 +29,8 @@ from histcli.errors import InputError, StdoutClosed
 from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
-from histcli.sources.common import COUNT_OVERFLOW, is_gzip
-from histcli.sources.rows import Field, GeneBlocks, first_bad_line, read_chunks
+from histcli.sources.common import COUNT_OVERFLOW, is_gzip, refuse_other_compression
+from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
 log = logging.getLogger("histcli")
@@ -181,6 +181,8 @@ def _header(path: Path, shown: str) -> list[str]:
 
     if path.stat().st_size == 0:
         raise InputError(shown, "empty file, expected a header line")
+    with open(path, "rb") as handle:
+        refuse_other_compression(shown, handle.read(10))
     try:
         with _open_text(path) as handle:
             line = handle.readline()
@@ -285,8 +287,10 @@ def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,
 
 def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> int:
     marks = [_mark_of(name, shown, name) for name in header[2:]]
-    if len(set(marks)) != len(marks):
-        raise InputError(shown, "a mark column appears twice in the header", line=1)
+    for index, mark in enumerate(marks):
+        if mark in marks[:index]:
+            first, second = header[2 + marks.index(mark)], header[2 + index]
+            raise InputError(shown, f"columns {first!r} and {second!r} are both mark {mark}", line=1, field=second)
     _check_marks(marks, predictor, shown)
     order = [marks.index(mark) for mark in predictor.marks]
     schema = [Field(header[0] or "gene_id", "id"), Field("bin", "bin")] + [Field(m, "count") for m in marks]
@@ -335,13 +339,13 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
     with ScoringPipeline(predictor, writer) as pipeline:
         for first_line, chunk in read_chunks(path, schema, sep="\t", skip_lines=1, chunk_rows=genes_per_chunk):
             values = chunk.iloc[:, 1:].to_numpy(np.float64)
+            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
             bad = ~np.isfinite(values).all(axis=1) | (values < 0).any(axis=1)
-            bad |= (values >= COUNT_OVERFLOW).any(axis=1)
+            bad |= (values >= COUNT_OVERFLOW).any(axis=1) | bad_ids(gene_ids)
             if bad.any():
                 line = first_line + int(np.argmax(bad))
                 raise (first_bad_line(path, schema, start=line, sep="\t")
                        or InputError(path, "invalid value", line=line))
-            gene_ids = chunk.iloc[:, 0].to_numpy(dtype=object)
             duplicates.add(gene_ids, first_line + np.arange(len(gene_ids)))
             pipeline.submit(gene_ids, values[:, take - 1].reshape(len(values), predictor.n_bins,
                                                                    len(predictor.marks)))

@@ -101,6 +101,38 @@ def test_bad_values_name_the_file_line_and_field(tmp_path, text, where, problem)
     assert str(caught.value) == f"{path}, {where}: {problem}"
 
 
+def test_a_header_without_a_name_for_the_gene_ids_is_pointed_out(tmp_path):
+    # R's write.table (row.names = TRUE) names the value columns only: E001 seems to head the gene ids.
+    path = _write(tmp_path / "r.tsv", "E001\tE002\tE003\nENSG00000000001\t1\t2\t3\n")
+    for settings in ({"cell": "E001"}, {"column": "E001"}):
+        with pytest.raises(UsageError, match=r"E001 heads the first column, the gene ids'; a header written by R's "
+                                             r"write.table has no name for them: add one \(such as gene_id\)"):
+            read_expression(path, **settings)
+
+
+@pytest.mark.parametrize("sep", ["\t", ","])
+def test_an_empty_field_in_another_column_keeps_the_columns_in_place(tmp_path, sep):
+    # Missing values written as nothing (pandas' to_csv writes NaN so), in columns T's cell does not read.
+    rows = ["gene_id,E001,E002,T", "ENSG00000000001,3,,10", "ENSG00000000002,,1.5,20"]
+    path = _write(tmp_path / "m.txt", "\n".join(rows).replace(",", sep) + "\n")
+    assert read_expression(path, cell="T").values.tolist() == [10, 20]
+    with pytest.raises(InputError, match=r"m\.txt, line 3, field E001: '' is not a number"):
+        read_expression(path, cell="E001")
+    without_id = _write(tmp_path / "n.txt", "\n".join(rows + [",9,9,9"]).replace(",", sep) + "\n")
+    with pytest.raises(InputError, match=r"n\.txt, line 4, field gene_id: empty gene id"):
+        read_expression(without_id, cell="T")
+
+
+@pytest.mark.parametrize("compress, name", [("bz2", "bzip2"), ("lzma", "xz")])
+def test_a_table_compressed_other_than_gzip_says_so(tmp_path, compress, name):
+    import importlib
+
+    path = tmp_path / "expr.tsv.x"
+    path.write_bytes(importlib.import_module(compress).compress(b"gene_id\trpkm\nENSG00000000003\t1.5\n"))
+    with pytest.raises(InputError, match=rf"expr\.tsv\.x: is {name}-compressed; only plain text and gzip are read"):
+        read_expression(path)
+
+
 def test_the_median_counts_every_row_and_repeats_are_noted(tmp_path):
     # ENSG2 twice with one value: used once, but both rows count towards the median (DeepChrome's rule).
     path = _write(tmp_path / "m.tsv", "gene_id\tA\tB\nENSG00000000001\t9\t1\nENSG00000000002\t9\t0\n"

@@ -129,6 +129,12 @@ BAD_LONG = {
     "duplicate gene": (lambda lines: lines + lines[1:21], "line 62", "appears again (first at line 2)"),
     "wrong column count": (lambda lines: lines[:3] + [lines[3] + "\t5"] + lines[4:], "line 4",
                            "expected 7 tab-separated fields"),
+    "mark given twice": (lambda lines: [lines[0].replace("H3K9me3", "h3k4me3")] + lines[1:], "line 1",
+                         "field h3k4me3", "columns 'H3K4me3' and 'h3k4me3' are both mark H3K4me3"),
+    "gene without an id": (lambda lines: lines[:21] + ["\t" + line.split("\t", 1)[1] for line in lines[21:41]]
+                           + lines[41:], "line 22", "field gene_id", "empty gene id"),
+    "rows sorted by bin": (lambda lines: lines[:1] + sorted(lines[1:], key=lambda line: int(line.split("\t")[1])),
+                           "line 5", "appears again (first at line 2)", "the rows of a gene must be consecutive"),
 }
 
 
@@ -160,6 +166,32 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
                           "line 4", "field H3K27me3_20", "negative")
     stdin = workspace.run("predict", "logistic", "-", "--cell", "sim01", stdin=negative.read_text())
     assert_one_line_error(stdin, "<stdin>, line 4")
+    unnamed = tmp_path / "unnamed.tsv"
+    unnamed.write_text("\n".join(lines[:2] + [" \t" + lines[2].split("\t", 1)[1]] + lines[3:]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", unnamed, "--cell", "sim01"),
+                          "line 3", "field gene_id", "empty gene id")
+
+
+def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path):
+    import bz2
+
+    gene_ids, counts = genes
+    text = write_long(tmp_path / "l.tsv", gene_ids[:2], counts[:2]).read_bytes()
+    path = tmp_path / "l.tsv.bz2"
+    path.write_bytes(bz2.compress(text))
+    assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path),
+                          "is bzip2-compressed; only plain text and gzip are read", "bunzip2")
+
+
+@pytest.mark.parametrize("layout", ["long", "wide"])
+def test_a_header_without_genes_leaves_stdout_empty(workspace, genes, tmp_path, layout):
+    gene_ids, counts = genes
+    written = (write_long if layout == "long" else write_wide)(tmp_path / "full.tsv", gene_ids[:1], counts[:1])
+    path = tmp_path / "header.tsv"
+    path.write_text(written.read_text().splitlines()[0] + "\n")
+    result = workspace.run("predict", "logistic", path, "--cell", "sim01")
+    assert_one_line_error(result, str(path), "no data lines")
+    assert result.stdout == ""
 
 
 def test_model_folder_copied_elsewhere(workspace, genes, tmp_path):

@@ -42,6 +42,9 @@ DEEPDIFF_CASES = {
                        "negative"),
     "bin not a number": ({"train": ["ENSG00000000001_A_x,1,2,3,4,5"]}, "X.train.csv", "line 1", "field gene_bin",
                          "'x' is not a number"),
+    "gene without a name": ({"train": [f"ENSG00000000001_A_{b},1,2,3,4,5" for b in range(1, 5)]
+                             + [f" _{b},1,2,3,4,5" for b in range(1, 5)]}, "X.train.csv", "line 5",
+                            "field gene_bin", "' _1' is not <gene>_<bin>"),
 }
 
 
@@ -66,6 +69,21 @@ def test_deepdiff_and_deepchrome_need_every_split_file(tmp_path, store):
     (toy / "test.csv").write_text("g2,1,1,1,1,1,1,0\n")
     assert_one_line_error(run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--store", store),
                           "valid.csv", "missing: valid.csv")
+
+
+def test_a_folder_in_place_of_a_split_file_is_named_as_a_folder(tmp_path, store):
+    folder = _deepdiff_folder(tmp_path)
+    (folder / "X.valid.csv").unlink()
+    (folder / "X.valid.csv").mkdir()
+    assert_one_line_error(run_cli("prepare", "deepdiff", folder, "--cell", "X", "--store", store),
+                          f"{folder / 'X.valid.csv'}: is a folder, expected a file")
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    for split in ("train", "valid"):
+        (toy / f"{split}.csv").write_text(f"{split}1,1,1,1,1,1,1,1\n")
+    (toy / "test.csv").mkdir()
+    assert_one_line_error(run_cli("prepare", "deepchrome", toy, "--cell", "toy", "--store", store),
+                          f"{toy / 'test.csv'}: is a folder, expected a file")
 
 
 @pytest.fixture

@@ -86,3 +86,97 @@ def test_a_cell_read_in_chunks_has_the_values_written(tmp_path):
     index = list(cell.gene_ids).index("valid-g7")
     np.testing.assert_array_equal(counts[index], [[7, 2 * b, 0, 1, 0] for b in range(1, 5)])
     assert cell.labels[index] == 1
+
+
+def _cell_files(tmp_path, train_lines: list[str]) -> dict[str, Path]:
+    files = {}
+    for split, lines in (("train", train_lines), ("valid", _lines(1)), ("test", _lines(1))):
+        files[split] = tmp_path / f"{split}.csv"
+        files[split].write_text("\n".join(line.replace("g", f"{split}-g", 1) if split != "train" else line
+                                          for line in lines) + "\n")
+    return files
+
+
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_gene_without_an_id_is_refused_past_the_first_line(tmp_path, blank):
+    lines = _lines(3)
+    lines[4:8] = [blank + line.removeprefix("g1") for line in lines[4:8]]  # gene g1, lines 5-8
+    with pytest.raises(InputError, match=r"train\.csv, line 5, field gene_id: empty gene id"):
+        read_cell("c", _cell_files(tmp_path, lines))
+
+
+def test_one_row_without_an_id_inside_a_gene_is_named(tmp_path):
+    lines = _lines(3)
+    lines[5] = lines[5].removeprefix("g1")
+    with pytest.raises(InputError, match=r"train\.csv, line 6, field gene_id: empty gene id"):
+        read_cell("c", _cell_files(tmp_path, lines))
+
+
+def test_rows_sorted_by_bin_are_refused_as_genes_split_apart(tmp_path):
+    # Every gene's bin 1, then every gene's bin 2, ...: each gene's rows are apart.
+    by_bin = sorted(_lines(3), key=lambda line: int(line.split(",")[1]))
+    with pytest.raises(InputError, match=r"train\.csv, line 4: gene g0 appears again \(first at line 1\); "
+                                         r"the rows of a gene must be consecutive"):
+        read_cell("c", _cell_files(tmp_path, by_bin))
+
+
+def test_a_gene_interrupted_by_another_is_refused_as_split_apart(tmp_path):
+    lines = _lines(3)
+    lines[2], lines[4] = lines[4], lines[2]  # g1's bin 1 among g0's rows
+    with pytest.raises(InputError, match=r"line 4: gene g0 appears again \(first at line 1\)"):
+        read_cell("c", _cell_files(tmp_path, lines))
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path, gzipped):
+    data = ("\n".join(_lines(3)) + "\n").encode()
+    data = data.replace(b"g2,", b"g\xe92,", 1)  # Latin-1 e-acute, as an editor saving Latin-1 writes it
+    files = _cell_files(tmp_path, _lines(1))
+    if gzipped:
+        files["train"] = tmp_path / "train.csv.gz"
+        files["train"].write_bytes(gzip.compress(data))
+    else:
+        files["train"].write_bytes(data)
+    with pytest.raises(InputError, match=r"train\.csv(\.gz)?, line 9: not UTF-8 text \(byte 0xe9 at character 2\)"):
+        read_cell("c", files)
+
+
+def test_a_blank_line_is_named_as_such(tmp_path):
+    lines = _lines(3) + [""]
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"line 13: expected 8 comma-separated fields \(gene_id, .*\), "
+                                         r"found a blank line"):
+        _read_all(path)
+
+
+def test_a_file_of_a_header_only_yields_no_chunk(tmp_path):
+    path = tmp_path / "h.tsv"
+    path.write_text("gene_id\tbin\tm0\tm1\tm2\tm3\tm4\tlabel\n")
+    seen = []
+    with pytest.raises(InputError, match="no data lines"):
+        for _, chunk in rows.read_chunks(path, SCHEMA, sep="\t", skip_lines=1):
+            seen.append(len(chunk))
+    assert seen == []
+
+
+def test_a_file_compressed_other_than_gzip_says_so(tmp_path):
+    import bz2
+
+    path = tmp_path / "train.csv.bz2"
+    path.write_bytes(bz2.compress(("\n".join(_lines(2)) + "\n").encode()))
+    with pytest.raises(InputError, match=r"train\.csv\.bz2: is bzip2-compressed; only plain text and gzip are read "
+                                         r"\(decompress it first, e.g. with bunzip2\)"):
+        _read_all(path)
+
+
+@pytest.mark.parametrize("closed_at", [None, 9])
+def test_a_quote_left_open_is_named_at_its_line(tmp_path, closed_at):
+    # pandas reads a quoted field on until its closing quote, lines later or at the end of the file.
+    lines = _lines(3)
+    lines[5] = '"' + lines[5]
+    if closed_at is not None:
+        lines[closed_at - 1] = lines[closed_at - 1].replace(",", '",', 1)
+    with pytest.raises(InputError, match=r"train\.csv, line 6, field gene_id: a double quote opens a field that "
+                                         r"does not close on its line"):
+        read_cell("c", _cell_files(tmp_path, lines))

@@ -142,6 +142,13 @@ def test_random_tracks_match_a_base_by_base_count(tmp_path, monkeypatch, aggrega
     assert np.array_equal(bins(tmp_path, intervals, genes, bin_size=bin_size, window=window, aggregate=aggregate), whole)
 
 
+def test_a_bedgraph_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "t.bedGraph"
+    path.write_bytes(b"chr1\t0\t100\t5\nchr1\t100\t200\t6\nchr\xe91\t200\t300\t7\n")
+    with pytest.raises(InputError, match=r"t\.bedGraph, line 3: not UTF-8 text \(byte 0xe9 at character 4\)"):
+        read_track(path)
+
+
 def test_window_must_be_whole_bins(tmp_path):
     with pytest.raises(UsageError, match="whole number"):
         bins(tmp_path, FINE, [("chr1", 40, "+")], bin_size=30, window=20)

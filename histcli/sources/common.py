@@ -42,6 +42,20 @@ def too_large(text: str) -> str:
     """The message for a count or track value beyond what float32 holds."""
     return f"{text} is too large: at most {MAX_COUNT:.8g} (float32) can be stored"
 
+# What errors="surrogateescape" makes of a byte that is not part of UTF-8 text.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def not_utf8(path: Path, text: str, line: int) -> InputError | None:
+    """The error for a line read with errors="surrogateescape" that holds bytes that are not UTF-8 (such as
+    Latin-1 text), else None."""
+    escaped = _ESCAPED_BYTE.search(text)
+    if escaped is None:
+        return None
+    return InputError(path, f"not UTF-8 text (byte 0x{ord(escaped.group()) - 0xDC00:02x} at character "
+                            f"{escaped.start() + 1}); save the file as UTF-8", line=line)
+
+
 _ENSEMBL = re.compile(r"(ENS[A-Z]*G\d{11})(?:\.\d+)?")
 
 
@@ -97,6 +111,21 @@ def reads_inputs_once(*arguments: str):
     return decorate
 
 
+# Compressed formats that are not read, by their magic bytes: (name, the tool that decompresses them).
+_OTHER_COMPRESSION = {b"BZh": ("bzip2", "bunzip2"), b"\xfd7zXZ\x00": ("xz", "unxz"),
+                      b"PK\x03\x04": ("zip", "unzip"), b"\x28\xb5\x2f\xfd": ("zstd", "unzstd")}
+
+
+def refuse_other_compression(path, head: bytes) -> None:
+    """An InputError when ``head``, the first bytes of ``path``, start a compressed format other than gzip:
+    read as text, it would give errors about binary garbage."""
+    for magic, (name, tool) in _OTHER_COMPRESSION.items():
+        # bzip2: "BZh", the block size 1-9, then the block magic (pi in BCD), so that text starting "BZh" is text.
+        if head.startswith(magic) and (name != "bzip2" or head[3:4].isdigit() and head[4:10] == b"1AY&SY"):
+            raise InputError(path, f"is {name}-compressed; only plain text and gzip are read "
+                                   f"(decompress it first, e.g. with {tool})")
+
+
 def is_gzip(path: Path) -> bool:
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
@@ -125,6 +154,7 @@ def read_file_bytes(path: Path) -> bytes:
 def decoded_bytes(path: Path, raw: bytes) -> bytes:
     """``raw``, the bytes of ``path``, gunzipped if gzip and without a leading UTF-8 byte-order mark."""
     path = Path(path)
+    refuse_other_compression(path, raw[:10])
     if raw[:2] != b"\x1f\x8b":
         if path.suffix == ".gz":
             raise InputError(path, "empty file, expected gzip data" if not raw else "not gzip data despite the .gz name")

@@ -25,7 +25,7 @@ def _split_files(folder: Path) -> dict[str, Path]:
     found = {}
     for split in SPLIT_NAMES:
         for name in (f"{split}.csv", f"{split}.csv.gz"):
-            if (folder / name).is_file():
+            if (folder / name).exists():  # a folder in its place is found, and named as a folder when read
                 found[split] = folder / name
                 break
     return found

@@ -29,14 +29,15 @@ def find_files(folder: Path, prefix: str, *, need_expression: bool = True) -> tu
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "no such folder" if not folder.exists() else "expected a folder")
+    # Found when they exist at all: reading a folder in their place names it as a folder.
     splits = {}
     for split in SPLIT_NAMES:
         for name in (f"{prefix}.{split}.csv", f"{prefix}.{split}.csv.gz"):
-            if (folder / name).is_file():
+            if (folder / name).exists():
                 splits[split] = folder / name
                 break
     expression = next(
-        (folder / name for name in (f"{prefix}.expr.csv", f"{prefix}.expr.csv.gz") if (folder / name).is_file()),
+        (folder / name for name in (f"{prefix}.expr.csv", f"{prefix}.expr.csv.gz") if (folder / name).exists()),
         None,
     )
     if not splits:

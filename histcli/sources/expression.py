@@ -76,6 +76,10 @@ class ExpressionTable:
 
 
 def _fields(line: str) -> list[str]:
+    if "\t\t" in line or line.startswith("\t"):
+        # An empty field between tabs (a missing value, or R's unnamed gene column) keeps the fields after it
+        # in their columns; splitting at any whitespace would move them one column left.
+        return [field.strip() for field in line.split("\t")]
     fields = line.split()
     if len(fields) == 1 and "," in line:
         fields = [field.strip() for field in line.split(",")]
@@ -93,8 +97,10 @@ def _is_number(text: str) -> bool:
 def _content_lines(text: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every line that is neither blank nor a comment."""
     for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         fields = _fields(line)
-        if fields and not fields[0].startswith("#"):
+        if not fields[0].startswith("#"):
             yield number, fields
 
 
@@ -135,15 +141,19 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
                 raise SettingError("expression_column", column, f"{path.name} has one value column ({named}); a "
                                    "column is picked from a matrix with one column per cell")
         return None
+    wanted = column if column is not None else cell
+    # The name of the gene-id column asked for: likely a header from R, one name short (not guessed around).
+    unnamed_ids = (f"; {wanted} heads the first column, the gene ids'; a header written by R's write.table has no "
+                   "name for them: add one (such as gene_id)" if wanted == first[0] else "")
     if column is not None:
         if column not in columns:
             raise SettingError("expression_column", column,
-                               f"no such column in {path.name} ({_describe_columns(columns)})")
+                               f"no such column in {path.name} ({_describe_columns(columns)}){unnamed_ids}")
         return column
     if cell is not None and cell in columns:
         return cell
     unnamed = f"; no column is named like the cell {cell!r}" if cell is not None else ""
-    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}",
+    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}{unnamed_ids}",
                             column_setting="expression_column")
 
 
@@ -266,6 +276,8 @@ class ExpressionFile:
         if not picked:
             return dict.fromkeys(indices)
         genes, *texts = zip(*picked, strict=True)  # a tuple per column
+        if "" in genes:
+            return dict.fromkeys(indices)
         codes, unique_keys = pd.factorize(pd.Index([gene_key(gene) for gene in genes]))
         first_rows = np.unique(codes, return_index=True)[1]  # the row where each key first appears
         tables: dict[str | None, ExpressionTable | None] = {}
@@ -307,6 +319,8 @@ class ExpressionFile:
                     continue  # the header line of a two-column table
                 raise InputError(path, str(exc), line=number, field=field_name) from None
             header_possible = False
+            if not gene:
+                raise InputError(path, "empty gene id", line=number, field="gene_id")
             table.add(gene_key(gene), gene, value, value_text, number, field_name)
         if not table.keys:
             raise InputError(path, "no data lines, expected gene ids with expression values")

@@ -17,7 +17,15 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import InputError
-from histcli.sources.common import COUNT_OVERFLOW, CountBlocks, is_gzip, parse_number, too_large
+from histcli.sources.common import (
+    COUNT_OVERFLOW,
+    CountBlocks,
+    is_gzip,
+    not_utf8,
+    parse_number,
+    refuse_other_compression,
+    too_large,
+)
 
 CHUNK_ROWS = 200_000
 
@@ -34,7 +42,7 @@ def _problem(text: str, field: Field) -> str | None:
         return "empty gene id" if not text.strip() else None
     if field.kind == "id_bin":
         gene, sep, bin_text = text.rpartition("_")
-        if not sep or not gene:
+        if not sep or not gene.strip():
             return f"{text!r} is not <gene>_<bin>"
         problem = _problem(bin_text, Field(field.name, "bin"))
         if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
@@ -63,17 +71,23 @@ def _problem(text: str, field: Field) -> str | None:
 
 
 def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: str = ",") -> InputError | None:
-    """An exact error for one raw line, or None if the line is valid."""
+    """An exact error for one raw line (read with errors="surrogateescape"), or None if the line is valid."""
+    undecodable = not_utf8(path, text, line)
+    if undecodable is not None:
+        return undecodable
     fields = text.rstrip("\r\n").split(sep)
     if len(fields) != len(schema):
         names = ", ".join(f.name for f in schema)
         if len(names) > 80:
             names = names[:77] + "..."
         kind = "comma" if sep == "," else "tab"
-        return InputError(
-            path, f"expected {len(schema)} {kind}-separated fields ({names}), found {len(fields)}", line=line
-        )
+        found = "a blank line" if not text.strip() else len(fields)
+        return InputError(path, f"expected {len(schema)} {kind}-separated fields ({names}), found {found}", line=line)
     for value, field in zip(fields, schema, strict=True):
+        if value.startswith('"') and (len(value) == 1 or not value.endswith('"')):
+            # pandas would read this field on, across lines, to the next quote in the file.
+            return InputError(path, "a double quote opens a field that does not close on its line", line=line,
+                              field=field.name)
         problem = _problem(value, field)
         if problem is not None:
             return InputError(path, problem, line=line, field=field.name)
@@ -81,12 +95,13 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
 
 
 def _open_lines(path: Path):
+    # Bytes that are not UTF-8 come through escaped, for diagnose_line to name (see common.not_utf8).
     opener = gzip.open if is_gzip(path) else open
-    return opener(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def first_bad_line(path: Path, schema: list[Field], start: int = 1, sep: str = ",") -> InputError | None:
-    """Scan the file as text for the first invalid line at or after ``start`` (error path only)."""
+    """Scan the file for the first invalid line at or after ``start`` (error path only)."""
     with _open_lines(path) as handle:
         for number, text in enumerate(handle, start=1):
             if number < start:
@@ -108,8 +123,12 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a file")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
+    with open(path, "rb") as handle:
+        refuse_other_compression(path, handle.read(10))
     gzipped = is_gzip(path)
     # Ids as plain Python strings: building pandas' own string type (pyarrow-backed in
     # pandas 3) took nearly half as long again as parsing, only to be turned back.
@@ -142,6 +161,8 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
         )
         for chunk in reader:
             interrupt.check()
+            if chunk.empty:  # pandas yields one empty chunk for a file of header lines only
+                continue
             yield first_line, chunk
             first_line += len(chunk)
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
@@ -237,12 +258,17 @@ class GeneBlocks:
         raise error or InputError(self.path, "invalid values", line=line)
 
     def _group(self, genes, bins, values, labels, lines, starts) -> None:
+        # A row with a bad gene id starts a run of its own: its first row is enough to look at.
+        bad = bad_ids(genes[starts])
+        if bad.any():
+            self.fail_at(int(lines[starts[np.argmax(bad)]]))
         lengths = np.diff(np.append(starts, len(genes)))
         n = self.n_bins
         wrong = np.flatnonzero(lengths != n)
         if len(wrong):
             start = starts[wrong[0]]
             stop = start + lengths[wrong[0]]
+            self._check_consecutive(genes, lines, starts)
             raise InputError(
                 self.path,
                 f"gene {genes[start]}: expected bins 1..{n}, {_bins_problem(bins[start:stop], n)}",
@@ -258,6 +284,7 @@ class GeneBlocks:
             placed = np.take_along_axis(bin_matrix[unordered], order, axis=1)
             broken = np.flatnonzero((placed != expected).any(axis=1))
             if len(broken):
+                self._check_consecutive(genes, lines, starts)
                 gene_index = unordered[broken[0]]
                 start = gene_index * n
                 raise InputError(
@@ -287,12 +314,31 @@ class GeneBlocks:
         self.gene_ids.append(genes[starts])
         self.gene_lines.append(lines[starts])
 
+    def _check_consecutive(self, genes, lines, starts) -> None:
+        """On the way to a bins error: the first gene whose rows resume after another gene's, as an
+        InputError (a file sorted by bin, say), since its bins are then not what is wrong."""
+        runs = genes[starts]
+        _, first = np.unique(runs, return_index=True)
+        again = np.setdiff1d(np.arange(len(runs)), first)
+        if len(again):
+            gene = runs[again[0]]
+            earlier = starts[np.flatnonzero(runs == gene)[0]]
+            raise InputError(self.path, f"gene {gene} appears again (first at line {int(lines[earlier])}); "
+                                        "the rows of a gene must be consecutive", line=int(lines[starts[again[0]]]))
+
     def result(self):
         """(gene_ids, labels or None, first line of each gene); the counts are in ``self.counts``."""
         genes = np.concatenate(self.gene_ids) if self.gene_ids else np.array([], dtype=object)
         labels = np.concatenate(self.labels) if self.labels else None
         lines = np.concatenate(self.gene_lines) if self.gene_lines else np.array([], dtype=np.int64)
         return genes.astype(object), labels, lines
+
+
+def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
+    """Where a gene id is empty or only blanks, or runs over lines (a quote left open); :func:`diagnose_line`
+    says which."""
+    return np.fromiter((not gene.strip() or "\n" in gene or "\r" in gene for gene in gene_ids), dtype=bool,
+                       count=len(gene_ids))
 
 
 def check_unique_genes(parts: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:

@@ -78,6 +78,7 @@ from histcli.sources.common import (
     MAX_POSITION,
     CountBlocks,
     ValuesByGene,
+    not_utf8,
     parse_integer,
     parse_number,
     read_bytes,
@@ -234,7 +235,10 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
 def _bedgraph_problem(path: Path, data: bytes) -> InputError:
     """The first bad line of a bedGraph that the fast parser refused, as an InputError."""
     records = []
-    for number, raw in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, raw in enumerate(data.decode("utf-8", errors="surrogateescape").splitlines(), start=1):
+        undecodable = not_utf8(path, raw, number)
+        if undecodable is not None:
+            return undecodable
         fields = raw.split("#", 1)[0].split()
         if not fields:
             continue
