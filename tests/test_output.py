@@ -56,3 +56,41 @@ def test_too_wide_tables_become_one_block_per_row(monkeypatch):
     assert "trained (1 of 3)" in text and "trained (3 of 3)" in text
     block = text.split("trained (2 of 3)")[1].split("trained (3 of 3)")[0]
     assert ["cell", "E101"] in [line.split() for line in block.splitlines()]
+
+
+def test_titles_are_never_wrapped_to_the_width_of_the_table(monkeypatch):
+    """A title longer than its table (a path, two model names) stays on one line, in both layouts."""
+    title = "trained into /scratch/lab/histcli-data/models"
+    rows = [{**row, "model": "cnn", "arch": "cnn", "marks": "H3K4me3"} for row in ROWS]
+    text = render(monkeypatch, 80, rows, COLUMNS, title=title)  # too wide: one narrow block per row
+    lines = [line.strip() for line in text.splitlines()]
+    assert f"{title} (1 of 3)" in lines and f"{title} (3 of 3)" in lines
+    narrow = [Column("cell", justify="left"), Column("auc", digits=4)]
+    title = "AUC, A = a_really_long_model_name_30chr vs B = logistic, test genes"
+    text = render(monkeypatch, 80, [{"cell": "E003", "auc": 0.9}], narrow, title=title)
+    assert title in [line.strip() for line in text.splitlines()]
+    assert ["E003", "0.9000"] in [line.split() for line in text.splitlines()]
+
+
+def test_a_folding_column_keeps_a_field_value_table_one_table(monkeypatch):
+    """`models show`: a long value (the history, a path) folds inside its column rather than turning each
+    field into a block of its own."""
+    history = " ".join(f"{epoch}:{0.8 + epoch / 10000:.4f}" for epoch in range(1, 301))
+    rows = [{"field": "path", "value": "/scratch/lab/histcli-data/models/a_really_long_model_name_30chr/E116"},
+            {"field": "training.lr", "value": 0.001}, {"field": "history", "value": history}]
+    columns = [Column("field", justify="left"), Column("value", justify="left", fold=True)]
+    text = render(monkeypatch, 80, rows, columns, title="crnn for E116")
+    assert "(1 of" not in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert ["training.lr", "0.001"] in [line.split() for line in text.splitlines()]
+    # Every epoch's value is there, whole: the history folds at its spaces.
+    assert text.split().count("1:0.8001") == 1 and "300:0.8300" in text.split()
+    # The path may fold mid-word, but all of it is there, in order.
+    assert "".join(text.split()).count(rows[0]["value"]) == 1
+
+
+def test_a_folding_column_too_narrow_to_read_still_gives_one_block_per_row(monkeypatch):
+    columns = [*COLUMNS, Column("notes", justify="left", fold=True)]
+    rows = [{**row, "notes": "converged after a long plateau"} for row in ROWS]
+    text = render(monkeypatch, 80, rows, columns, title="trained")
+    assert "trained (1 of 3)" in text and "…" not in text
