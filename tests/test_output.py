@@ -94,3 +94,30 @@ def test_a_folding_column_too_narrow_to_read_still_gives_one_block_per_row(monke
     rows = [{**row, "notes": "converged after a long plateau"} for row in ROWS]
     text = render(monkeypatch, 80, rows, columns, title="trained")
     assert "trained (1 of 3)" in text and "…" not in text
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("description", ["crnn E116", "attentivechrome-wide E003 seed 12",
+                                         "a_really_long_model_name_30chr cell_type_with_a_long_name_01 seed 4"])
+def test_progress_lines_cut_no_count_status_or_time(width, description):
+    """train's bars at 1,000 epochs: the bar gives way, and a long description wraps, before any text is cut."""
+    from histcli.cli.console import BAR_MIN_WIDTH, progress_display
+
+    buffer = io.StringIO()
+    out = Console(file=buffer, width=width, no_color=True, highlight=False)
+    bar = progress_display(out, "status")
+    task = bar.add_task(description, total=1000, status="loss 0.4830 AUC 0.8289 best 0.8289@500")
+    bar.update(task, completed=999)
+    bar.add_task("evaluating", total=12, status="")
+    out.print(bar.make_tasks_table(bar.tasks))
+    text = buffer.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    assert "999/1000" in text and "loss 0.4830 AUC 0.8289 best 0.8289@500" in text and "0/12" in text
+    assert text.count("0:00:00") == 2
+    # The description is whole in the first column, read down its lines (it may fold there).
+    lines = text.splitlines()
+    bar_start = min(lines[0].index(c) for c in "━╸" if c in lines[0])
+    described = "".join("".join(line[:bar_start].split()) for line in lines[:-1])
+    assert described == "".join(description.split())
+    if len(description) + BAR_MIN_WIDTH + len(" 999/1000 loss 0.4830 AUC 0.8289 best 0.8289@500 0:00:00 ") <= width:
+        assert description in text  # a description that fits beside the narrowest bar is never broken
