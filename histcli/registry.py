@@ -318,7 +318,7 @@ class Registry:
         weights file. ``weights_sha256`` is the file's hash, or for an ensemble
         the hash of its members' hashes (the key of cached predictions).
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         members = metadata.get("members", [])
         states = state if members else [state]
@@ -336,7 +336,10 @@ class Registry:
                 # One metadata key: safetensors writes several in a random order, and then
                 # identical weights would not give identical files (and hashes).
                 header = json.dumps({"architecture": config["architecture"], "format": ENTRY_FORMAT}, sort_keys=True)
-                save_file(tensors, temp / filename, metadata={"histcli": header})
+                # Written by Python, not by safetensors' save_file, whose files are owner-only (0600) whatever
+                # the umask: a registry shared by a lab must be readable like its JSON files.
+                with open(temp / filename, "wb") as handle:
+                    handle.write(save(tensors, metadata={"histcli": header}))
                 fsync_file(temp / filename)
                 hashes.append(file_sha256(temp / filename))
             if members:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -346,3 +347,20 @@ def test_mirrored_models_predict_the_same_for_both_orientations(small_store, tmp
     test = cell.split == SPLIT_CODES["test"]
     expected = roc_auc(cell.labels[test], predict_scores(mirrored, np.log1p(cell.counts[test].astype(np.float32))))
     assert json.loads(evaluated.stdout)["rows"][0]["auc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_entry_files_are_readable_as_the_umask_allows(small_store, tmp_path):
+    """A registry shared by a lab: weights get the same permissions as config.json and metadata.json (the
+    umask's), not the owner-only 0600 that safetensors' own writer gives."""
+    models = tmp_path / "models"
+    previous = os.umask(0o002)  # the trainer inherits it
+    try:
+        for args in (("--name", "single"), ("--name", "pair", "--seeds", "0-1")):
+            result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2, *args)
+            assert result.code == 0, result.stderr
+    finally:
+        os.umask(previous)
+    for name, weights in (("single", ["weights.safetensors"]),
+                          ("pair", ["weights-seed0.safetensors", "weights-seed1.safetensors"])):
+        modes = {path.name: path.stat().st_mode & 0o777 for path in (models / name / "sim01").iterdir()}
+        assert modes == {"config.json": 0o664, "metadata.json": 0o664, **{file: 0o664 for file in weights}}
