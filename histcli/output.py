@@ -33,6 +33,11 @@ class Column:
         return self.header or self.key
 
 
+def field_value_columns() -> list[Column]:
+    """The columns of one thing's fields (`store show`, `models show`): long values fold, one line per field."""
+    return [Column("field", justify="left"), Column("value", justify="left", fold=True)]
+
+
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 

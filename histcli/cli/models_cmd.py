@@ -98,7 +98,7 @@ def show_model(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One entry in detail: architecture, hyperparameters, training settings, data and results."""
-    from histcli.output import Column, render_rows, resolve_format
+    from histcli.output import field_value_columns, render_rows, resolve_format
     from histcli.registry import Registry
 
     entry = Registry(models_path).get(name, cell)
@@ -118,7 +118,7 @@ def show_model(
         fields[f"member.seed{member['seed']}.history"] = _history(member["history"], f"valid_{entry.selection_metric}",
                                                                   full)
     rows = [{"field": key, "value": _flat(value)} for key, value in fields.items()]
-    render_rows(rows, [Column("field", justify="left"), Column("value", justify="left", fold=True)], output_format.value,
+    render_rows(rows, field_value_columns(), output_format.value,
                 title=f"{name} for {cell}",
                 json_payload={"path": str(entry.path), "config": entry.config, "metadata": entry.metadata})
 
