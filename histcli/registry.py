@@ -178,6 +178,10 @@ class Entry:
             return load_file(path, device=device)
         except SafetensorError as exc:
             raise ModelError(f"{path}: damaged weights file ({exc})") from None
+        except OSError as exc:
+            # safetensors' errors carry no file name (an entry removed by `models rm` while being read):
+            # give it, so that the one-line message names the file (histcli.errors.describe).
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from None
 
     def build_module(self, device: str = "cpu"):
         """The trained torch module, in eval mode, on ``device``.

@@ -364,3 +364,17 @@ def test_entry_files_are_readable_as_the_umask_allows(small_store, tmp_path):
                           ("pair", ["weights-seed0.safetensors", "weights-seed1.safetensors"])):
         modes = {path.name: path.stat().st_mode & 0o777 for path in (models / name / "sim01").iterdir()}
         assert modes == {"config.json": 0o664, "metadata.json": 0o664, **{file: 0o664 for file in weights}}
+
+
+def test_weights_removed_under_a_reader_are_named_in_the_error(small_store, tmp_path):
+    """`models rm` (or an overwrite) while `evaluate` loads the entry: the one-line error names the weights
+    file; safetensors' own error has no file name, and the message was "file: no such file or directory"."""
+    from histcli.errors import describe
+
+    models = tmp_path / "models"
+    assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2).code == 0
+    entry = Registry(models).get("logistic", "sim01")
+    entry.weights_path.unlink()
+    with pytest.raises(FileNotFoundError) as caught:
+        entry.build_module()
+    assert describe(caught.value) == (f"{entry.weights_path}: no such file or directory", 1)
