@@ -31,7 +31,8 @@ def entry_row(entry) -> dict:
         "marks": ",".join(entry.input.marks),
         "bins": entry.input.n_bins,
         "bin_size": entry.input.bin_size,
-        "seed": seeds_text(entry.seeds),
+        # A number for a single model, text ("0-4") for an ensemble: as in train's and sweep's output.
+        "seed": entry.seeds[0] if len(entry.seeds) == 1 else seeds_text(entry.seeds),
         "members": len(entry.seeds),
         "best_epoch": metadata["best_epoch"],
         # The validation metric that selected the weights: AUC for classifiers, Pearson r for regressors.
