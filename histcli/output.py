@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -143,6 +144,10 @@ def console(stderr: bool = False):
                    soft_wrap=not terminal, width=None if terminal else 200)
 
 
+# Streams that a table was written to: the next table on one of them starts after a blank line.
+_streams_with_tables: weakref.WeakSet = weakref.WeakSet()
+
+
 def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -> None:
     from rich import box
     from rich.table import Table
@@ -170,8 +175,9 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
         blocks = [(title, table)]
     try:
         for index, (block_title, block) in enumerate(blocks):
-            if index:
+            if index or out.file in _streams_with_tables:
                 out.print()
+            _streams_with_tables.add(out.file)
             if block_title:
                 out.print(heading(block_title, terminal))
             out.print(block)

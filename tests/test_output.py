@@ -121,3 +121,18 @@ def test_progress_lines_cut_no_count_status_or_time(width, description):
     assert described == "".join(description.split())
     if len(description) + BAR_MIN_WIDTH + len(" 999/1000 loss 0.4830 AUC 0.8289 best 0.8289@500 0:00:00 ") <= width:
         assert description in text  # a description that fits beside the narrowest bar is never broken
+
+
+def test_consecutive_tables_are_set_apart_by_a_blank_line(monkeypatch):
+    """Titles stand on their own lines, left: evaluate's cells table and summary, or compare's pairs,
+    need a blank line between them to read as separate tables."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    columns = [Column("model", justify="left"), Column("auc", digits=4)]
+    output.write_rich_table([{"model": "crnn", "auc": 0.9}], columns, title="classification, test genes")
+    output.write_rich_table([{"model": "crnn", "auc": 0.9}], columns, title="classification, summary over cells")
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "classification, test genes"
+    second = lines.index("classification, summary over cells")
+    assert lines[second - 1] == "" and lines[second - 2].split() == ["crnn", "0.9000"]

@@ -66,8 +66,9 @@ def train_columns(metric: str = "auc", fmt: str = "tsv"):
 
     valid = Column(f"valid_{metric}", "AUC" if metric == "auc" else "r", digits=4)
     if resolve_format(fmt) == "table":
-        return [Column("model", justify="left"), Column("cell", justify="left"), Column("seed"), Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid,
-                Column("seconds", "s", digits=1), Column("converged")]
+        return [Column("model", justify="left"), Column("cell", justify="left"), Column("seed"),
+                Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid, Column("seconds", "s", digits=1),
+                Column("converged")]
     return [
         Column("model", justify="left"),
         Column("cell", justify="left"),
