@@ -68,10 +68,9 @@ def progress_display(out, *fields: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Column
 
-    whole = Column(no_wrap=True)
     bar = BarColumn(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True))
     columns = [TextColumn("{task.description}", table_column=Column(overflow="fold")), bar,
-               MofNCompleteColumn(table_column=whole)]
+               MofNCompleteColumn(table_column=Column(no_wrap=True))]
     columns += [TextColumn(f"{{task.fields[{name}]}}", table_column=Column(no_wrap=True)) for name in fields]
     columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True)))
 
