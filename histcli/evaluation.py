@@ -19,6 +19,7 @@ from histcli.fsutil import atomic_path
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
 from histcli.store import CellData, Store
+from histcli.tasks import TASK_NAMES
 
 log = logging.getLogger("histcli")
 
@@ -252,9 +253,12 @@ def summarise(rows: list[dict], metric: str = "auc") -> list[dict]:
 
 
 def summary_statistics(tasks) -> dict[str, list[str]]:
-    """Metric -> the statistics (``summarise`` names) that any of ``tasks`` summarises it by, in order."""
+    """Metric -> the statistics (``summarise`` names) that any of ``tasks`` summarises it by, in order.
+
+    Tasks count in TASK_NAMES' order, not in the order given: the summary's columns keep their places
+    whichever model is named first, and a classifier's are a prefix of a mixed summary's."""
     wanted: dict[str, list[str]] = {}
-    for task in tasks:
+    for task in sorted(tasks, key=lambda task: TASK_NAMES.index(task.name)):
         for metric, statistics in task.summary_statistics:
             wanted[metric] = list(dict.fromkeys([*wanted.get(metric, []), *statistics]))
     return wanted

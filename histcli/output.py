@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -24,10 +25,18 @@ class Column:
     digits: int | None = None  # decimals shown in the rich table for floats
     percent: bool = False
     justify: str = "right"
+    # Long free text (a path, a history): in the rich table it folds over lines, at spaces where it
+    # has them, rather than making the table too wide for one line per row.
+    fold: bool = False
 
     @property
     def title(self) -> str:
         return self.header or self.key
+
+
+def field_value_columns() -> list[Column]:
+    """The columns of one thing's fields (`store show`, `models show`): long values fold, one line per field."""
+    return [Column("field", justify="left"), Column("value", justify="left", fold=True)]
 
 
 def stdout_is_terminal() -> bool:
@@ -135,17 +144,21 @@ def console(stderr: bool = False):
                    soft_wrap=not terminal, width=None if terminal else 200)
 
 
+# Streams that a table was written to: the next table on one of them starts after a blank line.
+_streams_with_tables: weakref.WeakSet = weakref.WeakSet()
+
+
 def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -> None:
     from rich import box
     from rich.table import Table
 
     terminal = stdout_is_terminal()
     # Two spaces between columns and none at the edges: tables stay within 80 columns longer.
-    table = Table(title=title, box=box.SIMPLE_HEAD if terminal else None,
-                  header_style="bold" if terminal else None, title_style="bold" if terminal else None,
+    table = Table(box=box.SIMPLE_HEAD if terminal else None, header_style="bold" if terminal else None,
                   show_edge=False, collapse_padding=True, pad_edge=False)
     for column in columns:
-        table.add_column(column.title, justify=column.justify, no_wrap=True)
+        table.add_column(column.title, justify=column.justify, no_wrap=not column.fold,
+                         overflow="fold" if column.fold else "ellipsis")
     for row in rows:
         table.add_row(*(human_text(row.get(c.key), c) for c in columns))
     if footer_rows:
@@ -153,22 +166,32 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
         for row in footer_rows:
             table.add_row(*(human_text(row.get(c.key), c) for c in columns), style="italic" if terminal else None)
     out = console()
-    if rows and natural_width(out, table) > out.width:
+    if rows and not fits(out, table, columns):
         # Too wide for the terminal: one key-value block per row, so that no value is cut.
-        renderables = [record_table(row, columns, terminal, f"{title} ({index} of {len(rows)})" if title else None)
-                       for index, row in enumerate(rows, start=1)]
-        renderables += [record_table(row, columns, terminal, None) for row in footer_rows]
+        blocks = [(f"{title} ({index} of {len(rows)})" if title else None, record_table(row, columns, terminal))
+                  for index, row in enumerate(rows, start=1)]
+        blocks += [(None, record_table(row, columns, terminal)) for row in footer_rows]
     else:
-        renderables = [table]
+        blocks = [(title, table)]
     try:
-        for index, renderable in enumerate(renderables):
-            if index:
+        for index, (block_title, block) in enumerate(blocks):
+            if index or out.file in _streams_with_tables:
                 out.print()
-            out.print(renderable)
+            _streams_with_tables.add(out.file)
+            if block_title:
+                out.print(heading(block_title, terminal))
+            out.print(block)
         if extra is not None:
             out.print(extra)
     except BrokenPipeError:
         raise StdoutClosed() from None
+
+
+def heading(title: str, terminal: bool):
+    """A table's title on a line of its own: as wide as the terminal allows, not as the table below it."""
+    from rich.text import Text
+
+    return Text(title, style="bold" if terminal else "")
 
 
 def write_rich(renderable) -> None:
@@ -179,6 +202,22 @@ def write_rich(renderable) -> None:
         raise StdoutClosed() from None
 
 
+# Narrowest a folding column may become before the table gives way to one block per row.
+FOLD_MIN_WIDTH = 24
+
+
+def fits(out, table, columns) -> bool:
+    """Whether the table shows every cell on one line per row, folding columns at least FOLD_MIN_WIDTH wide."""
+    folding = [table.columns[index] for index, column in enumerate(columns) if column.fold]
+    for column in folding:
+        column.max_width = FOLD_MIN_WIDTH
+    try:
+        return natural_width(out, table) <= out.width
+    finally:
+        for column in folding:
+            column.max_width = None
+
+
 def natural_width(out, table) -> int:
     """Columns the table needs to show every cell without cutting it."""
     from rich.measure import Measurement
@@ -187,13 +226,12 @@ def natural_width(out, table) -> int:
     return Measurement.get(out, out.options.update_width(1_000_000), table).maximum
 
 
-def record_table(row: dict, columns: Sequence[Column], terminal: bool, title: str | None):
+def record_table(row: dict, columns: Sequence[Column], terminal: bool):
     """One row as a two-column table of field and value; long values fold rather than being cut."""
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, box=box.SIMPLE_HEAD if terminal else None, show_header=False, show_edge=False,
-                  title_style="bold" if terminal else None, title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD if terminal else None, show_header=False, show_edge=False)
     table.add_column("field", style="bold" if terminal else None, no_wrap=True)
     table.add_column("value", overflow="fold")
     for column in columns:

@@ -178,6 +178,10 @@ class Entry:
             return load_file(path, device=device)
         except SafetensorError as exc:
             raise ModelError(f"{path}: damaged weights file ({exc})") from None
+        except OSError as exc:
+            # safetensors' errors carry no file name (an entry removed by `models rm` while being read):
+            # give it, so that the one-line message names the file (histcli.errors.describe).
+            raise type(exc)(exc.errno, exc.strerror or str(exc), str(path)) from None
 
     def build_module(self, device: str = "cpu"):
         """The trained torch module, in eval mode, on ``device``.
@@ -318,7 +322,7 @@ class Registry:
         weights file. ``weights_sha256`` is the file's hash, or for an ensemble
         the hash of its members' hashes (the key of cached predictions).
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         members = metadata.get("members", [])
         states = state if members else [state]
@@ -336,7 +340,10 @@ class Registry:
                 # One metadata key: safetensors writes several in a random order, and then
                 # identical weights would not give identical files (and hashes).
                 header = json.dumps({"architecture": config["architecture"], "format": ENTRY_FORMAT}, sort_keys=True)
-                save_file(tensors, temp / filename, metadata={"histcli": header})
+                # Written by Python, not by safetensors' save_file, whose files are owner-only (0600) whatever
+                # the umask: a registry shared by a lab must be readable like its JSON files.
+                with open(temp / filename, "wb") as handle:
+                    handle.write(save(tensors, metadata={"histcli": header}))
                 fsync_file(temp / filename)
                 hashes.append(file_sha256(temp / filename))
             if members:

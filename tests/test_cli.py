@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -213,3 +214,44 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "2/2" in output.decode(errors="replace")
     assert stdout.splitlines()[0].startswith("cell\tgenes\t")
     assert "\x1b[" not in stdout
+
+
+def test_models_list_json_has_the_tsv_columns_and_models_show_tsv_full_precision(workspace, tmp_path):
+    """JSON rows carry the same keys as the TSV header (no text made for people), and `models show`'s
+    TSV history holds each epoch's metric at full precision, as metadata.json does."""
+    header = workspace.run("models", "list", "-f", "tsv").stdout.splitlines()[0].split("\t")
+    listed = json.loads(workspace.run("models", "list", "-f", "json").stdout)
+    assert listed and all(list(row) == header for row in listed)
+    assert isinstance(listed[0]["valid_auc"], float)
+    # A single model's seed is a number, as in train's and sweep's JSON (an ensemble's is text: "0-4").
+    models = ("--models", tmp_path / "models")
+    trained = json.loads(workspace.run("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "--seed", 7,
+                                       *models, "-q", "-f", "json").stdout)
+    (entry,) = json.loads(workspace.run("models", "list", *models, "-f", "json").stdout)
+    assert entry["seed"] == trained[0]["seed"] == 7
+    fields = {row["field"]: row["value"] for row in parse_tsv(workspace.run(
+        "models", "show", "logistic", "--cell", "sim01", "-f", "tsv").stdout)}
+    history = json.loads((workspace.models / "logistic" / "sim01" / "metadata.json").read_text())["history"]
+    assert fields["history"] == " ".join(f"{h['epoch']}:{h['valid_auc']!r}" for h in history)
+
+
+def test_models_show_is_one_table_at_80_columns(workspace, monkeypatch, capsys):
+    """Long values (weights SHA-256, versions, the history) fold in the value column: one line per field."""
+    import io
+
+    from rich.console import Console
+
+    from histcli import output
+    from histcli.cli.models_cmd import show_model
+    from histcli.cli.options import OutputFormat
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    show_model("logistic", "sim01", models_path=workspace.models, output_format=OutputFormat.table)
+    text = buffer.getvalue()
+    assert "(1 of" not in text and "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert text.splitlines()[0].strip() == "logistic for sim01"
+    metadata = json.loads((workspace.models / "logistic" / "sim01" / "metadata.json").read_text())
+    assert metadata["weights_sha256"] in "".join(text.split())
+    assert ["training.seed", "0"] in [line.split() for line in text.splitlines()]

@@ -56,3 +56,83 @@ def test_too_wide_tables_become_one_block_per_row(monkeypatch):
     assert "trained (1 of 3)" in text and "trained (3 of 3)" in text
     block = text.split("trained (2 of 3)")[1].split("trained (3 of 3)")[0]
     assert ["cell", "E101"] in [line.split() for line in block.splitlines()]
+
+
+def test_titles_are_never_wrapped_to_the_width_of_the_table(monkeypatch):
+    """A title longer than its table (a path, two model names) stays on one line, in both layouts."""
+    title = "trained into /scratch/lab/histcli-data/models"
+    rows = [{**row, "model": "cnn", "arch": "cnn", "marks": "H3K4me3"} for row in ROWS]
+    text = render(monkeypatch, 80, rows, COLUMNS, title=title)  # too wide: one narrow block per row
+    lines = [line.strip() for line in text.splitlines()]
+    assert f"{title} (1 of 3)" in lines and f"{title} (3 of 3)" in lines
+    narrow = [Column("cell", justify="left"), Column("auc", digits=4)]
+    title = "AUC, A = a_really_long_model_name_30chr vs B = logistic, test genes"
+    text = render(monkeypatch, 80, [{"cell": "E003", "auc": 0.9}], narrow, title=title)
+    assert title in [line.strip() for line in text.splitlines()]
+    assert ["E003", "0.9000"] in [line.split() for line in text.splitlines()]
+
+
+def test_a_folding_column_keeps_a_field_value_table_one_table(monkeypatch):
+    """`models show`: a long value (the history, a path) folds inside its column rather than turning each
+    field into a block of its own."""
+    history = " ".join(f"{epoch}:{0.8 + epoch / 10000:.4f}" for epoch in range(1, 301))
+    rows = [{"field": "path", "value": "/scratch/lab/histcli-data/models/a_really_long_model_name_30chr/E116"},
+            {"field": "training.lr", "value": 0.001}, {"field": "history", "value": history}]
+    columns = [Column("field", justify="left"), Column("value", justify="left", fold=True)]
+    text = render(monkeypatch, 80, rows, columns, title="crnn for E116")
+    assert "(1 of" not in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert ["training.lr", "0.001"] in [line.split() for line in text.splitlines()]
+    # Every epoch's value is there, whole: the history folds at its spaces.
+    assert text.split().count("1:0.8001") == 1 and "300:0.8300" in text.split()
+    # The path may fold mid-word, but all of it is there, in order.
+    assert "".join(text.split()).count(rows[0]["value"]) == 1
+
+
+def test_a_folding_column_too_narrow_to_read_still_gives_one_block_per_row(monkeypatch):
+    columns = [*COLUMNS, Column("notes", justify="left", fold=True)]
+    rows = [{**row, "notes": "converged after a long plateau"} for row in ROWS]
+    text = render(monkeypatch, 80, rows, columns, title="trained")
+    assert "trained (1 of 3)" in text and "…" not in text
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("description", ["crnn E116", "attentivechrome-wide E003 seed 12",
+                                         "a_really_long_model_name_30chr cell_type_with_a_long_name_01 seed 4"])
+def test_progress_lines_cut_no_count_status_or_time(width, description):
+    """train's bars at 1,000 epochs: the bar gives way, and a long description wraps, before any text is cut."""
+    from histcli.cli.console import BAR_MIN_WIDTH, progress_display
+
+    buffer = io.StringIO()
+    out = Console(file=buffer, width=width, no_color=True, highlight=False)
+    bar = progress_display(out, "status")
+    task = bar.add_task(description, total=1000, status="loss 0.4830 AUC 0.8289 best 0.8289@500")
+    bar.update(task, completed=999)
+    bar.add_task("evaluating", total=12, status="")
+    out.print(bar.make_tasks_table(bar.tasks))
+    text = buffer.getvalue()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    assert "999/1000" in text and "loss 0.4830 AUC 0.8289 best 0.8289@500" in text and "0/12" in text
+    assert text.count("0:00:00") == 2
+    # The description is whole in the first column, read down its lines (it may fold there).
+    lines = text.splitlines()
+    bar_start = min(lines[0].index(c) for c in "━╸" if c in lines[0])
+    described = "".join("".join(line[:bar_start].split()) for line in lines[:-1])
+    assert described == "".join(description.split())
+    if len(description) + BAR_MIN_WIDTH + len(" 999/1000 loss 0.4830 AUC 0.8289 best 0.8289@500 0:00:00 ") <= width:
+        assert description in text  # a description that fits beside the narrowest bar is never broken
+
+
+def test_consecutive_tables_are_set_apart_by_a_blank_line(monkeypatch):
+    """Titles stand on their own lines, left: evaluate's cells table and summary, or compare's pairs,
+    need a blank line between them to read as separate tables."""
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    columns = [Column("model", justify="left"), Column("auc", digits=4)]
+    output.write_rich_table([{"model": "crnn", "auc": 0.9}], columns, title="classification, test genes")
+    output.write_rich_table([{"model": "crnn", "auc": 0.9}], columns, title="classification, summary over cells")
+    lines = buffer.getvalue().splitlines()
+    assert lines[0] == "classification, test genes"
+    second = lines.index("classification, summary over cells")
+    assert lines[second - 1] == "" and lines[second - 2].split() == ["crnn", "0.9000"]

@@ -481,3 +481,27 @@ def test_every_source_attribute_survives_a_round_trip(tmp_path):
     with pytest.raises(StoreError, match="attribute fingerprint is the store's own"):
         store.write([clashing])
     assert store.cell_names() == ["E001"]
+
+
+def test_store_show_is_one_table_at_80_columns(tmp_path, monkeypatch):
+    """The fingerprint (64 characters) and source paths fold in the value column: one line per field."""
+    import io
+
+    from rich.console import Console
+
+    from histcli import output
+    from histcli.cli.options import OutputFormat
+    from histcli.cli.store_cmd import show_cell
+
+    monkeypatch.chdir(tmp_path)
+    store = Store(Path("a-long-folder-name-for-the-lab-study") / "s.h5")
+    store.write([make_cell("E001")])
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    show_cell("E001", store_path=store.path, output_format=OutputFormat.table)
+    text = buffer.getvalue()
+    assert "(1 of" not in text and "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert text.splitlines()[0].strip() == f"E001 in {store.path}"
+    assert ["genes_test", "2"] in [line.split() for line in text.splitlines()]
+    assert store.fingerprint("E001") in "".join(text.split())

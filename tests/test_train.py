@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -354,3 +355,59 @@ def test_mirrored_models_predict_the_same_for_both_orientations(small_store, tmp
     test = cell.split == SPLIT_CODES["test"]
     expected = roc_auc(cell.labels[test], predict_scores(mirrored, np.log1p(cell.counts[test].astype(np.float32))))
     assert json.loads(evaluated.stdout)["rows"][0]["auc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_entry_files_are_readable_as_the_umask_allows(small_store, tmp_path):
+    """A registry shared by a lab: weights get the same permissions as config.json and metadata.json (the
+    umask's), not the owner-only 0600 that safetensors' own writer gives."""
+    models = tmp_path / "models"
+    previous = os.umask(0o002)  # the trainer inherits it
+    try:
+        for args in (("--name", "single"), ("--name", "pair", "--seeds", "0-1")):
+            result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2, *args)
+            assert result.code == 0, result.stderr
+    finally:
+        os.umask(previous)
+    for name, weights in (("single", ["weights.safetensors"]),
+                          ("pair", ["weights-seed0.safetensors", "weights-seed1.safetensors"])):
+        modes = {path.name: path.stat().st_mode & 0o777 for path in (models / name / "sim01").iterdir()}
+        assert modes == {"config.json": 0o664, "metadata.json": 0o664, **{file: 0o664 for file in weights}}
+
+
+def test_weights_removed_under_a_reader_are_named_in_the_error(small_store, tmp_path):
+    """`models rm` (or an overwrite) while `evaluate` loads the entry: the one-line error names the weights
+    file; safetensors' own error has no file name, and the message was "file: no such file or directory"."""
+    from histcli.errors import describe
+
+    models = tmp_path / "models"
+    assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 2).code == 0
+    entry = Registry(models).get("logistic", "sim01")
+    entry.weights_path.unlink()
+    with pytest.raises(FileNotFoundError) as caught:
+        entry.build_module()
+    assert describe(caught.value) == (f"{entry.weights_path}: no such file or directory", 1)
+
+
+def test_train_summary_for_people_is_one_line_per_cell_at_80_columns(monkeypatch):
+    """56 cells gave 56 blocks of 12 lines: a terminal gets the columns that fit one line per cell,
+    machines every column."""
+    import io
+
+    from rich.console import Console
+
+    from histcli import output
+    from histcli.cli.train import train_columns
+
+    rows = [{"model": "deepchrome-seed3", "cell": f"E{cell:03d}", "arch": "deepchrome", "seed": 3, "best_epoch": 482,
+             "epochs_run": 1000, "valid_auc": 0.91234, "train_genes": 6601, "valid_genes": 6601, "seconds": 1234.5,
+             "converged": False, "interrupted": False} for cell in range(3, 6)]
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    output.render_rows(rows, train_columns("auc", "table"), "table", title="trained into histcli-data/models")
+    lines = [line.split() for line in buffer.getvalue().splitlines()]
+    assert "(1 of" not in buffer.getvalue() and max(map(len, buffer.getvalue().splitlines())) <= 80
+    assert ["deepchrome-seed3", "E004", "3", "482", "1000", "0.9123", "1234.5", "no"] in lines
+    assert [column.key for column in train_columns("auc", "tsv")] == [
+        "model", "cell", "arch", "seed", "best_epoch", "epochs_run", "valid_auc", "train_genes", "valid_genes",
+        "seconds", "converged", "interrupted"]

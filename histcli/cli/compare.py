@@ -36,15 +36,13 @@ def _print_rich(result, split: str) -> None:
     metric = result.metric
     label = METRIC_LABELS[metric]
     test = CELL_TESTS[metric]
-    for index, pair in enumerate(result.pairs):
+    for pair in result.pairs:
         columns = [Column("cell", justify="left"), Column("n"),
                    Column(f"{metric}_a", "A", digits=4), Column(f"{metric}_b", "B", digits=4),
                    Column(f"delta_{metric}", "A - B", digits=4), Column("ci", "95% CI"),
                    Column(f"{test}_p", f"{TEST_LABELS[test]} p", digits=3), Column("q", "q (BH)", digits=3)]
         rows = [{**row, "ci": None if row["ci_low"] is None else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"}
                 for row in pair.cells]
-        if index:
-            write_rich(Text(""))
         # Model names head the table, not its columns: long names would push it past 80 columns.
         write_rich_table(rows, columns, title=f"{label}, A = {pair.model_a} vs B = {pair.model_b}, {split} genes")
     lines = []

@@ -50,18 +50,38 @@ def progress(*fields: str):
     if _quiet or not sys.stderr.isatty():
         yield _NoProgress()
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from histcli.output import console
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
-    columns += [TextColumn(f"{{task.fields[{name}]}}") for name in fields]
-    columns.append(TimeElapsedColumn())
-    with Progress(*columns, console=console(stderr=True), transient=False) as bar:
+    with progress_display(console(stderr=True), *fields) as bar:
         yield bar
+
+
+# The bar's width when the line has room; it gives way first when the line would not fit.
+BAR_WIDTH = 40
+BAR_MIN_WIDTH = 5
+
+
+def progress_display(out, *fields: str):
+    """A rich Progress on ``out`` whose lines cut no text at the console's width: the bar narrows
+    (down to BAR_MIN_WIDTH), then the description wraps; counts, fields and times stay whole."""
+    from rich.measure import Measurement
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
+
+    bar = BarColumn(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True))
+    columns = [TextColumn("{task.description}", table_column=Column(overflow="fold")), bar,
+               MofNCompleteColumn(table_column=Column(no_wrap=True))]
+    columns += [TextColumn(f"{{task.fields[{name}]}}", table_column=Column(no_wrap=True)) for name in fields]
+    columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True)))
+
+    class FittingProgress(Progress):
+        def make_tasks_table(self, tasks):
+            bar.bar_width = BAR_WIDTH
+            table = super().make_tasks_table(tasks)
+            natural = Measurement.get(out, out.options.update_width(1_000_000), table).maximum
+            if natural <= out.width:
+                return table
+            bar.bar_width = max(BAR_MIN_WIDTH, BAR_WIDTH - (natural - out.width))
+            return super().make_tasks_table(tasks)
+
+    return FittingProgress(*columns, console=out, transient=False)

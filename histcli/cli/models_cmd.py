@@ -31,7 +31,8 @@ def entry_row(entry) -> dict:
         "marks": ",".join(entry.input.marks),
         "bins": entry.input.n_bins,
         "bin_size": entry.input.bin_size,
-        "seed": seeds_text(entry.seeds),
+        # A number for a single model, text ("0-4") for an ensemble: as in train's and sweep's output.
+        "seed": entry.seeds[0] if len(entry.seeds) == 1 else seeds_text(entry.seeds),
         "members": len(entry.seeds),
         "best_epoch": metadata["best_epoch"],
         # The validation metric that selected the weights: AUC for classifiers, Pearson r for regressors.
@@ -40,9 +41,13 @@ def entry_row(entry) -> dict:
         "converged": metadata.get("converged"),  # None: trained before histcli recorded it
         "interrupted": metadata["interrupted"],
         "created": metadata["created"],
-        # For people: the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r".
-        "valid": f"{entry.best_valid_score:.4f} {'AUC' if entry.selection_metric == 'auc' else 'r'}",
     }
+
+
+def people_row(entry) -> dict:
+    """entry_row and, for people, the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r"."""
+    return {**entry_row(entry),
+            "valid": f"{entry.best_valid_score:.4f} {'AUC' if entry.selection_metric == 'auc' else 'r'}"}
 
 
 def people_columns():
@@ -78,9 +83,12 @@ def list_models(
     from histcli.output import render_rows, resolve_format
     from histcli.registry import Registry
 
-    rows = [entry_row(entry) for entry in Registry(models_path).entries(name, cell)]
     fmt = resolve_format(output_format.value)
-    render_rows(rows, people_columns() if fmt == "table" else entry_columns(), fmt, title=f"models in {models_path}")
+    entries = Registry(models_path).entries(name, cell)
+    if fmt == "table":
+        render_rows([people_row(entry) for entry in entries], people_columns(), fmt, title=f"models in {models_path}")
+    else:
+        render_rows([entry_row(entry) for entry in entries], entry_columns(), fmt)
 
 
 @app.command("show")
@@ -91,10 +99,11 @@ def show_model(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One entry in detail: architecture, hyperparameters, training settings, data and results."""
-    from histcli.output import Column, render_rows
+    from histcli.output import field_value_columns, render_rows, resolve_format
     from histcli.registry import Registry
 
     entry = Registry(models_path).get(name, cell)
+    full = resolve_format(output_format.value) != "table"
     fields = {"path": str(entry.path)}
     for section in ("architecture", "hyperparameters", "training", "input", "data"):
         value = entry.config[section]
@@ -103,20 +112,24 @@ def show_model(
         else:
             fields[section] = value
     fields.update({key: value for key, value in entry.metadata.items() if key not in ("history", "members")})
-    fields["history"] = _history(entry.metadata["history"], f"valid_{entry.selection_metric}")
+    fields["history"] = _history(entry.metadata["history"], f"valid_{entry.selection_metric}", full)
     for member in entry.members:
         fields.update({f"member.seed{member['seed']}.{key}": value for key, value in member.items()
                        if key not in ("seed", "history")})
-        fields[f"member.seed{member['seed']}.history"] = _history(member["history"], f"valid_{entry.selection_metric}")
+        fields[f"member.seed{member['seed']}.history"] = _history(member["history"], f"valid_{entry.selection_metric}",
+                                                                  full)
     rows = [{"field": key, "value": _flat(value)} for key, value in fields.items()]
-    render_rows(rows, [Column("field", justify="left"), Column("value", justify="left")], output_format.value,
+    render_rows(rows, field_value_columns(), output_format.value,
                 title=f"{name} for {cell}",
                 json_payload={"path": str(entry.path), "config": entry.config, "metadata": entry.metadata})
 
 
-def _history(history: list[dict], key: str) -> str:
-    """epoch:value pairs of the validation metric ``key`` (valid_auc, valid_pearson)."""
-    return " ".join(f"{h['epoch']}:{h[key]:.4f}" for h in history)
+def _history(history: list[dict], key: str, full: bool) -> str:
+    """epoch:value pairs of the validation metric ``key`` (valid_auc, valid_pearson); 4 decimals for people,
+    full precision (``full``) for machines."""
+    from histcli.output import machine_text
+
+    return " ".join(f"{h['epoch']}:{machine_text(h[key]) if full else format(h[key], '.4f')}" for h in history)
 
 
 def _flat(value):

@@ -79,7 +79,7 @@ def show_cell(
     """One cell in detail: shape, splits, labels, attributes and source files with SHA-256."""
     from dataclasses import asdict
 
-    from histcli.output import Column, render_rows
+    from histcli.output import field_value_columns, render_rows
     from histcli.store import Store
 
     summary = Store(store_path).summary(cell)
@@ -109,7 +109,7 @@ def show_cell(
     rows = [{"field": key, "value": value} for key, value in fields.items()]
     render_rows(
         rows,
-        [Column("field", justify="left"), Column("value", justify="left")],
+        field_value_columns(),
         output_format.value,
         title=f"{cell} in {store_path}",
         json_payload=details,
