@@ -28,6 +28,9 @@ class Column:
     # Long free text (a path, a history): in the rich table it folds over lines, at spaces where it
     # has them, rather than making the table too wide for one line per row.
     fold: bool = False
+    # A value every row has alike (store list's marks) is said once above the rich table, not repeated in
+    # a column of each row; machine formats keep the column.
+    shared: bool = False
 
     @property
     def title(self) -> str:
@@ -151,8 +154,18 @@ _streams_with_tables: weakref.WeakSet = weakref.WeakSet()
 def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     terminal = stdout_is_terminal()
+    alike = [column for column in columns if column.shared and len(rows) > 1
+             and len({human_text(row.get(column.key), column) for row in rows}) == 1]
+    if alike:
+        columns = [column for column in columns if column not in alike]
+        # key=value words: a narrow terminal wraps the line between them, never inside one.
+        said_once = " ".join(f"{column.title}={human_text(rows[0].get(column.key), column)}" for column in alike)
+        extra_heading = f"every row: {said_once}"
+    else:
+        extra_heading = None
     # Two spaces between columns and none at the edges: tables stay within 80 columns longer.
     table = Table(box=box.SIMPLE_HEAD if terminal else None, header_style="bold" if terminal else None,
                   show_edge=False, collapse_padding=True, pad_edge=False)
@@ -180,6 +193,8 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
             _streams_with_tables.add(out.file)
             if block_title:
                 out.print(heading(block_title, terminal))
+            if extra_heading and index == 0:
+                out.print(Text(extra_heading))
             out.print(block)
         if extra is not None:
             out.print(extra)

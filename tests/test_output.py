@@ -96,6 +96,38 @@ def test_a_folding_column_too_narrow_to_read_still_gives_one_block_per_row(monke
     assert "trained (1 of 3)" in text and "…" not in text
 
 
+def test_values_every_row_shares_are_said_once_above_the_table(monkeypatch):
+    """`store list` of 56 DeepChrome cells: the marks (41 characters), bins and bin size are alike in every
+    row, so they are said once and the cells make one table at 80 columns, not 56 blocks; a column whose
+    values differ stays a column, and TSV keeps every column."""
+    from histcli.cli.store_cmd import summary_columns
+
+    marks = "H3K4me3,H3K4me1,H3K36me3,H3K9me3,H3K27me3"
+    rows = [{"cell": f"E{index:03d}", "genes": 19802, "train": 6601, "valid": 6601, "test": 6600, "unsplit": 0,
+             "bins": 100, "bin_size": 100, "marks": marks, "positive_fraction": 0.5 + index / 1000}
+            for index in range(3, 59)]
+    text = render(monkeypatch, 80, rows, summary_columns(), title="store.h5")
+    lines = text.splitlines()
+    assert "(1 of" not in text and max(len(line) for line in lines) <= 80
+    assert lines[0] == "store.h5" and lines[1] == f"every row: bins=100 bin_size=100 marks={marks}"
+    assert lines[2].split() == ["cell", "genes", "train", "valid", "test", "unsplit", "positive"]
+    # Narrower, the line wraps between its key=value words, never inside one.
+    narrow = render(monkeypatch, 60, rows, summary_columns(), title="store.h5").splitlines()
+    assert [line.rstrip() for line in narrow[1:3]] == ["every row: bins=100 bin_size=100", f"marks={marks}"]
+    assert ["E058", "19802", "6601", "6601", "6600", "0", "55.8%"] in [line.split() for line in lines]
+    assert text.count(marks) == 1
+    # Cells of two bin sizes: bin_size stays a column; what is alike is still said once.
+    rows[0] = {**rows[0], "bin_size": 10000}
+    lines = render(monkeypatch, 80, rows, summary_columns(), title="store.h5").splitlines()
+    assert lines[1] == f"every row: bins=100 marks={marks}"
+    assert "bin_size" in lines[2].split() and lines[4].split()[:2] == ["E003", "19802"]
+    # One row has nothing to share with another: its values stay in their columns.
+    text = render(monkeypatch, 200, rows[:1], summary_columns())
+    assert "every row" not in text and marks in text
+    assert output.delimited(rows[:2], summary_columns(), "\t").splitlines()[0].split("\t")[6:9] == \
+        ["bins", "bin_size", "marks"]
+
+
 @pytest.mark.parametrize("width", [80, 100])
 @pytest.mark.parametrize("description", ["crnn E116", "attentivechrome-wide E003 seed 12",
                                          "a_really_long_model_name_30chr cell_type_with_a_long_name_01 seed 4"])

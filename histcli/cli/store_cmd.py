@@ -28,9 +28,9 @@ def summary_columns():
         Column("valid"),
         Column("test"),
         Column("unsplit"),
-        Column("bins"),
-        Column("bin_size"),
-        Column("marks", justify="left"),
+        Column("bins", shared=True),
+        Column("bin_size", shared=True),
+        Column("marks", justify="left", shared=True),
         Column("positive_fraction", "positive", percent=True),
     ]
 
