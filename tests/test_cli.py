@@ -89,6 +89,20 @@ def test_help_and_completion_do_not_import_heavy_packages(args, env):
     assert not imported & {"torch", "scipy", "pandas", "matplotlib"}, imported & {"torch", "scipy", "pandas"}
 
 
+@pytest.mark.parametrize("group", [(), ("prepare",), ("store",), ("models",)])
+def test_command_lists_cut_no_summary_at_80_columns(group):
+    """Click shortens a summary that does not fit with '...': every command lists a whole one-line summary."""
+    result = subprocess.run([sys.executable, "-m", "histcli", *group, "--help"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split("Commands:\n", 1)[1].splitlines()
+    expected = {(): 12, ("prepare",): 4, ("store",): 4, ("models",): 3}[group]
+    assert len(listed) == expected and all(len(line) <= 80 for line in listed), listed
+    for line in listed:
+        name, summary = line.split(maxsplit=1)
+        assert not summary.endswith("...") and summary.endswith("."), line
+
+
 def test_exit_codes(tmp_path):
     store = tmp_path / "s.h5"
     ok = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", store, "-q")

@@ -70,7 +70,7 @@ def entry_columns():
             Column("created", justify="left")]
 
 
-@app.command("list")
+@app.command("list", short_help="One row per entry (model name x cell).")
 def list_models(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Only this model name.",
                                                 autocompletion=complete_model_names)] = None,
@@ -91,7 +91,7 @@ def list_models(
         render_rows([entry_row(entry) for entry in entries], entry_columns(), fmt)
 
 
-@app.command("show")
+@app.command("show", short_help="One entry: configuration, training and history.")
 def show_model(
     name: ModelName,
     cell: Annotated[str, typer.Option("--cell", "-c", help="Cell of the entry.", autocompletion=complete_cells)],
@@ -138,7 +138,7 @@ def _flat(value):
     return value
 
 
-@app.command("rm")
+@app.command("rm", short_help="Remove a model's entries, for one cell or all.")
 def remove_model(
     name: ModelName,
     cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Only this cell (default: every cell).",
