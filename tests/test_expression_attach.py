@@ -123,6 +123,17 @@ def test_an_empty_field_in_another_column_keeps_the_columns_in_place(tmp_path, s
         read_expression(without_id, cell="T")
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path, compress):
+    # A damaged gene id would otherwise read as another gene: missing from the table, or dropped.
+    text = MATRIX.replace("ENSG00000000003", "ENSG0000000\xe9003").encode("latin-1")
+    path = tmp_path / ("m.tsv.gz" if compress else "m.tsv")
+    path.write_bytes(gzip.compress(text) if compress else text)
+    with pytest.raises(InputError) as caught:
+        read_expression(path, cell="E001")
+    assert str(caught.value) == f"{path}, line 4: not UTF-8 text (byte 0xe9 at character 12); save the file as UTF-8"
+
+
 @pytest.mark.parametrize("compress, name", [("bz2", "bzip2"), ("lzma", "xz")])
 def test_a_table_compressed_other_than_gzip_says_so(tmp_path, compress, name):
     import importlib

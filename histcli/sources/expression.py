@@ -45,6 +45,7 @@ from histcli.sources.common import (
     labels_from_expression,
     parse_number,
     read_file_bytes,
+    utf8_text,
 )
 from histcli.store import CellData, SourceFile
 
@@ -198,7 +199,7 @@ class ExpressionFile:
 
     @cached_property
     def _text(self) -> str:
-        return decoded_bytes(self.path, self._raw).decode("utf-8", errors="replace")
+        return utf8_text(self.path, decoded_bytes(self.path, self._raw))
 
     @cached_property
     def _first(self) -> tuple[int, list[str]]:
