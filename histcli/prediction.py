@@ -123,11 +123,13 @@ class Predictor:
         inputs = apply_transform(self.entry.input.transform, counts)
         return predict_scores(self.entry, inputs, self.device, self.load())
 
-    def cell_scores(self, cell) -> np.ndarray:
-        """Predictions for every gene of a cell (from the store or tracks), marks matched by name."""
+    def cell_scores(self, cell, *, described: str | None = None) -> np.ndarray:
+        """Predictions for every gene of a cell (from the store or tracks), marks matched by name;
+        ``described`` names the cell in errors (see ``histcli.evaluation.match_inputs``)."""
         from histcli.evaluation import match_inputs, predict_scores
 
-        return predict_scores(self.entry, match_inputs(self.entry, cell), self.device, self.load())
+        inputs = match_inputs(self.entry, cell, described=described)
+        return predict_scores(self.entry, inputs, self.device, self.load())
 
 
 class ScoringPipeline:

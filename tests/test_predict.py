@@ -244,6 +244,22 @@ def test_usage_errors(workspace, genes, tmp_path):
                           "none.tsv", "no such file")
 
 
+def test_tracks_that_do_not_fit_the_model_are_named_as_the_track_input(workspace, tmp_path):
+    # The cell binned from --track is no stored cell: its errors name the tracks, not a cell called 'predict'.
+    track = tmp_path / "t.bedGraph"
+    track.write_text("chr1\t0\t5000\t3\n")
+    genes = tmp_path / "genes.bed"
+    genes.write_text("chr1\t2000\t2001\tg1\t0\t+\nchr1\t3000\t3001\tg2\t0\t-\n")
+    tracks = [f"--track={mark}={track}" for mark in MARKS]
+    other_bins = workspace.run("predict", "logistic", "--cell", "sim01", *tracks, "--genes", genes, "--bin-size", 200)
+    assert_one_line_error(other_bins, "model 'logistic' (trained on sim01) expects 20 bins of 100 bp, but the track "
+                                      "input has 10 bins of 200 bp")
+    missing = workspace.run("predict", "logistic", "--cell", "sim01", *tracks[:4], "--genes", genes)
+    assert_one_line_error(missing, f"needs mark(s) {MARKS[4]}, which the track input lacks (it has")
+    assert other_bins.stdout == missing.stdout == ""
+    assert "predict" not in other_bins.stderr + missing.stderr
+
+
 @pytest.mark.slow
 def test_tracks_give_the_same_predictions_as_the_prepared_cell(tmp_path):
     data = shared_data("e116-10kb")
