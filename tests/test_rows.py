@@ -141,6 +141,19 @@ def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path, gzipped):
         read_cell("c", files)
 
 
+def test_a_header_line_is_pointed_out(tmp_path):
+    header = "gene_id,bin,H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K9me3,label"
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path, [header] + _lines(2)))
+    assert str(caught.value) == (f"{tmp_path / 'train.csv'}, line 1, field bin: 'bin' is not a number; line 1 looks "
+                                 "like a header, which this layout does not have: remove it")
+    # A first line with numbers where they belong is a bad row, not a header.
+    (tmp_path / "row").mkdir()
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path / "row", ["g0,x,1,2,3,4,5,0"] + _lines(2)))
+    assert str(caught.value).endswith("line 1, field bin: 'x' is not a number")
+
+
 def test_a_blank_line_is_named_as_such(tmp_path):
     lines = _lines(3) + [""]
     path = tmp_path / "train.csv"

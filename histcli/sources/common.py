@@ -31,6 +31,15 @@ def parse_number(text: str) -> float:
     return float(text)
 
 
+def is_number(text: str) -> bool:
+    """Whether :func:`parse_number` takes ``text``."""
+    try:
+        parse_number(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_integer(text: str) -> int:
     """``int(text)`` for ASCII digits only (see :func:`parse_number`)."""
     if not text.isascii() or "_" in text:

@@ -21,6 +21,7 @@ from histcli.sources.common import (
     COUNT_OVERFLOW,
     CountBlocks,
     is_gzip,
+    is_number,
     not_utf8,
     parse_number,
     refuse_other_compression,
@@ -94,6 +95,18 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
     return None
 
 
+def _pointing_out_a_header(error: InputError, text: str, schema: list[Field], sep: str) -> InputError:
+    """``error`` about the first line of a layout without a header, saying so when the line is a header: none of
+    its number fields (bin, counts, label) holds a number."""
+    # Fields as far as both go: a header may also have another number of fields.
+    numbers = [value for value, field in zip(text.rstrip("\r\n").split(sep), schema, strict=False)
+               if field.kind in ("bin", "count", "label")]
+    if not numbers or any(is_number(value) for value in numbers):
+        return error
+    return InputError(error.path, f"{error.problem}; line 1 looks like a header, which this layout does not have: "
+                                  "remove it", line=error.line, field=error.field)
+
+
 def _open_lines(path: Path):
     # Bytes that are not UTF-8 come through escaped, for diagnose_line to name (see common.not_utf8).
     opener = gzip.open if is_gzip(path) else open
@@ -143,7 +156,7 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
                 if number == first_line:
                     error = diagnose_line(path, text, number, schema, sep)
                     if error is not None:
-                        raise error
+                        raise _pointing_out_a_header(error, text, schema, sep) if not skip_lines else error
                     break
         reader = pd.read_csv(
             path,
