@@ -133,6 +133,8 @@ BAD_LONG = {
                          "field h3k4me3", "columns 'H3K4me3' and 'h3k4me3' are both mark H3K4me3"),
     "gene without an id": (lambda lines: lines[:21] + ["\t" + line.split("\t", 1)[1] for line in lines[21:41]]
                            + lines[41:], "line 22", "field gene_id", "empty gene id"),
+    "gene id with a space": (lambda lines: lines[:24] + [lines[24].replace("\t", " \t", 1)] + lines[25:], "line 25",
+                             "field gene_id", "gene id has leading or trailing spaces"),
     "rows sorted by bin": (lambda lines: lines[:1] + sorted(lines[1:], key=lambda line: int(line.split("\t")[1])),
                            "line 5", "appears again (first at line 2)", "the rows of a gene must be consecutive"),
 }
@@ -170,6 +172,10 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
     unnamed.write_text("\n".join(lines[:2] + [" \t" + lines[2].split("\t", 1)[1]] + lines[3:]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", unnamed, "--cell", "sim01"),
                           "line 3", "field gene_id", "empty gene id")
+    spaced = tmp_path / "spaced.tsv"
+    spaced.write_text("\n".join(lines[:4] + [" " + lines[4]]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", spaced, "--cell", "sim01"),
+                          "line 5", "field gene_id", "gene id has leading or trailing spaces")
 
 
 def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path):

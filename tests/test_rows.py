@@ -112,6 +112,18 @@ def test_one_row_without_an_id_inside_a_gene_is_named(tmp_path):
         read_cell("c", _cell_files(tmp_path, lines))
 
 
+@pytest.mark.parametrize(("row", "spaced"), [(5, " g1"), (7, "g1 "), (1, "g0\t")])
+def test_a_gene_id_with_spaces_around_it_is_named(tmp_path, row, spaced):
+    # Not stripped: "000003 " would be another gene than 000003 everywhere else (the expression table, the store).
+    lines = _lines(3)
+    gene = spaced.strip()
+    lines[row - 1] = spaced + lines[row - 1].removeprefix(gene)
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path, lines))
+    assert str(caught.value) == (f"{tmp_path / 'train.csv'}, line {row}, field gene_id: gene id has leading or "
+                                 "trailing spaces")
+
+
 def test_rows_sorted_by_bin_are_refused_as_genes_split_apart(tmp_path):
     # Every gene's bin 1, then every gene's bin 2, ...: each gene's rows are apart.
     by_bin = sorted(_lines(3), key=lambda line: int(line.split(",")[1]))

@@ -37,14 +37,22 @@ class Field:
     kind: str  # "id", "bin", "count", "label", "id_bin" (ENSG_SYMBOL_bin)
 
 
+# Not stripped: "000003 " would be another gene than the 000003 of every other file.
+_SPACED_ID = "gene id has leading or trailing spaces"
+
+
 def _problem(text: str, field: Field) -> str | None:
     """What is wrong with one field's text, or None."""
     if field.kind == "id":
-        return "empty gene id" if not text.strip() else None
+        if not text.strip():
+            return "empty gene id"
+        return _SPACED_ID if text != text.strip() else None
     if field.kind == "id_bin":
         gene, sep, bin_text = text.rpartition("_")
         if not sep or not gene.strip():
             return f"{text!r} is not <gene>_<bin>"
+        if gene != gene.strip():
+            return _SPACED_ID
         problem = _problem(bin_text, Field(field.name, "bin"))
         if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
             # parse_number takes "1e2" and " 3"; the bin of a gene_bin field is plain digits.
@@ -348,10 +356,10 @@ class GeneBlocks:
 
 
 def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
-    """Where a gene id is empty or only blanks, or runs over lines (a quote left open); :func:`diagnose_line`
-    says which."""
-    return np.fromiter((not gene.strip() or "\n" in gene or "\r" in gene for gene in gene_ids), dtype=bool,
-                       count=len(gene_ids))
+    """Where a gene id is empty, has blanks around it, or runs over lines (a quote left open);
+    :func:`diagnose_line` says which."""
+    return np.fromiter((not gene or gene.strip() != gene or "\n" in gene or "\r" in gene for gene in gene_ids),
+                       dtype=bool, count=len(gene_ids))
 
 
 def check_unique_genes(parts: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
