@@ -190,6 +190,8 @@ def _header(path: Path, shown: str) -> list[str]:
             line = handle.readline()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
+    if not line:  # an empty plain file is caught above: this is gzip framing around nothing
+        raise InputError(shown, "gzip data with no content, expected a header line")
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) < 2:
         raise InputError(shown, "expected a tab-separated header: gene_id, bin, <marks>... "

@@ -189,6 +189,14 @@ def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path)
                           "is bzip2-compressed; only plain text and gzip are read", "bunzip2")
 
 
+def test_an_empty_gzip_input_says_it_is_empty(workspace, tmp_path):
+    path = tmp_path / "l.tsv.gz"
+    path.write_bytes(gzip.compress(b""))  # 20 bytes of gzip framing around nothing
+    result = workspace.run("predict", "logistic", path, "--cell", "sim01")
+    assert_one_line_error(result, f"{path}: gzip data with no content, expected a header line")
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("layout", ["long", "wide"])
 def test_a_header_without_genes_leaves_stdout_empty(workspace, genes, tmp_path, layout):
     gene_ids, counts = genes
