@@ -81,6 +81,16 @@ def test_a_missing_column_is_a_usage_error_listing_the_columns(tmp_path):
         read_expression(wide, column="E116")
 
 
+def test_control_characters_of_a_header_are_shown_escaped(tmp_path):
+    path = _write(tmp_path / "m.tsv", "gene_id\tE001\tE0\x1b[2K02\nENSG00000000001\t1\t2\n")
+    with pytest.raises(UsageError) as caught:
+        read_expression(path, cell="E116")
+    assert str(caught.value).startswith(r"expression 'm.tsv': has 2 columns: E001, 'E0\x1b[2K02'; no column")
+    twice = _write(tmp_path / "t.tsv", "gene_id\tE\x0701\tE\x0701\nENSG00000000001\t1\t2\n")
+    with pytest.raises(InputError, match=re.escape(r"t.tsv, line 1: column 'E\x0701' appears 2 times in the header")):
+        read_expression(twice, column="E\x0701")
+
+
 @pytest.mark.parametrize(("text", "where", "problem"), [
     ("gene_id\tA\tB\nENSG00000000001\t1\t-2\n", "line 2, field B",
      "negative value -2; expected expression >= 0 (such as RPKM)"),

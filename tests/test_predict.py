@@ -197,6 +197,30 @@ def test_an_empty_gzip_input_says_it_is_empty(workspace, tmp_path):
     assert result.stdout == ""
 
 
+def test_control_characters_of_a_header_are_shown_escaped(workspace, genes, tmp_path):
+    # Printed raw, an escape sequence would recolour or clear the terminal.
+    import io
+
+    from histcli.errors import InputError
+    from histcli.prediction import PredictionWriter, Predictor, predict_table
+
+    gene_ids, counts = genes
+    lines = write_long(tmp_path / "ok.tsv", gene_ids[:1], counts[:1]).read_text().splitlines()
+    predictor = Predictor(Registry(workspace.models).get("logistic", "sim01"))
+    path = tmp_path / "bad.tsv"
+    for header, message in [
+        (lines[0].replace("H3K9me3", "H3K9me3\x1b[2K"),
+         r"line 1, field 'H3K9me3\x1b[2K': unknown mark name 'H3K9me3\x1b[2K' in the header"),
+        (lines[0].replace("gene_id", "gene\x07id"),
+         r"line 3: expected 7 tab-separated fields ('gene\x07id', bin, H3K4me3, H3K4me1, H3K36me3, H3K9me3, "
+         "H3K27me3), found 8"),
+    ]:
+        path.write_text("\n".join([header, lines[1], lines[2] + "\t1"] + lines[3:]) + "\n")
+        with pytest.raises(InputError) as caught:
+            predict_table(predictor, str(path), PredictionWriter(io.StringIO()))
+        assert str(caught.value) == f"{path}, {message}"
+
+
 @pytest.mark.parametrize("layout", ["long", "wide"])
 def test_a_header_without_genes_leaves_stdout_empty(workspace, genes, tmp_path, layout):
     gene_ids, counts = genes

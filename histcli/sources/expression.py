@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError
+from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError, printable
 from histcli.sources.annotation import gene_key
 from histcli.sources.common import (
     ValuesByGene,
@@ -119,7 +119,7 @@ def _is_two_column_header(fields: list[str]) -> bool:
 
 
 def _describe_columns(columns: list[str]) -> str:
-    shown = ", ".join(columns[:_COLUMNS_SHOWN])
+    shown = ", ".join(map(printable, columns[:_COLUMNS_SHOWN]))
     more = f" and {len(columns) - _COLUMNS_SHOWN} more" if len(columns) > _COLUMNS_SHOWN else ""
     return f"{len(columns)} columns: {shown}{more}"
 
@@ -239,7 +239,7 @@ class ExpressionFile:
         first_number, first = self._first
         chosen = _choose_column(self.path, first, column, cell)
         if chosen is not None and first[1:].count(chosen) > 1:
-            raise InputError(self.path, f"column {chosen} appears {first[1:].count(chosen)} times in the header",
+            raise InputError(self.path, f"column {printable(chosen)} appears {first[1:].count(chosen)} times in the header",
                              line=first_number)
         if chosen not in self._tables:
             self._tables.update(self._read_at_once([name for name in dict.fromkeys([*self._wanted, chosen])

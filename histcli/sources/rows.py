@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from histcli import interrupt
-from histcli.errors import InputError
+from histcli.errors import InputError, printable
 from histcli.sources.common import (
     COUNT_OVERFLOW,
     CountBlocks,
@@ -86,7 +86,7 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
         return undecodable
     fields = text.rstrip("\r\n").split(sep)
     if len(fields) != len(schema):
-        names = ", ".join(f.name for f in schema)
+        names = ", ".join(printable(f.name) for f in schema)
         if len(names) > 80:
             names = names[:77] + "..."
         kind = "comma" if sep == "," else "tab"
