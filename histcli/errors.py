@@ -19,6 +19,12 @@ EXIT_INTERRUPTED = 130
 EXIT_PIPE_CLOSED = 141
 
 
+def printable(text: str) -> str:
+    """``text`` as it is when every character of it prints, else as a Python literal with the others escaped:
+    a file's text (a header field) printed raw could recolour or clear the terminal, or break the line."""
+    return text if text.isprintable() else repr(text)
+
+
 class HistcliError(Exception):
     """Base class: a problem with the user's data, models, store or arguments."""
 
@@ -40,7 +46,7 @@ class InputError(HistcliError):
         if self.line is not None:
             where += f", line {self.line}"
         if self.field is not None:
-            where += f", field {self.field}"
+            where += f", field {printable(self.field)}"
         return f"{where}: {self.problem}"
 
     def naming(self, path) -> InputError:

@@ -41,25 +41,29 @@ class Predictions:
     task: object = None  # histcli.tasks task of the model
 
 
-def match_inputs(entry: Entry, cell: CellData) -> np.ndarray:
-    """The cell's counts in the model's mark order and transform; shape and names are checked."""
+def match_inputs(entry: Entry, cell: CellData, *, described: str | None = None) -> np.ndarray:
+    """The cell's counts in the model's mark order and transform; shape and names are checked.
+
+    ``described`` names the cell in messages (default "cell NAME"), e.g. "the track input" for genes binned
+    from tracks for ``predict``, whose cell is nothing the user named."""
     from histcli.transforms import apply_transform
 
     wanted = entry.input
     where = f"model {entry.name!r} (trained on {entry.cell})"
+    what = described or f"cell {cell.name}"
     missing = [mark for mark in wanted.marks if mark not in cell.marks]
     if missing:
-        raise ModelError(f"{where} needs mark(s) {', '.join(missing)}, which cell {cell.name} lacks "
+        raise ModelError(f"{where} needs mark(s) {', '.join(missing)}, which {what} lacks "
                          f"(it has {', '.join(cell.marks)})")
     extra = [mark for mark in cell.marks if mark not in wanted.marks]
     if extra:
-        log.info("cell %s: mark(s) %s not used by %s", cell.name, ", ".join(extra), entry.name)
+        log.info("%s: mark(s) %s not used by %s", what, ", ".join(extra), entry.name)
     if cell.n_bins != wanted.n_bins or cell.bin_size != wanted.bin_size:
-        raise ModelError(f"{where} expects {wanted.n_bins} bins of {wanted.bin_size} bp, but cell "
-                         f"{cell.name} has {cell.n_bins} bins of {cell.bin_size} bp")
+        raise ModelError(f"{where} expects {wanted.n_bins} bins of {wanted.bin_size} bp, but {what} has "
+                         f"{cell.n_bins} bins of {cell.bin_size} bp")
     if cell.tss_offset != wanted.tss_offset:
-        raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but cell "
-                         f"{cell.name} has it at {cell.tss_offset} bp")
+        raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but {what} has it "
+                         f"at {cell.tss_offset} bp")
     order = [cell.marks.index(mark) for mark in wanted.marks]
     counts = cell.counts_array()
     if order != list(range(len(cell.marks))):

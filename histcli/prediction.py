@@ -123,11 +123,13 @@ class Predictor:
         inputs = apply_transform(self.entry.input.transform, counts)
         return predict_scores(self.entry, inputs, self.device, self.load())
 
-    def cell_scores(self, cell) -> np.ndarray:
-        """Predictions for every gene of a cell (from the store or tracks), marks matched by name."""
+    def cell_scores(self, cell, *, described: str | None = None) -> np.ndarray:
+        """Predictions for every gene of a cell (from the store or tracks), marks matched by name;
+        ``described`` names the cell in errors (see ``histcli.evaluation.match_inputs``)."""
         from histcli.evaluation import match_inputs, predict_scores
 
-        return predict_scores(self.entry, match_inputs(self.entry, cell), self.device, self.load())
+        inputs = match_inputs(self.entry, cell, described=described)
+        return predict_scores(self.entry, inputs, self.device, self.load())
 
 
 class ScoringPipeline:
@@ -188,6 +190,8 @@ def _header(path: Path, shown: str) -> list[str]:
             line = handle.readline()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
+    if not line:  # an empty plain file is caught above: this is gzip framing around nothing
+        raise InputError(shown, "gzip data with no content, expected a header line")
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) < 2:
         raise InputError(shown, "expected a tab-separated header: gene_id, bin, <marks>... "

@@ -81,6 +81,16 @@ def test_a_missing_column_is_a_usage_error_listing_the_columns(tmp_path):
         read_expression(wide, column="E116")
 
 
+def test_control_characters_of_a_header_are_shown_escaped(tmp_path):
+    path = _write(tmp_path / "m.tsv", "gene_id\tE001\tE0\x1b[2K02\nENSG00000000001\t1\t2\n")
+    with pytest.raises(UsageError) as caught:
+        read_expression(path, cell="E116")
+    assert str(caught.value).startswith(r"expression 'm.tsv': has 2 columns: E001, 'E0\x1b[2K02'; no column")
+    twice = _write(tmp_path / "t.tsv", "gene_id\tE\x0701\tE\x0701\nENSG00000000001\t1\t2\n")
+    with pytest.raises(InputError, match=re.escape(r"t.tsv, line 1: column 'E\x0701' appears 2 times in the header")):
+        read_expression(twice, column="E\x0701")
+
+
 @pytest.mark.parametrize(("text", "where", "problem"), [
     ("gene_id\tA\tB\nENSG00000000001\t1\t-2\n", "line 2, field B",
      "negative value -2; expected expression >= 0 (such as RPKM)"),
@@ -121,6 +131,17 @@ def test_an_empty_field_in_another_column_keeps_the_columns_in_place(tmp_path, s
     without_id = _write(tmp_path / "n.txt", "\n".join(rows + [",9,9,9"]).replace(",", sep) + "\n")
     with pytest.raises(InputError, match=r"n\.txt, line 4, field gene_id: empty gene id"):
         read_expression(without_id, cell="T")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path, compress):
+    # A damaged gene id would otherwise read as another gene: missing from the table, or dropped.
+    text = MATRIX.replace("ENSG00000000003", "ENSG0000000\xe9003").encode("latin-1")
+    path = tmp_path / ("m.tsv.gz" if compress else "m.tsv")
+    path.write_bytes(gzip.compress(text) if compress else text)
+    with pytest.raises(InputError) as caught:
+        read_expression(path, cell="E001")
+    assert str(caught.value) == f"{path}, line 4: not UTF-8 text (byte 0xe9 at character 12); save the file as UTF-8"
 
 
 @pytest.mark.parametrize("compress, name", [("bz2", "bzip2"), ("lzma", "xz")])

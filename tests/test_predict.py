@@ -133,6 +133,8 @@ BAD_LONG = {
                          "field h3k4me3", "columns 'H3K4me3' and 'h3k4me3' are both mark H3K4me3"),
     "gene without an id": (lambda lines: lines[:21] + ["\t" + line.split("\t", 1)[1] for line in lines[21:41]]
                            + lines[41:], "line 22", "field gene_id", "empty gene id"),
+    "gene id with a space": (lambda lines: lines[:24] + [lines[24].replace("\t", " \t", 1)] + lines[25:], "line 25",
+                             "field gene_id", "gene id has leading or trailing spaces"),
     "rows sorted by bin": (lambda lines: lines[:1] + sorted(lines[1:], key=lambda line: int(line.split("\t")[1])),
                            "line 5", "appears again (first at line 2)", "the rows of a gene must be consecutive"),
 }
@@ -170,6 +172,10 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
     unnamed.write_text("\n".join(lines[:2] + [" \t" + lines[2].split("\t", 1)[1]] + lines[3:]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", unnamed, "--cell", "sim01"),
                           "line 3", "field gene_id", "empty gene id")
+    spaced = tmp_path / "spaced.tsv"
+    spaced.write_text("\n".join(lines[:4] + [" " + lines[4]]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", spaced, "--cell", "sim01"),
+                          "line 5", "field gene_id", "gene id has leading or trailing spaces")
 
 
 def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path):
@@ -181,6 +187,38 @@ def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path)
     path.write_bytes(bz2.compress(text))
     assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path),
                           "is bzip2-compressed; only plain text and gzip are read", "bunzip2")
+
+
+def test_an_empty_gzip_input_says_it_is_empty(workspace, tmp_path):
+    path = tmp_path / "l.tsv.gz"
+    path.write_bytes(gzip.compress(b""))  # 20 bytes of gzip framing around nothing
+    result = workspace.run("predict", "logistic", path, "--cell", "sim01")
+    assert_one_line_error(result, f"{path}: gzip data with no content, expected a header line")
+    assert result.stdout == ""
+
+
+def test_control_characters_of_a_header_are_shown_escaped(workspace, genes, tmp_path):
+    # Printed raw, an escape sequence would recolour or clear the terminal.
+    import io
+
+    from histcli.errors import InputError
+    from histcli.prediction import PredictionWriter, Predictor, predict_table
+
+    gene_ids, counts = genes
+    lines = write_long(tmp_path / "ok.tsv", gene_ids[:1], counts[:1]).read_text().splitlines()
+    predictor = Predictor(Registry(workspace.models).get("logistic", "sim01"))
+    path = tmp_path / "bad.tsv"
+    for header, message in [
+        (lines[0].replace("H3K9me3", "H3K9me3\x1b[2K"),
+         r"line 1, field 'H3K9me3\x1b[2K': unknown mark name 'H3K9me3\x1b[2K' in the header"),
+        (lines[0].replace("gene_id", "gene\x07id"),
+         r"line 3: expected 7 tab-separated fields ('gene\x07id', bin, H3K4me3, H3K4me1, H3K36me3, H3K9me3, "
+         "H3K27me3), found 8"),
+    ]:
+        path.write_text("\n".join([header, lines[1], lines[2] + "\t1"] + lines[3:]) + "\n")
+        with pytest.raises(InputError) as caught:
+            predict_table(predictor, str(path), PredictionWriter(io.StringIO()))
+        assert str(caught.value) == f"{path}, {message}"
 
 
 @pytest.mark.parametrize("layout", ["long", "wide"])
@@ -242,6 +280,22 @@ def test_usage_errors(workspace, genes, tmp_path):
                           "--track needs --genes", code=2)
     assert_one_line_error(workspace.run("predict", "logistic", tmp_path / "none.tsv", "--cell", "sim01"),
                           "none.tsv", "no such file")
+
+
+def test_tracks_that_do_not_fit_the_model_are_named_as_the_track_input(workspace, tmp_path):
+    # The cell binned from --track is no stored cell: its errors name the tracks, not a cell called 'predict'.
+    track = tmp_path / "t.bedGraph"
+    track.write_text("chr1\t0\t5000\t3\n")
+    genes = tmp_path / "genes.bed"
+    genes.write_text("chr1\t2000\t2001\tg1\t0\t+\nchr1\t3000\t3001\tg2\t0\t-\n")
+    tracks = [f"--track={mark}={track}" for mark in MARKS]
+    other_bins = workspace.run("predict", "logistic", "--cell", "sim01", *tracks, "--genes", genes, "--bin-size", 200)
+    assert_one_line_error(other_bins, "model 'logistic' (trained on sim01) expects 20 bins of 100 bp, but the track "
+                                      "input has 10 bins of 200 bp")
+    missing = workspace.run("predict", "logistic", "--cell", "sim01", *tracks[:4], "--genes", genes)
+    assert_one_line_error(missing, f"needs mark(s) {MARKS[4]}, which the track input lacks (it has")
+    assert other_bins.stdout == missing.stdout == ""
+    assert "predict" not in other_bins.stderr + missing.stderr
 
 
 @pytest.mark.slow

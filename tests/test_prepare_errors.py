@@ -45,6 +45,12 @@ DEEPDIFF_CASES = {
     "gene without a name": ({"train": [f"ENSG00000000001_A_{b},1,2,3,4,5" for b in range(1, 5)]
                              + [f" _{b},1,2,3,4,5" for b in range(1, 5)]}, "X.train.csv", "line 5",
                             "field gene_bin", "' _1' is not <gene>_<bin>"),
+    "gene with a space": ({"train": [f"ENSG00000000001_A_{b},1,2,3,4,5" for b in range(1, 5)]
+                           + [f"ENSG00000000002_B _{b},1,2,3,4,5" for b in range(1, 5)]}, "X.train.csv", "line 5",
+                          "field gene_bin", "gene id has leading or trailing spaces"),
+    "a header line": ({"train": ["gene_bin,H3K4me1,H3K4me3,H3K9me3,H3K27me3,H3K36me3", "ENSG00000000001_A_1,1,2,3,4,5"]},
+                      "X.train.csv", "line 1, field gene_bin: 'bin' is not a number; line 1 looks like a header, "
+                      "which this layout does not have: remove it"),
 }
 
 

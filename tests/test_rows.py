@@ -112,6 +112,18 @@ def test_one_row_without_an_id_inside_a_gene_is_named(tmp_path):
         read_cell("c", _cell_files(tmp_path, lines))
 
 
+@pytest.mark.parametrize(("row", "spaced"), [(5, " g1"), (7, "g1 "), (1, "g0\t")])
+def test_a_gene_id_with_spaces_around_it_is_named(tmp_path, row, spaced):
+    # Not stripped: "000003 " would be another gene than 000003 everywhere else (the expression table, the store).
+    lines = _lines(3)
+    gene = spaced.strip()
+    lines[row - 1] = spaced + lines[row - 1].removeprefix(gene)
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path, lines))
+    assert str(caught.value) == (f"{tmp_path / 'train.csv'}, line {row}, field gene_id: gene id has leading or "
+                                 "trailing spaces")
+
+
 def test_rows_sorted_by_bin_are_refused_as_genes_split_apart(tmp_path):
     # Every gene's bin 1, then every gene's bin 2, ...: each gene's rows are apart.
     by_bin = sorted(_lines(3), key=lambda line: int(line.split(",")[1]))
@@ -139,6 +151,19 @@ def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path, gzipped):
         files["train"].write_bytes(data)
     with pytest.raises(InputError, match=r"train\.csv(\.gz)?, line 9: not UTF-8 text \(byte 0xe9 at character 2\)"):
         read_cell("c", files)
+
+
+def test_a_header_line_is_pointed_out(tmp_path):
+    header = "gene_id,bin,H3K27me3,H3K36me3,H3K4me1,H3K4me3,H3K9me3,label"
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path, [header] + _lines(2)))
+    assert str(caught.value) == (f"{tmp_path / 'train.csv'}, line 1, field bin: 'bin' is not a number; line 1 looks "
+                                 "like a header, which this layout does not have: remove it")
+    # A first line with numbers where they belong is a bad row, not a header.
+    (tmp_path / "row").mkdir()
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path / "row", ["g0,x,1,2,3,4,5,0"] + _lines(2)))
+    assert str(caught.value).endswith("line 1, field bin: 'x' is not a number")
 
 
 def test_a_blank_line_is_named_as_such(tmp_path):

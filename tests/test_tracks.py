@@ -149,6 +149,14 @@ def test_a_bedgraph_that_is_not_utf8_names_the_line(tmp_path):
         read_track(path)
 
 
+def test_a_genes_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "genes.bed"
+    path.write_bytes(b"chr1\t0\t20\tENSG00000000001_A\nchr1\t0\t20\tENSG0000000000\xe92_B\n")
+    with pytest.raises(InputError) as caught:
+        read_genes(path)
+    assert str(caught.value) == f"{path}, line 2: not UTF-8 text (byte 0xe9 at character 25); save the file as UTF-8"
+
+
 def test_window_must_be_whole_bins(tmp_path):
     with pytest.raises(UsageError, match="whole number"):
         bins(tmp_path, FINE, [("chr1", 40, "+")], bin_size=30, window=20)
@@ -480,6 +488,14 @@ def test_a_split_file_without_header_checks_its_first_line(tmp_path, small_cell_
     files = dict(small_cell_files)
     files["split"] = write_text(tmp_path / "bad_split.tsv", "ENSG00000000001\tvalidation\nENSG00000000002\ttest\n")
     with pytest.raises(InputError, match=r"bad_split.tsv, line 1, field split"):
+        read_tracks_cell("small", **files, bin_size=10, window=20, drop_missing=True)
+
+
+def test_a_split_file_that_is_not_utf8_names_the_line(tmp_path, small_cell_files):
+    files = dict(small_cell_files)
+    files["split"] = tmp_path / "split.tsv"
+    files["split"].write_bytes(b"gene_id\tsplit\nENSG00000000001\ttrain\nENSG0000000000\xe92\ttest\n")
+    with pytest.raises(InputError, match=r"split\.tsv, line 3: not UTF-8 text \(byte 0xe9 at character 15\)"):
         read_tracks_cell("small", **files, bin_size=10, window=20, drop_missing=True)
 
 

@@ -103,7 +103,8 @@ def predict(
         else:
             genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing,
                                    from_store, split or "test", store_path)
-            writer.add(genes_cell.gene_ids, predictor.cell_scores(genes_cell))
+            described = "the track input" if track else None  # the cell binned from tracks is named 'predict'
+            writer.add(genes_cell.gene_ids, predictor.cell_scores(genes_cell, described=described))
             count = genes_cell.n_genes
         writer.close()
     console.note(f"predicted {count} genes with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))

@@ -31,6 +31,15 @@ def parse_number(text: str) -> float:
     return float(text)
 
 
+def is_number(text: str) -> bool:
+    """Whether :func:`parse_number` takes ``text``."""
+    try:
+        parse_number(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_integer(text: str) -> int:
     """``int(text)`` for ASCII digits only (see :func:`parse_number`)."""
     if not text.isascii() or "_" in text:
@@ -54,6 +63,17 @@ def not_utf8(path: Path, text: str, line: int) -> InputError | None:
         return None
     return InputError(path, f"not UTF-8 text (byte 0x{ord(escaped.group()) - 0xDC00:02x} at character "
                             f"{escaped.start() + 1}); save the file as UTF-8", line=line)
+
+
+def utf8_text(path: Path, data: bytes) -> str:
+    """``data``, the bytes of ``path``, as text; bytes that are not UTF-8 are an InputError naming the first line
+    holding one (replacing them would turn a damaged gene id into another gene)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass  # the error path: find the line
+    lines = enumerate(data.decode("utf-8", errors="surrogateescape").splitlines(), start=1)
+    raise next(error for error in (not_utf8(path, text, number) for number, text in lines) if error is not None)
 
 
 _ENSEMBL = re.compile(r"(ENS[A-Z]*G\d{11})(?:\.\d+)?")

@@ -37,14 +37,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError
+from histcli.errors import ColumnNeededError, InputError, MissingGenesError, SettingError, printable
 from histcli.sources.annotation import gene_key
 from histcli.sources.common import (
     ValuesByGene,
     decoded_bytes,
+    is_number,
     labels_from_expression,
     parse_number,
     read_file_bytes,
+    utf8_text,
 )
 from histcli.store import CellData, SourceFile
 
@@ -86,14 +88,6 @@ def _fields(line: str) -> list[str]:
     return fields
 
 
-def _is_number(text: str) -> bool:
-    try:
-        parse_number(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _content_lines(text: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every line that is neither blank nor a comment."""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -114,18 +108,18 @@ def _first_line(path: Path, lines: Iterator[tuple[int, list[str]]]) -> tuple[int
 def _matrix_columns(first: list[str]) -> list[str] | None:
     """A matrix's value column names, from its first line; None for a two-column table."""
     # A matrix header names three or more columns, none of them a number.
-    if len(first) >= 3 and not any(_is_number(field) for field in first[1:]):
+    if len(first) >= 3 and not any(is_number(field) for field in first[1:]):
         return first[1:]
     return None
 
 
 def _is_two_column_header(fields: list[str]) -> bool:
     """Whether a two-column table's first line is its header rather than a gene with a bad value."""
-    return len(fields) == 2 and not _STARTS_WITH_ENSEMBL_ID.match(fields[0]) and not _is_number(fields[1])
+    return len(fields) == 2 and not _STARTS_WITH_ENSEMBL_ID.match(fields[0]) and not is_number(fields[1])
 
 
 def _describe_columns(columns: list[str]) -> str:
-    shown = ", ".join(columns[:_COLUMNS_SHOWN])
+    shown = ", ".join(map(printable, columns[:_COLUMNS_SHOWN]))
     more = f" and {len(columns) - _COLUMNS_SHOWN} more" if len(columns) > _COLUMNS_SHOWN else ""
     return f"{len(columns)} columns: {shown}{more}"
 
@@ -135,7 +129,7 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
     columns = _matrix_columns(first)
     if columns is None:
         if column is not None:
-            header = first[1] if len(first) == 2 and not _is_number(first[1]) else None
+            header = first[1] if len(first) == 2 and not is_number(first[1]) else None
             if header != column:
                 named = f"named {header!r}" if header else "without a header"
                 raise SettingError("expression_column", column, f"{path.name} has one value column ({named}); a "
@@ -198,7 +192,7 @@ class ExpressionFile:
 
     @cached_property
     def _text(self) -> str:
-        return decoded_bytes(self.path, self._raw).decode("utf-8", errors="replace")
+        return utf8_text(self.path, decoded_bytes(self.path, self._raw))
 
     @cached_property
     def _first(self) -> tuple[int, list[str]]:
@@ -245,7 +239,7 @@ class ExpressionFile:
         first_number, first = self._first
         chosen = _choose_column(self.path, first, column, cell)
         if chosen is not None and first[1:].count(chosen) > 1:
-            raise InputError(self.path, f"column {chosen} appears {first[1:].count(chosen)} times in the header",
+            raise InputError(self.path, f"column {printable(chosen)} appears {first[1:].count(chosen)} times in the header",
                              line=first_number)
         if chosen not in self._tables:
             self._tables.update(self._read_at_once([name for name in dict.fromkeys([*self._wanted, chosen])

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from histcli import interrupt
-from histcli.errors import InputError
+from histcli.errors import InputError, printable
 from histcli.sources.common import (
     COUNT_OVERFLOW,
     CountBlocks,
     is_gzip,
+    is_number,
     not_utf8,
     parse_number,
     refuse_other_compression,
@@ -36,14 +37,22 @@ class Field:
     kind: str  # "id", "bin", "count", "label", "id_bin" (ENSG_SYMBOL_bin)
 
 
+# Not stripped: "000003 " would be another gene than the 000003 of every other file.
+_SPACED_ID = "gene id has leading or trailing spaces"
+
+
 def _problem(text: str, field: Field) -> str | None:
     """What is wrong with one field's text, or None."""
     if field.kind == "id":
-        return "empty gene id" if not text.strip() else None
+        if not text.strip():
+            return "empty gene id"
+        return _SPACED_ID if text != text.strip() else None
     if field.kind == "id_bin":
         gene, sep, bin_text = text.rpartition("_")
         if not sep or not gene.strip():
             return f"{text!r} is not <gene>_<bin>"
+        if gene != gene.strip():
+            return _SPACED_ID
         problem = _problem(bin_text, Field(field.name, "bin"))
         if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
             # parse_number takes "1e2" and " 3"; the bin of a gene_bin field is plain digits.
@@ -77,7 +86,7 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
         return undecodable
     fields = text.rstrip("\r\n").split(sep)
     if len(fields) != len(schema):
-        names = ", ".join(f.name for f in schema)
+        names = ", ".join(printable(f.name) for f in schema)
         if len(names) > 80:
             names = names[:77] + "..."
         kind = "comma" if sep == "," else "tab"
@@ -92,6 +101,18 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
         if problem is not None:
             return InputError(path, problem, line=line, field=field.name)
     return None
+
+
+def _pointing_out_a_header(error: InputError, text: str, schema: list[Field], sep: str) -> InputError:
+    """``error`` about the first line of a layout without a header, saying so when the line is a header: none of
+    its number fields (bin, counts, label) holds a number."""
+    # Fields as far as both go: a header may also have another number of fields.
+    numbers = [value for value, field in zip(text.rstrip("\r\n").split(sep), schema, strict=False)
+               if field.kind in ("bin", "count", "label")]
+    if not numbers or any(is_number(value) for value in numbers):
+        return error
+    return InputError(error.path, f"{error.problem}; line 1 looks like a header, which this layout does not have: "
+                                  "remove it", line=error.line, field=error.field)
 
 
 def _open_lines(path: Path):
@@ -143,7 +164,7 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
                 if number == first_line:
                     error = diagnose_line(path, text, number, schema, sep)
                     if error is not None:
-                        raise error
+                        raise _pointing_out_a_header(error, text, schema, sep) if not skip_lines else error
                     break
         reader = pd.read_csv(
             path,
@@ -335,10 +356,10 @@ class GeneBlocks:
 
 
 def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
-    """Where a gene id is empty or only blanks, or runs over lines (a quote left open); :func:`diagnose_line`
-    says which."""
-    return np.fromiter((not gene.strip() or "\n" in gene or "\r" in gene for gene in gene_ids), dtype=bool,
-                       count=len(gene_ids))
+    """Where a gene id is empty, has blanks around it, or runs over lines (a quote left open);
+    :func:`diagnose_line` says which."""
+    return np.fromiter((not gene or gene.strip() != gene or "\n" in gene or "\r" in gene for gene in gene_ids),
+                       dtype=bool, count=len(gene_ids))
 
 
 def check_unique_genes(parts: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:

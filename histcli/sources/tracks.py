@@ -84,6 +84,7 @@ from histcli.sources.common import (
     read_bytes,
     reads_inputs_once,
     too_large,
+    utf8_text,
 )
 from histcli.sources.expression import ExpressionFile, match_expression
 from histcli.splits import check_split_options
@@ -652,7 +653,7 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
     Ensembl id. A gene given twice with the same value is kept once (the
     DeepChrome tables repeat seven genes); with two values it is an error.
     """
-    text = read_bytes(path).decode("utf-8", errors="replace")
+    text = utf8_text(path, read_bytes(path))
     table = ValuesByGene(path, value_name)
     header_possible = True
     for number, line in enumerate(text.splitlines(), start=1):
