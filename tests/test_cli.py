@@ -103,6 +103,22 @@ def test_command_lists_cut_no_summary_at_80_columns(group):
         assert not summary.endswith("...") and summary.endswith("."), line
 
 
+@pytest.mark.parametrize("preset, expected", [(None, "1000"), ("42", "42")])
+def test_openmp_threads_spin_briefly_unless_the_user_chose(preset, expected):
+    """Side by side (xargs -P 2), two trainings with libgomp's long default spin took 48 s each instead of
+    1.4 s (bench/bench_threads.py): the entry point sets a short spin, before anything imports torch, and
+    keeps a value the user set."""
+    code = ("import os, sys\nsys.argv = ['histcli', '--version']\nimport histcli.cli.main as entry\n"
+            "entry.exit_skipping_teardown = lambda code: print(os.environ.get('GOMP_SPINCOUNT'), "
+            "'torch' in sys.modules)\nentry.main()")
+    env = {key: value for key, value in os.environ.items() if key != "GOMP_SPINCOUNT"}
+    if preset is not None:
+        env["GOMP_SPINCOUNT"] = preset
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"{expected} False"
+
+
 def test_exit_codes(tmp_path):
     store = tmp_path / "s.h5"
     ok = run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", store, "-q")
