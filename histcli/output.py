@@ -28,6 +28,9 @@ class Column:
     # Long free text (a path, a history): in the rich table it folds over lines, at spaces where it
     # has them, rather than making the table too wide for one line per row.
     fold: bool = False
+    # Fixed-point however small (a duration: 0.0, not 3.1e-02); other columns with ``digits`` show a
+    # value too small for them (a p-value) in scientific notation rather than as 0.
+    fixed: bool = False
     # A value every row has alike (store list's marks) is said once above the rich table, not repeated in
     # a column of each row; machine formats keep the column.
     shared: bool = False
@@ -90,7 +93,7 @@ def human_text(value: Any, column: Column) -> str:
         if column.percent:
             return f"{100 * value:.1f}%"
         if column.digits is not None:
-            if value != 0 and abs(value) < 10 ** (-column.digits):
+            if value != 0 and abs(value) < 10 ** (-column.digits) and not column.fixed:
                 return f"{value:.1e}"
             return f"{value:.{column.digits}f}"
         return f"{value:.4g}"

@@ -96,6 +96,14 @@ def test_a_folding_column_too_narrow_to_read_still_gives_one_block_per_row(monke
     assert "trained (1 of 3)" in text and "…" not in text
 
 
+def test_small_values_keep_their_meaning_in_people_s_tables():
+    """A p-value below the shown precision is not shown as 0; a duration is (train's 0.016 s read '1.6e-02')."""
+    p_value, seconds = Column("p", digits=4), Column("seconds", digits=1, fixed=True)
+    assert human_text(3.2e-7, p_value) == "3.2e-07" and human_text(0.01234, p_value) == "0.0123"
+    assert human_text(0.0156, seconds) == "0.0" and human_text(0.06, seconds) == "0.1"
+    assert human_text(1234.56, seconds) == "1234.6"
+
+
 def test_values_every_row_shares_are_said_once_above_the_table(monkeypatch):
     """`store list` of 56 DeepChrome cells: the marks (41 characters), bins and bin size are alike in every
     row, so they are said once and the cells make one table at 80 columns, not 56 blocks; a column whose

@@ -50,7 +50,7 @@ def sweep_columns(fmt: str, task):
     if resolve_format(fmt) == "table":
         return [Column("name", justify="left"), Column("cell", justify="left"), Column("status", justify="left"),
                 Column(valid, task.selection_label, digits=4), Column("best_epoch", "best"),
-                Column("seconds", "s", digits=1), Column("node", justify="left")]
+                Column("seconds", "s", digits=1, fixed=True), Column("node", justify="left")]
     return [Column(key) for key in ("name", "cell", "arch", "seed", "params", "status", valid, "best_epoch",
                                     "seconds", "node", "error")]
 

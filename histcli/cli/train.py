@@ -67,7 +67,8 @@ def train_columns(metric: str = "auc", fmt: str = "tsv"):
     valid = Column(f"valid_{metric}", "AUC" if metric == "auc" else "r", digits=4)
     if resolve_format(fmt) == "table":
         return [Column("model", justify="left"), Column("cell", justify="left"), Column("seed"),
-                Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid, Column("seconds", "s", digits=1),
+                Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid,
+                Column("seconds", "s", digits=1, fixed=True),
                 Column("converged")]
     return [
         Column("model", justify="left"),
@@ -79,7 +80,7 @@ def train_columns(metric: str = "auc", fmt: str = "tsv"):
         Column(f"valid_{metric}", digits=4),
         Column("train_genes"),
         Column("valid_genes"),
-        Column("seconds", digits=1),
+        Column("seconds", digits=1, fixed=True),
         Column("converged"),
         Column("interrupted"),
     ]
