@@ -29,7 +29,7 @@ from histcli.errors import InputError, StdoutClosed
 from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
-from histcli.sources.common import COUNT_OVERFLOW, is_gzip, refuse_other_compression
+from histcli.sources.common import COUNT_OVERFLOW, is_gzip, not_utf8, refuse_other_compression
 from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
@@ -192,6 +192,9 @@ def _header(path: Path, shown: str) -> list[str]:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
     if not line:  # an empty plain file is caught above: this is gzip framing around nothing
         raise InputError(shown, "gzip data with no content, expected a header line")
+    undecodable = not_utf8(shown, line, 1)
+    if undecodable is not None:
+        raise undecodable
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) < 2:
         raise InputError(shown, "expected a tab-separated header: gene_id, bin, <marks>... "
@@ -271,9 +274,10 @@ class _DuplicateCheck:
 def _open_text(path: Path):
     import gzip
 
+    # Bytes that are not UTF-8 come through escaped, for not_utf8 to name (the data lines' reader does too).
     if is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
+    return open(path, encoding="utf-8", errors="surrogateescape")
 
 
 def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,

@@ -189,6 +189,17 @@ def test_an_input_compressed_other_than_gzip_says_so(workspace, genes, tmp_path)
                           "is bzip2-compressed; only plain text and gzip are read", "bunzip2")
 
 
+def test_a_header_that_is_not_utf8_names_its_byte(workspace, genes, tmp_path):
+    """A Latin-1 'é' in a mark name showed as U+FFFD in an 'unknown mark' message; it is named like the data
+    lines' bytes are."""
+    gene_ids, counts = genes
+    text = write_long(tmp_path / "l.tsv", gene_ids[:2], counts[:2]).read_bytes()
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes(text.replace(b"H3K9me3", b"H3K9m\xe93", 1))
+    assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"),
+                          f"{path}, line 1: not UTF-8 text (byte 0xe9 at character")
+
+
 def test_an_empty_gzip_input_says_it_is_empty(workspace, tmp_path):
     path = tmp_path / "l.tsv.gz"
     path.write_bytes(gzip.compress(b""))  # 20 bytes of gzip framing around nothing
