@@ -40,6 +40,7 @@ class Classification:
 
     selection_metric = "auc"
     selection_label = "AUC"
+    selection_header = "AUC"  # a narrow column's header in tables for people
     loss_name = "binary cross-entropy"
     # An ensemble predicts the mean of its members' probabilities (histcli.models._ensemble).
     ensemble_combine = "probability"
@@ -117,6 +118,7 @@ class Regression:
 
     selection_metric = "pearson"
     selection_label = "Pearson r"
+    selection_header = "r"
     loss_name = "mean squared error"
     ensemble_combine = "mean"
     # Its entries record a digest of the expression they learnt from (see histcli.evaluation).

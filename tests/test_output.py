@@ -104,6 +104,25 @@ def test_small_values_keep_their_meaning_in_people_s_tables():
     assert human_text(1234.56, seconds) == "1234.6"
 
 
+@pytest.mark.parametrize("task_name", ["classification", "regression"])
+def test_tune_table_with_three_searched_keys_is_one_table_at_80_columns(monkeypatch, task_name):
+    """It was about 88 columns wide (valid_auc, best_epoch and best as headers), so each trial became a block."""
+    from histcli.cli.tune import tune_columns
+    from histcli.tasks import make_task
+
+    task = make_task(task_name)
+    keys = ["lr", "weight_decay", "dropout"]
+    rows = [{"trial": number, "lr": 0.000123456789 * number, "weight_decay": 1.23456e-05 * number,
+             "dropout": 0.123456 * number % 0.6, f"valid_{task.selection_metric}": 0.91234567 - number / 1000,
+             "best_epoch": 480 + number, "epochs": 1000, "status": "completed", "best": number == 13}
+            for number in range(10, 20)]
+    text = render(monkeypatch, 80, rows, tune_columns(keys, task), title="search of crnn on E116")
+    assert "(1 of" not in text and "…" not in text
+    lines = [line.split() for line in text.splitlines()]
+    assert lines[1][:4] == ["trial", "lr", "weight_decay", "dropout"] and lines[1][-1] == "chosen"
+    assert ["10", human_text(0.00123456789, Column("lr"))] == lines[3][:2] and lines[3][-2:] == ["completed", "no"]
+
+
 def test_values_every_row_shares_are_said_once_above_the_table(monkeypatch):
     """`store list` of 56 DeepChrome cells: the marks (41 characters), bins and bin size are alike in every
     row, so they are said once and the cells make one table at 80 columns, not 56 blocks; a column whose

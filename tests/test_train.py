@@ -397,6 +397,7 @@ def test_train_summary_for_people_is_one_line_per_cell_at_80_columns(monkeypatch
 
     from histcli import output
     from histcli.cli.train import train_columns
+    from histcli.tasks import Classification
 
     rows = [{"model": "deepchrome-seed3", "cell": f"E{cell:03d}", "arch": "deepchrome", "seed": 3, "best_epoch": 482,
              "epochs_run": 1000, "valid_auc": 0.91234, "train_genes": 6601, "valid_genes": 6601, "seconds": 1234.5,
@@ -404,10 +405,10 @@ def test_train_summary_for_people_is_one_line_per_cell_at_80_columns(monkeypatch
     buffer = io.StringIO()
     monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=80, no_color=True))
     monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
-    output.render_rows(rows, train_columns("auc", "table"), "table", title="trained into histcli-data/models")
+    output.render_rows(rows, train_columns(Classification(), "table"), "table", title="trained into histcli-data/models")
     lines = [line.split() for line in buffer.getvalue().splitlines()]
     assert "(1 of" not in buffer.getvalue() and max(map(len, buffer.getvalue().splitlines())) <= 80
     assert ["deepchrome-seed3", "E004", "3", "482", "1000", "0.9123", "1234.5", "no"] in lines
-    assert [column.key for column in train_columns("auc", "tsv")] == [
+    assert [column.key for column in train_columns(Classification(), "tsv")] == [
         "model", "cell", "arch", "seed", "best_epoch", "epochs_run", "valid_auc", "train_genes", "valid_genes",
         "seconds", "converged", "interrupted"]

@@ -58,13 +58,14 @@ def parse_params(values: list[str]) -> dict[str, str]:
     return params
 
 
-def train_columns(metric: str = "auc", fmt: str = "tsv"):
+def train_columns(task, fmt: str = "tsv"):
     """Columns of train's summary; the validation column is named after the task's metric (valid_auc,
     valid_pearson). A terminal gets one line per cell within 80 columns (the architecture is --arch,
     genes per split are `store list`'s, an interruption has its note); machine formats every column."""
     from histcli.output import Column, resolve_format
 
-    valid = Column(f"valid_{metric}", "AUC" if metric == "auc" else "r", digits=4)
+    metric = task.selection_metric
+    valid = Column(f"valid_{metric}", task.selection_header, digits=4)
     if resolve_format(fmt) == "table":
         return [Column("model", justify="left"), Column("cell", justify="left"), Column("seed"),
                 Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid,
@@ -207,7 +208,7 @@ def train(
                                  f"({result.best_epoch}) marked as interrupted")
                 break
     if rows:
-        render_rows(rows, train_columns(metric, output_format.value), output_format.value,
+        render_rows(rows, train_columns(settings.task, output_format.value), output_format.value,
                     title=f"trained into {models_path}")
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
