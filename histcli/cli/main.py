@@ -7,8 +7,8 @@ import sys
 
 # torch's OpenMP threads (GNU libgomp on Linux) spin for a long while when they wait for work. Two
 # processes side by side (xargs -P, `&` in a loop, a cluster node shared by jobs) then burn each other's
-# cores: on 2 cores two 2-thread CRNN trainings took 76 s instead of 11 s. A short spin before sleeping
-# (set before torch is imported) costs one process alone 3-6% (bench/bench_threads.py).
+# cores: on 2 cores two 2-thread CRNN trainings took 33-76 s instead of 11 s. A short spin before sleeping
+# (set before torch is imported) costs one process alone 6-25%, most with small batches (bench/bench_threads.py).
 OPENMP_SPIN = ("GOMP_SPINCOUNT", "1000")
 
 
