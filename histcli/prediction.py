@@ -29,7 +29,7 @@ from histcli.errors import InputError, StdoutClosed
 from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
-from histcli.sources.common import COUNT_OVERFLOW, is_gzip, not_utf8, refuse_other_compression
+from histcli.sources.common import COUNT_OVERFLOW, is_gzip, not_utf8
 from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, read_chunks
 from histcli.transforms import apply_transform
 
@@ -183,10 +183,8 @@ def _header(path: Path, shown: str) -> list[str]:
 
     if path.stat().st_size == 0:
         raise InputError(shown, "empty file, expected a header line")
-    with open(path, "rb") as handle:
-        refuse_other_compression(shown, handle.read(10))
     try:
-        with _open_text(path) as handle:
+        with _open_text(path, shown) as handle:
             line = handle.readline()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
@@ -271,11 +269,11 @@ class _DuplicateCheck:
             raise InputError(self.shown, f"gene {texts[second]} appears again (first at line {first})", line=second)
 
 
-def _open_text(path: Path):
+def _open_text(path: Path, shown: str | None = None):
     import gzip
 
     # Bytes that are not UTF-8 come through escaped, for not_utf8 to name (the data lines' reader does too).
-    if is_gzip(path):
+    if is_gzip(path, shown):
         return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
     return open(path, encoding="utf-8", errors="surrogateescape")
 

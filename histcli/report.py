@@ -440,7 +440,7 @@ def metrics_table(inputs: ReportInputs, task: Task, models: list[str], metrics: 
     # Two header rows: each model's name once over its metrics keeps the columns as narrow as their
     # values, so two models' six regression metrics fit a 1000 px window. Sortable headers name their
     # column (data-column), as the second row's indexes are not the body's.
-    fixed = [('<th rowspan="2" data-column="0" data-type="text">cell</th>'), '<th rowspan="2" data-column="1">n</th>',
+    fixed = ['<th rowspan="2" data-column="0" data-type="text">cell</th>', '<th rowspan="2" data-column="1">n</th>',
              '<th rowspan="2" data-column="2">positives</th>']
     groups = [f'<th colspan="{len(metrics)}" class="model" scope="colgroup">{_e(model)}</th>' for model in models]
     columns = [f'<th data-column="{3 + index}" data-model="{_e(model)}" data-metric="{_e(metric)}">'

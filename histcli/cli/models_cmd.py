@@ -47,7 +47,7 @@ def entry_row(entry) -> dict:
 def people_row(entry) -> dict:
     """entry_row and, for people, the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r"."""
     return {**entry_row(entry),
-            "valid": f"{entry.best_valid_score:.4f} {'AUC' if entry.selection_metric == 'auc' else 'r'}"}
+            "valid": f"{entry.best_valid_score:.4f} {entry.task.selection_header}"}
 
 
 def people_columns():

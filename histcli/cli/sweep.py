@@ -49,7 +49,7 @@ def sweep_columns(fmt: str, task):
     valid = f"valid_{task.selection_metric}"
     if resolve_format(fmt) == "table":
         return [Column("name", justify="left"), Column("cell", justify="left"), Column("status", justify="left"),
-                Column(valid, task.selection_label, digits=4), Column("best_epoch", "best"),
+                Column(valid, task.selection_header, digits=4), Column("best_epoch", "best"),
                 Column("seconds", "s", digits=1, fixed=True), Column("node", justify="left")]
     return [Column(key) for key in ("name", "cell", "arch", "seed", "params", "status", valid, "best_epoch",
                                     "seconds", "node", "error")]

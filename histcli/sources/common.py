@@ -146,9 +146,13 @@ def refuse_other_compression(path, head: bytes) -> None:
                                    f"(decompress it first, e.g. with {tool})")
 
 
-def is_gzip(path: Path) -> bool:
+def is_gzip(path: Path, shown=None) -> bool:
+    """Whether the file is gzip-compressed; another compression is an InputError naming ``shown`` (default:
+    the path), from the same read of the file's first bytes."""
     with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+        head = handle.read(10)
+    refuse_other_compression(shown or path, head)
+    return head[:2] == b"\x1f\x8b"
 
 
 _BOM = b"\xef\xbb\xbf"

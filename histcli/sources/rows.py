@@ -24,7 +24,6 @@ from histcli.sources.common import (
     is_number,
     not_utf8,
     parse_number,
-    refuse_other_compression,
     too_large,
 )
 
@@ -148,9 +147,7 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
         raise InputError(path, "is a folder, expected a file")
     if path.stat().st_size == 0:
         raise InputError(path, "empty file, expected gzip data" if path.suffix == ".gz" else "empty file")
-    with open(path, "rb") as handle:
-        refuse_other_compression(path, handle.read(10))
-    gzipped = is_gzip(path)
+    gzipped = is_gzip(path)  # and refuses bzip2, xz, zip and zstd
     # Ids as plain Python strings: building pandas' own string type (pyarrow-backed in
     # pandas 3) took nearly half as long again as parsing, only to be turned back.
     dtypes = {f.name: (object if f.kind in ("id", "id_bin") else np.float64) for f in schema}
