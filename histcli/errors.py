@@ -198,6 +198,17 @@ class ChoiceError(SettingError):
         super().__init__(setting, value, f"expected one of {', '.join(self.choices)}")
 
 
+class ModelBusyError(ModelError):
+    """Another process is training (or tuning) the entry this one was asked to write."""
+
+    def __init__(self, registry, name: str, cell: str):
+        self.registry = str(registry)
+        self.name = name
+        self.cell = cell
+        super().__init__(f"model {name!r} for cell {cell!r} is being trained into {registry} by another "
+                         f"histcli process right now")
+
+
 class ConflictError(UsageError):
     """Settings that cannot be combined; ``settings`` are library parameter names."""
 
@@ -250,6 +261,7 @@ _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
     (DivergedError, lambda exc: f"{exc}; try a smaller --lr"),
     (CellExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
     (ModelExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
+    (ModelBusyError, lambda exc: f"{exc}; wait for it to end, or choose another --name"),
     (MissingGenesError, lambda exc: f"{exc}; pass --drop-missing to leave them out"),
     (ChangedDataError, lambda exc: f"{exc}; retrain it, or pass --allow-changed-data to evaluate anyway"),
     (UnlabelledCellError, lambda exc: f"{exc}; use 'histcli predict --from-store' for predictions without evaluation"),

@@ -116,18 +116,27 @@ def atomic_open(final: Path, mode: str = "w", **kwargs):
             yield handle
 
 
-@contextlib.contextmanager
-def exclusive_lock(lock_path: Path):
-    """Block until this process holds the lock file; released on exit or on death.
+class LockHeldError(Exception):
+    """Another process (or another open of the same file) holds a lock taken with ``wait=False``."""
 
-    Lock files are never deleted (a deleted lock could be held twice), and are
-    opened read-only, which flock allows, so users sharing a store need no
-    write permission on a lock another user created.
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, *, wait: bool = True):
+    """Hold the lock file until the block ends; released on exit or on death.
+
+    With ``wait`` the call blocks until the lock is free; without it, a lock
+    held elsewhere raises :class:`LockHeldError` at once. Lock files are never
+    deleted (a deleted lock could be held twice), and are opened read-only,
+    which flock allows, so users sharing a store need no write permission on
+    a lock another user created.
     """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockHeldError(lock_path) from None
         yield
     finally:
         os.close(fd)

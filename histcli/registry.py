@@ -20,6 +20,7 @@ parallel trainers never see a half-written entry.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -28,8 +29,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from histcli.errors import ModelError, ModelExistsError, NameNotAllowedError
+from histcli.errors import ModelBusyError, ModelError, ModelExistsError, NameNotAllowedError
 from histcli.fsutil import (
+    LockHeldError,
     ensure_writable_dir,
     exclusive_lock,
     file_sha256,
@@ -279,6 +281,26 @@ class Registry:
     def _lock(self, name: str):
         # Locks live apart from the entries so that removing a model never removes its lock.
         return exclusive_lock(self.root / ".locks" / f"{name}.lock")
+
+    @contextlib.contextmanager
+    def reserve(self, entries):
+        """Hold the (name, cell) entries for this process until the block ends.
+
+        A run that trains an entry holds it from before its existence check to
+        its save, so a second run writing the same entry fails at once
+        (:class:`ModelBusyError`) instead of training in full and losing at
+        save; runs writing other entries never wait. Released on death, too.
+        """
+        ensure_writable_dir(self.root.resolve(), "model registry")
+        with contextlib.ExitStack() as held:
+            for name, cell in dict.fromkeys(entries):
+                self.entry_path(name, cell)  # checks both names before they become a lock file's name
+                try:
+                    # '@' is outside the name rule, so no other entry's lock can have this name.
+                    held.enter_context(exclusive_lock(self.root / ".locks" / f"{name}@{cell}.training", wait=False))
+                except LockHeldError:
+                    raise ModelBusyError(self.root, name, cell) from None
+            yield
 
     def exists(self, name: str, cell: str) -> bool:
         return (self.entry_path(name, cell) / CONFIG).is_file()

@@ -236,32 +236,33 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
     from histcli.distributed import plain_cell, ray_session, run_trial
     from histcli.training import resolve_mirror
 
-    registry.check_writable(name, [cell_name], overwrite)
-    cell = plain_cell(store.load(cell_name))
-    base = {**base, "seed": seed, "mirror": resolve_mirror(mirror, cell.attrs, f"cell {cell_name}")}
-    check_space(arch, base, fixed, specs)
-    with ray_session(address, "histcli tune", tune=True) as ray:
-        trials = run_search(cell, arch, base=base, fixed=fixed, specs=specs, samples=samples,
-                            scheduler=scheduler, seed=seed, cpus_per_trial=cpus_per_trial,
-                            gpus_per_trial=gpus_per_trial, retries=retries, max_concurrent=max_concurrent)
-        best = best_trial(trials)
-        if on_searched is not None:
-            on_searched(trials)
-        settings = trial_settings(arch, base, fixed, best.params)
-        remote = ray.remote(run_trial).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
-                                               max_retries=retries)
-        store_path = str(Path(store.path).resolve())
-        result = ray.get(remote.remote(cell, settings, store_path, "on" if base["mirror"] else "off"))
-    metadata = {**result["metadata"], "search": {
-        "objective": f"validation {settings.task.selection_label} (best epoch)",
-        "space": {key: spec.text for key, spec in specs.items()},
-        "fixed": fixed,
-        "samples": samples,
-        "scheduler": scheduler,
-        "seed": seed,
-        "max_concurrent": max_concurrent,
-        "best_trial": best.number,
-        "trials": [trial.record(settings.task.selection_metric) for trial in trials],
-    }}
-    entry = registry.save(name, cell.name, result["states"], result["config"], metadata, overwrite=overwrite)
+    with registry.reserve([(name, cell_name)]):
+        registry.check_writable(name, [cell_name], overwrite)
+        cell = plain_cell(store.load(cell_name))
+        base = {**base, "seed": seed, "mirror": resolve_mirror(mirror, cell.attrs, f"cell {cell_name}")}
+        check_space(arch, base, fixed, specs)
+        with ray_session(address, "histcli tune", tune=True) as ray:
+            trials = run_search(cell, arch, base=base, fixed=fixed, specs=specs, samples=samples,
+                                scheduler=scheduler, seed=seed, cpus_per_trial=cpus_per_trial,
+                                gpus_per_trial=gpus_per_trial, retries=retries, max_concurrent=max_concurrent)
+            best = best_trial(trials)
+            if on_searched is not None:
+                on_searched(trials)
+            settings = trial_settings(arch, base, fixed, best.params)
+            remote = ray.remote(run_trial).options(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial,
+                                                   max_retries=retries)
+            store_path = str(Path(store.path).resolve())
+            result = ray.get(remote.remote(cell, settings, store_path, "on" if base["mirror"] else "off"))
+        metadata = {**result["metadata"], "search": {
+            "objective": f"validation {settings.task.selection_label} (best epoch)",
+            "space": {key: spec.text for key, spec in specs.items()},
+            "fixed": fixed,
+            "samples": samples,
+            "scheduler": scheduler,
+            "seed": seed,
+            "max_concurrent": max_concurrent,
+            "best_trial": best.number,
+            "trials": [trial.record(settings.task.selection_metric) for trial in trials],
+        }}
+        entry = registry.save(name, cell.name, result["states"], result["config"], metadata, overwrite=overwrite)
     return entry, trials, best

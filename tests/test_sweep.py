@@ -210,6 +210,19 @@ def test_tune_keeps_the_best_trial_with_the_search_record(cells, tmp_path):
         assert entry.metadata["best_valid_auc"] == best["valid_auc"]
 
 
+def test_tune_of_an_entry_another_run_is_training_fails_before_searching(cells, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    from histcli.registry import Registry
+
+    models = tmp_path / "models"
+    with Registry(models).reserve([("rnn-tuned", "sim01")]):  # as a `histcli train --name rnn-tuned` would
+        result = run_cli("tune", "--cell", "sim01", "--arch", "rnn", "--search", "lr=loguniform:1e-3:3e-2",
+                         "--samples", 2, "--epochs", 2, env=_env(cells, models))
+    assert_one_line_error(result, "'rnn-tuned' for cell 'sim01' is being trained", "choose another --name")
+    assert "trial" not in result.stderr.lower()
+    assert not Registry(models).names()
+
+
 def test_sweep_and_tune_train_regression_models(cells, tmp_path):
     """--task regression goes through sweep and tune to the same entries train makes: selected on Pearson r."""
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")

@@ -412,3 +412,59 @@ def test_train_summary_for_people_is_one_line_per_cell_at_80_columns(monkeypatch
     assert [column.key for column in train_columns(Classification(), "tsv")] == [
         "model", "cell", "arch", "seed", "best_epoch", "epochs_run", "valid_auc", "train_genes", "valid_genes",
         "seconds", "converged", "interrupted"]
+
+
+def test_a_second_run_of_the_same_entry_fails_at_once_while_the_first_trains(small_store, tmp_path):
+    import fcntl
+
+    models = tmp_path / "models"
+    long_budget = ("--arch", "crnn", "--name", "busy", "--epochs", 1000, "--patience", 1000)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "histcli", "train", "--store", str(small_store), "--models", str(models),
+         "--device", "cpu", "-q", "--cell", "sim01", *map(str, long_budget)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = models / ".locks" / "busy@sim01.training"
+        deadline = time.monotonic() + 120
+        while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # the file is created just before it is locked
+        with open(lock) as probe:  # a shared lock is refused while the first run holds its exclusive one
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+
+        second = train(small_store, models, "--cell", "sim01", *long_budget)
+        assert_one_line_error(second, "'busy' for cell 'sim01' is being trained", "by another histcli process",
+                              "choose another --name")
+        assert first.poll() is None  # the second run did not wait for the first to end
+        overwrite = train(small_store, models, "--cell", "sim01", *long_budget, "--overwrite")
+        assert_one_line_error(overwrite, "is being trained")
+        # Other cells of the same name, and other names, are not held.
+        assert train(small_store, models, "--cell", "sim02", "--arch", "logistic", "--name", "busy",
+                     "--epochs", 2).code == 0
+        assert not Registry(models).exists("busy", "sim01")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        first.stderr.close()
+    # A run killed outright releases its hold.
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--name", "busy", "--epochs", 2)
+    assert result.code == 0, result.stderr
+    assert Registry(models).cells("busy") == ["sim01", "sim02"]
+
+
+def test_registry_reservations_are_per_entry(tmp_path):
+    from histcli.errors import ModelBusyError
+
+    registry = Registry(tmp_path / "models")
+    with registry.reserve([("crnn", "E116"), ("crnn", "E003")]):
+        with pytest.raises(ModelBusyError, match="'crnn' for cell 'E003' is being trained"):
+            with registry.reserve([("crnn", "E005"), ("crnn", "E003")]):
+                pass
+        with registry.reserve([("crnn", "E005"), ("cnn", "E116")]):
+            pass
+        # The failed reservation let go of what it held before failing.
+        with registry.reserve([("crnn", "E005")]):
+            pass
+    with registry.reserve([("crnn", "E116")]):
+        pass

@@ -149,64 +149,66 @@ def train(
             store.load(cell)  # raises the store's message listing the known cells
     model_name = check_model_name(name or arch)
     registry = Registry(models_path)
-    registry.check_writable(model_name, chosen, overwrite)
-    settings = settings_for(
-        arch,
-        overrides=parse_params(params or []),
-        **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
-        seed=seed_list[0],
-        device=(resolved := resolve_device(device.value)),
-        threads=threads,
-        precision=resolve_precision(precision.value, resolved),
-    )
-    rows = []
-    interrupted = False
-    metric, metric_label = settings.task.selection_metric, settings.task.selection_label
-    with console.progress("status") as bar:
-        task = None
-        for cell in chosen:
-            def start_member(member_seed, cell=cell):
-                nonlocal task
-                label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
-                task = bar.add_task(label, total=settings.max_epochs, status="")
+    # Held from the existence check to the last save: a second run of this --name and cell fails at once.
+    with registry.reserve((model_name, cell) for cell in chosen):
+        registry.check_writable(model_name, chosen, overwrite)
+        settings = settings_for(
+            arch,
+            overrides=parse_params(params or []),
+            **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
+            seed=seed_list[0],
+            device=(resolved := resolve_device(device.value)),
+            threads=threads,
+            precision=resolve_precision(precision.value, resolved),
+        )
+        rows = []
+        interrupted = False
+        metric, metric_label = settings.task.selection_metric, settings.task.selection_label
+        with console.progress("status") as bar:
+            task = None
+            for cell in chosen:
+                def start_member(member_seed, cell=cell):
+                    nonlocal task
+                    label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
+                    task = bar.add_task(label, total=settings.max_epochs, status="")
 
-            def report(epoch):
-                bar.update(task, completed=epoch.epoch,
-                           # Short enough for an 80-column terminal next to the bar.
-                           status=f"loss {epoch.loss:.4f} {metric_label} {epoch.valid_score:.4f} "
-                                  f"best {epoch.best_valid_score:.4f}@{epoch.best_epoch}")
-                if epoch.epoch - epoch.best_epoch >= epoch.patience:  # the run stops here
-                    bar.update(task, total=epoch.epoch)
+                def report(epoch):
+                    bar.update(task, completed=epoch.epoch,
+                               # Short enough for an 80-column terminal next to the bar.
+                               status=f"loss {epoch.loss:.4f} {metric_label} {epoch.valid_score:.4f} "
+                                      f"best {epoch.best_valid_score:.4f}@{epoch.best_epoch}")
+                    if epoch.epoch - epoch.best_epoch >= epoch.patience:  # the run stops here
+                        bar.update(task, total=epoch.epoch)
 
-            entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
-                                           overwrite=overwrite, mirror=mirror.value,
-                                           on_member=start_member, on_epoch=report)
-            if entry is None:
-                console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")
-            else:
-                sizes = entry.data.split_sizes
-                rows.append({
-                    "model": model_name, "cell": cell, "arch": arch,
-                    "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(seed_list),
-                    "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                    f"valid_{metric}": result.valid_score, "train_genes": sizes["train"],
-                    "valid_genes": sizes["valid"], "seconds": result.seconds,
-                    "converged": result.converged, "interrupted": result.interrupted,
-                })
-                for member in result.members:
-                    if not member.converged and not member.interrupted:
-                        which = f" seed {member.settings.seed}" if len(seed_list) > 1 else ""
-                        logging.getLogger("histcli").warning(
-                            "%s %s%s did not converge: it reached the cap of %d epochs with its best epoch (%d) "
-                            "within the last %d (the patience); raise --epochs", model_name, cell, which,
-                            member.epochs_run, member.best_epoch, member.settings.patience)
-            if result.interrupted:
-                interrupted = True
-                if entry is not None:
-                    console.note(f"{model_name} {cell}: interrupted; saved the best epoch so far "
-                                 f"({result.best_epoch}) marked as interrupted")
-                break
+                entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
+                                               overwrite=overwrite, mirror=mirror.value,
+                                               on_member=start_member, on_epoch=report)
+                if entry is None:
+                    console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")
+                else:
+                    sizes = entry.data.split_sizes
+                    rows.append({
+                        "model": model_name, "cell": cell, "arch": arch,
+                        "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(seed_list),
+                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                        f"valid_{metric}": result.valid_score, "train_genes": sizes["train"],
+                        "valid_genes": sizes["valid"], "seconds": result.seconds,
+                        "converged": result.converged, "interrupted": result.interrupted,
+                    })
+                    for member in result.members:
+                        if not member.converged and not member.interrupted:
+                            which = f" seed {member.settings.seed}" if len(seed_list) > 1 else ""
+                            logging.getLogger("histcli").warning(
+                                "%s %s%s did not converge: it reached the cap of %d epochs with its best epoch (%d) "
+                                "within the last %d (the patience); raise --epochs", model_name, cell, which,
+                                member.epochs_run, member.best_epoch, member.settings.patience)
+                if result.interrupted:
+                    interrupted = True
+                    if entry is not None:
+                        console.note(f"{model_name} {cell}: interrupted; saved the best epoch so far "
+                                     f"({result.best_epoch}) marked as interrupted")
+                    break
     if rows:
         render_rows(rows, train_columns(settings.task, output_format.value), output_format.value,
                     title=f"trained into {models_path}")
