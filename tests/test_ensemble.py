@@ -255,4 +255,6 @@ def test_ctrl_c_in_a_later_member_saves_the_members_so_far_marked_interrupted(st
     assert entry.metadata["interrupted"] is True and entry.metadata["converged"] is False
     assert [m["seed"] for m in entry.metadata["members"]] == [0]
     assert entry.config["training"]["seeds"] == [0]
-    assert json.loads(process.stdout)[0]["interrupted"] is True
+    row = json.loads(process.stdout)[0]
+    assert row["interrupted"] is True and row["seed"] == "0"  # the seeds the entry holds, not the ones asked for
+    assert "saved seed(s) 0 of 0-2 marked as interrupted" in process.stderr

@@ -59,11 +59,15 @@ def progress(*fields: str):
 # The bar's width when the line has room; it gives way first when the line would not fit.
 BAR_WIDTH = 40
 BAR_MIN_WIDTH = 5
+# Columns left free at the end of the line: the terminal echoes Ctrl-C as "^C" after the last
+# line, and on a full line that wraps, so the live display redraws one line too low and leaves
+# a stale copy of a bar above the interruption's note.
+ECHO_ROOM = 2
 
 
 def progress_display(out, *fields: str):
-    """A rich Progress on ``out`` whose lines cut no text at the console's width: the bar narrows
-    (down to BAR_MIN_WIDTH), then the description wraps; counts, fields and times stay whole."""
+    """A rich Progress on ``out`` whose lines cut no text and leave ECHO_ROOM columns free: the bar
+    narrows (down to BAR_MIN_WIDTH), then the description wraps; counts, fields and times stay whole."""
     from rich.measure import Measurement
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Column
@@ -79,9 +83,12 @@ def progress_display(out, *fields: str):
             bar.bar_width = BAR_WIDTH
             table = super().make_tasks_table(tasks)
             natural = Measurement.get(out, out.options.update_width(1_000_000), table).maximum
-            if natural <= out.width:
+            room = out.width - ECHO_ROOM
+            if natural <= room:
                 return table
-            bar.bar_width = max(BAR_MIN_WIDTH, BAR_WIDTH - (natural - out.width))
-            return super().make_tasks_table(tasks)
+            bar.bar_width = max(BAR_MIN_WIDTH, BAR_WIDTH - (natural - room))
+            table = super().make_tasks_table(tasks)
+            table.width = room  # what still does not fit folds in the description column
+            return table
 
     return FittingProgress(*columns, console=out, transient=False)

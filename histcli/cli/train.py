@@ -190,7 +190,8 @@ def train(
                     sizes = entry.data.split_sizes
                     rows.append({
                         "model": model_name, "cell": cell, "arch": arch,
-                        "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(seed_list),
+                        # What the entry holds: Ctrl-C leaves an ensemble without the seeds after it.
+                        "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(entry.seeds),
                         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         f"valid_{metric}": result.valid_score, "train_genes": sizes["train"],
                         "valid_genes": sizes["valid"], "seconds": result.seconds,
@@ -205,7 +206,11 @@ def train(
                                 member.epochs_run, member.best_epoch, member.settings.patience)
                 if result.interrupted:
                     interrupted = True
-                    if entry is not None:
+                    if entry is not None and len(seed_list) > 1:
+                        console.note(f"{model_name} {cell}: interrupted; saved seed(s) {seeds_text(entry.seeds)} "
+                                     f"of {seeds_text(seed_list)} marked as interrupted (a member stopped by Ctrl-C "
+                                     f"keeps its best epoch so far)")
+                    elif entry is not None:
                         console.note(f"{model_name} {cell}: interrupted; saved the best epoch so far "
                                      f"({result.best_epoch}) marked as interrupted")
                     break
