@@ -28,7 +28,15 @@ from typing import Callable
 
 import numpy as np
 
-from histcli.errors import HistcliError, MissingExtraError, ModelExistsError, NameNotAllowedError, SettingError
+from histcli.errors import (
+    HistcliError,
+    MissingExtraError,
+    ModelBusyError,
+    ModelExistsError,
+    NameNotAllowedError,
+    SettingError,
+    describe,
+)
 from histcli.fsutil import ensure_writable_dir
 from histcli.store import CellData
 
@@ -335,6 +343,8 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
         for index in queue:
             remaining[trials[index].cell] = remaining.get(trials[index].cell, 0) + 1
         cell_refs, pending = {}, {}
+        # Each trial holds its entry while it trains (Registry.reserve), as train and tune do.
+        holds: dict[int, contextlib.ExitStack] = {}
         store_path = str(Path(store.path).resolve())
         interrupted = False
 
@@ -342,6 +352,16 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
             while queue and len(pending) < 2 * slots:
                 index = queue.popleft()
                 trial = trials[index]
+                hold = contextlib.ExitStack()
+                try:
+                    hold.enter_context(registry.reserve([(trial.name, trial.cell)]))
+                    if not (overwrite or trial.replaces) and registry.exists(trial.name, trial.cell):
+                        raise ModelExistsError(registry.root, trial.name, trial.cell)  # saved since check_existing
+                except (ModelBusyError, ModelExistsError) as exc:
+                    hold.close()
+                    finished(index, TrialOutcome(trial, "failed", error=describe(exc)[0]))
+                    continue
+                holds[index] = hold
                 if trial.cell not in cell_refs:
                     cell_refs[trial.cell] = ray.put(plain_cell(store.load(trial.cell)))
                 mode = "on" if mirrors[trial.cell] else "off"
@@ -349,10 +369,12 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
 
         def finished(index, outcome):
             outcomes[index] = outcome
+            if index in holds:
+                holds.pop(index).close()
             cell = trials[index].cell
             remaining[cell] -= 1
             if not remaining[cell]:
-                del cell_refs[cell]
+                cell_refs.pop(cell, None)  # absent when no trial of the cell was submitted
             if outcome.status == "failed":
                 progress.failed += 1
             else:
@@ -391,6 +413,9 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
                 ray.cancel(ref, force=True)
             for index in [*pending.values(), *queue]:
                 outcomes[index] = TrialOutcome(trials[index], "cancelled")
+        finally:
+            for hold in holds.values():
+                hold.close()
     return [outcomes[i] for i in range(len(trials))], interrupted
 
 

@@ -223,6 +223,23 @@ def test_tune_of_an_entry_another_run_is_training_fails_before_searching(cells, 
     assert not Registry(models).names()
 
 
+def test_sweep_trial_of_an_entry_another_run_is_training_fails_alone(cells, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    from histcli.registry import Registry
+
+    models = tmp_path / "models"
+    with Registry(models).reserve([("logistic-s1", "sim01")]):  # as a `histcli train --name logistic-s1` would
+        result = run_cli("sweep", "--cell", "sim01", "--arch", "logistic", "--seeds", "0-1", "--epochs", 2,
+                         "-f", "tsv", env=_env(cells, models))
+    assert result.code == 1, result.stderr
+    rows = {row["name"]: row for row in parse_tsv(result.stdout)}
+    assert rows["logistic-s0"]["status"] == "trained"
+    assert rows["logistic-s1"]["status"] == "failed"
+    assert "'logistic-s1' for cell 'sim01' is being trained" in rows["logistic-s1"]["error"]
+    assert Registry(models).names() == ["logistic-s0"]
+    assert "1 of 2 trials failed" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_sweep_and_tune_train_regression_models(cells, tmp_path):
     """--task regression goes through sweep and tune to the same entries train makes: selected on Pearson r."""
     pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
