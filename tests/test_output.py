@@ -196,3 +196,35 @@ def test_consecutive_tables_are_set_apart_by_a_blank_line(monkeypatch):
     assert lines[0] == "classification, test genes"
     second = lines.index("classification, summary over cells")
     assert lines[second - 1] == "" and lines[second - 2].split() == ["crnn", "0.9000"]
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_compare_summary_breaks_lines_between_phrases_only(monkeypatch, width):
+    """The summary panel on a terminal: no line past the width, no number parted from its name."""
+    import re
+
+    from histcli.cli.compare import _print_rich
+    from histcli.comparison import Comparison, PairComparison
+    from histcli.stats import paired_summary
+
+    a, b = [0.8392, 0.8427, 0.7756, 0.7918], [0.8360, 0.8455, 0.8018, 0.8083]
+    pair = PairComparison("logistic", "deepchrome-long-name", cells=[], summary=paired_summary(a, b))
+    pair.summary.wilcoxon_p_holm = 0.75
+    result = Comparison(models=["logistic", "deepchrome-long-name"], cells=[], values={}, pairs=[pair],
+                        notes=["cells sim05 and sim06 are left out: deepchrome-long-name has no entry for them"])
+    buffer = io.StringIO()
+    monkeypatch.setattr(output, "console", lambda stderr=False: Console(file=buffer, width=width, no_color=True,
+                                                                         highlight=False))
+    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
+    _print_rich(result, "test")
+    lines = buffer.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= width
+    inside = [line.strip("│ ") for line in lines if line.startswith("│")]
+    text = " ".join(inside)
+    verdict = pair.verdict()
+    assert " ".join(verdict.split()) in text  # nothing lost or reordered, only folded
+    for phrase in [f"Wilcoxon p = {pair.summary.wilcoxon_p:.2g}", "Holm-adjusted p = 0.75",
+                   re.search(r"\[[^]]+\]", text).group(), f"mean AUC {pair.summary.mean_a:.4f} vs "
+                   f"{pair.summary.mean_b:.4f}", "rank-biserial r = -0.600"]:
+        assert any(phrase in line for line in inside), (phrase, inside)
+    assert inside[0].startswith("deepchrome-long-name > logistic in 3/4 cells")

@@ -31,7 +31,7 @@ def _print_rich(result, split: str) -> None:
     from rich.text import Text
 
     from histcli.comparison import CELL_TESTS, METRIC_LABELS, TEST_LABELS
-    from histcli.output import Column, stdout_is_terminal, write_rich, write_rich_table
+    from histcli.output import Column, console, stdout_is_terminal, write_rich, write_rich_table
 
     metric = result.metric
     label = METRIC_LABELS[metric]
@@ -45,23 +45,42 @@ def _print_rich(result, split: str) -> None:
                 for row in pair.cells]
         # Model names head the table, not its columns: long names would push it past 80 columns.
         write_rich_table(rows, columns, title=f"{label}, A = {pair.model_a} vs B = {pair.model_b}, {split} genes")
-    lines = []
+    statements = []
     for pair in result.pairs:
         s = pair.summary
-        lines.append(pair.verdict())
+        statements.append(pair.verdict())
         if s.n_cells:
             ci = ("n/a" if s.median_delta_ci_low is None
                   else f"[{s.median_delta_ci_low:+.4f}, {s.median_delta_ci_high:+.4f}]")
             method = f"; Wilcoxon {s.wilcoxon_method}" if s.wilcoxon_method else ""
-            lines.append(
+            statements.append(
                 f"  higher {label}: {pair.model_a} in {s.wins}, {pair.model_b} in {s.losses}, tied in "
                 f"{s.ties}; mean {label} {s.mean_a:.4f} vs {s.mean_b:.4f}; median Δ 95% bootstrap CI "
                 f"{ci}; paired t p = {_p(s.ttest_p)}; rank-biserial r = {_num(s.rank_biserial)}{method}"
             )
-    for note in result.notes:
-        lines.append(f"note: {note}")
-    text = Text("\n".join(lines))
-    write_rich(Panel(text, title="summary", expand=False) if stdout_is_terminal() else text)
+    statements += [f"note: {note}" for note in result.notes]
+    if not stdout_is_terminal():  # one line per statement, for grep
+        write_rich(Text("\n".join(statements)))
+        return
+    inside = console().width - 4  # the panel's border and padding
+    lines = [line for statement in statements for line in fold_phrases(statement, inside)]
+    write_rich(Panel(Text("\n".join(lines)), title="summary", expand=False))
+
+
+def fold_phrases(statement: str, width: int) -> list[str]:
+    """Lines of at most ``width`` that break only between phrases (after "; ", or after ", " before a word,
+    so "p = 0.38" and "[-0.02, +0.01]" stay whole); continuation lines are indented two spaces more."""
+    import re
+
+    indent = " " * (len(statement) - len(statement.lstrip()) + 2)
+    lines = [""]
+    for phrase in re.split(r"(?<=;) |(?<=,) (?=[^\W\d])", statement):
+        joined = f"{lines[-1]} {phrase}" if lines[-1] else phrase
+        if lines[-1].strip() and len(joined) > width:
+            lines.append(indent + phrase)  # a phrase longer than a whole line is left for rich to wrap
+        else:
+            lines[-1] = joined
+    return lines
 
 
 def _p(value) -> str:
