@@ -99,6 +99,15 @@ class CellExistsError(StoreError):
         super().__init__(f"{store}: cell {cell!r} already exists")
 
 
+class CellBusyError(StoreError):
+    """Another process is preparing the cell this one was asked to write."""
+
+    def __init__(self, store, cell: str):
+        self.store = str(store)
+        self.cell = cell
+        super().__init__(f"{store}: cell {cell!r} is being prepared by another histcli process right now")
+
+
 class ModelError(HistcliError):
     """A registry entry is missing, damaged or does not fit the data."""
 
@@ -260,6 +269,7 @@ _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
     (NoStoreError, lambda exc: f"{exc}; create it with 'histcli prepare', or point --store / HISTCLI_STORE at one"),
     (DivergedError, lambda exc: f"{exc}; try a smaller --lr"),
     (CellExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
+    (CellBusyError, lambda exc: f"{exc}; wait for it to end"),
     (ModelExistsError, lambda exc: f"{exc}; pass --overwrite to replace it"),
     (ModelBusyError, lambda exc: f"{exc}; wait for it to end, or choose another --name"),
     (MissingGenesError, lambda exc: f"{exc}; pass --drop-missing to leave them out"),

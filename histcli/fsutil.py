@@ -142,6 +142,19 @@ def exclusive_lock(lock_path: Path, *, wait: bool = True):
         os.close(fd)
 
 
+@contextlib.contextmanager
+def hold_locks(locks: dict, busy):
+    """Hold every lock file of ``locks`` (key: path) until the block ends, without waiting: the first
+    one held elsewhere raises ``busy(key)``, and those taken before it are let go."""
+    with contextlib.ExitStack() as held:
+        for key, lock_path in locks.items():
+            try:
+                held.enter_context(exclusive_lock(lock_path, wait=False))
+            except LockHeldError:
+                raise busy(key) from None
+        yield
+
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 

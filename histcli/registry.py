@@ -31,11 +31,11 @@ from pathlib import Path
 
 from histcli.errors import ModelBusyError, ModelError, ModelExistsError, NameNotAllowedError
 from histcli.fsutil import (
-    LockHeldError,
     ensure_writable_dir,
     exclusive_lock,
     file_sha256,
     fsync_file,
+    hold_locks,
     remove_path,
     remove_stale,
     replace_dir,
@@ -292,14 +292,12 @@ class Registry:
         save; runs writing other entries never wait. Released on death, too.
         """
         ensure_writable_dir(self.root.resolve(), "model registry")
-        with contextlib.ExitStack() as held:
-            for name, cell in dict.fromkeys(entries):
-                self.entry_path(name, cell)  # checks both names before they become a lock file's name
-                try:
-                    # '@' is outside the name rule, so no other entry's lock can have this name.
-                    held.enter_context(exclusive_lock(self.root / ".locks" / f"{name}@{cell}.training", wait=False))
-                except LockHeldError:
-                    raise ModelBusyError(self.root, name, cell) from None
+        locks = {}
+        for name, cell in entries:
+            self.entry_path(name, cell)  # checks both names before they become a lock file's name
+            # '@' is outside the name rule, so no other entry's lock can have this name.
+            locks[name, cell] = self.root / ".locks" / f"{name}@{cell}.training"
+        with hold_locks(locks, lambda entry: ModelBusyError(self.root, *entry)):
             yield
 
     def exists(self, name: str, cell: str) -> bool:

@@ -36,6 +36,7 @@ and simply reopens the link file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,7 +50,14 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from histcli import __version__, interrupt
-from histcli.errors import CellExistsError, NameNotAllowedError, NoStoreError, OldStoreFormatError, StoreError
+from histcli.errors import (
+    CellBusyError,
+    CellExistsError,
+    NameNotAllowedError,
+    NoStoreError,
+    OldStoreFormatError,
+    StoreError,
+)
 from histcli.fsutil import (
     copy_permissions,
     ensure_writable_dir,
@@ -57,6 +65,7 @@ from histcli.fsutil import (
     file_sha256,
     fsync_dir,
     fsync_file,
+    hold_locks,
     remove_path,
     remove_stale,
     temp_name,
@@ -577,6 +586,21 @@ class Store:
         if self.exists():
             with self._open() as handle:
                 _require_current_format(self.path, handle)
+
+    @contextlib.contextmanager
+    def reserve(self, cells: Iterable[str]):
+        """Hold these cells for this process until the block ends (released on death, too).
+
+        A run that prepares a cell holds it from before its existence check to
+        its commit, so a second run preparing the same cell fails at once
+        (:class:`CellBusyError`) instead of reading every input and losing at
+        the commit; runs preparing other cells never wait.
+        """
+        self._check_paths()
+        folder = self.path.with_name(f".{self.path.name}.locks")
+        locks = {cell: folder / f"{check_cell_name(cell)}.preparing" for cell in cells}
+        with hold_locks(locks, lambda cell: CellBusyError(self.path, cell)):
+            yield
 
     def check_writable(self, cells: Iterable[str] = (), overwrite: bool = False) -> None:
         """Fail before any slow work if the store cannot take these cells."""

@@ -505,3 +505,23 @@ def test_store_show_is_one_table_at_80_columns(tmp_path, monkeypatch):
     assert text.splitlines()[0].strip() == f"E001 in {store.path}"
     assert ["genes_test", "2"] in [line.split() for line in text.splitlines()]
     assert store.fingerprint("E001") in "".join(text.split())
+
+
+def test_a_prepare_of_a_cell_another_run_is_preparing_fails_before_reading(tmp_path):
+    store_path = tmp_path / "store.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 4, "--store", store_path,
+                   "-q").code == 0
+    before = file_digest(store_path)
+    with Store(store_path).reserve(["sim02"]):  # as a `histcli prepare ... --cell sim02` would
+        result = run_cli("prepare", "simulate", "--cells", 2, "--genes", 30, "--bins", 4, "--store", store_path,
+                         "--overwrite", "-q")
+        assert_one_line_error(result, "cell 'sim02' is being prepared by another histcli process", "wait for it")
+        assert file_digest(store_path) == before and Store(store_path).cell_names() == ["sim01"]
+        # Other cells are not held.
+        other = run_cli("prepare", "simulate", "--cells", 1, "--prefix", "other", "--genes", 30, "--bins", 4,
+                        "--store", store_path, "-q")
+        assert other.code == 0, other.stderr
+    result = run_cli("prepare", "simulate", "--cells", 2, "--genes", 30, "--bins", 4, "--store", store_path,
+                     "--overwrite", "-q")
+    assert result.code == 0, result.stderr
+    assert Store(store_path).cell_names() == ["other01", "sim01", "sim02"]

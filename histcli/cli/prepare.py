@@ -51,7 +51,9 @@ def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_fo
     from histcli.store import Store
 
     store = Store(store_path)
-    with console.progress() as bar:
+    with store.reserve(names), console.progress() as bar:
+        # Again, now that no other run can be preparing these cells: one may have just stored them.
+        store.check_writable(names, overwrite)
         task = bar.add_task(description, total=len(names))
         written = store.write(cells, overwrite=overwrite, on_staged=lambda name: bar.advance(task))
     print_summaries(store.summaries(written), output_format, title=f"prepared in {store_path}")
