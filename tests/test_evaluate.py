@@ -167,3 +167,17 @@ def test_transfer_onto_genes_the_model_was_trained_on_is_flagged(workspace):
     assert "300 of the 300 genes of sim02 scored by logistic were in its training or validation genes" in result.stderr
     clean = workspace.run("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "-f", "json")
     assert "training or validation genes" not in clean.stderr
+
+
+def test_a_cell_named_twice_is_evaluated_once(workspace):
+    once = json.loads(workspace.run("evaluate", "logistic", "--cell", "sim01", "-f", "json", "-q").stdout)
+    twice = workspace.run("evaluate", "logistic", "--cell", "sim01", "--cell", "sim02", "--cell", "sim01",
+                          "-f", "json", "-q")
+    assert twice.code == 0, twice.stderr
+    payload = json.loads(twice.stdout)
+    assert [(row["model"], row["cell"]) for row in payload["rows"]] == [("logistic", "sim01"), ("logistic", "sim02")]
+    assert payload["rows"][0] == once["rows"][0]
+    sim02 = payload["rows"][1]["auc"]
+    summary = payload["summary"][0]
+    assert summary["n_cells"] == 2
+    assert summary["mean_auc"] == pytest.approx((once["rows"][0]["auc"] + sim02) / 2)
