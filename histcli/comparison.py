@@ -120,15 +120,13 @@ def choose_metric(metric: str | None, tasks: dict) -> str:
 
 def common_cells(registry: Registry, models: list[str], cells: list[str] | None) -> tuple[list[str], list[str]]:
     """Cells every model has an entry for, and a note per cell left out."""
-    available = [set(registry.cells(model)) for model in models]
-    for model, found in zip(models, available, strict=True):
-        if not found:
-            raise HistcliError(f"no model {model!r} in {registry.root}")
+    available = [set(registry.require_cells(model)) for model in models]
     if cells:
         for cell in cells:
             for model, found in zip(models, available, strict=True):
                 if cell not in found:
-                    raise HistcliError(f"model {model!r} has no entry for cell {cell!r}")
+                    raise HistcliError(f"model {model!r} has no entry for cell {cell!r}; it has "
+                                       f"{', '.join(sorted(found))}")
         return list(dict.fromkeys(cells)), []
     everywhere = sorted(set.intersection(*available))
     skipped = sorted(set.union(*available) - set(everywhere))

@@ -236,3 +236,17 @@ def test_the_terminal_layout_is_one_table_per_pair_within_80_columns(monkeypatch
             assert line[:5] == [row["cell"], "6600", f"{row['auc_a']:.4f}", f"{row['auc_b']:.4f}",
                                 f"{row['delta_auc']:.4f}"]
     assert "note: a note" in text
+
+
+def test_unknown_model_or_cell_names_what_the_registry_has(workspace):
+    """The models and cells named in the message are the registry's, listed independently here."""
+    registry = Registry(workspace.models)
+    known_models = ", ".join(sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != "."))
+    assert_one_line_error(workspace.run("compare", "logistic", "nosuch"), "no model 'nosuch'", known_models)
+    assert_one_line_error(workspace.run("report", "nosuch", "logistic", "-o", workspace.folder / "never.html"),
+                          "no model 'nosuch'", known_models)
+    known_cells = ", ".join(sorted(p.name for p in (workspace.models / "deepchrome").iterdir()))
+    assert registry.cells("deepchrome") == known_cells.split(", ")
+    assert_one_line_error(workspace.run("compare", "logistic", "deepchrome", "--cell", "sim09"),
+                          "model 'logistic' has no entry for cell 'sim09'", f"it has {known_cells}")
+    assert not (workspace.folder / "never.html").exists()

@@ -468,3 +468,10 @@ def test_registry_reservations_are_per_entry(tmp_path):
             pass
     with registry.reserve([("crnn", "E116")]):
         pass
+
+
+def test_models_rm_of_an_unknown_model_names_the_known_ones(workspace):
+    before = sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".")
+    result = workspace.run("models", "rm", "nosuch")
+    assert_one_line_error(result, "no model 'nosuch'", f"models in {workspace.models}: {', '.join(before)}")
+    assert sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".") == before

@@ -78,16 +78,10 @@ def summary_columns(tasks) -> list:
 
 def chosen_entries(registry, names: list[str], cells: list[str] | None):
     """(entry) for every model name and cell asked for, each once; by default every cell of each name."""
-    from histcli.errors import ModelError
-
     entries = []
     for name in names:
         # A cell named twice is evaluated once: a repeated row would count twice in the summary over cells.
-        model_cells = list(dict.fromkeys(cells)) if cells else registry.cells(name)
-        if not model_cells:
-            known = registry.names()
-            hint = f"; models: {', '.join(known)}" if known else "; the registry is empty"
-            raise ModelError(f"no model {name!r} in {registry.root}{hint}")
+        model_cells = list(dict.fromkeys(cells)) if cells else registry.require_cells(name)
         entries.extend(registry.get(name, cell) for cell in model_cells)
     return entries
 
