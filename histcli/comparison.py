@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from histcli.errors import ChoiceError, HistcliError, SettingError, UsageError
-from histcli.evaluation import Predictions, predictions_for
+from histcli.evaluation import Predictions, check_cells_stored, predictions_for
 from histcli.registry import Registry
 from histcli.stats import PairedSummary
 from histcli.store import Store
@@ -200,6 +200,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         raise UsageError("each model may be named once")
     chosen, notes = common_cells(registry, models, cells)
     metric = choose_metric(metric, {model: registry.get(model, chosen[0]).task for model in models})
+    check_cells_stored(store, [registry.get(model, cell) for cell in chosen for model in models])
     test_name = CELL_TESTS[metric]
     predictions: dict[str, dict[str, Predictions]] = {}
     values: dict[str, dict[str, float | None]] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import ChangedDataError, ModelError, UnlabelledCellError
+from histcli.errors import ChangedDataError, ModelError, StoreError, UnlabelledCellError
 from histcli.fsutil import atomic_path
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
@@ -104,6 +104,23 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
     if changed:
         what, then, now = changed
         raise ChangedDataError(store.path, cell, entry.name, trained=then, current=now, what=what)
+
+
+def check_cells_stored(store: Store, entries: list[Entry]) -> None:
+    """Every entry's own cell must be in the store; checked before any work, naming the models, since a
+    registry can outlive a store's cells (removed, or another store)."""
+    if not store.exists():
+        return  # loading then says so
+    stored = store.cell_names()
+    missing: dict[str, dict[str, None]] = {}  # cell -> its models, in order, once each
+    for entry in entries:
+        if entry.cell not in stored:
+            missing.setdefault(entry.cell, {})[entry.name] = None
+    if missing:
+        lost = ", ".join(f"{cell} (trained on by {', '.join(names)})" for cell, names in missing.items())
+        held = f"cells in the store: {', '.join(stored)}" if stored else "the store is empty"
+        raise StoreError(f"store {store.path} lacks the cell(s) the models were trained on: {lost}; {held}; "
+                         "name the cells to use with --cell")
 
 
 def warn_overlap(entry: Entry, store: Store, cell: str, gene_ids: np.ndarray) -> None:
@@ -231,6 +248,8 @@ def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, 
     training cell; ``on_entry()`` is called after each entry."""
     from histcli import interrupt
 
+    if on_cell is None:
+        check_cells_stored(store, entries)
     rows = []
     columns = metric_columns([entry.task for entry in entries])
     for entry in entries:

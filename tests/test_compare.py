@@ -250,3 +250,16 @@ def test_unknown_model_or_cell_names_what_the_registry_has(workspace):
     assert_one_line_error(workspace.run("compare", "logistic", "deepchrome", "--cell", "sim09"),
                           "model 'logistic' has no entry for cell 'sim09'", f"it has {known_cells}")
     assert not (workspace.folder / "never.html").exists()
+
+
+def test_a_cell_missing_from_the_store_is_named_before_any_work(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    assert run_cli("store", "rm", "sim03", "--store", store).code == 0
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    for command in (("compare", "logistic", "deepchrome"), ("report", "logistic", "deepchrome", "-o", tmp_path / "r.html")):
+        result = run_cli(*command, env=env)
+        assert_one_line_error(result, "lacks the cell(s) the models were trained on",
+                              "sim03 (trained on by logistic, deepchrome)", "cells in the store: sim01, sim02")
+        assert result.stdout == ""
+    assert not (tmp_path / "r.html").exists()

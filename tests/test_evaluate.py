@@ -181,3 +181,18 @@ def test_a_cell_named_twice_is_evaluated_once(workspace):
     summary = payload["summary"][0]
     assert summary["n_cells"] == 2
     assert summary["mean_auc"] == pytest.approx((once["rows"][0]["auc"] + sim02) / 2)
+
+
+def test_a_model_cell_missing_from_the_store_is_named_before_any_work(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    assert run_cli("store", "rm", "sim02", "--store", store).code == 0
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    result = run_cli("evaluate", "logistic", "deepchrome", "-f", "tsv", env=env)
+    assert_one_line_error(result, f"store {store} lacks the cell(s) the models were trained on",
+                          "sim02 (trained on by logistic, deepchrome)", "cells in the store: sim01, sim03", "--cell")
+    assert result.stdout == ""
+    kept = run_cli("evaluate", "logistic", "--cell", "sim01", "--cell", "sim03", "-f", "json", "-q", env=env)
+    assert kept.code == 0, kept.stderr
+    full = json.loads(workspace.run("evaluate", "logistic", "-f", "json", "-q").stdout)["rows"]
+    assert json.loads(kept.stdout)["rows"] == [row for row in full if row["cell"] != "sim02"]
