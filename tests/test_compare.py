@@ -263,3 +263,9 @@ def test_a_cell_missing_from_the_store_is_named_before_any_work(workspace, tmp_p
                               "sim03 (trained on by logistic, deepchrome)", "cells in the store: sim01, sim02")
         assert result.stdout == ""
     assert not (tmp_path / "r.html").exists()
+
+
+def test_plot_cell_without_plot_is_refused(workspace):
+    result = workspace.run("compare", "logistic", "deepchrome", "--plot-cell", "sim01")
+    assert_one_line_error(result, "--plot-cell goes with --plot", code=2)
+    assert result.stdout == ""
