@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -593,3 +594,25 @@ def test_correlation_metric_with_a_classifier_is_a_usage_error(regressors, tmp_p
     assert_one_line_error(regressors.run("report", *REGRESSORS, "--metric", "kendall", "-o", path),
                           "--metric 'kendall'", "auc, pearson, spearman", code=2)
     assert not path.exists()
+
+
+def test_an_interrupted_run_is_called_interrupted(workspace, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models, ignore=shutil.ignore_patterns(".locks"))
+    marked = models / "logistic" / "sim02" / "metadata.json"
+    metadata = json.loads(marked.read_text())
+    marked.write_text(json.dumps({**metadata, "converged": False, "interrupted": True}))
+    path = tmp_path / "r.html"
+    result = run_cli("report", "logistic", "deepchrome", "-o", path, "-q",
+                     env={"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(models)})
+    assert result.code == 0, result.stderr
+    body = re.search(r'<table id="training-runs">.*?<tbody>(.*?)</tbody>', path.read_text(), flags=re.S).group(1)
+    flags = {tuple(re.findall(r"<td[^>]*>(.*?)</td>", row)[:2]): re.findall(r"<td[^>]*>(.*?)</td>", row)[6]
+             for row in re.findall(r"<tr.*?</tr>", body)}
+    recorded = {(model, cell): json.loads((models / model / cell / "metadata.json").read_text())
+                for model in ("logistic", "deepchrome") for cell in ("sim01", "sim02", "sim03")}
+    expected = {key: "NO (interrupted)" if m["interrupted"] else "yes" if m["converged"] else "NO"
+                for key, m in recorded.items()}
+    assert flags == expected and flags[("logistic", "sim02")] == "NO (interrupted)"
+    training = json.dumps(embedded(path, "report-data"))
+    assert '"name": "logistic (interrupted)"' in training

@@ -475,3 +475,18 @@ def test_models_rm_of_an_unknown_model_names_the_known_ones(workspace):
     result = workspace.run("models", "rm", "nosuch")
     assert_one_line_error(result, "no model 'nosuch'", f"models in {workspace.models}: {', '.join(before)}")
     assert sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".") == before
+
+
+def test_models_list_table_calls_an_interrupted_entry_interrupted(workspace, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models, ignore=shutil.ignore_patterns(".locks"))
+    marked = models / "logistic" / "sim02" / "metadata.json"
+    marked.write_text(json.dumps({**json.loads(marked.read_text()), "converged": False, "interrupted": True}))
+    table = run_cli("models", "list", "--models", models, "-f", "table").stdout
+    rows = {tuple(line.split()[:2]): line.split()[-1] for line in table.splitlines()[2:] if line.strip()}
+    machine = parse_tsv(run_cli("models", "list", "--models", models, "-f", "tsv").stdout)
+    expected = {(r["model"], r["cell"]): "interrupted" if r["interrupted"] == "true" else
+                {"true": "yes", "false": "no"}[r["converged"]] for r in machine}
+    assert rows == expected and rows[("logistic", "sim02")] == "interrupted"

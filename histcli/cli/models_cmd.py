@@ -45,9 +45,11 @@ def entry_row(entry) -> dict:
 
 
 def people_row(entry) -> dict:
-    """entry_row and, for people, the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r"."""
-    return {**entry_row(entry),
-            "valid": f"{entry.best_valid_score:.4f} {entry.task.selection_header}"}
+    """entry_row and, for people, the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r",
+    and "interrupted" for converged where Ctrl-C stopped the training (the table has no interrupted column)."""
+    row = entry_row(entry)
+    return {**row, "valid": f"{entry.best_valid_score:.4f} {entry.task.selection_header}",
+            "converged": "interrupted" if row["interrupted"] else row["converged"]}
 
 
 def people_columns():
