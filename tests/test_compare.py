@@ -12,6 +12,7 @@ from scipy import stats
 
 from histcli.registry import Registry
 from histcli.stats import delong_test
+from histcli.store import Store
 
 
 def _cached(models, model, cell):
@@ -269,3 +270,23 @@ def test_plot_cell_without_plot_is_refused(workspace):
     result = workspace.run("compare", "logistic", "deepchrome", "--plot-cell", "sim01")
     assert_one_line_error(result, "--plot-cell goes with --plot", code=2)
     assert result.stdout == ""
+
+
+def test_allowed_changed_data_is_warned_once_per_model_and_cell(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    result = run_cli("prepare", "simulate", "--cells", 1, "--genes", 900, "--bins", 20, "--seed", 99,
+                     "--overwrite", "-q", env=env)
+    assert result.code == 0, result.stderr
+    now = Store(store).fingerprint("sim01")[:12]
+    registry = Registry(workspace.models)
+    # --plot scores the cell a second time: still one warning each.
+    result = run_cli("compare", "logistic", "deepchrome", "--cell", "sim01", "--cell", "sim02", "--allow-changed-data",
+                     "--plot", tmp_path / "plot.svg", "-f", "json", env=env)
+    assert result.code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("histcli: warning:")]
+    assert warnings == [
+        f"histcli: warning: cell sim01 in {store} changed since model {model!r} was trained on it (fingerprint "
+        f"{registry.get(model, 'sim01').data.fingerprint[:12]} then, {now} now); evaluated anyway "
+        "(--allow-changed-data)" for model in ("logistic", "deepchrome")]
