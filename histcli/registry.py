@@ -282,10 +282,10 @@ class Registry:
         """The cells model ``name`` has entries for; a ModelError naming the registry's models if none."""
         cells = self.cells(name)
         if not cells:
-            raise ModelError(f"no model {name!r}{self._known_hint(name)}")
+            raise ModelError(f"no model {name!r}{self.known_hint(name)}")
         return cells
 
-    def _known_hint(self, name: str) -> str:
+    def known_hint(self, name: str) -> str:
         """What the registry holds instead, for a message about a model or entry it lacks."""
         known = self.cells(name)
         if known:
@@ -324,7 +324,7 @@ class Registry:
     def get(self, name: str, cell: str) -> Entry:
         path = self.entry_path(name, cell)
         if not path.is_dir():
-            raise ModelError(f"no model {name!r} for cell {cell!r}{self._known_hint(name)}")
+            raise ModelError(f"no model {name!r} for cell {cell!r}{self.known_hint(name)}")
         return read_entry(path)
 
     def entries(self, name: str | None = None, cell: str | None = None) -> list[Entry]:
@@ -404,7 +404,7 @@ class Registry:
         with self._lock(check_model_name(name)):
             cells = [cell] if cell else self.require_cells(name)
             if cell and not self.entry_path(name, cell).is_dir():
-                raise ModelError(f"no model {name!r} for cell {cell!r}{self._known_hint(name)}")
+                raise ModelError(f"no model {name!r} for cell {cell!r}{self.known_hint(name)}")
             for entry_cell in cells:
                 path = self.entry_path(name, entry_cell)
                 doomed = temp_name(path, "old")

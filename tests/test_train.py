@@ -490,3 +490,19 @@ def test_models_list_table_calls_an_interrupted_entry_interrupted(workspace, tmp
     expected = {(r["model"], r["cell"]): "interrupted" if r["interrupted"] == "true" else
                 {"true": "yes", "false": "no"}[r["converged"]] for r in machine}
     assert rows == expected and rows[("logistic", "sim02")] == "interrupted"
+
+
+def test_models_list_says_what_exists_when_a_filter_matches_nothing(workspace):
+    names = sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".")
+    cells = sorted({c.name for n in names for c in (workspace.models / n).iterdir() if c.is_dir()})
+    for args, expected in (
+            (("--name", "nosuch"), f"no entry for model 'nosuch'; models in {workspace.models}: {', '.join(names)}"),
+            (("--name", "logistic", "--cell", "sim09"),
+             f"no entry for model 'logistic' and cell 'sim09'; model 'logistic' exists for {', '.join(cells)}"),
+            (("--cell", "sim09"), f"no entry for cell 'sim09' in {workspace.models}; cells with entries: "
+                                  f"{', '.join(cells)}")):
+        result = workspace.run("models", "list", *args, "-f", "tsv")
+        assert result.code == 0 and parse_tsv(result.stdout) == []
+        assert result.stderr == f"histcli: note: {expected}\n"
+    found = workspace.run("models", "list", "--name", "logistic", "-f", "tsv")
+    assert found.stderr == "" and len(parse_tsv(found.stdout)) == 3

@@ -86,7 +86,19 @@ def list_models(
     from histcli.registry import Registry
 
     fmt = resolve_format(output_format.value)
-    entries = Registry(models_path).entries(name, cell)
+    registry = Registry(models_path)
+    entries = registry.entries(name, cell)
+    if not entries and (name or cell):
+        # An empty list stays a valid answer for scripts; people learn what the registry has instead.
+        from histcli.cli import console
+
+        if name:
+            console.note(f"no entry for model {name!r}" + (f" and cell {cell!r}" if cell else "")
+                         + registry.known_hint(name))
+        else:
+            cells = sorted({found for model in registry.names() for found in registry.cells(model)})
+            console.note(f"no entry for cell {cell!r} in {models_path}; "
+                         + (f"cells with entries: {', '.join(cells)}" if cells else "the registry is empty"))
     if fmt == "table":
         render_rows([people_row(entry) for entry in entries], people_columns(), fmt, title=f"models in {models_path}")
     else:
