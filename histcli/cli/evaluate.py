@@ -92,7 +92,8 @@ def evaluate(
     on_cell: Annotated[Optional[str], typer.Option("--on-cell", help="Evaluate on this cell's genes instead of "
                                                    "each model's own cell (transfer).", autocompletion=complete_cells)] = None,
     split: SplitOption = "test",
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off for accuracy.")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off "
+                                                       "for the accuracy of classifiers [default: 0.5].")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print one row per model (AUC mean, median, "
                                                             "min and max over cells, AUPRC mean; Pearson r for "
                                                             "regression models) instead of the per-cell rows.")] = False,
@@ -106,6 +107,7 @@ def evaluate(
     """Metrics per (model, cell), sorted by cell: AUC, AUPRC and accuracy; for regression models Pearson r, Spearman
     rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
+    from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
     from histcli.evaluation import evaluation_rows, metric_columns, model_summaries
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
@@ -116,9 +118,11 @@ def evaluate(
     check_split_choice(split)
     store = Store(store_path)
     entries = chosen_entries(Registry(models_path), list(dict.fromkeys(names)), cells)
+    check_threshold(threshold, entries)
     with console.progress() as bar:
         task = bar.add_task("evaluating", total=len(entries))
-        rows = evaluation_rows(entries, store, split, on_cell=on_cell, threshold=threshold, device=device.value,
+        rows = evaluation_rows(entries, store, split, on_cell=on_cell,
+                               threshold=DEFAULT_THRESHOLD if threshold is None else threshold, device=device.value,
                                allow_changed=allow_changed_data, on_entry=lambda: bar.advance(task))
     tasks = list({entry.task.name: entry.task for entry in entries}.values())
     metrics = metric_columns(tasks)
