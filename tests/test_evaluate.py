@@ -196,3 +196,14 @@ def test_a_model_cell_missing_from_the_store_is_named_before_any_work(workspace,
     assert kept.code == 0, kept.stderr
     full = json.loads(workspace.run("evaluate", "logistic", "-f", "json", "-q").stdout)["rows"]
     assert json.loads(kept.stdout)["rows"] == [row for row in full if row["cell"] != "sim02"]
+
+
+def test_transfer_summary_says_it_runs_over_training_cells(workspace):
+    table = workspace.run("evaluate", "logistic", "--on-cell", "sim02", "-f", "table", "-q").stdout
+    rows = json.loads(workspace.run("evaluate", "logistic", "--on-cell", "sim02", "-f", "json", "-q").stdout)["rows"]
+    assert sorted(row["trained_on"] for row in rows) == ["sim01", "sim02", "sim03"]
+    assert {row["cell"] for row in rows} == {"sim02"}
+    assert "classification, summary over training cells" in table
+    assert "summary over cells" not in table
+    own = workspace.run("evaluate", "logistic", "-f", "table", "-q").stdout
+    assert "classification, summary over cells" in own

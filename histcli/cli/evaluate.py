@@ -140,4 +140,5 @@ def evaluate(
         models = {row["model"] for row in task_rows}
         write_rich_table(task_rows, columns, title=f"{task.name}, {split} genes")
         write_rich_table([s for s in summaries if s["model"] in models], summary_columns([task]),
-                         title=f"{task.name}, summary over cells")
+                         # Transfer: one cell, so the summary runs over the cells the models were trained on.
+                         title=f"{task.name}, summary over {'training ' if on_cell else ''}cells")
