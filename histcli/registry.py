@@ -327,15 +327,18 @@ class Registry:
             raise ModelError(f"no model {name!r} for cell {cell!r}{self.known_hint(name)}")
         return read_entry(path)
 
-    def entries(self, name: str | None = None, cell: str | None = None) -> list[Entry]:
+    def entries(self, name: str | None = None, cell: str | None = None, *, on_unreadable=None) -> list[Entry]:
+        """The readable entries (of model ``name``, for ``cell``); ``on_unreadable(error)`` is called with the
+        ModelError of each folder that is not one (damaged, or foreign), which is left out."""
         found = []
         for model in [name] if name else self.names():
             for entry_cell in self.cells(model):
                 if cell is None or entry_cell == cell:
                     try:
                         found.append(read_entry(self.root / model / entry_cell))
-                    except ModelError:
-                        continue  # a foreign folder; `models show` reports it in detail
+                    except ModelError as exc:
+                        if on_unreadable is not None:
+                            on_unreadable(exc)
         return found
 
     def check_writable(self, name: str, cells, overwrite: bool) -> None:

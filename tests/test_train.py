@@ -506,3 +506,31 @@ def test_models_list_says_what_exists_when_a_filter_matches_nothing(workspace):
         assert result.stderr == f"histcli: note: {expected}\n"
     found = workspace.run("models", "list", "--name", "logistic", "-f", "tsv")
     assert found.stderr == "" and len(parse_tsv(found.stdout)) == 3
+
+
+def test_damaged_entries_are_named_by_models_list_and_removable_by_rm(workspace, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models, ignore=shutil.ignore_patterns(".locks"))
+    (models / "deepchrome" / "sim02" / "config.json").write_text("{bad")
+    (models / "logistic" / "sim01" / "weights.safetensors").unlink()
+    damaged = {("deepchrome", "sim02"), ("logistic", "sim01")}
+    every = {(m.name, c.name) for m in models.iterdir() if m.is_dir() and m.name[0] != "." for c in m.iterdir()}
+    listed = run_cli("models", "list", "--models", models, "-f", "tsv")
+    assert listed.code == 0, listed.stderr
+    assert {(r["model"], r["cell"]) for r in parse_tsv(listed.stdout)} == every - damaged
+    notes = listed.stderr.splitlines()
+    assert len(notes) == 2 and all(line.startswith("histcli: note: left out a damaged entry: ") for line in notes)
+    assert f"{models / 'deepchrome' / 'sim02'}: damaged model configuration" in notes[0]
+    assert f"{models / 'logistic' / 'sim01'}: weights.safetensors is missing" in notes[1]
+    removed = run_cli("models", "rm", "deepchrome", "--cell", "sim02", "--models", models, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [(r["model"], r["cell"], r["arch"]) for r in parse_tsv(removed.stdout)] == [("deepchrome", "sim02", "NA")]
+    assert "removing a damaged entry" in removed.stderr
+    assert not (models / "deepchrome" / "sim02").exists()
+    removed = run_cli("models", "rm", "logistic", "--models", models, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [(r["cell"], r["arch"]) for r in parse_tsv(removed.stdout)] == [
+        ("sim01", "NA"), ("sim02", "logistic"), ("sim03", "logistic")]
+    assert Registry(models).cells("logistic") == []

@@ -82,16 +82,15 @@ def list_models(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One row per registry entry (model name x cell)."""
+    from histcli.cli import console
     from histcli.output import render_rows, resolve_format
     from histcli.registry import Registry
 
     fmt = resolve_format(output_format.value)
     registry = Registry(models_path)
-    entries = registry.entries(name, cell)
+    entries = registry.entries(name, cell, on_unreadable=lambda exc: console.note(f"left out a damaged entry: {exc}"))
     if not entries and (name or cell):
         # An empty list stays a valid answer for scripts; people learn what the registry has instead.
-        from histcli.cli import console
-
         if name:
             console.note(f"no entry for model {name!r}" + (f" and cell {cell!r}" if cell else "")
                          + registry.known_hint(name))
@@ -165,7 +164,22 @@ def remove_model(
     from histcli.registry import Registry
 
     registry = Registry(models_path)
-    entries = [registry.get(name, cell)] if cell else registry.entries(name)
-    rows = [entry_row(entry) for entry in entries]
+    cells = [cell] if cell else registry.require_cells(name)
+    rows = [_removal_row(registry, name, entry_cell) for entry_cell in cells]
     registry.remove(name, cell)
     render_rows(rows, entry_columns(), output_format.value, title=f"removed from {models_path}")
+
+
+def _removal_row(registry, name: str, cell: str) -> dict:
+    """entry_row of an entry about to be removed; a damaged entry, which rm is the way to clear, gives its model
+    and cell only (with a note)."""
+    from histcli.cli import console
+    from histcli.errors import ModelError
+
+    try:
+        return entry_row(registry.get(name, cell))
+    except ModelError as exc:
+        if not registry.entry_path(name, cell).is_dir():
+            raise
+        console.note(f"removing a damaged entry: {exc}")
+        return {"model": name, "cell": cell}
