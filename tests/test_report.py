@@ -616,3 +616,33 @@ def test_an_interrupted_run_is_called_interrupted(workspace, tmp_path):
     assert flags == expected and flags[("logistic", "sim02")] == "NO (interrupted)"
     training = json.dumps(embedded(path, "report-data"))
     assert '"name": "logistic (interrupted)"' in training
+
+
+def test_output_through_a_symlink_or_into_a_pipe_keeps_them(workspace, tmp_path):
+    """-o names a symlink: the file it points at is replaced, the link stays; a FIFO (like /dev/stdout) is
+    written into, not replaced by a plain file."""
+    import stat
+    import threading
+
+    env = {"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(workspace.models)}
+    real, link = tmp_path / "real.html", tmp_path / "link.html"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    result = run_cli("report", "logistic", "deepchrome", "--cell", "sim01", "-o", link, "-q", env=env)
+    assert result.code == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == real.name
+    page = real.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = run_cli("report", "logistic", "deepchrome", "--cell", "sim01", "-o", fifo, "-q", env=env)
+    reader.join(timeout=60)
+    assert result.code == 0, result.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # The same page but for the time it was written.
+    written = re.compile(r"<dt>written</dt><dd>[^<]*</dd>")
+    assert written.sub("", received[0]) == written.sub("", page)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe", "real.html"]  # no temporaries
