@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from histcli.errors import ChoiceError, HistcliError, SettingError, UsageError
-from histcli.evaluation import Predictions, predictions_for
+from histcli.evaluation import Predictions, check_cells_stored, predictions_for
 from histcli.registry import Registry
 from histcli.stats import PairedSummary
 from histcli.store import Store
@@ -120,15 +120,13 @@ def choose_metric(metric: str | None, tasks: dict) -> str:
 
 def common_cells(registry: Registry, models: list[str], cells: list[str] | None) -> tuple[list[str], list[str]]:
     """Cells every model has an entry for, and a note per cell left out."""
-    available = [set(registry.cells(model)) for model in models]
-    for model, found in zip(models, available, strict=True):
-        if not found:
-            raise HistcliError(f"no model {model!r} in {registry.root}")
+    available = [set(registry.require_cells(model)) for model in models]
     if cells:
         for cell in cells:
             for model, found in zip(models, available, strict=True):
                 if cell not in found:
-                    raise HistcliError(f"model {model!r} has no entry for cell {cell!r}")
+                    raise HistcliError(f"model {model!r} has no entry for cell {cell!r}; it has "
+                                       f"{', '.join(sorted(found))}")
         return list(dict.fromkeys(cells)), []
     everywhere = sorted(set.intersection(*available))
     skipped = sorted(set.union(*available) - set(everywhere))
@@ -202,6 +200,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         raise UsageError("each model may be named once")
     chosen, notes = common_cells(registry, models, cells)
     metric = choose_metric(metric, {model: registry.get(model, chosen[0]).task for model in models})
+    check_cells_stored(store, [registry.get(model, cell) for cell in chosen for model in models])
     test_name = CELL_TESTS[metric]
     predictions: dict[str, dict[str, Predictions]] = {}
     values: dict[str, dict[str, float | None]] = {}

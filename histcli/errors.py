@@ -296,15 +296,15 @@ def describe(exc: BaseException) -> tuple[str, int]:
             return "out of memory on the GPU; try a smaller --batch-size, or --device cpu", EXIT_ERROR
         return "out of memory; try a smaller --batch-size, or fewer cells or genes at a time", EXIT_ERROR
     if _errno(exc) == errno.ENOSPC:
-        return f"{_name(exc)}: no space left on device; free some space or write elsewhere", EXIT_ERROR
+        return f"{_name(exc)}no space left on device; free some space or write elsewhere", EXIT_ERROR
     if _errno(exc) == errno.EROFS:
-        return f"{_name(exc)}: read-only file system; write elsewhere", EXIT_ERROR
+        return f"{_name(exc)}read-only file system; write elsewhere", EXIT_ERROR
     if isinstance(exc, PermissionError) or _errno(exc) == errno.EACCES:
-        return f"{_name(exc)}: permission denied", EXIT_ERROR
+        return f"{_name(exc)}permission denied", EXIT_ERROR
     if isinstance(exc, FileNotFoundError):
-        return f"{_name(exc)}: no such file or directory", EXIT_ERROR
+        return f"{_name(exc)}no such file or directory", EXIT_ERROR
     if isinstance(exc, IsADirectoryError):
-        return f"{_name(exc)}: is a directory, expected a file", EXIT_ERROR
+        return f"{_name(exc)}is a directory, expected a file", EXIT_ERROR
     return "", -1
 
 
@@ -327,4 +327,5 @@ def _errno(exc: BaseException) -> int | None:
 
 
 def _name(exc: OSError) -> str:
-    return str(Path(exc.filename)) if exc.filename else (exc.strerror or "file")
+    """The file an OS error names, as a message's prefix; a write to stdout (or by h5py) names none."""
+    return f"{Path(exc.filename)}: " if exc.filename else ""

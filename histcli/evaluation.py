@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import ChangedDataError, ModelError, UnlabelledCellError
+from histcli.errors import ChangedDataError, ModelError, StoreError, UnlabelledCellError
 from histcli.fsutil import atomic_path
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
@@ -24,6 +24,8 @@ from histcli.tasks import TASK_NAMES
 log = logging.getLogger("histcli")
 
 CACHE_FOLDER = "predictions"
+# (entry folder, current digest) of the changed cells this process has warned about.
+_CHANGED_WARNED: set[tuple[Path, str]] = set()
 # Column order of evaluate's metrics (histcli.tasks names which apply to a model).
 METRIC_ORDER = ("auc", "auprc", "accuracy", "pearson", "spearman", "r2", "rmse")
 
@@ -88,10 +90,10 @@ def predict_scores(entry: Entry, inputs: np.ndarray, device: str = "cpu", module
 
 def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, allow_changed: bool) -> None:
     """The model's own cell must still hold the data it was trained on (its test genes unseen), and for a
-    regression model the same expression values."""
+    regression model the same expression values; ``allow_changed`` turns the error into a warning."""
     from histcli.store import expression_digest
 
-    if cell != entry.cell or allow_changed:
+    if cell != entry.cell:
         return
     data = entry.data
     changed = None
@@ -103,7 +105,29 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
             changed = ("expression values", data.expression_sha256, now)
     if changed:
         what, then, now = changed
-        raise ChangedDataError(store.path, cell, entry.name, trained=then, current=now, what=what)
+        error = ChangedDataError(store.path, cell, entry.name, trained=then, current=now, what=what)
+        if not allow_changed:
+            raise error
+        if (entry.path, now) not in _CHANGED_WARNED:  # once, though report and --plot score a cell again
+            _CHANGED_WARNED.add((entry.path, now))
+            log.warning("%s; evaluated anyway (--allow-changed-data)", error)
+
+
+def check_cells_stored(store: Store, entries: list[Entry]) -> None:
+    """Every entry's own cell must be in the store; checked before any work, naming the models, since a
+    registry can outlive a store's cells (removed, or another store)."""
+    if not store.exists():
+        return  # loading then says so
+    stored = store.cell_names()
+    missing: dict[str, dict[str, None]] = {}  # cell -> its models, in order, once each
+    for entry in entries:
+        if entry.cell not in stored:
+            missing.setdefault(entry.cell, {})[entry.name] = None
+    if missing:
+        lost = ", ".join(f"{cell} (trained on by {', '.join(names)})" for cell, names in missing.items())
+        held = f"cells in the store: {', '.join(stored)}" if stored else "the store is empty"
+        raise StoreError(f"store {store.path} lacks the cell(s) the models were trained on: {lost}; {held}; "
+                         "name the cells to use with --cell")
 
 
 def warn_overlap(entry: Entry, store: Store, cell: str, gene_ids: np.ndarray) -> None:
@@ -140,7 +164,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
     check_split_choice(split)
     weights = entry.metadata["weights_sha256"]
     path = _cache_path(entry, cell, split)
-    cached = None
+    cached = fingerprint = None
     if use_cache:
         fingerprint = store.fingerprint(cell)
         check_trained_data(entry, store, cell, fingerprint, allow_changed)
@@ -149,7 +173,8 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
         # The fingerprint of the data actually loaded keys the cache, even if
         # another process replaced the cell a moment ago.
         data = store.load(cell, splits=splits_to_load(split))
-        check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
+        if data.fingerprint != fingerprint:  # not checked yet (a warning is given once)
+            check_trained_data(entry, store, cell, data.fingerprint, allow_changed)
         from histcli.training import resolve_device
 
         entry.task.measured(data.expression, cell)  # a regression model on a cell without expression: refused
@@ -231,6 +256,8 @@ def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, 
     training cell; ``on_entry()`` is called after each entry."""
     from histcli import interrupt
 
+    if on_cell is None:
+        check_cells_stored(store, entries)
     rows = []
     columns = metric_columns([entry.task for entry in entries])
     for entry in entries:

@@ -87,17 +87,31 @@ def check_output_path(path: Path, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise InputError(path, f"is a folder, expected the name of {what} to write")
-    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not path.is_file():  # a device or pipe (/dev/stdout, a FIFO): written directly
+        if not os.access(path, os.W_OK):
+            raise InputError(path, f"cannot write {what}: permission denied")
+        return
+    # A symlink's file is replaced where it lies (atomic_path).
+    parent = Path(os.path.realpath(path)).parent if path.is_symlink() else path.parent
     if not parent.is_dir():
-        raise InputError(path, f"cannot write {what}: folder {parent} does not exist")
+        problem = f"{parent} is not a folder" if parent.exists() else f"folder {parent} does not exist"
+        raise InputError(path, f"cannot write {what}: {problem}")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise InputError(path, f"cannot write {what}: permission denied")
 
 
 @contextlib.contextmanager
 def atomic_path(final: Path):
-    """Yield a temporary path beside ``final``; on success it replaces ``final`` atomically."""
+    """Yield a temporary path beside ``final``; on success it replaces ``final`` atomically.
+
+    A symlink keeps pointing at its file, which is the one replaced. A device or pipe (/dev/stdout, a FIFO) is
+    yielded itself, to be written directly: nothing there can be replaced atomically, and a rename would put a
+    plain file in the device's place."""
     final = Path(final)
+    if final.exists() and not final.is_file():
+        yield final
+        return
+    final = Path(os.path.realpath(final))
     temp = temp_name(final, "tmp")
     try:
         yield temp

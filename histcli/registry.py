@@ -278,6 +278,22 @@ class Registry:
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_allowed_name(p.name))
 
+    def require_cells(self, name: str) -> list[str]:
+        """The cells model ``name`` has entries for; a ModelError naming the registry's models if none."""
+        cells = self.cells(name)
+        if not cells:
+            raise ModelError(f"no model {name!r}{self.known_hint(name)}")
+        return cells
+
+    def known_hint(self, name: str) -> str:
+        """What the registry holds instead, for a message about a model or entry it lacks."""
+        known = self.cells(name)
+        if known:
+            return f"; model {name!r} exists for {', '.join(known)}"
+        if self.names():
+            return f"; models in {self.root}: {', '.join(self.names())}"
+        return f"; the registry {self.root} is empty (train one with 'histcli train')"
+
     def _lock(self, name: str):
         # Locks live apart from the entries so that removing a model never removes its lock.
         return exclusive_lock(self.root / ".locks" / f"{name}.lock")
@@ -306,25 +322,21 @@ class Registry:
     def get(self, name: str, cell: str) -> Entry:
         path = self.entry_path(name, cell)
         if not path.is_dir():
-            known = self.cells(name)
-            if known:
-                hint = f"; model {name!r} exists for {', '.join(known)}"
-            elif self.names():
-                hint = f"; models in {self.root}: {', '.join(self.names())}"
-            else:
-                hint = f"; the registry {self.root} is empty (train one with 'histcli train')"
-            raise ModelError(f"no model {name!r} for cell {cell!r}{hint}")
+            raise ModelError(f"no model {name!r} for cell {cell!r}{self.known_hint(name)}")
         return read_entry(path)
 
-    def entries(self, name: str | None = None, cell: str | None = None) -> list[Entry]:
+    def entries(self, name: str | None = None, cell: str | None = None, *, on_unreadable=None) -> list[Entry]:
+        """The readable entries (of model ``name``, for ``cell``); ``on_unreadable(error)`` is called with the
+        ModelError of each folder that is not one (damaged, or foreign), which is left out."""
         found = []
         for model in [name] if name else self.names():
             for entry_cell in self.cells(model):
                 if cell is None or entry_cell == cell:
                     try:
                         found.append(read_entry(self.root / model / entry_cell))
-                    except ModelError:
-                        continue  # a foreign folder; `models show` reports it in detail
+                    except ModelError as exc:
+                        if on_unreadable is not None:
+                            on_unreadable(exc)
         return found
 
     def check_writable(self, name: str, cells, overwrite: bool) -> None:
@@ -391,9 +403,9 @@ class Registry:
     def remove(self, name: str, cell: str | None = None) -> list[str]:
         """Remove one entry, or every cell of a model; returns the removed cells."""
         with self._lock(check_model_name(name)):
-            cells = [cell] if cell else self.cells(name)
-            if not cells or (cell and not self.entry_path(name, cell).is_dir()):
-                raise ModelError(f"no model {name!r}" + (f" for cell {cell!r}" if cell else "") + f" in {self.root}")
+            cells = [cell] if cell else self.require_cells(name)
+            if cell and not self.entry_path(name, cell).is_dir():
+                raise ModelError(f"no model {name!r} for cell {cell!r}{self.known_hint(name)}")
             for entry_cell in cells:
                 path = self.entry_path(name, entry_cell)
                 doomed = temp_name(path, "old")

@@ -351,7 +351,9 @@ def training_figure(inputs: ReportInputs) -> dict:
             entry = inputs.entries[model][cell]
             key, label = f"valid_{entry.selection_metric}", entry.task.selection_label
             name = f"{model} {run['label']}".strip() + ("" if common else f" ({label})")
-            if run.get("converged") is False:
+            if run.get("interrupted"):
+                name += " (interrupted)"
+            elif run.get("converged") is False:
                 name += " (not converged)"
             traces.append({"type": "scatter", "mode": "lines", "name": name, "legendgroup": name,
                            "x": [h["epoch"] for h in history], "y": [h.get(key) for h in history],
@@ -543,7 +545,9 @@ def run_section(inputs: ReportInputs) -> str:
             entry = inputs.entries[model][cell]
             for run in training_runs(entry):
                 converged = run.get("converged")
-                flag = {True: "yes", False: "NO", None: "not recorded"}[converged]
+                # Ctrl-C, not the epoch cap, stopped an interrupted run: its best epoch is the best so far.
+                flag = "NO (interrupted)" if run.get("interrupted") else {True: "yes", False: "NO",
+                                                                          None: "not recorded"}[converged]
                 rows.append(
                     f'<tr class="{"warn" if converged is False else ""}"><td>{_e(model)}</td><td>{_e(cell)}</td>'
                     f'<td>{_e(run["label"] or "-")}</td><td>{_e(run.get("best_epoch"))}</td>'
@@ -681,7 +685,8 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
                                                       for f in by_cell if f["kind"] in ("roc", "pr", "levels"))
                     + "</div>"
                     '<h3>Training</h3><div id="fig-training"></div>'
-                    "<p>Dotted: runs that did not converge (stopped at the epoch cap while still improving).</p>")
+                    "<p>Dotted: runs that did not converge (stopped at the epoch cap while still improving, or "
+                    "interrupted).</p>")
     if inputs.attributions:
         sections.append(f"<h3>Attributions ({_e(inputs.explain_method)}, as <code>histcli explain --summary</code>"
                         ")</h3>" + "".join(f'<div id="{f["id"]}"></div>' for f in by_cell if f["kind"] == "explain"))

@@ -12,6 +12,7 @@ from scipy import stats
 
 from histcli.registry import Registry
 from histcli.stats import delong_test
+from histcli.store import Store
 
 
 def _cached(models, model, cell):
@@ -236,3 +237,56 @@ def test_the_terminal_layout_is_one_table_per_pair_within_80_columns(monkeypatch
             assert line[:5] == [row["cell"], "6600", f"{row['auc_a']:.4f}", f"{row['auc_b']:.4f}",
                                 f"{row['delta_auc']:.4f}"]
     assert "note: a note" in text
+
+
+def test_unknown_model_or_cell_names_what_the_registry_has(workspace):
+    """The models and cells named in the message are the registry's, listed independently here."""
+    registry = Registry(workspace.models)
+    known_models = ", ".join(sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != "."))
+    assert_one_line_error(workspace.run("compare", "logistic", "nosuch"), "no model 'nosuch'", known_models)
+    assert_one_line_error(workspace.run("report", "nosuch", "logistic", "-o", workspace.folder / "never.html"),
+                          "no model 'nosuch'", known_models)
+    known_cells = ", ".join(sorted(p.name for p in (workspace.models / "deepchrome").iterdir()))
+    assert registry.cells("deepchrome") == known_cells.split(", ")
+    assert_one_line_error(workspace.run("compare", "logistic", "deepchrome", "--cell", "sim09"),
+                          "model 'logistic' has no entry for cell 'sim09'", f"it has {known_cells}")
+    assert not (workspace.folder / "never.html").exists()
+
+
+def test_a_cell_missing_from_the_store_is_named_before_any_work(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    assert run_cli("store", "rm", "sim03", "--store", store).code == 0
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    for command in (("compare", "logistic", "deepchrome"), ("report", "logistic", "deepchrome", "-o", tmp_path / "r.html")):
+        result = run_cli(*command, env=env)
+        assert_one_line_error(result, "lacks the cell(s) the models were trained on",
+                              "sim03 (trained on by logistic, deepchrome)", "cells in the store: sim01, sim02")
+        assert result.stdout == ""
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_plot_cell_without_plot_is_refused(workspace):
+    result = workspace.run("compare", "logistic", "deepchrome", "--plot-cell", "sim01")
+    assert_one_line_error(result, "--plot-cell goes with --plot", code=2)
+    assert result.stdout == ""
+
+
+def test_allowed_changed_data_is_warned_once_per_model_and_cell(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    result = run_cli("prepare", "simulate", "--cells", 1, "--genes", 900, "--bins", 20, "--seed", 99,
+                     "--overwrite", "-q", env=env)
+    assert result.code == 0, result.stderr
+    now = Store(store).fingerprint("sim01")[:12]
+    registry = Registry(workspace.models)
+    # --plot scores the cell a second time: still one warning each.
+    result = run_cli("compare", "logistic", "deepchrome", "--cell", "sim01", "--cell", "sim02", "--allow-changed-data",
+                     "--plot", tmp_path / "plot.svg", "-f", "json", env=env)
+    assert result.code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("histcli: warning:")]
+    assert warnings == [
+        f"histcli: warning: cell sim01 in {store} changed since model {model!r} was trained on it (fingerprint "
+        f"{registry.get(model, 'sim01').data.fingerprint[:12]} then, {now} now); evaluated anyway "
+        "(--allow-changed-data)" for model in ("logistic", "deepchrome")]

@@ -161,3 +161,10 @@ def test_an_input_error_can_name_the_users_input_instead_of_its_copy():
     assert type(renamed) is MissingGenesError and (renamed.missing, renamed.total) == (3, 10)
     assert str(renamed) == "/dev/fd/63: 3 of 10 genes lack expression"
     assert str(error) == "/tmp/histcli-input-x/63: 3 of 10 genes lack expression"  # the original is unchanged
+
+
+def test_an_os_error_without_a_file_is_not_prefixed_by_its_own_text():
+    # A failed write to stdout (e.g. into a full disk) carries no file name.
+    assert describe(OSError(errno.ENOSPC, "No space left on device")) == (
+        "no space left on device; free some space or write elsewhere", 1)
+    assert describe(PermissionError(errno.EACCES, "Permission denied")) == ("permission denied", 1)

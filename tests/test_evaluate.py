@@ -167,3 +167,43 @@ def test_transfer_onto_genes_the_model_was_trained_on_is_flagged(workspace):
     assert "300 of the 300 genes of sim02 scored by logistic were in its training or validation genes" in result.stderr
     clean = workspace.run("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "-f", "json")
     assert "training or validation genes" not in clean.stderr
+
+
+def test_a_cell_named_twice_is_evaluated_once(workspace):
+    once = json.loads(workspace.run("evaluate", "logistic", "--cell", "sim01", "-f", "json", "-q").stdout)
+    twice = workspace.run("evaluate", "logistic", "--cell", "sim01", "--cell", "sim02", "--cell", "sim01",
+                          "-f", "json", "-q")
+    assert twice.code == 0, twice.stderr
+    payload = json.loads(twice.stdout)
+    assert [(row["model"], row["cell"]) for row in payload["rows"]] == [("logistic", "sim01"), ("logistic", "sim02")]
+    assert payload["rows"][0] == once["rows"][0]
+    sim02 = payload["rows"][1]["auc"]
+    summary = payload["summary"][0]
+    assert summary["n_cells"] == 2
+    assert summary["mean_auc"] == pytest.approx((once["rows"][0]["auc"] + sim02) / 2)
+
+
+def test_a_model_cell_missing_from_the_store_is_named_before_any_work(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    assert run_cli("store", "rm", "sim02", "--store", store).code == 0
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    result = run_cli("evaluate", "logistic", "deepchrome", "-f", "tsv", env=env)
+    assert_one_line_error(result, f"store {store} lacks the cell(s) the models were trained on",
+                          "sim02 (trained on by logistic, deepchrome)", "cells in the store: sim01, sim03", "--cell")
+    assert result.stdout == ""
+    kept = run_cli("evaluate", "logistic", "--cell", "sim01", "--cell", "sim03", "-f", "json", "-q", env=env)
+    assert kept.code == 0, kept.stderr
+    full = json.loads(workspace.run("evaluate", "logistic", "-f", "json", "-q").stdout)["rows"]
+    assert json.loads(kept.stdout)["rows"] == [row for row in full if row["cell"] != "sim02"]
+
+
+def test_transfer_summary_says_it_runs_over_training_cells(workspace):
+    table = workspace.run("evaluate", "logistic", "--on-cell", "sim02", "-f", "table", "-q").stdout
+    rows = json.loads(workspace.run("evaluate", "logistic", "--on-cell", "sim02", "-f", "json", "-q").stdout)["rows"]
+    assert sorted(row["trained_on"] for row in rows) == ["sim01", "sim02", "sim03"]
+    assert {row["cell"] for row in rows} == {"sim02"}
+    assert "classification, summary over training cells" in table
+    assert "summary over cells" not in table
+    own = workspace.run("evaluate", "logistic", "-f", "table", "-q").stdout
+    assert "classification, summary over cells" in own

@@ -500,3 +500,22 @@ def test_tsv_probabilities_read_back_as_the_same_float32(workspace):
     values = np.concatenate([np.random.default_rng(0).random(10_000, dtype=np.float32),
                              np.float32([1e-38, 4.2e-18, 0.99999994, 1.0])])
     assert np.array_equal(np.array([f"{v:.9g}" for v in values.tolist()], dtype=np.float32), values)
+
+
+def test_a_bad_bin_is_reported_at_its_own_line(workspace, genes, tmp_path):
+    """The line of the row with the bin out of range or given again; the gene's first line for a missing bin."""
+    gene_ids, counts = genes
+    lines = write_long(tmp_path / "ok.tsv", gene_ids[:3], counts[:3]).read_text().splitlines()
+
+    def with_bin(index: int, number: int) -> list[str]:
+        gene, _, rest = lines[index].split("\t", 2)
+        return lines[:index] + [f"{gene}\t{number}\t{rest}"] + lines[index + 1:]
+
+    # Line 1 is the header; the second gene's rows are lines 22..41 (list indices 21..40).
+    for changed, fragments in ((with_bin(27, 21), ("line 28", "bin 21 is outside 1..20")),
+                               (with_bin(30, 3), ("line 31", "bin 3 appears twice")),
+                               (lines[:25] + lines[26:], ("line 22", "bin 5 is missing"))):
+        path = tmp_path / "bad.tsv"
+        path.write_text("\n".join(changed) + "\n")
+        assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path),
+                              f"gene {gene_ids[1]}", *fragments)

@@ -279,3 +279,20 @@ def test_changed_expression_is_noticed_although_the_fingerprint_is_the_same(reg,
     assert row["pearson"] == pytest.approx(stats.pearsonr(measured, predicted)[0], abs=1e-6)
     # The classifier on the same cell is unaffected: labels, counts and genes are unchanged.
     assert run_cli("evaluate", "logistic", "--cell", "sim01", "-q", env=env).code == 0
+
+
+def test_threshold_is_refused_for_regression_models_only(reg):
+    for command in (("predict", "logistic-reg", "--cell", "sim01", "--from-store", "sim01"),
+                    ("evaluate", "logistic-reg", "deepchrome-reg")):
+        result = reg.run(*command, "--threshold", "0.3")
+        assert_one_line_error(result, "--threshold applies to classifiers", "regression model", code=2)
+        assert result.stdout == ""
+    # With a classifier among the models it applies to the classifier: accuracy at 0.3 from its probabilities.
+    mixed = reg.run("evaluate", "logistic-reg", "logistic", "--cell", "sim01", "--threshold", "0.3", "-f", "json", "-q")
+    assert mixed.code == 0, mixed.stderr
+    rows = {row["model"]: row for row in json.loads(mixed.stdout)["rows"]}
+    predicted = _predicted(reg, "logistic", "sim01")
+    probability = np.array([float(row["probability"]) for row in predicted])
+    labels = _measured(reg, "sim01")[1]
+    assert rows["logistic"]["accuracy"] == pytest.approx(np.mean((probability >= 0.3) == labels), abs=1e-9)
+    assert rows["logistic-reg"]["accuracy"] is None

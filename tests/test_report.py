@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -593,3 +594,55 @@ def test_correlation_metric_with_a_classifier_is_a_usage_error(regressors, tmp_p
     assert_one_line_error(regressors.run("report", *REGRESSORS, "--metric", "kendall", "-o", path),
                           "--metric 'kendall'", "auc, pearson, spearman", code=2)
     assert not path.exists()
+
+
+def test_an_interrupted_run_is_called_interrupted(workspace, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models, ignore=shutil.ignore_patterns(".locks"))
+    marked = models / "logistic" / "sim02" / "metadata.json"
+    metadata = json.loads(marked.read_text())
+    marked.write_text(json.dumps({**metadata, "converged": False, "interrupted": True}))
+    path = tmp_path / "r.html"
+    result = run_cli("report", "logistic", "deepchrome", "-o", path, "-q",
+                     env={"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(models)})
+    assert result.code == 0, result.stderr
+    body = re.search(r'<table id="training-runs">.*?<tbody>(.*?)</tbody>', path.read_text(), flags=re.S).group(1)
+    flags = {tuple(re.findall(r"<td[^>]*>(.*?)</td>", row)[:2]): re.findall(r"<td[^>]*>(.*?)</td>", row)[6]
+             for row in re.findall(r"<tr.*?</tr>", body)}
+    recorded = {(model, cell): json.loads((models / model / cell / "metadata.json").read_text())
+                for model in ("logistic", "deepchrome") for cell in ("sim01", "sim02", "sim03")}
+    expected = {key: "NO (interrupted)" if m["interrupted"] else "yes" if m["converged"] else "NO"
+                for key, m in recorded.items()}
+    assert flags == expected and flags[("logistic", "sim02")] == "NO (interrupted)"
+    training = json.dumps(embedded(path, "report-data"))
+    assert '"name": "logistic (interrupted)"' in training
+
+
+def test_output_through_a_symlink_or_into_a_pipe_keeps_them(workspace, tmp_path):
+    """-o names a symlink: the file it points at is replaced, the link stays; a FIFO (like /dev/stdout) is
+    written into, not replaced by a plain file."""
+    import stat
+    import threading
+
+    env = {"HISTCLI_STORE": str(workspace.store), "HISTCLI_MODELS": str(workspace.models)}
+    real, link = tmp_path / "real.html", tmp_path / "link.html"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    result = run_cli("report", "logistic", "deepchrome", "--cell", "sim01", "-o", link, "-q", env=env)
+    assert result.code == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == real.name
+    page = real.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = run_cli("report", "logistic", "deepchrome", "--cell", "sim01", "-o", fifo, "-q", env=env)
+    reader.join(timeout=60)
+    assert result.code == 0, result.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    # The same page but for the time it was written.
+    written = re.compile(r"<dt>written</dt><dd>[^<]*</dd>")
+    assert written.sub("", received[0]) == written.sub("", page)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe", "real.html"]  # no temporaries

@@ -112,3 +112,9 @@ def test_environment_variables_name_the_default_store_and_registry(tmp_path, mon
 def test_predict_refuses_an_output_folder_before_loading_anything(tmp_path):
     result = run_cli("predict", "nomodel", "--cell", "x", "-", "-o", tmp_path, "--models", tmp_path / "none")
     assert_one_line_error(result, str(tmp_path), "is a folder")
+
+
+def test_check_output_path_says_a_file_in_the_way_is_not_a_folder(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match=f"cannot write the report: {tmp_path / 'file'} is not a folder"):
+        check_output_path(tmp_path / "file" / "r.html", "the report")

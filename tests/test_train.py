@@ -468,3 +468,69 @@ def test_registry_reservations_are_per_entry(tmp_path):
             pass
     with registry.reserve([("crnn", "E116")]):
         pass
+
+
+def test_models_rm_of_an_unknown_model_names_the_known_ones(workspace):
+    before = sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".")
+    result = workspace.run("models", "rm", "nosuch")
+    assert_one_line_error(result, "no model 'nosuch'", f"models in {workspace.models}: {', '.join(before)}")
+    assert sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".") == before
+
+
+def test_models_list_table_calls_an_interrupted_entry_interrupted(workspace, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models, ignore=shutil.ignore_patterns(".locks"))
+    marked = models / "logistic" / "sim02" / "metadata.json"
+    marked.write_text(json.dumps({**json.loads(marked.read_text()), "converged": False, "interrupted": True}))
+    table = run_cli("models", "list", "--models", models, "-f", "table").stdout
+    rows = {tuple(line.split()[:2]): line.split()[-1] for line in table.splitlines()[2:] if line.strip()}
+    machine = parse_tsv(run_cli("models", "list", "--models", models, "-f", "tsv").stdout)
+    expected = {(r["model"], r["cell"]): "interrupted" if r["interrupted"] == "true" else
+                {"true": "yes", "false": "no"}[r["converged"]] for r in machine}
+    assert rows == expected and rows[("logistic", "sim02")] == "interrupted"
+
+
+def test_models_list_says_what_exists_when_a_filter_matches_nothing(workspace):
+    names = sorted(p.name for p in workspace.models.iterdir() if p.is_dir() and p.name[0] != ".")
+    cells = sorted({c.name for n in names for c in (workspace.models / n).iterdir() if c.is_dir()})
+    for args, expected in (
+            (("--name", "nosuch"), f"no entry for model 'nosuch'; models in {workspace.models}: {', '.join(names)}"),
+            (("--name", "logistic", "--cell", "sim09"),
+             f"no entry for model 'logistic' and cell 'sim09'; model 'logistic' exists for {', '.join(cells)}"),
+            (("--cell", "sim09"), f"no entry for cell 'sim09' in {workspace.models}; cells with entries: "
+                                  f"{', '.join(cells)}")):
+        result = workspace.run("models", "list", *args, "-f", "tsv")
+        assert result.code == 0 and parse_tsv(result.stdout) == []
+        assert result.stderr == f"histcli: note: {expected}\n"
+    found = workspace.run("models", "list", "--name", "logistic", "-f", "tsv")
+    assert found.stderr == "" and len(parse_tsv(found.stdout)) == 3
+
+
+def test_damaged_entries_are_named_by_models_list_and_removable_by_rm(workspace, tmp_path):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(workspace.models, models, ignore=shutil.ignore_patterns(".locks"))
+    (models / "deepchrome" / "sim02" / "config.json").write_text("{bad")
+    (models / "logistic" / "sim01" / "weights.safetensors").unlink()
+    damaged = {("deepchrome", "sim02"), ("logistic", "sim01")}
+    every = {(m.name, c.name) for m in models.iterdir() if m.is_dir() and m.name[0] != "." for c in m.iterdir()}
+    listed = run_cli("models", "list", "--models", models, "-f", "tsv")
+    assert listed.code == 0, listed.stderr
+    assert {(r["model"], r["cell"]) for r in parse_tsv(listed.stdout)} == every - damaged
+    notes = listed.stderr.splitlines()
+    assert len(notes) == 2 and all(line.startswith("histcli: note: left out a damaged entry: ") for line in notes)
+    assert f"{models / 'deepchrome' / 'sim02'}: damaged model configuration" in notes[0]
+    assert f"{models / 'logistic' / 'sim01'}: weights.safetensors is missing" in notes[1]
+    removed = run_cli("models", "rm", "deepchrome", "--cell", "sim02", "--models", models, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [(r["model"], r["cell"], r["arch"]) for r in parse_tsv(removed.stdout)] == [("deepchrome", "sim02", "NA")]
+    assert "removing a damaged entry" in removed.stderr
+    assert not (models / "deepchrome" / "sim02").exists()
+    removed = run_cli("models", "rm", "logistic", "--models", models, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [(r["cell"], r["arch"]) for r in parse_tsv(removed.stdout)] == [
+        ("sim01", "NA"), ("sim02", "logistic"), ("sim03", "logistic")]
+    assert Registry(models).cells("logistic") == []

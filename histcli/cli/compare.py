@@ -120,12 +120,15 @@ def compare(
     from histcli.cli import console
     from histcli.comparison import SUMMARY_KEYS, cell_keys, common_cells, json_payload, summary_row
     from histcli.comparison import compare as run_compare
+    from histcli.errors import UsageError
     from histcli.output import Column, clean, delimited, resolve_format, write
     from histcli.plots import check_plot_cell, plotting_backend, write_plot
     from histcli.registry import Registry
     from histcli.store import Store
 
     console.setup(quiet)
+    if plot_cell is not None and plot is None:
+        raise UsageError("--plot-cell goes with --plot (the cell of the plot's right-hand panels)")
     pyplot = plotting_backend(plot) if plot is not None else None
     store, registry = Store(store_path), Registry(models_path)
     if plot is not None and plot_cell is not None:

@@ -77,16 +77,11 @@ def summary_columns(tasks) -> list:
 
 
 def chosen_entries(registry, names: list[str], cells: list[str] | None):
-    """(entry) for every model name and cell asked for; by default every cell of each name."""
-    from histcli.errors import ModelError
-
+    """(entry) for every model name and cell asked for, each once; by default every cell of each name."""
     entries = []
     for name in names:
-        model_cells = cells or registry.cells(name)
-        if not model_cells:
-            known = registry.names()
-            hint = f"; models: {', '.join(known)}" if known else "; the registry is empty"
-            raise ModelError(f"no model {name!r} in {registry.root}{hint}")
+        # A cell named twice is evaluated once: a repeated row would count twice in the summary over cells.
+        model_cells = list(dict.fromkeys(cells)) if cells else registry.require_cells(name)
         entries.extend(registry.get(name, cell) for cell in model_cells)
     return entries
 
@@ -97,7 +92,8 @@ def evaluate(
     on_cell: Annotated[Optional[str], typer.Option("--on-cell", help="Evaluate on this cell's genes instead of "
                                                    "each model's own cell (transfer).", autocompletion=complete_cells)] = None,
     split: SplitOption = "test",
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off for accuracy.")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", min=0.0, max=1.0, help="Probability cut-off "
+                                                       "for the accuracy of classifiers [default: 0.5].")] = None,
     summary: Annotated[bool, typer.Option("--summary", help="TSV/CSV: print one row per model (AUC mean, median, "
                                                             "min and max over cells, AUPRC mean; Pearson r for "
                                                             "regression models) instead of the per-cell rows.")] = False,
@@ -111,6 +107,7 @@ def evaluate(
     """Metrics per (model, cell), sorted by cell: AUC, AUPRC and accuracy; for regression models Pearson r, Spearman
     rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
+    from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
     from histcli.evaluation import evaluation_rows, metric_columns, model_summaries
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
@@ -121,9 +118,11 @@ def evaluate(
     check_split_choice(split)
     store = Store(store_path)
     entries = chosen_entries(Registry(models_path), list(dict.fromkeys(names)), cells)
+    check_threshold(threshold, entries)
     with console.progress() as bar:
         task = bar.add_task("evaluating", total=len(entries))
-        rows = evaluation_rows(entries, store, split, on_cell=on_cell, threshold=threshold, device=device.value,
+        rows = evaluation_rows(entries, store, split, on_cell=on_cell,
+                               threshold=DEFAULT_THRESHOLD if threshold is None else threshold, device=device.value,
                                allow_changed=allow_changed_data, on_entry=lambda: bar.advance(task))
     tasks = list({entry.task.name: entry.task for entry in entries}.values())
     metrics = metric_columns(tasks)
@@ -141,4 +140,5 @@ def evaluate(
         models = {row["model"] for row in task_rows}
         write_rich_table(task_rows, columns, title=f"{task.name}, {split} genes")
         write_rich_table([s for s in summaries if s["model"] in models], summary_columns([task]),
-                         title=f"{task.name}, summary over cells")
+                         # Transfer: one cell, so the summary runs over the cells the models were trained on.
+                         title=f"{task.name}, summary over {'training ' if on_cell else ''}cells")

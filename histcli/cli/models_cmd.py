@@ -45,9 +45,11 @@ def entry_row(entry) -> dict:
 
 
 def people_row(entry) -> dict:
-    """entry_row and, for people, the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r"."""
-    return {**entry_row(entry),
-            "valid": f"{entry.best_valid_score:.4f} {entry.task.selection_header}"}
+    """entry_row and, for people, the selection metric's value with its name, e.g. "0.9012 AUC" or "0.7704 r",
+    and "interrupted" for converged where Ctrl-C stopped the training (the table has no interrupted column)."""
+    row = entry_row(entry)
+    return {**row, "valid": f"{entry.best_valid_score:.4f} {entry.task.selection_header}",
+            "converged": "interrupted" if row["interrupted"] else row["converged"]}
 
 
 def people_columns():
@@ -80,11 +82,22 @@ def list_models(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One row per registry entry (model name x cell)."""
+    from histcli.cli import console
     from histcli.output import render_rows, resolve_format
     from histcli.registry import Registry
 
     fmt = resolve_format(output_format.value)
-    entries = Registry(models_path).entries(name, cell)
+    registry = Registry(models_path)
+    entries = registry.entries(name, cell, on_unreadable=lambda exc: console.note(f"left out a damaged entry: {exc}"))
+    if not entries and (name or cell):
+        # An empty list stays a valid answer for scripts; people learn what the registry has instead.
+        if name:
+            console.note(f"no entry for model {name!r}" + (f" and cell {cell!r}" if cell else "")
+                         + registry.known_hint(name))
+        else:
+            cells = sorted({found for model in registry.names() for found in registry.cells(model)})
+            console.note(f"no entry for cell {cell!r} in {models_path}; "
+                         + (f"cells with entries: {', '.join(cells)}" if cells else "the registry is empty"))
     if fmt == "table":
         render_rows([people_row(entry) for entry in entries], people_columns(), fmt, title=f"models in {models_path}")
     else:
@@ -151,7 +164,22 @@ def remove_model(
     from histcli.registry import Registry
 
     registry = Registry(models_path)
-    entries = [registry.get(name, cell)] if cell else registry.entries(name)
-    rows = [entry_row(entry) for entry in entries]
+    cells = [cell] if cell else registry.require_cells(name)
+    rows = [_removal_row(registry, name, entry_cell) for entry_cell in cells]
     registry.remove(name, cell)
     render_rows(rows, entry_columns(), output_format.value, title=f"removed from {models_path}")
+
+
+def _removal_row(registry, name: str, cell: str) -> dict:
+    """entry_row of an entry about to be removed; a damaged entry, which rm is the way to clear, gives its model
+    and cell only (with a note)."""
+    from histcli.cli import console
+    from histcli.errors import ModelError
+
+    try:
+        return entry_row(registry.get(name, cell))
+    except ModelError as exc:
+        if not registry.entry_path(name, cell).is_dir():
+            raise
+        console.note(f"removing a damaged entry: {exc}")
+        return {"model": name, "cell": cell}

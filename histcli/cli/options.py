@@ -340,3 +340,17 @@ GpusPerTrialOption = Annotated[
     typer.Option("--gpus-per-trial", min=0.0, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
                  "above 0 trials train on CUDA.", rich_help_panel="Ray"),
 ]
+
+
+# Probability cut-off of a classifier's yes/no prediction (predict) and accuracy (evaluate).
+DEFAULT_THRESHOLD = 0.5
+
+
+def check_threshold(threshold: float | None, entries) -> None:
+    """--threshold given for regression models only, whose levels it would not touch: a usage error."""
+    from histcli.errors import UsageError
+
+    if threshold is not None and all(entry.task.name == "regression" for entry in entries):
+        names = list(dict.fromkeys(entry.name for entry in entries))
+        raise UsageError(f"--threshold applies to classifiers' probabilities; {', '.join(names)} "
+                         f"{'is a regression model' if len(names) == 1 else 'are regression models'}")

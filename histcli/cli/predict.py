@@ -48,8 +48,9 @@ def predict(
                                                       rich_help_panel="Input: one of")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o",
                                                    help="Output TSV (written atomically; default stdout).")] = None,
-    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0,
-                                             help="Classifiers: prediction = probability >= threshold.")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", min=0.0, max=1.0, help="Classifiers: prediction = probability >= threshold [default: 0.5]."
+    )] = None,
     output_format: Annotated[PredictionFormat, typer.Option("--format", "-f", case_sensitive=False,
                                                             help="Output format.")] = PredictionFormat.tsv,
     genes: Annotated[Optional[Path], typer.Option("--genes", help="BED, GTF or GFF3 genes for --track.",
@@ -79,6 +80,7 @@ def predict(
     import sys
 
     from histcli.cli import console
+    from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
     from histcli.fsutil import atomic_open, check_output_path
     from histcli.prediction import PredictionWriter, Predictor, predict_table
     from histcli.registry import Registry, read_entry
@@ -91,12 +93,14 @@ def predict(
     if output is not None:
         check_output_path(output, "the predictions")
     entry = read_entry(model) if model is not None else Registry(models_path).get(name, cell)
+    check_threshold(threshold, [entry])
     predictor = Predictor(entry, resolve_device(device.value))
 
     target = atomic_open(output, "w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
     with target as stream, console.progress() as bar:
         task = bar.add_task("predicting genes", total=None)
-        writer = PredictionWriter(stream, output_format.value, threshold, task=entry.task,
+        writer = PredictionWriter(stream, output_format.value, DEFAULT_THRESHOLD if threshold is None else threshold,
+                                  task=entry.task,
                                   on_written=lambda count: bar.update(task, completed=count))
         if input_file is not None:
             count = predict_table(predictor, input_file, writer)

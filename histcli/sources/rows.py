@@ -195,18 +195,20 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
         raise InputError(path, "no data lines")
 
 
-def _bins_problem(bins: np.ndarray, n_bins: int) -> str:
+def _bins_problem(bins: np.ndarray, n_bins: int) -> tuple[str, int]:
+    """What is wrong with a gene's ``bins`` (in file order), and the index of the row that shows it: the bin
+    out of range or given again, or the gene's first row for a missing bin."""
     expected = set(range(1, n_bins + 1))
     values = [int(value) for value in bins.tolist()]  # whole numbers (checked), possibly beyond int64
     seen = set()
-    for value in values:
+    for index, value in enumerate(values):
         if value not in expected:
-            return f"bin {value} is outside 1..{n_bins}"
+            return f"bin {value} is outside 1..{n_bins}", index
         if value in seen:
-            return f"bin {value} appears twice"
+            return f"bin {value} appears twice", index
         seen.add(value)
     missing = sorted(expected - seen)
-    return f"bin {missing[0]} is missing" + (f" ({len(missing)} bins missing)" if len(missing) > 1 else "")
+    return f"bin {missing[0]} is missing" + (f" ({len(missing)} bins missing)" if len(missing) > 1 else ""), 0
 
 
 class GeneBlocks:
@@ -287,11 +289,9 @@ class GeneBlocks:
             start = starts[wrong[0]]
             stop = start + lengths[wrong[0]]
             self._check_consecutive(genes, lines, starts)
-            raise InputError(
-                self.path,
-                f"gene {genes[start]}: expected bins 1..{n}, {_bins_problem(bins[start:stop], n)}",
-                line=int(lines[start]),
-            )
+            problem, row = _bins_problem(bins[start:stop], n)
+            raise InputError(self.path, f"gene {genes[start]}: expected bins 1..{n}, {problem}",
+                             line=int(lines[start + row]))
         n_genes = len(starts)
         bin_matrix = bins.reshape(n_genes, n)
         values = values.reshape(n_genes, n, -1)
@@ -305,11 +305,9 @@ class GeneBlocks:
                 self._check_consecutive(genes, lines, starts)
                 gene_index = unordered[broken[0]]
                 start = gene_index * n
-                raise InputError(
-                    self.path,
-                    f"gene {genes[start]}: expected bins 1..{n}, {_bins_problem(bin_matrix[gene_index], n)}",
-                    line=int(lines[start]),
-                )
+                problem, row = _bins_problem(bin_matrix[gene_index], n)
+                raise InputError(self.path, f"gene {genes[start]}: expected bins 1..{n}, {problem}",
+                                 line=int(lines[start + row]))
             values[unordered] = np.take_along_axis(values[unordered], order[:, :, None], axis=1)
         if labels is not None:
             label_matrix = labels.reshape(n_genes, n)
