@@ -172,7 +172,9 @@ class EmptySplitError(HistcliError):
     def __init__(self, cell: str, split: str | None, purpose: str):
         self.cell = cell
         self.split = split
-        super().__init__(f"cell {cell} has no {split} genes to {purpose}")
+        # The split 'none' holds the genes outside train, valid and test.
+        which = {None: "", "none": "unsplit (split none) "}.get(split, f"{split} ")
+        super().__init__(f"cell {cell} has no {which}genes to {purpose}")
 
 
 class UsageError(HistcliError):

@@ -50,6 +50,8 @@ from histcli.errors import (
      "use 'histcli predict --from-store' for predictions without evaluation"),
     (EmptySplitError("E003", "valid", "explain"), "cell E003 has no valid genes to explain",
      "cell E003 has no valid genes to explain; choose another --split"),
+    (EmptySplitError("E003", "none", "explain"), "cell E003 has no unsplit (split none) genes to explain",
+     "cell E003 has no unsplit (split none) genes to explain; choose another --split"),
     (ChoiceError("split", "holdout", ("test", "all")), "split 'holdout': expected one of test, all",
      "--split 'holdout': expected one of test, all"),
     (ChoiceError("explain_method", "x", ("saliency",)), "explain_method 'x': expected one of saliency",
