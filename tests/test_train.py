@@ -468,3 +468,29 @@ def test_registry_reservations_are_per_entry(tmp_path):
             pass
     with registry.reserve([("crnn", "E116")]):
         pass
+
+
+def test_all_cells_trains_the_others_when_one_cell_cannot_be_trained(small_store, tmp_path):
+    """A cell whose validation genes are all of one class fails alone: the cells after it are still trained,
+    their rows printed, and the run ends with exit 1 naming the failed cell."""
+    import dataclasses
+
+    source = Store(small_store)
+    broken = source.load("sim02")
+    labels = broken.labels.copy()
+    labels[broken.split_mask("valid")] = 1
+    store = tmp_path / "store.h5"
+    Store(store).write([source.load("sim01"), dataclasses.replace(broken, labels=labels, fingerprint=None),
+                        source.load("sim03")])
+    models = tmp_path / "models"
+    result = train(store, models, "--all-cells", "--arch", "logistic", "--epochs", 2)
+    assert_one_line_error(result, "1 of 3 cells failed (sim02", "other cells are trained and saved")
+    assert "logistic sim02 failed, nothing saved: cell sim02: every valid gene has label 1" in result.stderr
+    rows = parse_tsv(result.stdout)
+    assert [row["cell"] for row in rows] == ["sim01", "sim03"]
+    registry = Registry(models)
+    assert registry.exists("logistic", "sim03") and not registry.exists("logistic", "sim02")
+    # The cell after the failure trains exactly as it does alone.
+    alone = train(store, tmp_path / "alone", "--cell", "sim03", "--arch", "logistic", "--epochs", 2)
+    assert alone.code == 0, alone.stderr
+    assert parse_tsv(alone.stdout)[0]["valid_auc"] == rows[1]["valid_auc"]
