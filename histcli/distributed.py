@@ -217,12 +217,18 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
+def _task_choice(task) -> dict:
+    """What the user chose of a task (its name and regression target), not what training fitted."""
+    return {"name": task.name, "target": getattr(task, "target", None)}
+
+
 def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) -> dict:
     """The parts of an entry's config that decide its training, as this trial would write them."""
     from histcli.training import resolve_budget
 
     settings = resolve_budget(dataclasses.replace(trial.settings, mirror=mirror), n_train)
-    return _json({"architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
+    return _json({"task": _task_choice(settings.task),
+                  "architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
                   "training": settings.as_config(), "transform": settings.transform, "mirror": settings.mirror,
                   "fingerprint": fingerprint})
 
@@ -230,7 +236,8 @@ def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) 
 def config_of_entry(entry) -> dict:
     """What decides a stored entry's training, in the shape of the planned trial's."""
     config = entry.config
-    return {"architecture": config["architecture"], "hyperparameters": config["hyperparameters"],
+    return {"task": _task_choice(entry.task), "architecture": config["architecture"],
+            "hyperparameters": config["hyperparameters"],
             "training": config["training"], "transform": entry.input.transform, "mirror": entry.input.mirror,
             "fingerprint": entry.data.fingerprint}
 

@@ -354,3 +354,31 @@ def test_help_does_not_import_ray_or_torch(command):
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.stderr.splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert imported and not imported & {"ray", "torch", "scipy", "pandas"}
+
+
+def test_resuming_a_sweep_skips_only_an_entry_of_the_same_regression_target(cells, tmp_path):
+    """An entry trained on ln(RPKM + 1) is not the entry a sweep for log2(RPKM + 1) asks for: it is
+    skipped only for its own target, and the other target is refused as a clash (not silently reused)."""
+    from histcli.distributed import check_existing
+    from histcli.errors import ModelExistsError
+    from histcli.registry import Registry
+    from histcli.tasks import make_task
+    from histcli.training import settings_for
+
+    models = tmp_path / "models"
+    trained = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--target", "log1p",
+                      "--epochs", 2, "--threads", 1, "--device", "cpu", "-q", env=_env(cells, models))
+    assert trained.code == 0, trained.stderr
+
+    def trials(target):
+        def make_settings(arch, overrides, seed):
+            return settings_for(arch, overrides=overrides, seed=seed, device="cpu", threads=1, max_epochs=2,
+                                task=make_task("regression", target))
+        return plan_sweep(["sim01"], ["logistic"], [0], [], None, make_settings)
+
+    store, registry = Store(cells), Registry(models)
+    skip, _ = check_existing(trials("log1p"), store, registry, overwrite=False, mirror="auto")
+    assert skip == {0}
+    with pytest.raises(ModelExistsError) as error:
+        check_existing(trials("log2p1"), store, registry, overwrite=False, mirror="auto")
+    assert error.value.differs == ("task",)
