@@ -118,6 +118,8 @@ def check_space(arch: str, base: dict, fixed: dict, specs: dict[str, SearchSpec]
             raise SettingError("search", spec.key, f"not a setting of {arch}; searchable: {', '.join(valid)}")
         if spec.key in fixed:
             raise ConflictError(["search", "param"], f"{spec.key} is both searched and fixed")
+        if spec.key in TRAINING_KEYS and base.get(spec.key) is not None:  # the search would override it
+            raise ConflictError(["search", spec.key], f"{spec.key} is both searched and fixed")
         for value in spec.extremes():
             try:
                 trial_settings(arch, base, fixed, {spec.key: value})

@@ -382,3 +382,26 @@ def test_resuming_a_sweep_skips_only_an_entry_of_the_same_regression_target(cell
     with pytest.raises(ModelExistsError) as error:
         check_existing(trials("log2p1"), store, registry, overwrite=False, mirror="auto")
     assert error.value.differs == ("task",)
+
+
+@pytest.mark.parametrize("search, option", [("lr=loguniform:1e-3:1e-2", "--lr=0.05"),
+                                            ("weight_decay=uniform:0:0.1", "--weight-decay=0.5"),
+                                            ("batch_size=choice:16,32", "--batch-size=64"),
+                                            ("clip_norm=uniform:0:1", "--clip-norm=2")])
+def test_tune_refuses_a_training_option_it_would_search_over(cells, tmp_path, search, option):
+    """Every trial, and the saved model, takes the searched value (trial_settings), so the option would be
+    silently ignored: tune refuses the pair before searching, naming both options."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    from histcli.registry import Registry
+    from histcli.tuning import check_space, trial_settings
+
+    key = search.split("=")[0]
+    searched = parse_search([search])[key].values[0]
+    assert getattr(trial_settings("logistic", {key: 7}, {}, {key: searched}), key) == searched
+    check_space("logistic", {key: None}, {}, parse_search([search]))  # not given: nothing to refuse
+    models = tmp_path / "models"
+    result = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--search", search, option, "--samples", 1,
+                     "--epochs", 2, env=_env(cells, models))
+    assert_one_line_error(result, f"--search and {option.split('=')[0]} cannot be combined",
+                          f"{key} is both searched and fixed", code=2)
+    assert not models.exists() or Registry(models).names() == []
