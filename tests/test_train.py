@@ -494,3 +494,14 @@ def test_all_cells_trains_the_others_when_one_cell_cannot_be_trained(small_store
     alone = train(store, tmp_path / "alone", "--cell", "sim03", "--arch", "logistic", "--epochs", 2)
     assert alone.code == 0, alone.stderr
     assert parse_tsv(alone.stdout)[0]["valid_auc"] == rows[1]["valid_auc"]
+
+
+def test_a_kernel_of_the_wrong_length_is_a_usage_error_before_any_cell_trains(small_store, tmp_path):
+    """A 2-D kernel needs two sizes: a bad --param value (exit 2) like the other hyperparameter checks, raised
+    at the first cell and not repeated as a failure of every cell of --all-cells."""
+    models = tmp_path / "models"
+    for arch in ("cnn", "crnn"):
+        result = train(small_store, models, "--all-cells", "--arch", arch, "--param", "kernel=3,3,3")
+        assert_one_line_error(result, f"{arch}: kernel needs two sizes", "got (3, 3, 3)", code=2)
+        assert "failed" not in result.stderr
+    assert not models.exists() or Registry(models).names() == []

@@ -187,7 +187,7 @@ def train(
                                                    overwrite=overwrite, mirror=mirror.value,
                                                    on_member=start_member, on_epoch=report)
                 except HistcliError as exc:
-                    if len(chosen) == 1:
+                    if len(chosen) == 1 or isinstance(exc, UsageError):  # a bad option fails every cell alike
                         raise
                     # One cell's data must not cost the others their training (as in sweep).
                     failed.append(cell)
