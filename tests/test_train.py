@@ -494,6 +494,13 @@ def test_all_cells_trains_the_others_when_one_cell_cannot_be_trained(small_store
     alone = train(store, tmp_path / "alone", "--cell", "sim03", "--arch", "logistic", "--epochs", 2)
     assert alone.code == 0, alone.stderr
     assert parse_tsv(alone.stdout)[0]["valid_auc"] == rows[1]["valid_auc"]
+    # Only failures: nothing is saved, and the message does not claim otherwise.
+    only_broken = tmp_path / "broken.h5"
+    Store(only_broken).write([dataclasses.replace(broken, name=name, labels=labels, fingerprint=None)
+                              for name in ("bad1", "bad2")])
+    result = train(only_broken, tmp_path / "none", "--all-cells", "--arch", "logistic", "--epochs", 2)
+    assert_one_line_error(result, "2 of 2 cells failed (bad1, bad2", "nothing is saved")
+    assert result.stdout == ""
 
 
 def test_a_kernel_of_the_wrong_length_is_a_usage_error_before_any_cell_trains(small_store, tmp_path):

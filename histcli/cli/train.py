@@ -230,5 +230,6 @@ def train(
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if failed:
+        outcome = "nothing saved for them; the other cells are trained and saved" if rows else "nothing is saved"
         raise HistcliError(f"{len(failed)} of {len(chosen)} cells failed ({', '.join(failed)}; see the warnings "
-                           f"above): nothing saved for them; the other cells are trained and saved")
+                           f"above): {outcome}")
