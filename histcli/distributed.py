@@ -195,6 +195,12 @@ def plan_sweep(cells: list[str], archs: list[str], seeds: list[int], params: lis
     points = grid_points(axes)
     settings = {(arch, seed, i): make_settings(arch, {**fixed, **point}, seed)
                 for arch in archs for seed in seeds for i, point in enumerate(points)}
+    for arch in archs:  # values spelled differently (0.3, 0.30) would train one model twice under two names
+        for i, point in enumerate(points):
+            same = next((j for j in range(i) if settings[arch, seeds[0], j] == settings[arch, seeds[0], i]), None)
+            if same is not None:
+                twins = " and ".join(" ".join(f"{k}={v}" for k, v in p.items()) for p in (points[same], point))
+                raise SettingError("param", twins, f"these grid points train the same {arch} model; give each value once")
     trials, names = [], {}
     for arch in archs:
         for seed in seeds:

@@ -405,3 +405,21 @@ def test_tune_refuses_a_training_option_it_would_search_over(cells, tmp_path, se
     assert_one_line_error(result, f"--search and {option.split('=')[0]} cannot be combined",
                           f"{key} is both searched and fixed", code=2)
     assert not models.exists() or Registry(models).names() == []
+
+
+def test_grid_values_spelled_differently_for_the_same_setting_are_refused():
+    """dropout=0.3 and dropout=0.30 (or dense=100,20 and dense=(100,20)) are one setting: a sweep would train
+    the same model twice under two entry names."""
+    from histcli.training import settings_for
+
+    def make_settings(arch, overrides, seed):
+        return settings_for(arch, overrides=overrides, seed=seed)
+
+    assert make_settings("cnn", {"dropout": "0.3"}, 0) == make_settings("cnn", {"dropout": "0.30"}, 0)
+    with pytest.raises(UsageError, match=r"dropout=0\.3 and dropout=0\.30': these grid points train the same cnn"):
+        plan_sweep(["c1"], ["cnn"], [0, 1], ["dropout=0.3", "dropout=0.30"], None, make_settings)
+    with pytest.raises(UsageError, match=r"dense=100,20 units=8 and dense=\(100,20\) units=8'"):
+        plan_sweep(["c1"], ["rnn"], [0], ["dense=100,20", "dense=(100,20)", "units=8", "units=16"], None,
+                   make_settings)
+    trials = plan_sweep(["c1"], ["cnn"], [0], ["dropout=0.3", "dropout=0.35"], None, make_settings)
+    assert [t.name for t in trials] == ["cnn-dropout0.3", "cnn-dropout0.35"]
