@@ -153,7 +153,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise SettingError("device", "cuda", "no CUDA device is available (auto and cpu train without one)")
+        raise SettingError("device", "cuda", "no CUDA device is available; use --device auto or cpu")
     return requested
 
 
