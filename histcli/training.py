@@ -284,7 +284,8 @@ def train(cell: CellData, settings: TrainSettings, *,
     train_x, train_targets = split_arrays(cell, "train", settings.transform, settings.task)
     valid_x, valid_targets = split_arrays(cell, "valid", settings.transform, settings.task)
     task = settings.task.fitted(train_targets)
-    settings = dataclasses.replace(resolve_budget(settings, len(train_x)), task=task)
+    # The thread count recorded is the one used (torch's choice when none was asked for): results depend on it.
+    settings = dataclasses.replace(resolve_budget(settings, len(train_x)), task=task, threads=torch.get_num_threads())
     n_bins, n_marks = train_x.shape[1:]
     module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters)
     # Channels-last convolution weights train faster on CPU and GPU (only 4-D weights change).

@@ -512,3 +512,17 @@ def test_a_kernel_of_the_wrong_length_is_a_usage_error_before_any_cell_trains(sm
         assert_one_line_error(result, f"{arch}: kernel needs two sizes", "got (3, 3, 3)", code=2)
         assert "failed" not in result.stderr
     assert not models.exists() or Registry(models).names() == []
+
+
+def test_config_records_the_thread_count_torch_trained_with(small_store, tmp_path):
+    """Without --threads torch chooses (here from OMP_NUM_THREADS): the entry records that count, not null,
+    since a CPU run is reproducible only for a given seed and thread count."""
+    models = tmp_path / "models"
+    result = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "--device", "cpu", "-q",
+                     "--store", small_store, "--models", models, env={"OMP_NUM_THREADS": "2"})
+    assert result.code == 0, result.stderr
+    assert Registry(models).get("logistic", "sim01").config["training"]["threads"] == 2
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "--threads", 1,
+                   "--overwrite")
+    assert result.code == 0, result.stderr
+    assert Registry(models).get("logistic", "sim01").config["training"]["threads"] == 1
