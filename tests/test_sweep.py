@@ -423,3 +423,18 @@ def test_grid_values_spelled_differently_for_the_same_setting_are_refused():
                    make_settings)
     trials = plan_sweep(["c1"], ["cnn"], [0], ["dropout=0.3", "dropout=0.35"], None, make_settings)
     assert [t.name for t in trials] == ["cnn-dropout0.3", "cnn-dropout0.35"]
+
+
+def test_tune_on_a_cell_no_trial_can_train_on_is_one_line_before_searching(cells, tmp_path):
+    """Validation genes of one class: every trial would fail alike (Tune printed each failure's traceback, per
+    retry); tune stops before searching with the training's own message."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    cell = Store(cells).load("sim01")
+    labels = cell.labels.copy()
+    labels[cell.split_mask("valid")] = 0
+    store = tmp_path / "store.h5"
+    Store(store).write([dataclasses.replace(cell, labels=labels, fingerprint=None)])
+    result = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2",
+                     "--samples", 2, "--epochs", 1, env=_env(store, tmp_path / "models"))
+    assert_one_line_error(result, "cell sim01: every valid gene has label 0; AUC is undefined")
+    assert "search done" not in result.stderr and "ERROR" not in result.stderr
