@@ -438,3 +438,24 @@ def test_tune_on_a_cell_no_trial_can_train_on_is_one_line_before_searching(cells
                      "--samples", 2, "--epochs", 1, env=_env(store, tmp_path / "models"))
     assert_one_line_error(result, "cell sim01: every valid gene has label 0; AUC is undefined")
     assert "search done" not in result.stderr and "ERROR" not in result.stderr
+
+
+def test_a_kernel_of_the_wrong_length_is_refused_when_settings_are_resolved(cells, tmp_path):
+    """The 2-D kernel's length was checked only when a module was built, so a sweep or a search started Ray and
+    failed in every trial; it is a hyperparameter check like the others, made before anything runs."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    from histcli.errors import HyperparameterError
+    from histcli.training import settings_for
+
+    for arch in ("cnn", "crnn"):
+        with pytest.raises(HyperparameterError, match=rf"^{arch}: kernel needs two sizes.*got \(3, 3, 3\)$"):
+            settings_for(arch, overrides={"kernel": "3,3,3"})
+    assert settings_for("cnn", overrides={"kernel": "5,2"}).hyperparameters["kernel"] == (5, 2)
+    env = _env(cells, tmp_path / "models")
+    swept = run_cli("sweep", "--cell", "sim01", "--arch", "cnn", "--param", "kernel=3", "--param", "kernel=3,3",
+                    "--epochs", 1, env=env)
+    assert_one_line_error(swept, "cnn: kernel needs two sizes", "got (3,)", code=2)
+    tuned = run_cli("tune", "--cell", "sim01", "--arch", "crnn", "--search", "kernel=choice:3,3|3", "--samples", 1,
+                    "--epochs", 1, env=env)
+    assert_one_line_error(tuned, "--search 'kernel=choice:3,3|3'", "crnn: kernel needs two sizes", code=2)
+    assert "search done" not in tuned.stderr
