@@ -113,6 +113,7 @@ def check_space(arch: str, base: dict, fixed: dict, specs: dict[str, SearchSpec]
     from histcli import models
 
     valid = sorted(models.get(arch).hyperparameters) + list(TRAINING_KEYS)
+    trial_settings(arch, base, fixed, {})  # --param's own errors, before any searched value is blamed for them
     for spec in specs.values():
         if spec.key not in valid:
             raise SettingError("search", spec.key, f"not a setting of {arch}; searchable: {', '.join(valid)}")

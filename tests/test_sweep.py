@@ -459,3 +459,18 @@ def test_a_kernel_of_the_wrong_length_is_refused_when_settings_are_resolved(cell
                     "--epochs", 1, env=env)
     assert_one_line_error(tuned, "--search 'kernel=choice:3,3|3'", "crnn: kernel needs two sizes", code=2)
     assert "search done" not in tuned.stderr
+
+
+def test_tune_names_a_bad_param_as_the_problem_not_the_search():
+    """A fixed --param that no trial can take is reported as itself; it was reported against the first
+    --search spec, which was fine."""
+    from histcli.errors import HyperparameterError
+    from histcli.tuning import check_space
+
+    specs = parse_search(["lr=loguniform:1e-3:1e-2"])
+    for fixed, fragment in (({"nope": "1"}, "unknown hyperparameter(s) nope"),
+                            ({"dropout": "2"}, "dropout must be at least 0 and below 1, got 2.0")):
+        with pytest.raises(HyperparameterError, match=r"^cnn: ") as error:
+            check_space("cnn", {}, fixed, specs)
+        assert fragment in str(error.value) and "lr=" not in str(error.value)
+    check_space("cnn", {}, {"dropout": "0.2"}, specs)
