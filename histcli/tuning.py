@@ -12,6 +12,7 @@ holds the whole search.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -169,6 +170,8 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from histcli.distributed import describe_failure
+
     max_epochs = trial_settings(arch, base, fixed, {}).max_epochs
     if scheduler == "asha":
         chosen = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
@@ -194,7 +197,15 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
             run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         )
-        grid = tuner.fit()
+        # Tune logs each failed trial with its worker's traceback; failures come back in the results and the
+        # command reports them in one line each.
+        tune_logger = logging.getLogger("ray.tune")
+        level = tune_logger.level
+        tune_logger.setLevel(logging.CRITICAL)
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_logger.setLevel(level)
         results = [grid[i] for i in range(len(grid))]
     finally:
         shutil.rmtree(storage, ignore_errors=True)
@@ -203,9 +214,8 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
         metrics = result.metrics or {}
         params = {key: (result.config or {}).get(key) for key in specs}  # no config: the trial never started
         if result.error is not None or "best_valid_score" not in metrics:
-            message = str(result.error).strip().splitlines() if result.error is not None else ["no epoch finished"]
-            trials.append(TuneTrial(0, params, math.nan, None, int(metrics.get("epoch", 0)), "failed",
-                                    message[-1] if message else type(result.error).__name__,
+            message = describe_failure(result.error) if result.error is not None else "no epoch finished"
+            trials.append(TuneTrial(0, params, math.nan, None, int(metrics.get("epoch", 0)), "failed", message,
                                     metrics.get("trial_id", "")))
             continue
         epochs, best_epoch, patience = int(metrics["epoch"]), int(metrics["best_epoch"]), int(metrics["patience"])

@@ -474,3 +474,22 @@ def test_tune_names_a_bad_param_as_the_problem_not_the_search():
             check_space("cnn", {}, fixed, specs)
         assert fragment in str(error.value) and "lr=" not in str(error.value)
     check_space("cnn", {}, {"dropout": "0.2"}, specs)
+
+
+def test_a_failed_tune_trial_is_one_warning_line_without_tracebacks(cells, tmp_path):
+    """A sampled kernel too wide for the cell's 20 bins fails its trial on the worker: Tune logged the worker's
+    traceback on stderr; the command now prints one warning per failed trial with histcli's own message."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    result = run_cli("tune", "--cell", "sim01", "--arch", "deepchrome", "--search", "kernel=choice:5,18",
+                     "--samples", 3, "--epochs", 1, "--retries", 0, "--seed", 1, "-f", "json",
+                     env=_env(cells, tmp_path / "models"))
+    assert "Traceback" not in result.stderr and "ERROR" not in result.stderr, result.stderr
+    expected = "deepchrome needs at least 22 bins (kernel 18 + pool 5 - 1), got 20"  # 18 + 5 - 1 > 20 bins
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("histcli: warning: trial")]
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and all(row["kernel"] == 18 for row in failed)
+    assert all(row["status"] != "failed" for row in rows if row["kernel"] == 5)
+    assert warnings == [f"histcli: warning: trial {row['trial']} (kernel=18) failed: {expected}; use more bins or a "
+                        "smaller kernel or pool" for row in failed]
