@@ -526,3 +526,13 @@ def test_config_records_the_thread_count_torch_trained_with(small_store, tmp_pat
                    "--overwrite")
     assert result.code == 0, result.stderr
     assert Registry(models).get("logistic", "sim01").config["training"]["threads"] == 1
+
+
+def test_a_hyperparameter_given_twice_is_refused_not_overwritten(small_store, tmp_path):
+    """--param dropout=0.3 --param dropout=0.5 trained with 0.5 and silently dropped 0.3 (sweep, by contrast,
+    makes a grid of a repeated key)."""
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "sim01", "--arch", "cnn", "--epochs", 1,
+                   "--param", "dropout=0.3", "--param", "dropout=0.5")
+    assert_one_line_error(result, "--param 'dropout=0.5': dropout is given twice (also dropout=0.3)", code=2)
+    assert not models.exists() or Registry(models).names() == []

@@ -54,6 +54,9 @@ def parse_params(values: list[str]) -> dict[str, str]:
         key, sep, setting = value.partition("=")
         if not sep or not key:
             raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
+        if key.strip() in params:  # the later value would silently win (sweep makes a grid of repeated keys)
+            raise UsageError(f"--param {value!r}: {key.strip()} is given twice (also "
+                             f"{key.strip()}={params[key.strip()]}); give each hyperparameter once")
         params[key.strip()] = setting.strip()
     return params
 
