@@ -163,7 +163,8 @@ class EmptySplitError(HistcliError):
     def __init__(self, cell: str, split: str | None, purpose: str):
         self.cell = cell
         self.split = split
-        super().__init__(f"cell {cell} has no {split} genes to {purpose}")
+        genes = "unsplit genes (split none)" if split == "none" else f"{split} genes"
+        super().__init__(f"cell {cell} has no {genes} to {purpose}")
 
 
 class UsageError(HistcliError):
