@@ -195,6 +195,12 @@ def plan_sweep(cells: list[str], archs: list[str], seeds: list[int], params: lis
     points = grid_points(axes)
     settings = {(arch, seed, i): make_settings(arch, {**fixed, **point}, seed)
                 for arch in archs for seed in seeds for i, point in enumerate(points)}
+    for arch in archs:  # values spelled differently (0.3, 0.30) would train one model twice under two names
+        for i, point in enumerate(points):
+            same = next((j for j in range(i) if settings[arch, seeds[0], j] == settings[arch, seeds[0], i]), None)
+            if same is not None:
+                twins = " and ".join(" ".join(f"{k}={v}" for k, v in p.items()) for p in (points[same], point))
+                raise SettingError("param", twins, f"these grid points train the same {arch} model; give each value once")
     trials, names = [], {}
     for arch in archs:
         for seed in seeds:
@@ -217,12 +223,18 @@ def _json(value):
     return json.loads(json.dumps(value))
 
 
+def _task_choice(task) -> dict:
+    """What the user chose of a task (its name and regression target), not what training fitted."""
+    return {"name": task.name, "target": getattr(task, "target", None)}
+
+
 def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) -> dict:
     """The parts of an entry's config that decide its training, as this trial would write them."""
     from histcli.training import resolve_budget
 
     settings = resolve_budget(dataclasses.replace(trial.settings, mirror=mirror), n_train)
-    return _json({"architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
+    return _json({"task": _task_choice(settings.task),
+                  "architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
                   "training": settings.as_config(), "transform": settings.transform, "mirror": settings.mirror,
                   "fingerprint": fingerprint})
 
@@ -230,7 +242,8 @@ def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) 
 def config_of_entry(entry) -> dict:
     """What decides a stored entry's training, in the shape of the planned trial's."""
     config = entry.config
-    return {"architecture": config["architecture"], "hyperparameters": config["hyperparameters"],
+    return {"task": _task_choice(entry.task), "architecture": config["architecture"],
+            "hyperparameters": config["hyperparameters"],
             "training": config["training"], "transform": entry.input.transform, "mirror": entry.input.mirror,
             "fingerprint": entry.data.fingerprint}
 

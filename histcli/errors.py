@@ -173,8 +173,8 @@ class EmptySplitError(HistcliError):
         self.cell = cell
         self.split = split
         # The split 'none' holds the genes outside train, valid and test.
-        which = {None: "", "none": "unsplit (split none) "}.get(split, f"{split} ")
-        super().__init__(f"cell {cell} has no {which}genes to {purpose}")
+        genes = {None: "genes", "none": "unsplit genes (split none)"}.get(split, f"{split} genes")
+        super().__init__(f"cell {cell} has no {genes} to {purpose}")
 
 
 class UsageError(HistcliError):

@@ -153,7 +153,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise SettingError("device", "cuda", "no CUDA device is available (auto and cpu train without one)")
+        raise SettingError("device", "cuda", "no CUDA device is available; use --device auto or cpu")
     return requested
 
 
@@ -284,7 +284,8 @@ def train(cell: CellData, settings: TrainSettings, *,
     train_x, train_targets = split_arrays(cell, "train", settings.transform, settings.task)
     valid_x, valid_targets = split_arrays(cell, "valid", settings.transform, settings.task)
     task = settings.task.fitted(train_targets)
-    settings = dataclasses.replace(resolve_budget(settings, len(train_x)), task=task)
+    # The thread count recorded is the one used (torch's choice when none was asked for): results depend on it.
+    settings = dataclasses.replace(resolve_budget(settings, len(train_x)), task=task, threads=torch.get_num_threads())
     n_bins, n_marks = train_x.shape[1:]
     module = models.get(settings.architecture).build(n_bins, n_marks, settings.hyperparameters)
     # Channels-last convolution weights train faster on CPU and GPU (only 4-D weights change).
@@ -412,8 +413,33 @@ def ensemble_valid_score(cell: CellData, members: list[TrainResult]) -> float:
     """The selection metric of the members' validation outputs at their best epochs, combined as the
     ensemble combines them (the task's ensemble_outputs)."""
     task = members[0].settings.task
-    combined = task.ensemble_outputs(np.stack([member.best_valid_outputs for member in members]))
+    if members[0].settings.mirror:
+        combined = mirrored_ensemble_outputs(cell, members)
+    else:
+        combined = task.ensemble_outputs(np.stack([member.best_valid_outputs for member in members]))
     return task.selection_score(task.targets(cell, "valid"), combined)
+
+
+def mirrored_ensemble_outputs(cell: CellData, members: list[TrainResult]) -> np.ndarray:
+    """Validation outputs of a mirrored ensemble as it predicts: the ensemble's output averaged over both
+    orientations. For classification this is not the members' mirrored outputs combined (the logit of a mean
+    probability is not linear), so the members' weights are run again."""
+    import torch
+
+    from histcli import models
+    from histcli.models._ensemble import Ensemble
+
+    settings = members[0].settings
+    valid_x, _ = split_arrays(cell, "valid", settings.transform, settings.task)
+    architecture = models.get(settings.architecture)
+    modules = []
+    for member in members:
+        module = architecture.build(valid_x.shape[1], valid_x.shape[2], settings.hyperparameters)
+        module.load_state_dict(member.state)
+        modules.append(module)
+    device = torch.device(settings.device)
+    ensemble = Ensemble(modules, settings.task.ensemble_combine).to(device)
+    return predict_logits(ensemble, torch.from_numpy(valid_x).to(device), mirror=True).float().cpu().numpy()
 
 
 def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: list[int] | None = None,

@@ -12,6 +12,7 @@ holds the whole search.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -113,11 +114,14 @@ def check_space(arch: str, base: dict, fixed: dict, specs: dict[str, SearchSpec]
     from histcli import models
 
     valid = sorted(models.get(arch).hyperparameters) + list(TRAINING_KEYS)
+    trial_settings(arch, base, fixed, {})  # --param's own errors, before any searched value is blamed for them
     for spec in specs.values():
         if spec.key not in valid:
             raise SettingError("search", spec.key, f"not a setting of {arch}; searchable: {', '.join(valid)}")
         if spec.key in fixed:
             raise ConflictError(["search", "param"], f"{spec.key} is both searched and fixed")
+        if spec.key in TRAINING_KEYS and base.get(spec.key) is not None:  # the search would override it
+            raise ConflictError(["search", spec.key], f"{spec.key} is both searched and fixed")
         for value in spec.extremes():
             try:
                 trial_settings(arch, base, fixed, {spec.key: value})
@@ -166,6 +170,8 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from histcli.distributed import describe_failure
+
     max_epochs = trial_settings(arch, base, fixed, {}).max_epochs
     if scheduler == "asha":
         chosen = ASHAScheduler(time_attr="training_iteration", max_t=max_epochs,
@@ -191,7 +197,15 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
             run_config=tune.RunConfig(name="search", storage_path=storage, verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=retries)),
         )
-        grid = tuner.fit()
+        # Tune logs each failed trial with its worker's traceback; failures come back in the results and the
+        # command reports them in one line each.
+        tune_logger = logging.getLogger("ray.tune")
+        level = tune_logger.level
+        tune_logger.setLevel(logging.CRITICAL)
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_logger.setLevel(level)
         results = [grid[i] for i in range(len(grid))]
     finally:
         shutil.rmtree(storage, ignore_errors=True)
@@ -200,9 +214,8 @@ def run_search(cell: CellData, arch: str, *, base: dict, fixed: dict, specs: dic
         metrics = result.metrics or {}
         params = {key: (result.config or {}).get(key) for key in specs}  # no config: the trial never started
         if result.error is not None or "best_valid_score" not in metrics:
-            message = str(result.error).strip().splitlines() if result.error is not None else ["no epoch finished"]
-            trials.append(TuneTrial(0, params, math.nan, None, int(metrics.get("epoch", 0)), "failed",
-                                    message[-1] if message else type(result.error).__name__,
+            message = describe_failure(result.error) if result.error is not None else "no epoch finished"
+            trials.append(TuneTrial(0, params, math.nan, None, int(metrics.get("epoch", 0)), "failed", message,
                                     metrics.get("trial_id", "")))
             continue
         epochs, best_epoch, patience = int(metrics["epoch"]), int(metrics["best_epoch"]), int(metrics["patience"])
@@ -234,13 +247,16 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
     trials when the search ends, before the best is retrained.
     """
     from histcli.distributed import plain_cell, ray_session, run_trial
-    from histcli.training import resolve_mirror
+    from histcli.training import resolve_mirror, split_arrays
 
     with registry.reserve([(name, cell_name)]):
         registry.check_writable(name, [cell_name], overwrite)
         cell = plain_cell(store.load(cell_name))
         base = {**base, "seed": seed, "mirror": resolve_mirror(mirror, cell.attrs, f"cell {cell_name}")}
         check_space(arch, base, fixed, specs)
+        unsearched = trial_settings(arch, base, fixed, {})
+        for split in ("train", "valid"):  # a cell no trial can train on fails here, not in every trial
+            split_arrays(cell, split, unsearched.transform, unsearched.task)
         with ray_session(address, "histcli tune", tune=True) as ray:
             trials = run_search(cell, arch, base=base, fixed=fixed, specs=specs, samples=samples,
                                 scheduler=scheduler, seed=seed, cpus_per_trial=cpus_per_trial,

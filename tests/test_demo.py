@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 
 @pytest.mark.slow
@@ -24,3 +24,17 @@ def test_demo_trains_every_model_to_convergence(tmp_path):
         assert row["best_epoch"] < 1000  # never the cap
     # The tables it prints include the comparison of the three models over the four cells.
     assert "crnn" in result.stdout and "delong_p" in result.stdout
+
+
+def test_demo_on_cuda_without_cuda_fails_before_removing_the_earlier_demo(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    earlier = tmp_path / "models" / "kept"
+    earlier.mkdir(parents=True)
+    result = run_cli("demo", "--dir", tmp_path, "--cells", 2, "--genes", 30, "--bins", 14, "--epochs", 1,
+                     "--device", "cuda")
+    assert_one_line_error(result, "--device 'cuda': no CUDA device is available", code=2)
+    assert earlier.is_dir() and not (tmp_path / "store.h5").exists()
+    assert result.stdout == ""

@@ -260,3 +260,30 @@ def test_readme_examples_run(space, tmp_path):
     assert list(dict.fromkeys(r["gene_id"] for r in parse_tsv((tmp_path / "attributions.tsv").read_text()))) == [
         "G0003", "G0001"]
     assert {row["mark"] for row in json.loads((tmp_path / "attention.json").read_text())["marks"]} == set(MARKS)
+
+
+def test_device_cuda_without_cuda_is_one_line_naming_the_option(tmp_path):
+    """Explaining is not training: the message names --device and the choices that work, for every command."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    env = {"HISTCLI_STORE": str(tmp_path / "store.h5"), "HISTCLI_MODELS": str(tmp_path / "models")}
+    Store(tmp_path / "store.h5").write([signal_cell(n_genes=90)])
+    result = run_cli("train", "--cell", "signal", "--arch", "logistic", "--epochs", 1, "--device", "cuda", env=env)
+    assert_one_line_error(result, "--device 'cuda': no CUDA device is available; use --device auto or cpu", code=2)
+    trained = run_cli("train", "--cell", "signal", "--arch", "logistic", "--epochs", 1, "--threads", 1, "-q", env=env)
+    assert trained.code == 0, trained.stderr
+    result = run_cli("explain", "logistic", "--cell", "signal", "--device", "cuda", env=env)
+    assert_one_line_error(result, "--device 'cuda': no CUDA device is available; use --device auto or cpu", code=2)
+    assert "train" not in result.stderr and result.stdout == ""
+
+
+def test_explaining_an_empty_split_names_it(tmp_path):
+    """--split none means the unsplit genes; the message said 'has no none genes'."""
+    env = {"HISTCLI_STORE": str(tmp_path / "store.h5"), "HISTCLI_MODELS": str(tmp_path / "models")}
+    Store(tmp_path / "store.h5").write([signal_cell(n_genes=90)])
+    trained = run_cli("train", "--cell", "signal", "--arch", "logistic", "--epochs", 1, "--threads", 1, "-q", env=env)
+    assert trained.code == 0, trained.stderr
+    result = run_cli("explain", "logistic", "--cell", "signal", "--split", "none", env=env)
+    assert_one_line_error(result, "cell signal has no unsplit genes (split none) to explain; choose another --split")

@@ -354,3 +354,142 @@ def test_help_does_not_import_ray_or_torch(command):
     imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in result.stderr.splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert imported and not imported & {"ray", "torch", "scipy", "pandas"}
+
+
+def test_resuming_a_sweep_skips_only_an_entry_of_the_same_regression_target(cells, tmp_path):
+    """An entry trained on ln(RPKM + 1) is not the entry a sweep for log2(RPKM + 1) asks for: it is
+    skipped only for its own target, and the other target is refused as a clash (not silently reused)."""
+    from histcli.distributed import check_existing
+    from histcli.errors import ModelExistsError
+    from histcli.registry import Registry
+    from histcli.tasks import make_task
+    from histcli.training import settings_for
+
+    models = tmp_path / "models"
+    trained = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--target", "log1p",
+                      "--epochs", 2, "--threads", 1, "--device", "cpu", "-q", env=_env(cells, models))
+    assert trained.code == 0, trained.stderr
+
+    def trials(target):
+        def make_settings(arch, overrides, seed):
+            return settings_for(arch, overrides=overrides, seed=seed, device="cpu", threads=1, max_epochs=2,
+                                task=make_task("regression", target))
+        return plan_sweep(["sim01"], ["logistic"], [0], [], None, make_settings)
+
+    store, registry = Store(cells), Registry(models)
+    skip, _ = check_existing(trials("log1p"), store, registry, overwrite=False, mirror="auto")
+    assert skip == {0}
+    with pytest.raises(ModelExistsError) as error:
+        check_existing(trials("log2p1"), store, registry, overwrite=False, mirror="auto")
+    assert error.value.differs == ("task",)
+
+
+@pytest.mark.parametrize("search, option", [("lr=loguniform:1e-3:1e-2", "--lr=0.05"),
+                                            ("weight_decay=uniform:0:0.1", "--weight-decay=0.5"),
+                                            ("batch_size=choice:16,32", "--batch-size=64"),
+                                            ("clip_norm=uniform:0:1", "--clip-norm=2")])
+def test_tune_refuses_a_training_option_it_would_search_over(cells, tmp_path, search, option):
+    """Every trial, and the saved model, takes the searched value (trial_settings), so the option would be
+    silently ignored: tune refuses the pair before searching, naming both options."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    from histcli.registry import Registry
+    from histcli.tuning import check_space, trial_settings
+
+    key = search.split("=")[0]
+    searched = parse_search([search])[key].values[0]
+    assert getattr(trial_settings("logistic", {key: 7}, {}, {key: searched}), key) == searched
+    check_space("logistic", {key: None}, {}, parse_search([search]))  # not given: nothing to refuse
+    models = tmp_path / "models"
+    result = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--search", search, option, "--samples", 1,
+                     "--epochs", 2, env=_env(cells, models))
+    assert_one_line_error(result, f"--search and {option.split('=')[0]} cannot be combined",
+                          f"{key} is both searched and fixed", code=2)
+    assert not models.exists() or Registry(models).names() == []
+
+
+def test_grid_values_spelled_differently_for_the_same_setting_are_refused():
+    """dropout=0.3 and dropout=0.30 (or dense=100,20 and dense=(100,20)) are one setting: a sweep would train
+    the same model twice under two entry names."""
+    from histcli.training import settings_for
+
+    def make_settings(arch, overrides, seed):
+        return settings_for(arch, overrides=overrides, seed=seed)
+
+    assert make_settings("cnn", {"dropout": "0.3"}, 0) == make_settings("cnn", {"dropout": "0.30"}, 0)
+    with pytest.raises(UsageError, match=r"dropout=0\.3 and dropout=0\.30': these grid points train the same cnn"):
+        plan_sweep(["c1"], ["cnn"], [0, 1], ["dropout=0.3", "dropout=0.30"], None, make_settings)
+    with pytest.raises(UsageError, match=r"dense=100,20 units=8 and dense=\(100,20\) units=8'"):
+        plan_sweep(["c1"], ["rnn"], [0], ["dense=100,20", "dense=(100,20)", "units=8", "units=16"], None,
+                   make_settings)
+    trials = plan_sweep(["c1"], ["cnn"], [0], ["dropout=0.3", "dropout=0.35"], None, make_settings)
+    assert [t.name for t in trials] == ["cnn-dropout0.3", "cnn-dropout0.35"]
+
+
+def test_tune_on_a_cell_no_trial_can_train_on_is_one_line_before_searching(cells, tmp_path):
+    """Validation genes of one class: every trial would fail alike (Tune printed each failure's traceback, per
+    retry); tune stops before searching with the training's own message."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    cell = Store(cells).load("sim01")
+    labels = cell.labels.copy()
+    labels[cell.split_mask("valid")] = 0
+    store = tmp_path / "store.h5"
+    Store(store).write([dataclasses.replace(cell, labels=labels, fingerprint=None)])
+    result = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2",
+                     "--samples", 2, "--epochs", 1, env=_env(store, tmp_path / "models"))
+    assert_one_line_error(result, "cell sim01: every valid gene has label 0; AUC is undefined")
+    assert "search done" not in result.stderr and "ERROR" not in result.stderr
+
+
+def test_a_kernel_of_the_wrong_length_is_refused_when_settings_are_resolved(cells, tmp_path):
+    """The 2-D kernel's length was checked only when a module was built, so a sweep or a search started Ray and
+    failed in every trial; it is a hyperparameter check like the others, made before anything runs."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    from histcli.errors import HyperparameterError
+    from histcli.training import settings_for
+
+    for arch in ("cnn", "crnn"):
+        with pytest.raises(HyperparameterError, match=rf"^{arch}: kernel needs two sizes.*got \(3, 3, 3\)$"):
+            settings_for(arch, overrides={"kernel": "3,3,3"})
+    assert settings_for("cnn", overrides={"kernel": "5,2"}).hyperparameters["kernel"] == (5, 2)
+    env = _env(cells, tmp_path / "models")
+    swept = run_cli("sweep", "--cell", "sim01", "--arch", "cnn", "--param", "kernel=3", "--param", "kernel=3,3",
+                    "--epochs", 1, env=env)
+    assert_one_line_error(swept, "cnn: kernel needs two sizes", "got (3,)", code=2)
+    tuned = run_cli("tune", "--cell", "sim01", "--arch", "crnn", "--search", "kernel=choice:3,3|3", "--samples", 1,
+                    "--epochs", 1, env=env)
+    assert_one_line_error(tuned, "--search 'kernel=choice:3,3|3'", "crnn: kernel needs two sizes", code=2)
+    assert "search done" not in tuned.stderr
+
+
+def test_tune_names_a_bad_param_as_the_problem_not_the_search():
+    """A fixed --param that no trial can take is reported as itself; it was reported against the first
+    --search spec, which was fine."""
+    from histcli.errors import HyperparameterError
+    from histcli.tuning import check_space
+
+    specs = parse_search(["lr=loguniform:1e-3:1e-2"])
+    for fixed, fragment in (({"nope": "1"}, "unknown hyperparameter(s) nope"),
+                            ({"dropout": "2"}, "dropout must be at least 0 and below 1, got 2.0")):
+        with pytest.raises(HyperparameterError, match=r"^cnn: ") as error:
+            check_space("cnn", {}, fixed, specs)
+        assert fragment in str(error.value) and "lr=" not in str(error.value)
+    check_space("cnn", {}, {"dropout": "0.2"}, specs)
+
+
+def test_a_failed_tune_trial_is_one_warning_line_without_tracebacks(cells, tmp_path):
+    """A sampled kernel too wide for the cell's 20 bins fails its trial on the worker: Tune logged the worker's
+    traceback on stderr; the command now prints one warning per failed trial with histcli's own message."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    result = run_cli("tune", "--cell", "sim01", "--arch", "deepchrome", "--search", "kernel=choice:5,18",
+                     "--samples", 3, "--epochs", 1, "--retries", 0, "--seed", 1, "-f", "json",
+                     env=_env(cells, tmp_path / "models"))
+    assert "Traceback" not in result.stderr and "ERROR" not in result.stderr, result.stderr
+    expected = "deepchrome needs at least 22 bins (kernel 18 + pool 5 - 1), got 20"  # 18 + 5 - 1 > 20 bins
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("histcli: warning: trial")]
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and all(row["kernel"] == 18 for row in failed)
+    assert all(row["status"] != "failed" for row in rows if row["kernel"] == 5)
+    assert warnings == [f"histcli: warning: trial {row['trial']} (kernel=18) failed: {expected}; use more bins or a "
+                        "smaller kernel or pool" for row in failed]

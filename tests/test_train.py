@@ -534,3 +534,96 @@ def test_damaged_entries_are_named_by_models_list_and_removable_by_rm(workspace,
     assert [(r["cell"], r["arch"]) for r in parse_tsv(removed.stdout)] == [
         ("sim01", "NA"), ("sim02", "logistic"), ("sim03", "logistic")]
     assert Registry(models).cells("logistic") == []
+
+
+def test_all_cells_trains_the_others_when_one_cell_cannot_be_trained(small_store, tmp_path):
+    """A cell whose validation genes are all of one class fails alone: the cells after it are still trained,
+    their rows printed, and the run ends with exit 1 naming the failed cell."""
+    import dataclasses
+
+    source = Store(small_store)
+    broken = source.load("sim02")
+    labels = broken.labels.copy()
+    labels[broken.split_mask("valid")] = 1
+    store = tmp_path / "store.h5"
+    Store(store).write([source.load("sim01"), dataclasses.replace(broken, labels=labels, fingerprint=None),
+                        source.load("sim03")])
+    models = tmp_path / "models"
+    result = train(store, models, "--all-cells", "--arch", "logistic", "--epochs", 2)
+    assert_one_line_error(result, "1 of 3 cells failed (sim02", "other cells are trained and saved")
+    assert "logistic sim02 failed, nothing saved: cell sim02: every valid gene has label 1" in result.stderr
+    rows = parse_tsv(result.stdout)
+    assert [row["cell"] for row in rows] == ["sim01", "sim03"]
+    registry = Registry(models)
+    assert registry.exists("logistic", "sim03") and not registry.exists("logistic", "sim02")
+    # The cell after the failure trains exactly as it does alone.
+    alone = train(store, tmp_path / "alone", "--cell", "sim03", "--arch", "logistic", "--epochs", 2)
+    assert alone.code == 0, alone.stderr
+    assert parse_tsv(alone.stdout)[0]["valid_auc"] == rows[1]["valid_auc"]
+    # Only failures: nothing is saved, and the message does not claim otherwise.
+    only_broken = tmp_path / "broken.h5"
+    Store(only_broken).write([dataclasses.replace(broken, name=name, labels=labels, fingerprint=None)
+                              for name in ("bad1", "bad2")])
+    result = train(only_broken, tmp_path / "none", "--all-cells", "--arch", "logistic", "--epochs", 2)
+    assert_one_line_error(result, "2 of 2 cells failed (bad1, bad2", "nothing is saved")
+    assert result.stdout == ""
+
+
+def test_a_kernel_of_the_wrong_length_is_a_usage_error_before_any_cell_trains(small_store, tmp_path):
+    """A 2-D kernel needs two sizes: a bad --param value (exit 2) like the other hyperparameter checks, raised
+    at the first cell and not repeated as a failure of every cell of --all-cells."""
+    models = tmp_path / "models"
+    for arch in ("cnn", "crnn"):
+        result = train(small_store, models, "--all-cells", "--arch", arch, "--param", "kernel=3,3,3")
+        assert_one_line_error(result, f"{arch}: kernel needs two sizes", "got (3, 3, 3)", code=2)
+        assert "failed" not in result.stderr
+    assert not models.exists() or Registry(models).names() == []
+
+
+def test_config_records_the_thread_count_torch_trained_with(small_store, tmp_path):
+    """Without --threads torch chooses (here from OMP_NUM_THREADS): the entry records that count, not null,
+    since a CPU run is reproducible only for a given seed and thread count."""
+    models = tmp_path / "models"
+    result = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "--device", "cpu", "-q",
+                     "--store", small_store, "--models", models, env={"OMP_NUM_THREADS": "2"})
+    assert result.code == 0, result.stderr
+    assert Registry(models).get("logistic", "sim01").config["training"]["threads"] == 2
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "--threads", 1,
+                   "--overwrite")
+    assert result.code == 0, result.stderr
+    assert Registry(models).get("logistic", "sim01").config["training"]["threads"] == 1
+
+
+def test_a_hyperparameter_given_twice_is_refused_not_overwritten(small_store, tmp_path):
+    """--param dropout=0.3 --param dropout=0.5 trained with 0.5 and silently dropped 0.3 (sweep, by contrast,
+    makes a grid of a repeated key)."""
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "sim01", "--arch", "cnn", "--epochs", 1,
+                   "--param", "dropout=0.3", "--param", "dropout=0.5")
+    assert_one_line_error(result, "--param 'dropout=0.5': dropout is given twice (also dropout=0.3)", code=2)
+    assert not models.exists() or Registry(models).names() == []
+
+
+def test_a_mirrored_ensembles_validation_auc_is_that_of_its_predictions(small_store, tmp_path):
+    """A mirrored ensemble predicts its combined logit averaged over both orientations; its recorded validation
+    AUC combined the members' orientation-averaged outputs instead, which ranks genes differently (here it
+    recorded 0.83668 for a model whose validation AUC is 0.83673)."""
+    import torch
+    from scipy.stats import rankdata
+
+    from histcli.evaluation import match_inputs
+    from histcli.training import predict_logits
+
+    models = tmp_path / "models"
+    result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--seeds", "0-2", "--epochs", 4,
+                   "--threads", 1, "--mirror", "on")
+    assert result.code == 0, result.stderr
+    entry = Registry(models).get("logistic", "sim01")
+    cell = Store(small_store).load("sim01", splits=["valid"])
+    outputs = predict_logits(entry.build_module(), torch.from_numpy(match_inputs(entry, cell)), mirror=True).numpy()
+    labels = cell.labels.astype(bool)
+    ranks = rankdata(outputs)
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    auc = (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # Mann-Whitney U
+    assert entry.metadata["best_valid_auc"] == pytest.approx(auc, abs=1e-12)
+    assert float(parse_tsv(result.stdout)[0]["valid_auc"]) == pytest.approx(auc, abs=1e-12)

@@ -29,8 +29,10 @@ def demo(
     The store and models go to --dir (replaced on each run); the commands it shows can be re-run there.
     """
     from histcli.cli import console
+    from histcli.training import resolve_device
 
     console.setup(False)
+    resolve_device(device.value)  # before the earlier demo is removed: --device cuda without CUDA fails here
     store = folder / "store.h5"
     models = folder / "models"
     # A fresh start each time, so that cells and models of an earlier, larger demo do not linger.

@@ -54,6 +54,9 @@ def parse_params(values: list[str]) -> dict[str, str]:
         key, sep, setting = value.partition("=")
         if not sep or not key:
             raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
+        if key.strip() in params:  # the later value would silently win (sweep makes a grid of repeated keys)
+            raise UsageError(f"--param {value!r}: {key.strip()} is given twice (also "
+                             f"{key.strip()}={params[key.strip()]}); give each hyperparameter once")
         params[key.strip()] = setting.strip()
     return params
 
@@ -122,7 +125,7 @@ def train(
     """Train an architecture on each cell: keep the best validation epoch (AUC, or Pearson r for --task regression),
     save it in the registry."""
     from histcli.cli import console
-    from histcli.errors import EXIT_INTERRUPTED, UsageError
+    from histcli.errors import EXIT_INTERRUPTED, HistcliError, UsageError, describe
     from histcli.output import render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
@@ -163,6 +166,7 @@ def train(
             precision=resolve_precision(precision.value, resolved),
         )
         rows = []
+        failed: list[str] = []
         interrupted = False
         metric, metric_label = settings.task.selection_metric, settings.task.selection_label
         with console.progress("status") as bar:
@@ -181,9 +185,18 @@ def train(
                     if epoch.epoch - epoch.best_epoch >= epoch.patience:  # the run stops here
                         bar.update(task, total=epoch.epoch)
 
-                entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
-                                               overwrite=overwrite, mirror=mirror.value,
-                                               on_member=start_member, on_epoch=report)
+                try:
+                    entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
+                                                   overwrite=overwrite, mirror=mirror.value,
+                                                   on_member=start_member, on_epoch=report)
+                except HistcliError as exc:
+                    if len(chosen) == 1 or isinstance(exc, UsageError):  # a bad option fails every cell alike
+                        raise
+                    # One cell's data must not cost the others their training (as in sweep).
+                    failed.append(cell)
+                    logging.getLogger("histcli").warning("%s %s failed, nothing saved: %s", model_name, cell,
+                                                         describe(exc)[0])
+                    continue
                 if entry is None:
                     console.note(f"{model_name} {cell}: interrupted before the first epoch ended; nothing saved")
                 else:
@@ -219,3 +232,7 @@ def train(
                     title=f"trained into {models_path}")
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
+    if failed:
+        outcome = "nothing saved for them; the other cells are trained and saved" if rows else "nothing is saved"
+        raise HistcliError(f"{len(failed)} of {len(chosen)} cells failed ({', '.join(failed)}; see the warnings "
+                           f"above): {outcome}")

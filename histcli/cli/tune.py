@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -120,6 +121,11 @@ def tune(
             "precision": precision.value}
 
     def searched(trials):
+        for trial in trials:
+            if trial.status == "failed":
+                logging.getLogger("histcli").warning("trial %d (%s) failed: %s", trial.number,
+                                                     " ".join(f"{k}={v}" for k, v in trial.params.items()),
+                                                     trial.error)
         console.note(f"search done: {sum(t.status == 'completed' for t in trials)} trials completed, "
                      f"{sum(t.status == 'stopped' for t in trials)} stopped early, "
                      f"{sum(t.status == 'failed' for t in trials)} failed; training the best configuration")

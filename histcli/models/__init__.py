@@ -68,6 +68,9 @@ class Architecture:
         """Build the module from checked, complete hyperparameters."""
         raise NotImplementedError
 
+    def check_hyperparameters(self, hparams: dict) -> None:
+        """Raise HyperparameterError for converted values that do not fit together (any data shape)."""
+
 
 def register(cls: type[Architecture]) -> type[Architecture]:
     """Class decorator: record an instance of ``cls`` under ``cls.name``."""
@@ -118,6 +121,7 @@ def resolve_hyperparameters(arch: Architecture, overrides: dict) -> dict:
     resolved = dict(defaults)
     for key, value in overrides.items():
         resolved[key] = _convert(arch.name, key, value, defaults[key])
+    arch.check_hyperparameters(resolved)
     return resolved
 
 

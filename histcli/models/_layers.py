@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from histcli.errors import ModelError
+from histcli.errors import HyperparameterError
 
 
 class VariationalLSTM(nn.Module):
@@ -150,6 +150,7 @@ def keras_init(module: nn.Module) -> None:
 
 
 def check_image_kernel(arch_name: str, kernel: tuple[int, ...]) -> None:
-    """Raise ModelError unless a 2-D convolution ``kernel`` gives two sizes, along bins and along marks."""
+    """Raise HyperparameterError (a usage error) unless a 2-D convolution ``kernel`` gives two sizes, along bins
+    and along marks."""
     if len(kernel) != 2:
-        raise ModelError(f"{arch_name}: kernel needs two sizes, along bins and along marks (e.g. 3,3); got {kernel}")
+        raise HyperparameterError(f"{arch_name}: kernel needs two sizes, along bins and along marks (e.g. 3,3); got {kernel}")

@@ -35,6 +35,8 @@ class Cnn(Architecture):
     summary = "the CRNN's convolutions followed by dense layers, no LSTM (Zhu et al. 2017)"
     hyperparameters = {"maps": (32, 32), "kernel": (3, 3), "dense": (100, 20), "dropout": 0.5}
 
-    def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
+    def check_hyperparameters(self, hparams: dict) -> None:
         check_image_kernel(self.name, hparams["kernel"])
+
+    def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         return ConvolutionalNetwork(n_bins, n_marks, **hparams)

@@ -60,6 +60,8 @@ class Crnn(Architecture):
     # validation AUC on Cell1 (0.8845 against 0.8994) and left E116's unchanged.
     training = {**Architecture.training, "clip_norm": 0.0}
 
-    def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
+    def check_hyperparameters(self, hparams: dict) -> None:
         check_image_kernel(self.name, hparams["kernel"])
+
+    def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         return ConvolutionalRecurrentNetwork(n_marks, **hparams)
