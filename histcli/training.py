@@ -49,7 +49,7 @@ AUTO_BATCH_STEPS = 20
 # Patience: at least PATIENCE_EPOCHS epochs and PATIENCE_STEPS optimizer steps.
 PATIENCE_EPOCHS = 50
 PATIENCE_STEPS = 300
-# --lr-schedule plateau: after patience / PLATEAU_FRACTION epochs without a
+# --lr-schedule plateau: after more than patience / PLATEAU_FRACTION epochs without a
 # better validation AUC the learning rate is multiplied by LR_FACTOR, at most
 # LR_REDUCTIONS times. Off by default: it lowered validation AUC on E116 and Cell1.
 LR_SCHEDULES = ("constant", "plateau")

@@ -300,7 +300,7 @@ ClipNormOption = Annotated[
 LrScheduleOption = Annotated[
     Optional[LrSchedule],
     typer.Option("--lr-schedule", case_sensitive=False, help="plateau: halve the learning rate when the validation "
-                 "metric (AUC, or Pearson r) stalls for a quarter of the patience [default: constant].",
+                 "metric (AUC, or Pearson r) stalls for more than a quarter of the patience [default: constant].",
                  rich_help_panel="Training"),
 ]
 MirrorOption = Annotated[
