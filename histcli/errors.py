@@ -282,6 +282,8 @@ _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
     (ColumnNeededError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}; "
                                     f"pick one with {option_name(exc.column_setting)}"),
     (SettingError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}"),
+    # Hyperparameters come from --param (tune's searched ones are reported as --search settings).
+    (HyperparameterError, lambda exc: f"--param: {exc}"),
     (ConflictError, lambda exc: f"{' and '.join(map(option_name, exc.settings))} cannot be combined: {exc.reason}"),
 ]
 

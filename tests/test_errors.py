@@ -20,6 +20,7 @@ from histcli.errors import (
     ConflictError,
     EmptySplitError,
     HistcliError,
+    HyperparameterError,
     MissingGenesError,
     ModelExistsError,
     SettingError,
@@ -48,6 +49,9 @@ from histcli.errors import (
     (UnlabelledCellError("E003"), "cell E003 has no labels (prepared without expression)",
      "cell E003 has no labels (prepared without expression); "
      "use 'histcli predict --from-store' for predictions without evaluation"),
+    (HyperparameterError("cnn: unknown hyperparameter(s) nope; valid hyperparameters: dense, dropout"),
+     "cnn: unknown hyperparameter(s) nope; valid hyperparameters: dense, dropout",
+     "--param: cnn: unknown hyperparameter(s) nope; valid hyperparameters: dense, dropout"),
     (EmptySplitError("E003", "valid", "explain"), "cell E003 has no valid genes to explain",
      "cell E003 has no valid genes to explain; choose another --split"),
     (EmptySplitError("E003", "none", "explain"), "cell E003 has no unsplit genes (split none) to explain",
@@ -65,7 +69,7 @@ from histcli.errors import (
 def test_library_messages_are_plain_and_the_map_adds_the_option(exc, library, shown):
     assert str(exc) == library
     assert "--" not in library
-    code = EXIT_USAGE if isinstance(exc, (SettingError, ConflictError)) else EXIT_ERROR
+    code = EXIT_USAGE if isinstance(exc, (SettingError, ConflictError, HyperparameterError)) else EXIT_ERROR
     assert describe(exc) == (shown, code)
 
 
