@@ -83,6 +83,9 @@ def test_a_run_cut_by_epochs_is_flagged_not_converged(store, tmp_path):
     (row,) = json.loads(result.stdout)
     assert row["converged"] is False
     assert "logistic sim01 did not converge" in result.stderr and "raise --epochs" in result.stderr
+    assert "the cap of 3 epochs" in result.stderr
+    one = train(store, tmp_path / "one", "--cell", "sim01", "--arch", "logistic", "--epochs", 1)
+    assert "the cap of 1 epoch with" in one.stderr
     entry = Registry(models).get("logistic", "sim01")
     assert entry.metadata["converged"] is False and entry.metadata["epochs_run"] == 3
     listed = run_cli("models", "list", "--models", models, "-f", "json")

@@ -161,8 +161,8 @@ def sweep(
     unconverged = sum(outcome.converged is False for outcome in outcomes)
     if unconverged:
         logging.getLogger("histcli").warning(
-            "%d trained trials did not converge: they reached the cap of epochs with their best epoch within the "
-            "patience; raise --epochs", unconverged)
+            "%s did not converge (the best epoch within the patience at the cap of epochs); raise --epochs",
+            "1 trained trial" if unconverged == 1 else f"{unconverged} trained trials")
     skipped = sum(outcome.status == "skipped" for outcome in outcomes)
     if skipped:
         console.note(f"{skipped} of {len(outcomes)} trials skipped: their entries exist with the same settings "

@@ -46,6 +46,10 @@ def _architecture_help() -> str:
     return f"Architecture: {', '.join(names())}."
 
 
+def epochs_text(count: int) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
+
+
 def parse_params(values: list[str]) -> dict[str, str]:
     from histcli.errors import UsageError
 
@@ -214,9 +218,9 @@ def train(
                         if not member.converged and not member.interrupted:
                             which = f" seed {member.settings.seed}" if len(seed_list) > 1 else ""
                             logging.getLogger("histcli").warning(
-                                "%s %s%s did not converge: it reached the cap of %d epochs with its best epoch (%d) "
+                                "%s %s%s did not converge: it reached the cap of %s with its best epoch (%d) "
                                 "within the last %d (the patience); raise --epochs", model_name, cell, which,
-                                member.epochs_run, member.best_epoch, member.settings.patience)
+                                epochs_text(member.epochs_run), member.best_epoch, member.settings.patience)
                 if result.interrupted:
                     interrupted = True
                     if entry is not None and len(seed_list) > 1:
