@@ -24,6 +24,8 @@ from histcli.tasks import TASK_NAMES
 log = logging.getLogger("histcli")
 
 CACHE_FOLDER = "predictions"
+# (cell as named in messages, entry folder) of the orientation mismatches this process has warned about.
+_ORIENTATION_WARNED: set[tuple[str, Path]] = set()
 # (entry folder, current digest) of the changed cells this process has warned about.
 _CHANGED_WARNED: set[tuple[Path, str]] = set()
 # Column order of evaluate's metrics (histcli.tasks names which apply to a model).
@@ -66,6 +68,14 @@ def match_inputs(entry: Entry, cell: CellData, *, described: str | None = None) 
     if cell.tss_offset != wanted.tss_offset:
         raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but {what} has it "
                          f"at {cell.tss_offset} bp")
+    orientation = cell.attrs.get("orientation", "5' to 3'")
+    if not wanted.mirror and orientation != "5' to 3'" and (what, entry.path) not in _ORIENTATION_WARNED:
+        # Its own cell is what the model was trained on; elsewhere nothing else would say it.
+        if described is not None or cell.name != entry.cell:
+            _ORIENTATION_WARNED.add((what, entry.path))
+            log.warning("%s: the genes' orientation is %s (no strand), but %s learnt genes read 5' to 3' (trained "
+                        "without --mirror): the bins of its minus-strand genes run backwards for it", what,
+                        orientation, where)
     order = [cell.marks.index(mark) for mark in wanted.marks]
     counts = cell.counts_array()
     if order != list(range(len(cell.marks))):

@@ -108,7 +108,7 @@ def test_predictions_are_cached_and_invalidated(workspace, tmp_path):
     assert allowed["rows"][0]["auc"] not in (1.0, first["rows"][0]["auc"])
 
 
-def _write_cell(store_path, name, source: CellData, *, order=None, drop=None, labels=None):
+def _write_cell(store_path, name, source: CellData, *, order=None, drop=None, labels=None, attrs=None):
     marks = list(source.marks)
     counts = source.counts
     if order is not None:
@@ -118,7 +118,7 @@ def _write_cell(store_path, name, source: CellData, *, order=None, drop=None, la
         counts, marks = counts[:, :, keep], [marks[i] for i in keep]
     cell = CellData(name=name, counts=np.ascontiguousarray(counts), gene_ids=source.gene_ids, marks=tuple(marks),
                     bin_size=source.bin_size, window=source.window, tss_offset=source.tss_offset,
-                    split=source.split, labels=source.labels if labels is None else labels)
+                    split=source.split, labels=source.labels if labels is None else labels, attrs=attrs or {})
     Store(store_path).write([cell])
 
 
@@ -138,6 +138,28 @@ def test_transfer_to_another_cell_matches_marks_by_name(workspace, tmp_path):
     assert onto_shuffled["auc"] == pytest.approx(onto_sim02["auc"], abs=1e-7)
     missing = run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "fourmarks", env=env)
     assert_one_line_error(missing, "needs mark(s) H3K9me3", "fourmarks lacks")
+
+
+def test_transfer_of_an_oriented_model_to_genes_of_unknown_orientation_is_warned(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    _write_cell(store, "unstranded", Store(store).load("sim02"),
+                attrs={"source_format": "tracks", "orientation": "unknown"})
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    warned = run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "unstranded", "-f", "json", env=env)
+    assert warned.code == 0, warned.stderr
+    lines = [line for line in warned.stderr.splitlines() if "orientation" in line]
+    assert len(lines) == 1 and "cell unstranded: the genes' orientation is unknown" in lines[0]
+    assert "trained without --mirror" in lines[0]
+    assert "orientation" not in run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "sim02", "-f",
+                                        "json", env=env).stderr
+    # A model that learnt both orientations suits such genes.
+    models = tmp_path / "models"
+    assert run_cli("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 2, "--mirror", "on", "-q",
+                   "--store", store, "--models", models).code == 0
+    mirrored = run_cli("evaluate", "logistic", "--cell", "sim01", "--on-cell", "unstranded", "-f", "json",
+                       "--store", store, "--models", models)
+    assert mirrored.code == 0 and "orientation" not in mirrored.stderr, mirrored.stderr
 
 
 def test_constant_labels_give_a_defined_value_and_a_warning(workspace, tmp_path):
