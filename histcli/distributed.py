@@ -228,15 +228,18 @@ def _task_choice(task) -> dict:
     return {"name": task.name, "target": getattr(task, "target", None)}
 
 
-def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool) -> dict:
-    """The parts of an entry's config that decide its training, as this trial would write them."""
+def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool,
+                    expression_sha256: str | None = None) -> dict:
+    """The parts of an entry's config that decide its training, as this trial would write them
+    (``expression_sha256``: the cell's expression values, which a regression trial learns from)."""
     from histcli.training import resolve_budget
 
     settings = resolve_budget(dataclasses.replace(trial.settings, mirror=mirror), n_train)
     return _json({"task": _task_choice(settings.task),
                   "architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
                   "training": settings.as_config(), "transform": settings.transform, "mirror": settings.mirror,
-                  "fingerprint": fingerprint})
+                  "fingerprint": fingerprint,
+                  "expression": expression_sha256 if settings.task.uses_expression else None})
 
 
 def config_of_entry(entry) -> dict:
@@ -245,7 +248,7 @@ def config_of_entry(entry) -> dict:
     return {"task": _task_choice(entry.task), "architecture": config["architecture"],
             "hyperparameters": config["hyperparameters"],
             "training": config["training"], "transform": entry.input.transform, "mirror": entry.input.mirror,
-            "fingerprint": entry.data.fingerprint}
+            "fingerprint": entry.data.fingerprint, "expression": entry.data.expression_sha256}
 
 
 # ---------------------------------------------------------------- sweep run
@@ -291,9 +294,11 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
     """Find the trials whose entry exists with the same resolved config (to skip); refuse other clashes.
 
     Returns the indices of the trials to skip and the mirror setting resolved
-    per cell. Reads the store's summaries only; no counts are loaded here.
-    An entry saved as interrupted is trained again.
+    per cell. Reads the store's summaries (and the expression values of cells
+    with regression entries to compare); no counts are loaded here. An entry
+    saved as interrupted is trained again.
     """
+    from histcli.store import expression_digest
     from histcli.training import resolve_mirror
 
     summaries = {summary.name: summary for summary in store.summaries()}
@@ -303,6 +308,7 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
         attrs = {"source_format": summary.source_format, **summary.attrs}
         mirrors[cell] = resolve_mirror(mirror, attrs, f"cell {cell}")
     skip = set()
+    digests: dict[str, str | None] = {}  # cell: its expression values' digest, read when first needed
     for index, trial in enumerate(trials):
         if not registry.exists(trial.name, trial.cell):
             continue
@@ -311,7 +317,10 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
             continue
         summary = summaries[trial.cell]
         entry = registry.get(trial.name, trial.cell)
-        wanted = expected_config(trial, summary.split_sizes["train"], summary.fingerprint, mirrors[trial.cell])
+        if trial.settings.task.uses_expression and trial.cell not in digests:
+            digests[trial.cell] = expression_digest(store.expression(trial.cell))
+        wanted = expected_config(trial, summary.split_sizes["train"], summary.fingerprint, mirrors[trial.cell],
+                                 digests.get(trial.cell))
         found = config_of_entry(entry)
         if trial.settings.precision == "auto":  # resolved on the worker: either result is this request
             wanted["training"]["precision"] = found["training"].get("precision")

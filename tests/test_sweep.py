@@ -384,6 +384,39 @@ def test_resuming_a_sweep_skips_only_an_entry_of_the_same_regression_target(cell
     assert error.value.differs == ("task",)
 
 
+def test_resuming_a_sweep_retrains_nothing_on_changed_expression_values(cells, tmp_path):
+    """The cell fingerprint leaves expression values out: a regression entry learnt from other values is
+    a clash named 'expression', not an entry to skip."""
+    from conftest import copy_store
+
+    from histcli.distributed import check_existing
+    from histcli.errors import ModelExistsError
+    from histcli.registry import Registry
+    from histcli.tasks import make_task
+    from histcli.training import settings_for
+
+    store_path, models = tmp_path / "store.h5", tmp_path / "models"
+    copy_store(cells, store_path)
+    trained = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--epochs", 2,
+                      "--threads", 1, "--device", "cpu", "-q", env=_env(store_path, models))
+    assert trained.code == 0, trained.stderr
+
+    def make_settings(arch, overrides, seed):
+        return settings_for(arch, overrides=overrides, seed=seed, device="cpu", threads=1, max_epochs=2,
+                            task=make_task("regression"))
+
+    trials = plan_sweep(["sim01"], ["logistic"], [0], [], None, make_settings)
+    store, registry = Store(store_path), Registry(models)
+    assert check_existing(trials, store, registry, overwrite=False, mirror="auto")[0] == {0}
+    cell = store.load("sim01")
+    store.write([dataclasses.replace(cell, expression=cell.expression * 2, fingerprint=None)], overwrite=True)
+    assert store.fingerprint("sim01") == cell.fingerprint  # the premise: the fingerprint did not see the change
+    trials = plan_sweep(["sim01"], ["logistic"], [0], [], None, make_settings)
+    with pytest.raises(ModelExistsError) as error:
+        check_existing(trials, store, registry, overwrite=False, mirror="auto")
+    assert error.value.differs == ("expression",)
+
+
 @pytest.mark.parametrize("search, option", [("lr=loguniform:1e-3:1e-2", "--lr=0.05"),
                                             ("weight_decay=uniform:0:0.1", "--weight-decay=0.5"),
                                             ("batch_size=choice:16,32", "--batch-size=64"),
