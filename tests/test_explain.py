@@ -287,3 +287,17 @@ def test_explaining_an_empty_split_names_it(tmp_path):
     assert trained.code == 0, trained.stderr
     result = run_cli("explain", "logistic", "--cell", "signal", "--split", "none", env=env)
     assert_one_line_error(result, "cell signal has no unsplit genes (split none) to explain; choose another --split")
+
+
+def test_explaining_a_cell_changed_since_training_warns(tmp_path):
+    env = {"HISTCLI_STORE": str(tmp_path / "store.h5"), "HISTCLI_MODELS": str(tmp_path / "models")}
+    Store(tmp_path / "store.h5").write([signal_cell(n_genes=90)])
+    trained = run_cli("train", "--cell", "signal", "--arch", "logistic", "--epochs", 1, "--threads", 1, "-q", env=env)
+    assert trained.code == 0, trained.stderr
+    same = run_cli("explain", "logistic", "--cell", "signal", "--summary", "-f", "tsv", env=env)
+    assert same.code == 0 and "changed since" not in same.stderr, same.stderr
+    Store(tmp_path / "store.h5").write([signal_cell(n_genes=90, seed=1)], overwrite=True)
+    changed = run_cli("explain", "logistic", "--cell", "signal", "--summary", "-f", "tsv", env=env)
+    assert changed.code == 0, changed.stderr
+    assert "cell signal in" in changed.stderr and "changed since model 'logistic' was trained" in changed.stderr
+    assert "explained as it is stored now" in changed.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -125,6 +126,8 @@ def explain(
     gene_list = read_gene_list(genes) if genes is not None else None
     chosen_split = split or ("all" if gene_list is not None else "test")
 
+    from histcli.errors import ChangedDataError
+    from histcli.evaluation import check_trained_data
     from histcli.explanation import (
         Explainer,
         LongWriter,
@@ -137,7 +140,12 @@ def explain(
     from histcli.training import resolve_device
 
     target_cell = on_cell or cell
-    data = Store(store_path).load(target_cell)
+    store = Store(store_path)
+    data = store.load(target_cell)
+    try:
+        check_trained_data(entry, store, target_cell, data.fingerprint, allow_changed=False)
+    except ChangedDataError as exc:  # attributions of the data as they are now still explain the model
+        logging.getLogger("histcli").warning("%s; explained as it is stored now", exc)
     chosen = prepare_cell(entry, data, baseline.value, split=None if chosen_split == "all" else chosen_split,
                           genes=gene_list, genes_source="<stdin>" if genes == "-" else f"--genes {genes}")
     resolved_device = resolve_device(device.value)
