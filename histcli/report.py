@@ -91,6 +91,20 @@ class ReportInputs:
     notes: list[str] = field(default_factory=list)
 
 
+def changed_data_notes(entries: list[Entry], store: Store) -> list[str]:
+    """One note per entry whose own cell changed since it was trained (what --allow-changed-data lets through)."""
+    from histcli.errors import ChangedDataError
+    from histcli.evaluation import check_trained_data
+
+    notes = []
+    for entry in entries:
+        try:
+            check_trained_data(entry, store, entry.cell, store.fingerprint(entry.cell), allow_changed=False)
+        except ChangedDataError as exc:
+            notes.append(f"{exc}; evaluated anyway (--allow-changed-data)")
+    return notes
+
+
 def gather(store: Store, registry: Registry, models: list[str], cells: list[str] | None = None, *,
            split: str = "test", title: str | None = None, metric: str | None = None, device: str = "auto",
            allow_changed: bool = False, seed: int = 0, explain: str | None = None, explain_genes: int = 500,
@@ -115,6 +129,8 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     progress = on_progress or (lambda step: None)
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}
+    if allow_changed:  # the page says it, not only the command's stderr
+        notes += changed_data_notes([entries[m][c] for m in models for c in chosen], store)
     # Checked before any work (also for one model), on the entries compare checks it on.
     metric = choose_metric(metric, {model: entries[model][chosen[0]].task for model in models})
     progress("evaluating")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, Workspace, assert_one_line_error, parse_tsv, run_cli
+from conftest import REPO, Workspace, assert_one_line_error, copy_store, parse_tsv, run_cli
 
 from histcli.store import Store
 
@@ -646,3 +646,24 @@ def test_output_through_a_symlink_or_into_a_pipe_keeps_them(workspace, tmp_path)
     written = re.compile(r"<dt>written</dt><dd>[^<]*</dd>")
     assert written.sub("", received[0]) == written.sub("", page)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe", "real.html"]  # no temporaries
+
+
+def test_a_report_on_data_changed_since_training_says_so_on_the_page(workspace, tmp_path):
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    changed = run_cli("prepare", "simulate", "--cells", 1, "--genes", 900, "--bins", 20, "--seed", 99,
+                      "--overwrite", "-q", env=env)  # sim01, other genes' counts
+    assert changed.code == 0, changed.stderr
+    path = tmp_path / "r.html"
+    result = run_cli("report", "logistic", "deepchrome", "-o", path, "--allow-changed-data", "-q", env=env)
+    assert result.code == 0, result.stderr
+    from html import unescape
+
+    notes = [unescape(note) for note in re.findall(r"<li>(.*?)</li>", re.search(
+        r'<ul class="notes">(.*?)</ul>', path.read_text(), flags=re.S).group(1))]
+    changed_notes = sorted(note for note in notes if "changed since" in note)
+    # One per model trained on sim01; sim02 and sim03 are as they were.
+    assert [note.split(" was trained")[0] for note in changed_notes] == [
+        f"cell sim01 in {store} changed since model 'deepchrome'", f"cell sim01 in {store} changed since model 'logistic'"]
+    assert all(note.endswith("evaluated anyway (--allow-changed-data)") for note in changed_notes)
