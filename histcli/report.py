@@ -118,7 +118,7 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     ``on_progress(step)`` is called with a short description before each stage.
     """
     from histcli.comparison import choose_metric, common_cells, compare
-    from histcli.evaluation import evaluation_rows, metric_columns, predictions_for, summarise
+    from histcli.evaluation import check_cells_stored, evaluation_rows, metric_columns, predictions_for, summarise
     from histcli.metrics import precision_recall_curve, roc_curve
     from histcli.splits import check_split_choice
 
@@ -129,6 +129,8 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     progress = on_progress or (lambda step: None)
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}
+    # Before the notes below read each entry's own cell: a missing one is named with its models.
+    check_cells_stored(store, [entries[m][c] for m in models for c in chosen])
     if allow_changed:  # the page says it, not only the command's stderr
         notes += changed_data_notes([entries[m][c] for m in models for c in chosen], store)
     # Checked before any work (also for one model), on the entries compare checks it on.

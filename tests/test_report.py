@@ -667,3 +667,17 @@ def test_a_report_on_data_changed_since_training_says_so_on_the_page(workspace, 
     assert [note.split(" was trained")[0] for note in changed_notes] == [
         f"cell sim01 in {store} changed since model 'deepchrome'", f"cell sim01 in {store} changed since model 'logistic'"]
     assert all(note.endswith("evaluated anyway (--allow-changed-data)") for note in changed_notes)
+
+
+def test_a_cell_missing_from_the_store_is_named_with_its_models_also_with_allow_changed_data(workspace, tmp_path):
+    """--allow-changed-data reads each entry's own cell for the page's notes: a cell the store lacks must still
+    get the message naming the models trained on it, as without the option."""
+    store = tmp_path / "store.h5"
+    copy_store(workspace.store, store)
+    assert run_cli("store", "rm", "sim03", "--store", store).code == 0
+    env = {"HISTCLI_STORE": str(store), "HISTCLI_MODELS": str(workspace.models)}
+    for extra in ((), ("--allow-changed-data",)):
+        result = run_cli("report", "logistic", "deepchrome", "-o", tmp_path / "r.html", *extra, env=env)
+        assert_one_line_error(result, "lacks the cell(s) the models were trained on",
+                              "sim03 (trained on by logistic, deepchrome)", "cells in the store: sim01, sim02")
+    assert not (tmp_path / "r.html").exists()
