@@ -627,3 +627,17 @@ def test_a_mirrored_ensembles_validation_auc_is_that_of_its_predictions(small_st
     auc = (ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)  # Mann-Whitney U
     assert entry.metadata["best_valid_auc"] == pytest.approx(auc, abs=1e-12)
     assert float(parse_tsv(result.stdout)[0]["valid_auc"]) == pytest.approx(auc, abs=1e-12)
+
+
+def test_models_list_of_only_damaged_entries_names_them_without_claiming_none_exist(tmp_path):
+    """The filter matches an entry, a damaged one: its note says so, and no second note claims there is no
+    entry while listing that entry's cell as existing."""
+    models = tmp_path / "models"
+    (models / "broken" / "sim01").mkdir(parents=True)
+    (models / "broken" / "sim01" / "config.json").write_text("{bad")
+    for args in (("--name", "broken"), ("--cell", "sim01"), ("--name", "broken", "--cell", "sim01")):
+        result = run_cli("models", "list", "--models", models, "-f", "tsv", *args)
+        assert result.code == 0 and parse_tsv(result.stdout) == []
+        notes = result.stderr.splitlines()
+        assert len(notes) == 1, notes
+        assert notes[0].startswith(f"histcli: note: left out a damaged entry: {models / 'broken' / 'sim01'}")

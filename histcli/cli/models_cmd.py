@@ -88,8 +88,15 @@ def list_models(
 
     fmt = resolve_format(output_format.value)
     registry = Registry(models_path)
-    entries = registry.entries(name, cell, on_unreadable=lambda exc: console.note(f"left out a damaged entry: {exc}"))
-    if not entries and (name or cell):
+    damaged = []
+
+    def left_out(exc) -> None:
+        damaged.append(exc)
+        console.note(f"left out a damaged entry: {exc}")
+
+    entries = registry.entries(name, cell, on_unreadable=left_out)
+    # A damaged entry that matched is already named: "no entry ... exists for <its cell>" would contradict itself.
+    if not entries and not damaged and (name or cell):
         # An empty list stays a valid answer for scripts; people learn what the registry has instead.
         if name:
             console.note(f"no entry for model {name!r}" + (f" and cell {cell!r}" if cell else "")
