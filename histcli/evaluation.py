@@ -18,7 +18,7 @@ from histcli.errors import ChangedDataError, ModelError, StoreError, UnlabelledC
 from histcli.fsutil import atomic_path
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
-from histcli.store import CellData, Store
+from histcli.store import CellData, Store, orientation_unknown
 from histcli.tasks import TASK_NAMES
 
 log = logging.getLogger("histcli")
@@ -26,6 +26,8 @@ log = logging.getLogger("histcli")
 CACHE_FOLDER = "predictions"
 # (cell as named in messages, entry folder) of the orientation mismatches this process has warned about.
 _ORIENTATION_WARNED: set[tuple[str, Path]] = set()
+# What --allow-changed-data did, after the ChangedDataError it let through.
+ALLOWED_CHANGE = "evaluated anyway (--allow-changed-data)"
 # (entry folder, current digest) of the changed cells this process has warned about.
 _CHANGED_WARNED: set[tuple[Path, str]] = set()
 # Column order of evaluate's metrics (histcli.tasks names which apply to a model).
@@ -68,14 +70,13 @@ def match_inputs(entry: Entry, cell: CellData, *, described: str | None = None) 
     if cell.tss_offset != wanted.tss_offset:
         raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but {what} has it "
                          f"at {cell.tss_offset} bp")
-    orientation = cell.attrs.get("orientation", "5' to 3'")
-    if not wanted.mirror and orientation != "5' to 3'" and (what, entry.path) not in _ORIENTATION_WARNED:
+    if not wanted.mirror and orientation_unknown(cell.attrs) and (what, entry.path) not in _ORIENTATION_WARNED:
         # Its own cell is what the model was trained on; elsewhere nothing else would say it.
         if described is not None or cell.name != entry.cell:
             _ORIENTATION_WARNED.add((what, entry.path))
             log.warning("%s: the genes' orientation is %s (no strand), but %s learnt genes read 5' to 3' (trained "
                         "without --mirror): the bins of its minus-strand genes run backwards for it", what,
-                        orientation, where)
+                        cell.attrs["orientation"], where)
     order = [cell.marks.index(mark) for mark in wanted.marks]
     counts = cell.counts_array()
     if order != list(range(len(cell.marks))):
@@ -120,7 +121,18 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
             raise error
         if (entry.path, now) not in _CHANGED_WARNED:  # once, though report and --plot score a cell again
             _CHANGED_WARNED.add((entry.path, now))
-            log.warning("%s; evaluated anyway (--allow-changed-data)", error)
+            log.warning("%s; %s", error, ALLOWED_CHANGE)
+
+
+def changed_data_notes(entries: list[Entry], store: Store) -> list[str]:
+    """One note per entry whose own cell changed since it was trained (what --allow-changed-data lets through)."""
+    notes = []
+    for entry in entries:
+        try:
+            check_trained_data(entry, store, entry.cell, store.fingerprint(entry.cell), allow_changed=False)
+        except ChangedDataError as exc:
+            notes.append(f"{exc}; {ALLOWED_CHANGE}")
+    return notes
 
 
 def check_cells_stored(store: Store, entries: list[Entry]) -> None:

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from histcli.errors import ModelBusyError, ModelError, ModelExistsError, NameNotAllowedError
+from histcli.errors import HyperparameterError, ModelBusyError, ModelError, ModelExistsError, NameNotAllowedError
 from histcli.fsutil import (
     ensure_writable_dir,
     exclusive_lock,
@@ -197,7 +197,10 @@ class Entry:
         arch = models.get(self.config["architecture"])
         modules = []
         for path in self.weight_files():
-            module = arch.build(self.input.n_bins, len(self.input.marks), self.config["hyperparameters"])
+            try:
+                module = arch.build(self.input.n_bins, len(self.input.marks), self.config["hyperparameters"])
+            except HyperparameterError as exc:  # the stored entry's, not a --param the user gave
+                raise ModelError(f"{self.path / CONFIG}: {exc}") from None
             try:
                 module.load_state_dict(self.load_state(device, path))
             except RuntimeError as exc:

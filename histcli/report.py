@@ -91,20 +91,6 @@ class ReportInputs:
     notes: list[str] = field(default_factory=list)
 
 
-def changed_data_notes(entries: list[Entry], store: Store) -> list[str]:
-    """One note per entry whose own cell changed since it was trained (what --allow-changed-data lets through)."""
-    from histcli.errors import ChangedDataError
-    from histcli.evaluation import check_trained_data
-
-    notes = []
-    for entry in entries:
-        try:
-            check_trained_data(entry, store, entry.cell, store.fingerprint(entry.cell), allow_changed=False)
-        except ChangedDataError as exc:
-            notes.append(f"{exc}; evaluated anyway (--allow-changed-data)")
-    return notes
-
-
 def gather(store: Store, registry: Registry, models: list[str], cells: list[str] | None = None, *,
            split: str = "test", title: str | None = None, metric: str | None = None, device: str = "auto",
            allow_changed: bool = False, seed: int = 0, explain: str | None = None, explain_genes: int = 500,
@@ -118,7 +104,14 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     ``on_progress(step)`` is called with a short description before each stage.
     """
     from histcli.comparison import choose_metric, common_cells, compare
-    from histcli.evaluation import check_cells_stored, evaluation_rows, metric_columns, predictions_for, summarise
+    from histcli.evaluation import (
+        changed_data_notes,
+        check_cells_stored,
+        evaluation_rows,
+        metric_columns,
+        predictions_for,
+        summarise,
+    )
     from histcli.metrics import precision_recall_curve, roc_curve
     from histcli.splits import check_split_choice
 

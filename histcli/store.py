@@ -280,6 +280,16 @@ def source_attrs(attrs: dict) -> dict:
     return {key: value for key, value in attrs.items() if key not in STORE_ATTRS}
 
 
+#: A cell's ``orientation`` attribute when every gene's bins run 5' to 3' (track input with strands; cells
+#: of the other sources have no such attribute and are 5' to 3').
+FIVE_TO_THREE = "5' to 3'"
+
+
+def orientation_unknown(attrs: dict) -> bool:
+    """Whether some genes' bins may run 3' to 5': track input whose genes file gave no strand for them."""
+    return attrs.get("orientation", FIVE_TO_THREE) != FIVE_TO_THREE
+
+
 def expression_digest(expression: np.ndarray | None) -> str | None:
     """SHA-256 of a cell's expression values (float64), which regression models learn from.
 

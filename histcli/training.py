@@ -33,7 +33,7 @@ import numpy as np
 
 from histcli import interrupt
 from histcli.errors import ChoiceError, DivergedError, HistcliError, ModelError, SettingError
-from histcli.store import CellData, expression_digest
+from histcli.store import CellData, expression_digest, orientation_unknown
 from histcli.tasks import Classification, Task
 
 # Inference runs fastest in batches of a few hundred genes on the CPU: larger
@@ -229,7 +229,7 @@ def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell
         logging.getLogger("histcli").warning(
             "%s was prepared from tracks before histcli recorded gene orientation; its genes are taken as "
             "5' to 3' (pass --mirror on if the genes file had no strands, or prepare the cell again)", cell_name)
-    return cell_attrs.get("orientation", "5' to 3'") != "5' to 3'"
+    return orientation_unknown(cell_attrs)
 
 
 def split_arrays(cell: CellData, split: str, transform: str, task: Task) -> tuple[np.ndarray, np.ndarray]:
@@ -410,8 +410,9 @@ class EntryResult:
 
 
 def ensemble_valid_score(cell: CellData, members: list[TrainResult]) -> float:
-    """The selection metric of the members' validation outputs at their best epochs, combined as the
-    ensemble combines them (the task's ensemble_outputs)."""
+    """The selection metric of the ensemble's validation predictions: the members' outputs at their best
+    epochs combined by the task's ensemble_outputs, or for a mirrored ensemble its own outputs averaged over
+    both orientations (mirrored_ensemble_outputs)."""
     task = members[0].settings.task
     if members[0].settings.mirror:
         combined = mirrored_ensemble_outputs(cell, members)

@@ -641,3 +641,15 @@ def test_models_list_of_only_damaged_entries_names_them_without_claiming_none_ex
         notes = result.stderr.splitlines()
         assert len(notes) == 1, notes
         assert notes[0].startswith(f"histcli: note: left out a damaged entry: {models / 'broken' / 'sim01'}")
+
+
+def test_a_stored_entry_with_impossible_hyperparameters_is_a_damaged_entry_not_a_param_error(small_store, tmp_path):
+    models = tmp_path / "models"
+    assert train(small_store, models, "--cell", "sim01", "--arch", "cnn", "--epochs", 1).code == 0
+    path = Registry(models).get("cnn", "sim01").path / "config.json"
+    config = json.loads(path.read_text())
+    config["hyperparameters"]["kernel"] = [3, 3, 3]
+    path.write_text(json.dumps(config))
+    result = run_cli("evaluate", "cnn", "--store", small_store, "--models", models)
+    assert_one_line_error(result, f"{path}: cnn: kernel needs two sizes", code=1)
+    assert "--param" not in result.stderr

@@ -88,7 +88,7 @@ from histcli.sources.common import (
 )
 from histcli.sources.expression import ExpressionFile, match_expression
 from histcli.splits import check_split_options
-from histcli.store import SPLIT_CODES, SPLITS, CellData, SourceFile
+from histcli.store import FIVE_TO_THREE, SPLIT_CODES, SPLITS, CellData, SourceFile
 
 AGGREGATES = ("sum", "mean")
 
@@ -510,7 +510,7 @@ def read_tracks_cell(
     # Without strands the bins of minus-strand genes run 3' to 5'; models can
     # then be trained to ignore orientation (train --mirror).
     if table.n_unstranded == 0:
-        orientation = "5' to 3'"
+        orientation = FIVE_TO_THREE
     else:
         orientation = "unknown" if table.n_unstranded == len(table) else "partly unknown"
     matched = _match_chromosome_styles(table, loaded, notes)
