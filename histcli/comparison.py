@@ -29,6 +29,7 @@ import numpy as np
 from histcli.errors import ChoiceError, HistcliError, SettingError, UsageError
 from histcli.evaluation import Predictions, check_cells_stored, predictions_for
 from histcli.registry import Registry
+from histcli.splits import split_genes
 from histcli.stats import PairedSummary
 from histcli.store import Store
 
@@ -151,16 +152,16 @@ def _metric_value(predictions: Predictions, metric: str, split: str, notes: list
     if metric == "auc":
         labels = predictions.labels
         if not len(labels):
-            notes.append(f"cell {cell}: no {split} genes; cell left out of the tests")
+            notes.append(f"cell {cell}: no {split_genes(split)}; cell left out of the tests")
         elif labels.min() == labels.max():
-            notes.append(f"cell {cell}: every {split} gene has label {int(labels[0])}; AUC undefined, "
+            notes.append(f"cell {cell}: the {split_genes(split)} all have label {int(labels[0])}; AUC undefined, "
                          "cell left out of the tests")
         else:
             return roc_auc(labels, predictions.scores)
         return None
     measured = predictions.measured
     if measured is None or len(measured) < 4:
-        notes.append(f"cell {cell}: fewer than 4 {split} genes with expression; cell left out of the tests")
+        notes.append(f"cell {cell}: fewer than 4 {split_genes(split)} with expression; cell left out of the tests")
         return None
     value = (pearson if metric == "pearson" else spearman)(measured, predictions.scores)
     if np.isnan(value):

@@ -172,9 +172,9 @@ class EmptySplitError(HistcliError):
     def __init__(self, cell: str, split: str | None, purpose: str):
         self.cell = cell
         self.split = split
-        # The split 'none' holds the genes outside train, valid and test.
-        genes = {None: "genes", "none": "unsplit genes (split none)"}.get(split, f"{split} genes")
-        super().__init__(f"cell {cell} has no {genes} to {purpose}")
+        from histcli.splits import split_genes  # splits imports this module
+
+        super().__init__(f"cell {cell} has no {split_genes(split)} to {purpose}")
 
 
 class UsageError(HistcliError):

@@ -56,6 +56,7 @@ import numpy as np
 
 from histcli.errors import ChoiceError, EmptySplitError, InputError, MissingExtraError, SettingError
 from histcli.registry import Entry
+from histcli.splits import split_genes
 from histcli.store import CellData
 
 log = logging.getLogger("histcli")
@@ -406,7 +407,7 @@ def prepare_cell(entry: Entry, cell: CellData, baseline: str, *, split: str | No
     mask = np.ones(cell.n_genes, dtype=bool) if split is None else cell.split_mask(split)
     candidates = np.flatnonzero(mask)
     if genes is not None:
-        where = f"cell {cell.name}" + ("" if split is None else f" ({split} genes)")
+        where = f"cell {cell.name}" + ("" if split is None else f" ({split_genes(split)})")
         chosen = candidates[select_genes(cell.select(mask), genes, where, genes_source)]
     else:
         chosen = candidates

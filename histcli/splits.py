@@ -14,6 +14,12 @@ SPLIT_CHOICES = ("test", "valid", "train", "none", "all")
 CHROMOSOME_SPLITS = ("valid", "test")
 
 
+def split_genes(split: str | None) -> str:
+    """How messages name a split's genes: "test genes", or "unsplit genes (split none)" for the genes
+    outside train, valid and test."""
+    return {None: "genes", "all": "genes", "none": "unsplit genes (split none)"}.get(split, f"{split} genes")
+
+
 def check_split_choice(split: str) -> str:
     if split not in SPLIT_CHOICES:
         raise ChoiceError("split", split, SPLIT_CHOICES)

@@ -183,14 +183,20 @@ def test_constant_labels_and_empty_splits_give_notes_not_crashes(workspace, tmp_
     row = {c["cell"]: c for c in payload["cells"]}["sim03"]
     assert row["auc_logistic"] is None and row["delong_p"] is None and row["q"] is None
     assert payload["summary"]["n_cells"] == 2
-    assert any("sim03: every test gene has label 0" in note for note in payload["notes"])
+    assert any("sim03: the test genes all have label 0" in note for note in payload["notes"])
     # The simulated cells have no unsplit genes.
     empty = run_cli("compare", "logistic", "deepchrome", "--split", "none", "--allow-changed-data", "-f", "json",
                     env=env)
     assert empty.code == 0, empty.stderr
     payload = json.loads(empty.stdout)
     assert payload["summary"]["n_cells"] == 0
-    assert any("no none genes" in note for note in payload["notes"])
+    assert any("cell sim01: no unsplit genes (split none); cell left out" in note for note in payload["notes"])
+    # Nothing to plot: the plot fails before any table is written.
+    plot = tmp_path / "nothing.png"
+    refused = run_cli("compare", "logistic", "deepchrome", "--split", "none", "--allow-changed-data", "--plot", plot,
+                      env=env)
+    assert_one_line_error(refused, "plot: no cell has a defined AUC for both models of a pair")
+    assert refused.stdout == "" and not plot.exists()
 
 
 def test_the_terminal_layout_is_one_table_per_pair_within_80_columns(monkeypatch):

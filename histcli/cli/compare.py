@@ -32,6 +32,7 @@ def _print_rich(result, split: str) -> None:
 
     from histcli.comparison import CELL_TESTS, METRIC_LABELS, TEST_LABELS
     from histcli.output import Column, console, stdout_is_terminal, write_rich, write_rich_table
+    from histcli.splits import split_genes
 
     metric = result.metric
     label = METRIC_LABELS[metric]
@@ -44,7 +45,7 @@ def _print_rich(result, split: str) -> None:
         rows = [{**row, "ci": None if row["ci_low"] is None else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"}
                 for row in pair.cells]
         # Model names head the table, not its columns: long names would push it past 80 columns.
-        write_rich_table(rows, columns, title=f"{label}, A = {pair.model_a} vs B = {pair.model_b}, {split} genes")
+        write_rich_table(rows, columns, title=f"{label}, A = {pair.model_a} vs B = {pair.model_b}, {split_genes(split)}")
     statements = []
     for pair in result.pairs:
         s = pair.summary
@@ -141,6 +142,9 @@ def compare(
 
         result = run_compare(store, registry, list(names), cells, metric=metric, split=split, device=device.value,
                              allow_changed=allow_changed_data, seed=seed, on_progress=advance)
+    if plot is not None:  # before any output: a plot that cannot be drawn leaves no table behind
+        write_plot(pyplot, result, store, registry, plot, plot_cell, split=split, device=device.value,
+                   allow_changed=allow_changed_data)
     fmt = resolve_format(output_format.value)
     if fmt == "json":
         write(json.dumps(clean(json_payload(result)), indent=2) + "\n")
@@ -158,6 +162,4 @@ def compare(
     else:
         _print_rich(result, split)
     if plot is not None:
-        write_plot(pyplot, result, store, registry, plot, plot_cell, split=split, device=device.value,
-                   allow_changed=allow_changed_data)
         console.note(f"plot written to {plot}")

@@ -111,7 +111,7 @@ def evaluate(
     from histcli.evaluation import evaluation_rows, metric_columns, model_summaries
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
-    from histcli.splits import check_split_choice
+    from histcli.splits import check_split_choice, split_genes
     from histcli.store import Store
 
     console.setup(quiet)
@@ -138,7 +138,7 @@ def evaluate(
     for task_rows, columns in people_tables(rows, entries):
         task = next(t for t in tasks if t.name == task_rows[0]["task"])
         models = {row["model"] for row in task_rows}
-        write_rich_table(task_rows, columns, title=f"{task.name}, {split} genes")
+        write_rich_table(task_rows, columns, title=f"{task.name}, {split_genes(split)}")
         write_rich_table([s for s in summaries if s["model"] in models], summary_columns([task]),
                          # Transfer: one cell, so the summary runs over the cells the models were trained on.
                          title=f"{task.name}, summary over {'training ' if on_cell else ''}cells")
