@@ -24,12 +24,10 @@ from histcli.tasks import TASK_NAMES
 log = logging.getLogger("histcli")
 
 CACHE_FOLDER = "predictions"
-# (cell as named in messages, entry folder) of the orientation mismatches this process has warned about.
-_ORIENTATION_WARNED: set[tuple[str, Path]] = set()
 # What --allow-changed-data did, after the ChangedDataError it let through.
 ALLOWED_CHANGE = "evaluated anyway (--allow-changed-data)"
-# (entry folder, current digest) of the changed cells this process has warned about.
-_CHANGED_WARNED: set[tuple[Path, str]] = set()
+# The warnings this process has given: report and compare --plot score a model and cell more than once.
+_WARNED: set[str] = set()
 # Column order of evaluate's metrics (histcli.tasks names which apply to a model).
 METRIC_ORDER = ("auc", "auprc", "accuracy", "pearson", "spearman", "r2", "rmse")
 
@@ -70,13 +68,11 @@ def match_inputs(entry: Entry, cell: CellData, *, described: str | None = None) 
     if cell.tss_offset != wanted.tss_offset:
         raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but {what} has it "
                          f"at {cell.tss_offset} bp")
-    if not wanted.mirror and orientation_unknown(cell.attrs) and (what, entry.path) not in _ORIENTATION_WARNED:
-        # Its own cell is what the model was trained on; elsewhere nothing else would say it.
-        if described is not None or cell.name != entry.cell:
-            _ORIENTATION_WARNED.add((what, entry.path))
-            log.warning("%s: the genes' orientation is %s (no strand), but %s learnt genes read 5' to 3' (trained "
-                        "without --mirror): the bins of its minus-strand genes run backwards for it", what,
-                        cell.attrs["orientation"], where)
+    # Its own cell is what the model was trained on; elsewhere nothing else would say it.
+    if not wanted.mirror and orientation_unknown(cell.attrs) and (described is not None or cell.name != entry.cell):
+        _warn_once(f"{what}: the genes' orientation is {cell.attrs['orientation']} (no strand), but {where} learnt "
+                   "genes read 5' to 3' (trained without --mirror): the bins of its minus-strand genes run backwards "
+                   "for it")
     order = [cell.marks.index(mark) for mark in wanted.marks]
     counts = cell.counts_array()
     if order != list(range(len(cell.marks))):
@@ -119,9 +115,13 @@ def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, 
         error = ChangedDataError(store.path, cell, entry.name, trained=then, current=now, what=what)
         if not allow_changed:
             raise error
-        if (entry.path, now) not in _CHANGED_WARNED:  # once, though report and --plot score a cell again
-            _CHANGED_WARNED.add((entry.path, now))
-            log.warning("%s; %s", error, ALLOWED_CHANGE)
+        _warn_once(f"{error}; {ALLOWED_CHANGE}")
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def changed_data_notes(entries: list[Entry], store: Store) -> list[str]:

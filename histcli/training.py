@@ -232,15 +232,19 @@ def resolve_mirror(requested: str, cell_attrs: dict, cell_name: str = "this cell
     return orientation_unknown(cell_attrs)
 
 
+def split_targets(cell: CellData, split: str, task: Task) -> np.ndarray:
+    """The task's targets of one split, checked to be usable for training (no counts are read)."""
+    if not cell.split_mask(split).any():
+        raise HistcliError(f"cell {cell.name} has no {split} genes; prepare it with a split")
+    return task.targets(cell, split)
+
+
 def split_arrays(cell: CellData, split: str, transform: str, task: Task) -> tuple[np.ndarray, np.ndarray]:
     """Transformed inputs and the task's targets of one split, checked to be usable for training."""
     from histcli.transforms import apply_transform
 
-    mask = cell.split_mask(split)
-    if not mask.any():
-        raise HistcliError(f"cell {cell.name} has no {split} genes; prepare it with a split")
-    targets = task.targets(cell, split)
-    return apply_transform(transform, cell.counts[mask]), targets
+    targets = split_targets(cell, split, task)
+    return apply_transform(transform, cell.counts[cell.split_mask(split)]), targets
 
 
 def predict_logits(module, inputs, batch_size: int = EVAL_BATCH, mirror: bool = False):

@@ -247,16 +247,16 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
     trials when the search ends, before the best is retrained.
     """
     from histcli.distributed import plain_cell, ray_session, run_trial
-    from histcli.training import resolve_mirror, split_arrays
+    from histcli.training import resolve_mirror, split_targets
 
     with registry.reserve([(name, cell_name)]):
         registry.check_writable(name, [cell_name], overwrite)
         cell = plain_cell(store.load(cell_name))
         base = {**base, "seed": seed, "mirror": resolve_mirror(mirror, cell.attrs, f"cell {cell_name}")}
         check_space(arch, base, fixed, specs)
-        unsearched = trial_settings(arch, base, fixed, {})
+        task = trial_settings(arch, base, fixed, {}).task
         for split in ("train", "valid"):  # a cell no trial can train on fails here, not in every trial
-            split_arrays(cell, split, unsearched.transform, unsearched.task)
+            split_targets(cell, split, task)
         with ray_session(address, "histcli tune", tune=True) as ray:
             trials = run_search(cell, arch, base=base, fixed=fixed, specs=specs, samples=samples,
                                 scheduler=scheduler, seed=seed, cpus_per_trial=cpus_per_trial,

@@ -56,12 +56,13 @@ def parse_params(values: list[str]) -> dict[str, str]:
     params = {}
     for value in values:
         key, sep, setting = value.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
-        if key.strip() in params:  # the later value would silently win (sweep makes a grid of repeated keys)
-            raise UsageError(f"--param {value!r}: {key.strip()} is given twice (also "
-                             f"{key.strip()}={params[key.strip()]}); give each hyperparameter once")
-        params[key.strip()] = setting.strip()
+        if key in params:  # the later value would silently win (sweep makes a grid of repeated keys)
+            raise UsageError(f"--param {value!r}: {key} is given twice (also {key}={params[key]}); "
+                             "give each hyperparameter once")
+        params[key] = setting.strip()
     return params
 
 
@@ -156,19 +157,19 @@ def train(
             store.load(cell)  # raises the store's message listing the known cells
     model_name = check_model_name(name or arch)
     registry = Registry(models_path)
+    settings = settings_for(
+        arch,
+        overrides=parse_params(params or []),
+        **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
+        seed=seed_list[0],
+        device=(resolved := resolve_device(device.value)),
+        threads=threads,
+        precision=resolve_precision(precision.value, resolved),
+    )
     # Held from the existence check to the last save: a second run of this --name and cell fails at once.
     with registry.reserve((model_name, cell) for cell in chosen):
         registry.check_writable(model_name, chosen, overwrite)
-        settings = settings_for(
-            arch,
-            overrides=parse_params(params or []),
-            **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                             weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
-            seed=seed_list[0],
-            device=(resolved := resolve_device(device.value)),
-            threads=threads,
-            precision=resolve_precision(precision.value, resolved),
-        )
         rows = []
         failed: list[str] = []
         interrupted = False
