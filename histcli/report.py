@@ -106,7 +106,6 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     from histcli.comparison import choose_metric, common_cells, compare
     from histcli.evaluation import (
         changed_data_notes,
-        check_cells_stored,
         evaluation_rows,
         metric_columns,
         predictions_for,
@@ -122,15 +121,13 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     progress = on_progress or (lambda step: None)
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}
-    # Before the notes below read each entry's own cell: a missing one is named with its models.
-    check_cells_stored(store, [entries[m][c] for m in models for c in chosen])
-    if allow_changed:  # the page says it, not only the command's stderr
-        notes += changed_data_notes([entries[m][c] for m in models for c in chosen], store)
     # Checked before any work (also for one model), on the entries compare checks it on.
     metric = choose_metric(metric, {model: entries[model][chosen[0]].task for model in models})
     progress("evaluating")
     rows = evaluation_rows([entries[m][c] for m in models for c in chosen], store, split, device=device,
-                           allow_changed=allow_changed)
+                           allow_changed=allow_changed)  # first names a missing cell with its models
+    if allow_changed:  # the page says it, not only the command's stderr
+        notes += changed_data_notes([entries[m][c] for m in models for c in chosen], store)
     metrics = metric_columns([entries[m][c].task for m in models for c in chosen])
     summaries = {name: summarise(rows, name) for name in metrics}
     comparison = None
