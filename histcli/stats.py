@@ -701,11 +701,13 @@ def paired_summary(a, b, *, seed: int = 0, level: float = 0.95) -> PairedSummary
     summary.mean_a = float(a.mean())
     summary.mean_b = float(b.mean())
     summary.median_delta = float(np.median(differences))
-    summary.rank_biserial = rank_biserial(a, b)
     if n < 2:
+        # One difference has rank-biserial r = +-1 by definition: an effect size that says nothing.
         notes.append(_too_few_cells(n))
-        notes.append("1 cell: no bootstrap interval for the median difference")
+        notes.append("1 cell: no bootstrap interval for the median difference and no rank-biserial r")
         return summary
+
+    summary.rank_biserial = rank_biserial(a, b)
 
     summary.median_delta_ci_low, summary.median_delta_ci_high = bootstrap_median_ci(differences, level=level,
                                                                                     seed=seed)

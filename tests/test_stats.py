@@ -434,9 +434,10 @@ def test_paired_summary_with_one_cell_uses_none_and_notes():
     json.dumps(dataclasses.asdict(summary), allow_nan=False)
     assert summary.n_cells == 1 and summary.wins == 1
     assert summary.median_delta == pytest.approx(0.1)
-    for key in ("median_delta_ci_low", "wilcoxon_p", "wilcoxon_method", "ttest_p"):
+    for key in ("median_delta_ci_low", "wilcoxon_p", "wilcoxon_method", "ttest_p", "rank_biserial"):
         assert getattr(summary, key) is None
     assert "1 cell: no across-cell test (needs at least 2)" in summary.notes
+    assert "1 cell: no bootstrap interval for the median difference and no rank-biserial r" in summary.notes
     empty = paired_summary([], [])
     assert empty.n_cells == 0 and empty.mean_a is None and empty.notes
 
