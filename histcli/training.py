@@ -207,12 +207,15 @@ def resolve_budget(settings: TrainSettings, n_train: int) -> TrainSettings:
 
     Batch: the paper's 200 where that gives at least AUTO_BATCH_STEPS steps an
     epoch, else ``n_train // AUTO_BATCH_STEPS`` but at least MIN_AUTO_BATCH.
+    A batch, chosen or given, larger than the split is the whole split, and is
+    recorded as such: the entry's configuration says what ran.
     Patience: PATIENCE_EPOCHS epochs, more where they would be fewer than
     PATIENCE_STEPS optimizer steps.
     """
     batch_size = settings.batch_size
     if batch_size is None:
         batch_size = max(MIN_AUTO_BATCH, min(MAX_AUTO_BATCH, n_train // AUTO_BATCH_STEPS))
+    batch_size = max(1, min(batch_size, n_train))
     patience = settings.patience
     if patience is None:
         steps_per_epoch = math.ceil(n_train / batch_size)

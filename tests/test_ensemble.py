@@ -62,6 +62,9 @@ def test_budget_follows_the_number_of_training_genes():
     # The user's choices are kept as given.
     chosen = settings_for("crnn", batch_size=64, patience=7)
     assert (resolve_budget(chosen, 200).batch_size, resolve_budget(chosen, 200).patience) == (64, 7)
+    # A batch larger than the split, chosen or given, is the whole split (one step an epoch), as recorded.
+    assert (resolve_budget(crnn, 20).batch_size, resolve_budget(crnn, 20).patience) == (20, 300)
+    assert resolve_budget(settings_for("crnn", batch_size=5000), 200).batch_size == 200
     # The LSTM-only models clip gradients; the CRNN, convolutional models and the baseline do not.
     assert settings_for("rnn").clip_norm == settings_for("attentivechrome").clip_norm == 1.0
     assert settings_for("crnn").clip_norm == settings_for("cnn").clip_norm == settings_for("logistic").clip_norm == 0.0
