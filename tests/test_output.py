@@ -155,32 +155,39 @@ def test_values_every_row_shares_are_said_once_above_the_table(monkeypatch):
         ["bins", "bin_size", "marks"]
 
 
-@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("width", [50, 60, 80, 100])
 @pytest.mark.parametrize("description", ["crnn E116", "attentivechrome-wide E003 seed 12",
                                          "a_really_long_model_name_30chr cell_type_with_a_long_name_01 seed 4"])
 def test_progress_lines_cut_no_count_status_or_time(width, description):
     """train's bars at 1,000 epochs: the bar gives way, and a long description wraps, before any text is cut;
-    the last two columns stay free for the terminal's "^C" echo."""
+    on narrow lines the status wraps between its words too. The last two columns stay free for the
+    terminal's "^C" echo."""
     from histcli.cli.console import BAR_MIN_WIDTH, progress_display
 
+    status = "loss 0.4830 AUC 0.8289 best 0.8289@500"
     buffer = io.StringIO()
     out = Console(file=buffer, width=width, no_color=True, highlight=False)
     bar = progress_display(out, "status")
-    task = bar.add_task(description, total=1000, status="loss 0.4830 AUC 0.8289 best 0.8289@500")
+    task = bar.add_task(description, total=1000, status=status)
     bar.update(task, completed=999)
     bar.add_task("evaluating", total=12, status="")
     out.print(bar.make_tasks_table(bar.tasks))
     text = buffer.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= width - 2
-    assert "999/1000" in text and "loss 0.4830 AUC 0.8289 best 0.8289@500" in text and "0/12" in text
-    assert text.count("0:00:00") == 2
-    # The description is whole in the first column, read down its lines (it may fold there).
+    assert "999/1000" in text and "0/12" in text and text.count("0:00:00") == 2
     lines = text.splitlines()
+    evaluating = next(i for i, line in enumerate(lines) if "0/12" in line)
     bar_start = min(lines[0].index(c) for c in "━╸" if c in lines[0])
-    described = "".join("".join(line[:bar_start].split()) for line in lines[:-1])
+    status_start = lines[0].index("999/1000") + len("999/1000 ")
+    status_end = lines[0].rindex("0:00:00")
+    # The description and the status are whole in their columns, read down their lines.
+    described = "".join("".join(line[:bar_start].split()) for line in lines[:evaluating])
     assert described == "".join(description.split())
-    if len(description) + BAR_MIN_WIDTH + len(" 999/1000 loss 0.4830 AUC 0.8289 best 0.8289@500 0:00:00 ") <= width - 2:
+    assert " ".join(line[status_start:status_end].strip() for line in lines[:evaluating]).split() == status.split()
+    if len(description) + BAR_MIN_WIDTH + len(f" 999/1000 {status} 0:00:00 ") <= width - 2:
         assert description in text  # a description that fits beside the narrowest bar is never broken
+    if len(max(description.split(), key=len)) + BAR_MIN_WIDTH + len(f" 999/1000 {status} 0:00:00 ") <= width - 2:
+        assert status in text  # the status wraps only where the description cannot make room
 
 
 def test_consecutive_tables_are_set_apart_by_a_blank_line(monkeypatch):

@@ -67,28 +67,42 @@ ECHO_ROOM = 2
 
 def progress_display(out, *fields: str):
     """A rich Progress on ``out`` whose lines cut no text and leave ECHO_ROOM columns free: the bar
-    narrows (down to BAR_MIN_WIDTH), then the description wraps; counts, fields and times stay whole."""
+    narrows (down to BAR_MIN_WIDTH), then the description wraps; on a line too narrow for the
+    fields beside the description's longest word, the fields wrap too. Counts and times stay whole."""
+    from rich.cells import cell_len
     from rich.measure import Measurement
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Column
 
     bar = BarColumn(bar_width=BAR_WIDTH, table_column=Column(no_wrap=True))
+    field_columns = [TextColumn(f"{{task.fields[{name}]}}", table_column=Column(no_wrap=True, overflow="fold"))
+                     for name in fields]
     columns = [TextColumn("{task.description}", table_column=Column(overflow="fold")), bar,
-               MofNCompleteColumn(table_column=Column(no_wrap=True))]
-    columns += [TextColumn(f"{{task.fields[{name}]}}", table_column=Column(no_wrap=True)) for name in fields]
-    columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True)))
+               MofNCompleteColumn(table_column=Column(no_wrap=True)), *field_columns,
+               TimeElapsedColumn(table_column=Column(no_wrap=True))]
 
     class FittingProgress(Progress):
         def make_tasks_table(self, tasks):
             bar.bar_width = BAR_WIDTH
+            for column in field_columns:
+                column.get_table_column().no_wrap = True
             table = super().make_tasks_table(tasks)
-            natural = Measurement.get(out, out.options.update_width(1_000_000), table).maximum
+            options = out.options.update_width(1_000_000)
+            natural = Measurement.get(out, options, table).maximum
             room = out.width - ECHO_ROOM
             if natural <= room:
                 return table
             bar.bar_width = max(BAR_MIN_WIDTH, BAR_WIDTH - (natural - room))
             table = super().make_tasks_table(tasks)
-            table.width = room  # what still does not fit folds in the description column
+            # Width with every description folded down to its longest word (rich's minimum would
+            # count the unwrapped fields at theirs too).
+            longest = max((cell_len(task.description) for task in tasks), default=0)
+            narrowest = max((cell_len(word) for task in tasks for word in task.description.split()), default=0)
+            if Measurement.get(out, options, table).maximum - longest + narrowest > room:
+                for column in field_columns:
+                    column.get_table_column().no_wrap = False
+                table = super().make_tasks_table(tasks)
+            table.width = room  # what still does not fit folds in the description column (and the fields)
             return table
 
     return FittingProgress(*columns, console=out, transient=False)
