@@ -355,7 +355,7 @@ def _plain_lstm_like(variational: VariationalLSTM) -> nn.LSTM:
 
 def test_variational_lstm_masks_are_active_in_training():
     torch.manual_seed(0)
-    lstm = VariationalLSTM(5, 8, input_dropout=0.5, recurrent_dropout=0.5)
+    lstm = VariationalLSTM(5, 8, 12, input_dropout=0.5, recurrent_dropout=0.5)
     x = torch.randn(4, 12, 5)
     lstm.train()
     first, first_last = lstm(x)
@@ -370,7 +370,7 @@ def test_variational_lstm_masks_are_active_in_training():
 
 def test_variational_lstm_in_eval_mode_is_the_plain_lstm():
     torch.manual_seed(0)
-    lstm = VariationalLSTM(5, 8, input_dropout=0.5, recurrent_dropout=0.5).eval()
+    lstm = VariationalLSTM(5, 8, 12, input_dropout=0.5, recurrent_dropout=0.5).eval()
     x = torch.randn(4, 12, 5)
     output, last = lstm(x)
     again, _ = lstm(x)
@@ -384,9 +384,9 @@ def test_unrolled_loop_without_dropout_is_the_plain_lstm():
     # The step-by-step loop used in training must compute nn.LSTM's function
     # exactly, gate order included.
     torch.manual_seed(0)
-    lstm = VariationalLSTM(5, 8, input_dropout=0.5, recurrent_dropout=0.5).train()
+    lstm = VariationalLSTM(5, 8, 12, input_dropout=0.5, recurrent_dropout=0.5).train()
     with torch.no_grad():
-        for parameter in lstm.parameters():  # biases too, which start at 0 or 1
+        for parameter in lstm.parameters():  # biases too, which start at 0 for most gates
             parameter.normal_()
     x = torch.randn(4, 12, 5)
     expected, (expected_last, _) = _plain_lstm_like(lstm)(x)
@@ -398,7 +398,7 @@ def test_unrolled_loop_without_dropout_is_the_plain_lstm():
 
 def test_variational_lstm_without_dropout_trains_as_the_plain_lstm():
     torch.manual_seed(0)
-    lstm = VariationalLSTM(5, 8).train()
+    lstm = VariationalLSTM(5, 8, 12).train()
     x = torch.randn(4, 12, 5)
     assert torch.allclose(lstm(x)[0], _plain_lstm_like(lstm)(x)[0], atol=1e-6)
 
@@ -412,9 +412,12 @@ def test_recurrent_mask_is_the_same_at_every_step():
     torch.manual_seed(0)
     hidden = 6
     # Double precision: feedback gains up to 3 amplify float32 rounding over 30 steps.
-    lstm = VariationalLSTM(1, hidden, input_dropout=0.0, recurrent_dropout=0.5).double().train()
+    lstm = VariationalLSTM(1, hidden, 30, input_dropout=0.0, recurrent_dropout=0.5).double().train()
     with torch.no_grad():
         lstm.lstm.weight_hh_l0.copy_(torch.eye(hidden).repeat(4, 1) * 1.5)
+        # Open input gates (bias 0, forget bias 1), so that every unit's two trajectories differ visibly.
+        lstm.lstm.bias_ih_l0.zero_()
+        lstm.lstm.bias_ih_l0[hidden : 2 * hidden] = 1.0
     x = torch.randn(64, 30, 1, dtype=torch.float64)
     with torch.no_grad():
         output, _ = lstm(x)
@@ -437,7 +440,7 @@ def test_input_mask_is_the_same_at_every_step():
     # the output equals a plain LSTM on inputs with that feature zeroed and the
     # kept ones doubled.
     torch.manual_seed(0)
-    lstm = VariationalLSTM(3, 4, input_dropout=0.5, recurrent_dropout=0.0).train()
+    lstm = VariationalLSTM(3, 4, 10, input_dropout=0.5, recurrent_dropout=0.0).train()
     x = torch.randn(32, 10, 3)
     masks = []
     draw = lstm.draw_masks
@@ -456,9 +459,45 @@ def test_input_mask_is_the_same_at_every_step():
     assert torch.allclose(output, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("memory", [2, 10, 100])
+def test_gate_biases_start_with_memories_up_to_memory_steps(memory):
+    """Chrono initialisation (Tallec & Ollivier 2018, eq. 16): forget bias log(u), input bias -log(u), u uniform
+    on [1, memory - 1]. At zero input a unit with forget gate f forgets with time constant 1 / (1 - f) = 1 + u
+    (sigmoid(log u) = u / (1 + u)): between 2 and ``memory`` steps, spread over the whole range."""
+    torch.manual_seed(0)
+    hidden = 256
+    lstm = VariationalLSTM(5, hidden, memory)
+    bias = (lstm.lstm.bias_ih_l0 + lstm.lstm.bias_hh_l0).detach().double()
+    input_bias, forget_bias, cell_bias, output_bias = bias.chunk(4)
+    assert torch.equal(input_bias, -forget_bias)
+    assert not cell_bias.any() and not output_bias.any()
+    time_constants = 1.0 / (1.0 - torch.sigmoid(forget_bias))
+    assert time_constants.min() >= 2.0 - 1e-9 and time_constants.max() <= memory + 1e-9
+    if memory > 2:  # uniform: a quarter of the units in each quarter of [2, memory], give or take
+        quarters = torch.histc(time_constants, bins=4, min=2.0, max=float(memory))
+        assert (quarters > hidden / 4 * 0.6).all(), quarters
+    # The recurrent weights (four gates stacked) have orthonormal columns, the input weights are Glorot-uniform.
+    recurrent = lstm.lstm.weight_hh_l0.detach().double()
+    assert torch.allclose(recurrent.T @ recurrent, torch.eye(hidden, dtype=torch.float64), atol=1e-5)
+    limit = (6.0 / (5 + 4 * hidden)) ** 0.5
+    assert lstm.lstm.weight_ih_l0.abs().max() <= limit
+
+
+@pytest.mark.parametrize("arch", ["crnn", "rnn"])
+@pytest.mark.parametrize("n_bins", [20, 200])
+def test_lstms_along_the_bins_start_with_memories_of_half_the_window(arch, n_bins):
+    """The TSS sits mid-window, so the LSTM reading the bins starts with memories of up to n_bins / 2 steps."""
+    torch.manual_seed(0)
+    module = models.get(arch).build(n_bins, 5, {})
+    forget_bias = (module.lstm.lstm.bias_ih_l0 + module.lstm.lstm.bias_hh_l0).detach().double().chunk(4)[1]
+    time_constants = 1.0 / (1.0 - torch.sigmoid(forget_bias))
+    assert time_constants.min() >= 2.0 - 1e-9 and time_constants.max() <= n_bins / 2 + 1e-9
+    assert time_constants.max() > 0.8 * n_bins / 2  # 32 units: the longest lies near the top of the range
+
+
 def test_variational_lstm_gradients_reach_all_weights():
     torch.manual_seed(0)
-    lstm = VariationalLSTM(5, 8, input_dropout=0.3, recurrent_dropout=0.3).train()
+    lstm = VariationalLSTM(5, 8, 12, input_dropout=0.3, recurrent_dropout=0.3).train()
     x = torch.randn(6, 12, 5, requires_grad=True)
     output, last = lstm(x)
     (output.sum() + last.sum()).backward()

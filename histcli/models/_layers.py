@@ -14,6 +14,9 @@ from histcli.errors import HyperparameterError
 class VariationalLSTM(nn.Module):
     """Single-layer LSTM with variational dropout (Gal & Ghahramani 2016).
 
+    ``memory_steps`` is the longest memory the gate biases are initialised for
+    (chrono initialisation, see :meth:`reset_parameters`).
+
     In training mode each sequence draws one dropout mask for its inputs and
     one for the hidden state fed back into the recurrence; both masks stay the
     same at every time step (Keras' ``dropout`` and ``recurrent_dropout``).
@@ -24,24 +27,34 @@ class VariationalLSTM(nn.Module):
     of all steps, (batch, steps, hidden_size), and the last one, (batch, hidden_size).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, input_dropout: float = 0.0, recurrent_dropout: float = 0.0):
+    def __init__(self, input_size: int, hidden_size: int, memory_steps: float, input_dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0):
         super().__init__()
         self.input_dropout = input_dropout
         self.recurrent_dropout = recurrent_dropout
+        self.memory_steps = memory_steps
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Keras' LSTM defaults, which the CRNN paper trained with: Glorot-uniform
-        # input weights, orthogonal recurrent weights, zero biases except the
-        # forget gate's, set to 1 so that the cell keeps its state early in training.
-        hidden = self.lstm.hidden_size
+        # Weights as in Keras, which the CRNN paper trained with: Glorot-uniform
+        # input weights, orthogonal recurrent weights.
         nn.init.xavier_uniform_(self.lstm.weight_ih_l0)
         nn.init.orthogonal_(self.lstm.weight_hh_l0)
+        # Gate biases by chrono initialisation (Tallec & Ollivier 2018), not Keras'
+        # forget bias of 1: each unit's forget bias is log(u), u uniform on
+        # [1, memory_steps - 1], its input bias -log(u), so at the start units keep
+        # their state for 2 to ``memory_steps`` steps (time constant 1 + u). With a
+        # forget bias of 1 every unit forgets within about 4 steps: on Cell1's 200
+        # bins, read to 100 bins past the TSS, the CRNN's mean validation AUC over
+        # seeds 0-2 was 0.8909 against 0.9051, the RNN's 0.8480 against 0.8994.
+        hidden = self.lstm.hidden_size
+        forget = torch.empty(hidden).uniform_(1.0, max(1.0, self.memory_steps - 1.0)).log_()
         with torch.no_grad():
             self.lstm.bias_ih_l0.zero_()
             self.lstm.bias_hh_l0.zero_()
-            self.lstm.bias_ih_l0[hidden : 2 * hidden] = 1.0
+            self.lstm.bias_ih_l0[:hidden] = -forget
+            self.lstm.bias_ih_l0[hidden : 2 * hidden] = forget
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.training or (self.input_dropout == 0 and self.recurrent_dropout == 0):
@@ -81,6 +94,13 @@ class VariationalLSTM(nn.Module):
             h = output_gate.sigmoid() * c.tanh()
             outputs.append(h)
         return torch.stack(outputs, 1), h
+
+
+def memory_steps(n_bins: int) -> float:
+    """The memory an LSTM along the bins starts with: half the bins, the distance from the TSS, mid-window,
+    to the last step. (Chrono over all 20 bins of E116 lowered the CRNN's validation AUC, 0.9217 against
+    0.9287 for seed 0; over half of them it was 0.9276.)"""
+    return n_bins / 2
 
 
 def dropout_mask(shape: tuple[int, ...], rate: float, like: torch.Tensor) -> torch.Tensor | None:

@@ -12,12 +12,14 @@ from histcli.models._layers import (
     convolutions,
     dense_head,
     keras_init,
+    memory_steps,
 )
 
 
 class ConvolutionalRecurrentNetwork(nn.Module):
     def __init__(
         self,
+        n_bins: int,
         n_marks: int,
         maps: tuple[int, ...],
         kernel: tuple[int, int],
@@ -30,7 +32,7 @@ class ConvolutionalRecurrentNetwork(nn.Module):
         super().__init__()
         self.convolutions = convolutions(maps, kernel, dropout)
         channels = maps[-1] if maps else 1
-        self.lstm = VariationalLSTM(channels * n_marks, units, input_dropout, recurrent_dropout)
+        self.lstm = VariationalLSTM(channels * n_marks, units, memory_steps(n_bins), input_dropout, recurrent_dropout)
         self.head = dense_head(units, dense, dropout)
         keras_init(self)
 
@@ -64,4 +66,4 @@ class Crnn(Architecture):
         check_image_kernel(self.name, hparams["kernel"])
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
-        return ConvolutionalRecurrentNetwork(n_marks, **hparams)
+        return ConvolutionalRecurrentNetwork(n_bins, n_marks, **hparams)

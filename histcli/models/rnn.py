@@ -6,15 +6,16 @@ import torch
 from torch import nn
 
 from histcli.models import Architecture, register
-from histcli.models._layers import VariationalLSTM, dense_head, keras_init
+from histcli.models._layers import VariationalLSTM, dense_head, keras_init, memory_steps
 
 
 class RecurrentNetwork(nn.Module):
     def __init__(
-        self, n_marks: int, units: int, dense: tuple[int, ...], dropout: float, input_dropout: float, recurrent_dropout: float
+        self, n_bins: int, n_marks: int, units: int, dense: tuple[int, ...], dropout: float, input_dropout: float,
+        recurrent_dropout: float
     ):
         super().__init__()
-        self.lstm = VariationalLSTM(n_marks, units, input_dropout, recurrent_dropout)
+        self.lstm = VariationalLSTM(n_marks, units, memory_steps(n_bins), input_dropout, recurrent_dropout)
         self.head = dense_head(units, dense, dropout)
         keras_init(self)
 
@@ -35,4 +36,4 @@ class Rnn(Architecture):
     training = {**Architecture.training, "clip_norm": 1.0}
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
-        return RecurrentNetwork(n_marks, **hparams)
+        return RecurrentNetwork(n_bins, n_marks, **hparams)
