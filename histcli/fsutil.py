@@ -87,7 +87,7 @@ def check_output_path(path: Path, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise InputError(path, f"is a folder, expected the name of {what} to write")
-    if path.exists() and not path.is_file():  # a device or pipe (/dev/stdout, a FIFO): written directly
+    if written_directly(path):
         if not os.access(path, os.W_OK):
             raise InputError(path, f"cannot write {what}: permission denied")
         return
@@ -100,6 +100,12 @@ def check_output_path(path: Path, what: str) -> None:
         raise InputError(path, f"cannot write {what}: permission denied")
 
 
+def written_directly(path: Path) -> bool:
+    """Whether an output path holds something other than a file (a device or pipe: /dev/stdout, a FIFO), which is
+    written in place, not replaced (check_output_path refuses a folder before this)."""
+    return path.exists() and not path.is_file()
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path):
     """Yield a temporary path beside ``final``; on success it replaces ``final`` atomically.
@@ -108,7 +114,7 @@ def atomic_path(final: Path):
     yielded itself, to be written directly: nothing there can be replaced atomically, and a rename would put a
     plain file in the device's place."""
     final = Path(final)
-    if final.exists() and not final.is_file():
+    if written_directly(final):
         yield final
         return
     final = Path(os.path.realpath(final))
