@@ -45,6 +45,11 @@ def field_value_columns() -> list[Column]:
     return [Column("field", justify="left"), Column("value", justify="left", fold=True)]
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless the count is 1: "1 epoch", "3 trained trials"."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 

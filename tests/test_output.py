@@ -235,3 +235,9 @@ def test_compare_summary_breaks_lines_between_phrases_only(monkeypatch, width):
                    f"{pair.summary.mean_b:.4f}", "rank-biserial r = -0.600"]:
         assert any(phrase in line for line in inside), (phrase, inside)
     assert inside[0].startswith("deepchrome-long-name > logistic in 3/4 cells")
+
+
+def test_counted_makes_the_noun_plural_unless_the_count_is_one():
+    assert output.counted(1, "epoch") == "1 epoch"
+    assert output.counted(0, "epoch") == "0 epochs"
+    assert output.counted(12, "trained trial") == "12 trained trials"

@@ -110,7 +110,7 @@ def sweep(
     from histcli.cli import console
     from histcli.distributed import import_ray, plan_sweep, run_sweep
     from histcli.errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError
-    from histcli.output import render_rows
+    from histcli.output import counted, render_rows
     from histcli.registry import Registry
     from histcli.store import Store
     from histcli.training import settings_for
@@ -162,7 +162,7 @@ def sweep(
     if unconverged:
         logging.getLogger("histcli").warning(
             "%s did not converge (the best epoch within the patience at the cap of epochs); raise --epochs",
-            "1 trained trial" if unconverged == 1 else f"{unconverged} trained trials")
+            counted(unconverged, "trained trial"))
     skipped = sum(outcome.status == "skipped" for outcome in outcomes)
     if skipped:
         console.note(f"{skipped} of {len(outcomes)} trials skipped: their entries exist with the same settings "

@@ -46,10 +46,6 @@ def _architecture_help() -> str:
     return f"Architecture: {', '.join(names())}."
 
 
-def epochs_text(count: int) -> str:
-    return f"{count} epoch" + ("" if count == 1 else "s")
-
-
 def parse_params(values: list[str]) -> dict[str, str]:
     from histcli.errors import UsageError
 
@@ -131,7 +127,7 @@ def train(
     save it in the registry."""
     from histcli.cli import console
     from histcli.errors import EXIT_INTERRUPTED, HistcliError, UsageError, describe
-    from histcli.output import render_rows
+    from histcli.output import counted, render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
     from histcli.training import (
@@ -221,7 +217,7 @@ def train(
                             logging.getLogger("histcli").warning(
                                 "%s %s%s did not converge: it reached the cap of %s with its best epoch (%d) "
                                 "within the last %d (the patience); raise --epochs", model_name, cell, which,
-                                epochs_text(member.epochs_run), member.best_epoch, member.settings.patience)
+                                counted(member.epochs_run, "epoch"), member.best_epoch, member.settings.patience)
                 if result.interrupted:
                     interrupted = True
                     if entry is not None and len(seed_list) > 1:
