@@ -232,11 +232,14 @@ def expected_config(trial: Trial, n_train: int, fingerprint: str, mirror: bool,
                     expression_sha256: str | None = None) -> dict:
     """The parts of an entry's config that decide its training, as this trial would write them
     (``expression_sha256``: the cell's expression values, which a regression trial learns from)."""
+    from histcli import models
     from histcli.training import resolve_budget
 
     settings = resolve_budget(dataclasses.replace(trial.settings, mirror=mirror), n_train)
     return _json({"task": _task_choice(settings.task),
-                  "architecture": settings.architecture, "hyperparameters": settings.hyperparameters,
+                  "architecture": settings.architecture,
+                  "architecture_revision": models.get(settings.architecture).revision,
+                  "hyperparameters": settings.hyperparameters,
                   "training": settings.as_config(), "transform": settings.transform, "mirror": settings.mirror,
                   "fingerprint": fingerprint,
                   "expression": expression_sha256 if settings.task.uses_expression else None})
@@ -246,6 +249,8 @@ def config_of_entry(entry) -> dict:
     """What decides a stored entry's training, in the shape of the planned trial's."""
     config = entry.config
     return {"task": _task_choice(entry.task), "architecture": config["architecture"],
+            # entries written before revisions were recorded hold revision 1 of their architecture
+            "architecture_revision": config.get("architecture_revision", 1),
             "hyperparameters": config["hyperparameters"],
             "training": config["training"], "transform": entry.input.transform, "mirror": entry.input.mirror,
             "fingerprint": entry.data.fingerprint, "expression": entry.data.expression_sha256}

@@ -462,6 +462,7 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
     """
     from datetime import datetime, timezone
 
+    from histcli import models
     from histcli.registry import DataSpec, InputSpec
 
     settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell.name}"))
@@ -490,6 +491,7 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
     config = {
         "task": task.config(),
         "architecture": settings.architecture,
+        "architecture_revision": models.get(settings.architecture).revision,
         "hyperparameters": settings.hyperparameters,
         "training": training_config,
         "input": InputSpec(

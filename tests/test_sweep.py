@@ -417,6 +417,40 @@ def test_resuming_a_sweep_retrains_nothing_on_changed_expression_values(cells, t
     assert error.value.differs == ("expression",)
 
 
+def test_resuming_a_sweep_does_not_take_an_older_revision_of_an_architecture_for_a_finished_trial(cells, tmp_path):
+    """crnn's chrono-initialised gates (revision 2) train another model than an older histcli's crnn from the
+    same settings: an entry without a recorded revision (written before revisions were) is a clash named
+    'architecture_revision'. The logistic model never changed (revision 1): its old entry is still skipped."""
+    from histcli.distributed import check_existing
+    from histcli.errors import ModelExistsError
+    from histcli.registry import Registry
+    from histcli.training import settings_for
+
+    models = tmp_path / "models"
+
+    def make_settings(arch, overrides, seed):
+        return settings_for(arch, overrides=overrides, seed=seed, device="cpu", threads=1, max_epochs=2)
+
+    store, registry = Store(cells), Registry(models)
+    for arch, revision in (("logistic", 1), ("crnn", 2)):
+        trained = run_cli("train", "--cell", "sim01", "--arch", arch, "--epochs", 2, "--threads", 1,
+                          "--device", "cpu", "-q", env=_env(cells, models))
+        assert trained.code == 0, trained.stderr
+        config_path = models / arch / "sim01" / "config.json"
+        config = json.loads(config_path.read_text())
+        assert config["architecture_revision"] == revision
+        trials = plan_sweep(["sim01"], [arch], [0], [], None, make_settings)
+        assert check_existing(trials, store, registry, overwrite=False, mirror="auto")[0] == {0}
+        del config["architecture_revision"]
+        config_path.write_text(json.dumps(config))
+        if revision == 1:
+            assert check_existing(trials, store, registry, overwrite=False, mirror="auto")[0] == {0}
+        else:
+            with pytest.raises(ModelExistsError) as error:
+                check_existing(trials, store, registry, overwrite=False, mirror="auto")
+            assert error.value.differs == ("architecture_revision",)
+
+
 @pytest.mark.parametrize("search, option", [("lr=loguniform:1e-3:1e-2", "--lr=0.05"),
                                             ("weight_decay=uniform:0:0.1", "--weight-decay=0.5"),
                                             ("batch_size=choice:16,32", "--batch-size=64"),

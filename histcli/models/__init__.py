@@ -50,6 +50,10 @@ class Architecture:
     }
     #: Name of the transform the trainer applies to read counts before the model.
     transform: str = "log1p"
+    #: Raised when the same hyperparameters and seed start a different model (a new
+    #: initialisation, say), so that a resumed sweep does not take an entry trained by
+    #: an older histcli for the one it would train now. Entries record it.
+    revision: int = 1
 
     def build(self, n_bins: int, n_marks: int, hparams: dict) -> torch.nn.Module:
         """Return a fresh module mapping (batch, n_bins, n_marks) inputs to (batch,) logits.

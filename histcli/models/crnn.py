@@ -61,6 +61,7 @@ class Crnn(Architecture):
     # No gradient clipping, unlike rnn and attentivechrome: it lowered the CRNN's
     # validation AUC on Cell1 (0.8845 against 0.8994) and left E116's unchanged.
     training = {**Architecture.training, "clip_norm": 0.0}
+    revision = 2  # 2: chrono-initialised LSTM gate biases (VariationalLSTM)
 
     def check_hyperparameters(self, hparams: dict) -> None:
         check_image_kernel(self.name, hparams["kernel"])

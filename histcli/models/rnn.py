@@ -34,6 +34,7 @@ class Rnn(Architecture):
     hyperparameters = {"units": 32, "dense": (100, 20), "dropout": 0.5, "input_dropout": 0.0, "recurrent_dropout": 0.5}
     # Clipped gradients keep the LSTM's rare large steps from undoing what it has learnt.
     training = {**Architecture.training, "clip_norm": 1.0}
+    revision = 2  # 2: chrono-initialised LSTM gate biases (VariationalLSTM)
 
     def make_module(self, n_bins: int, n_marks: int, hparams: dict) -> nn.Module:
         return RecurrentNetwork(n_bins, n_marks, **hparams)
