@@ -19,7 +19,7 @@ from histcli.fsutil import atomic_path
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
 from histcli.store import CellData, Store, orientation_unknown
-from histcli.tasks import TASK_NAMES
+from histcli.tasks import TASK_NAMES, every_task
 
 log = logging.getLogger("histcli")
 
@@ -281,7 +281,7 @@ def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, 
     if on_cell is None:
         check_cells_stored(store, entries)
     rows = []
-    columns = metric_columns([entry.task for entry in entries])
+    columns = metric_columns(every_task())
     for entry in entries:
         interrupt.check()
         predictions = predictions_for(entry, store, on_cell or entry.cell, split, device=device,
@@ -327,3 +327,9 @@ def model_summaries(rows: list[dict], tasks) -> list[dict]:
             merged["n_cells"] = max(merged["n_cells"], summary["n_cells"])
             merged.update({f"{statistic}_{metric}": summary[f"{statistic}_{metric}"] for statistic in statistics})
     return list(by_model.values())
+
+
+def evaluation_payload(rows: list[dict]) -> dict:
+    """What ``evaluate -f json`` prints (and the report embeds): the rows and the summary per model, with every
+    task's keys whichever models were evaluated."""
+    return {"rows": rows, "summary": model_summaries(rows, every_task())}

@@ -645,7 +645,7 @@ SCRIPT = r"""
 def render(inputs: ReportInputs, plotly_js: str) -> str:
     """The page: plotly.js once, the figures' JSON, the tables as HTML."""
     from histcli.comparison import CELL_TESTS, METRIC_LABELS, json_payload, pair_payload
-    from histcli.evaluation import model_summaries
+    from histcli.evaluation import evaluation_payload
     from histcli.output import clean
 
     figures = scatter_figures(inputs)
@@ -658,9 +658,7 @@ def render(inputs: ReportInputs, plotly_js: str) -> str:
     payload = {"figures": figures, "by_cell": by_cell, "models": inputs.models, "cells": inputs.cells}
     data = json.dumps(clean(payload), separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     # The numbers as `evaluate -f json` and `compare -f json` give them, for anyone who reads the page's source.
-    tasks = list({entry.task.name: entry.task for by_cell in inputs.entries.values()
-                  for entry in by_cell.values()}.values())
-    numbers = {"evaluate": {"rows": inputs.rows, "summary": model_summaries(inputs.rows, tasks)},
+    numbers = {"evaluate": evaluation_payload(inputs.rows),
                "compare": json_payload(inputs.comparison) if inputs.comparison is not None else None}
     numbers_text = json.dumps(clean(numbers), indent=1, allow_nan=False).replace("</", "<\\/")
     default_cell, first_shown = inputs.cells[0], ""

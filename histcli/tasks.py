@@ -235,6 +235,12 @@ def make_task(name: str, target: str | None = None) -> Task:
     raise ChoiceError("task", name, TASK_NAMES)
 
 
+def every_task() -> list[Task]:
+    """One task of each kind, in TASK_NAMES' order: what machine formats carry the columns of, so that a
+    table's columns do not depend on the models in it."""
+    return [make_task(name) for name in TASK_NAMES]
+
+
 def task_from_config(config: dict) -> Task:
     """The task of a registry entry; entries from before tasks existed are classifiers."""
     task = config.get("task") or {"name": "classification"}

@@ -65,10 +65,15 @@ def test_metrics_match_an_independent_computation(workspace):
 def test_table_tsv_and_csv_carry_the_same_fields(workspace):
     tsv = parse_tsv(workspace.run("evaluate", "logistic", "-f", "tsv", "-q").stdout)
     rows = list(csv.DictReader(io.StringIO(workspace.run("evaluate", "logistic", "-f", "csv", "-q").stdout)))
-    # Columns keep their places (scripts cut by position); task comes last.
+    # Columns keep their places (scripts cut by position), a classifier's table has the regression columns too
+    # (empty), so that tables of classifiers and regressors stack; task comes last.
     assert list(tsv[0]) == ["model", "cell", "trained_on", "split", "n", "positives", "auc", "auprc", "accuracy",
-                            "task"]
+                            "pearson", "spearman", "r2", "rmse", "task"]
+    assert {row[key] for row in tsv for key in ("pearson", "spearman", "r2", "rmse")} == {"NA"}
     assert tsv == rows
+    summary = parse_tsv(workspace.run("evaluate", "logistic", "--summary", "-f", "tsv", "-q").stdout)
+    assert list(summary[0]) == ["model", "n_cells", "mean_auc", "median_auc", "min_auc", "max_auc", "mean_auprc",
+                                "mean_pearson", "median_pearson", "min_pearson", "max_pearson"]
     table = workspace.run("evaluate", "logistic", "-f", "table", "-q").stdout
     # The summary is its own table: one row per model, a column per statistic.
     for label in ("AUC mean", "AUC median", "AUC min", "AUC max", "AUPRC mean"):

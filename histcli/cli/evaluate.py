@@ -108,11 +108,12 @@ def evaluate(
     rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
     from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
-    from histcli.evaluation import evaluation_rows, metric_columns, model_summaries
+    from histcli.evaluation import evaluation_payload, evaluation_rows, metric_columns
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
     from histcli.splits import check_split_choice, split_genes
     from histcli.store import Store
+    from histcli.tasks import every_task
 
     console.setup(quiet)
     check_split_choice(split)
@@ -124,16 +125,17 @@ def evaluate(
         rows = evaluation_rows(entries, store, split, on_cell=on_cell,
                                threshold=DEFAULT_THRESHOLD if threshold is None else threshold, device=device.value,
                                allow_changed=allow_changed_data, on_entry=lambda: bar.advance(task))
-    tasks = list({entry.task.name: entry.task for entry in entries}.values())
-    metrics = metric_columns(tasks)
-    summaries = model_summaries(rows, tasks)
+    # Machine formats carry every task's columns, whichever models are evaluated.
+    payload = evaluation_payload(rows)
+    summaries = payload["summary"]
     fmt = resolve_format(output_format.value)
     if summary and fmt in ("tsv", "csv"):
-        render_rows(summaries, summary_columns(tasks), fmt)
+        render_rows(summaries, summary_columns(every_task()), fmt)
         return
     if fmt != "table":
-        render_rows(rows, evaluate_columns(metrics), fmt, json_payload={"rows": rows, "summary": summaries})
+        render_rows(rows, evaluate_columns(metric_columns(every_task())), fmt, json_payload=payload)
         return
+    tasks = list({entry.task.name: entry.task for entry in entries}.values())
     # A terminal: per task, the cells, then the summary over cells; each fits 80 columns.
     for task_rows, columns in people_tables(rows, entries):
         task = next(t for t in tasks if t.name == task_rows[0]["task"])
