@@ -56,6 +56,7 @@ import numpy as np
 
 from histcli.errors import ChoiceError, EmptySplitError, InputError, MissingExtraError, SettingError
 from histcli.registry import Entry
+from histcli.sources.common import read_bytes, text_lines, utf8_text
 from histcli.splits import split_genes
 from histcli.store import CellData
 
@@ -103,12 +104,12 @@ def read_gene_list(source: str, stream: TextIO | None = None) -> list[str]:
 
     shown = "<stdin>" if source == "-" else source
     if source == "-":
-        lines = (stream or sys.stdin).read().splitlines()
+        lines = text_lines((stream or sys.stdin).read(), shown)
     else:
         path = Path(source)
         if not path.is_file():
             raise InputError(shown, "is a folder, expected a file of gene ids" if path.is_dir() else "no such file")
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = text_lines(utf8_text(path, read_bytes(path)), shown)
     genes: list[str] = []
     first_line: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):

@@ -29,8 +29,8 @@ from histcli.errors import InputError, StdoutClosed
 from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.registry import Entry
-from histcli.sources.common import COUNT_OVERFLOW, is_gzip, not_utf8
-from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, read_chunks
+from histcli.sources.common import COUNT_OVERFLOW, not_utf8
+from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, open_lines, read_chunks
 from histcli.transforms import apply_transform
 
 log = logging.getLogger("histcli")
@@ -184,7 +184,7 @@ def _header(path: Path, shown: str) -> list[str]:
     if path.stat().st_size == 0:
         raise InputError(shown, "empty file, expected a header line")
     try:
-        with _open_text(path, shown) as handle:
+        with open_lines(path, shown=shown) as handle:
             line = handle.readline()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
@@ -259,7 +259,7 @@ class _DuplicateCheck:
         first, second = sorted((first, second))
         wanted = {first, second}
         texts = {}
-        with _open_text(self.path) as handle:
+        with open_lines(self.path) as handle:
             for number, text in enumerate(handle, start=1):
                 if number in wanted:
                     texts[number] = text.split("\t", 1)[0]
@@ -267,15 +267,6 @@ class _DuplicateCheck:
                         break
         if texts.get(first) == texts.get(second):
             raise InputError(self.shown, f"gene {texts[second]} appears again (first at line {first})", line=second)
-
-
-def _open_text(path: Path, shown: str | None = None):
-    import gzip
-
-    # Bytes that are not UTF-8 come through escaped, for not_utf8 to name (the data lines' reader does too).
-    if is_gzip(path, shown):
-        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape")
-    return open(path, encoding="utf-8", errors="surrogateescape")
 
 
 def predict_table(predictor: Predictor, source: str, writer: PredictionWriter,

@@ -40,7 +40,7 @@ ODD_TEXT = BAD_COUNTS + ["1e30", "99999999999999999999999", "007", " 5", "\x00",
 
 BENIGN = ("bom", "crlf")
 LINE_MUTATIONS = ("drop_field", "add_field", "replace_field", "blank_line", "duplicate_line", "truncate",
-                  "binary")
+                  "binary", "stray_cr")
 
 # HISTCLI_FUZZ_SCALE=20 runs 20 times as many examples, for a deeper search than the suite's.
 _SCALE = int(os.environ.get("HISTCLI_FUZZ_SCALE", "1"))
@@ -63,9 +63,6 @@ class Layout:
     valid: Callable  # draw -> list of lines
     parse: Callable  # path -> result (raises InputError)
     check: Callable  # (result, lines) -> asserts the result is what a plain reading of the lines gives
-    # Whether the parser splits lines like str.splitlines (also at \x0b, \x1c, \u2028 ...)
-    # rather than only at \n, \r\n and \r like pandas and Python's files.
-    splitlines: bool = False
 
 
 def _counts(draw, n: int) -> list[str]:
@@ -281,7 +278,10 @@ def _expression_parse(path: Path):
 def _expression_expected(lines):
     values, first = {}, True
     for line in _read_lines(lines, skip=lambda line: line.split()[0].startswith("#")):
-        gene, value = line.split() if len(line.split()) > 1 else line.split(",")
+        if "\t\t" in line or line.startswith("\t"):  # an empty field keeps its column: "\tvalue" is a header
+            gene, value = (field.strip() for field in line.split("\t"))
+        else:
+            gene, value = line.split() if len(line.split()) > 1 else line.split(",")
         number = _number(value) if _NUMBER.fullmatch(value) and value.isascii() else math.nan
         if math.isfinite(number):
             # Genes are matched by the Ensembl id inside the name.
@@ -384,10 +384,9 @@ LAYOUTS = {
                _deepdiff_valid, _deepdiff_parse, _deepdiff_check),
         Layout("bedgraph", "t.bedGraph", "\t", True, [1, 2, 3], BAD_COUNTS, True,
                _bedgraph_valid, _bedgraph_parse, _bedgraph_check),
-        Layout("bed", "genes.bed", "\t", False, [1, 2], BAD_COUNTS, False, _bed_valid, _bed_parse, _bed_check,
-               splitlines=True),
+        Layout("bed", "genes.bed", "\t", False, [1, 2], BAD_COUNTS, False, _bed_valid, _bed_parse, _bed_check),
         Layout("expression", "expr.tsv", "\t", True, [1], NOT_EXPRESSION, True,
-               _expression_valid, _expression_parse, _expression_check, splitlines=True),
+               _expression_valid, _expression_parse, _expression_check),
         Layout("predict-long", "long.tsv", "\t", True, [1, 2, 3], BAD_COUNTS, True,
                _long_valid, _predict, _model_input_check(_long_expected)),
         Layout("predict-wide", "wide.tsv", "\t", True, [1, 2, 3, 4, 5, 6], BAD_COUNTS, True,
@@ -456,6 +455,9 @@ def mutated(draw, layout: Layout):
             lines.insert(index, draw(st.sampled_from(["", " ", "\t"])))
         elif kind == "duplicate_line" and lines:
             lines.insert(index, lines[index])
+        elif kind == "stray_cr" and lines:
+            at = draw(st.integers(0, len(lines[index])))
+            lines[index] = lines[index][:at] + "\r" + lines[index][at:]
         elif kind == "truncate":
             cut = draw(st.floats(0, 1))
         elif kind == "binary":
@@ -473,9 +475,10 @@ def mutated(draw, layout: Layout):
 def _plain_lines(data: bytes, layout: Layout) -> list[str]:
     """The lines a plain reader sees: UTF-8 (bad bytes replaced), without a BOM, split at line ends."""
     text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
-    if layout.splitlines:
-        return text.splitlines()
-    return re.split(r"\r\n|\r|\n", text.removesuffix("\n").removesuffix("\r"))
+    # Lines end at \n (dropping the \r of \r\n), or at \r in a file without \n: what `sed -n` counts.
+    line_break = "\n" if "\n" in text else "\r"
+    lines = text.removesuffix(line_break).split(line_break)
+    return [line.removesuffix("\r") for line in lines] if line_break == "\n" else lines
 
 
 def _parse_in(folder: str, layout: Layout, data: bytes):

@@ -135,6 +135,12 @@ BAD_LONG = {
                            + lines[41:], "line 22", "field gene_id", "empty gene id"),
     "gene id with a space": (lambda lines: lines[:24] + [lines[24].replace("\t", " \t", 1)] + lines[25:], "line 25",
                              "field gene_id", "gene id has leading or trailing spaces"),
+    # A stray \r does not end a line (as it would in pandas' and Python's universal newlines): lines keep the
+    # numbers `sed -n` gives them, and the field holding it is named.
+    "carriage return inside the header": (lambda lines: [lines[0].replace("H3K9me3", "H3K9\rme3")] + lines[1:],
+                                          "line 1", "unknown mark name 'H3K9\\rme3'"),
+    "carriage return inside a gene id": (lambda lines: lines[:30] + [lines[30][:1] + "\r" + lines[30][1:]] + lines[31:],
+                                         "line 31", "field gene_id", "holds a control character"),
     "rows sorted by bin": (lambda lines: lines[:1] + sorted(lines[1:], key=lambda line: int(line.split("\t")[1])),
                            "line 5", "appears again (first at line 2)", "the rows of a gene must be consecutive"),
 }
@@ -148,6 +154,16 @@ def test_bad_long_input_names_the_line(workspace, genes, tmp_path, case):
     path = tmp_path / "bad.tsv"
     path.write_text("\n".join(breaker(lines)) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path), *fragments)
+
+
+@pytest.mark.parametrize("line_break", ["\r\n", "\r"])
+def test_windows_and_old_mac_line_breaks_give_the_same_predictions(workspace, genes, tmp_path, line_break):
+    gene_ids, counts = genes
+    plain = write_long(tmp_path / "plain.tsv", gene_ids[:5], counts[:5])
+    other = tmp_path / "other.tsv"
+    other.write_bytes(plain.read_bytes().replace(b"\n", line_break.encode()))
+    wanted = predicted(workspace.run("predict", "logistic", plain, "--cell", "sim01", "-q"))
+    assert predicted(workspace.run("predict", "logistic", other, "--cell", "sim01", "-q")) == wanted
 
 
 def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):

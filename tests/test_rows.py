@@ -205,3 +205,54 @@ def test_a_quote_left_open_is_named_at_its_line(tmp_path, closed_at):
     with pytest.raises(InputError, match=r"train\.csv, line 6, field gene_id: a double quote opens a field that "
                                          r"does not close on its line"):
         read_cell("c", _cell_files(tmp_path, lines))
+
+
+@pytest.mark.parametrize("text, lines", [
+    ("a\nb\r\nc", ["a", "b", "c"]),
+    ("a\nb\n\n", ["a", "b", ""]),  # the blank line is a line; the break at the end is not one
+    ("a\rb\r", ["a", "b"]),  # an old Mac file: \r alone ends lines when no \n does
+    ("a\rb\nc\r\n", ["a\rb", "c"]),  # a stray \r inside a line of a \n file stays in it
+    ("a\x0cb\u2028c\x1dd\n", ["a\x0cb\u2028c\x1dd"]),  # str.splitlines would make four lines of it
+    ("", []),
+])
+def test_text_lines_end_where_sed_sees_them_end(text, lines):
+    from histcli.sources.common import text_lines
+
+    assert text_lines(text) == lines
+
+
+def test_text_lines_of_a_file_refuse_a_control_character_inside_a_line(tmp_path):
+    from histcli.sources.common import text_lines
+
+    assert text_lines("g1\t5\r\ng2\t6\r\n", tmp_path / "t.tsv") == ["g1\t5", "g2\t6"]
+    with pytest.raises(InputError) as caught:
+        text_lines("g1\t5\ng\r2\t6\n", tmp_path / "t.tsv")
+    assert str(caught.value).startswith(f"{tmp_path / 't.tsv'}, line 2: control character '\\r' inside the line")
+
+
+@pytest.mark.parametrize("ending, expected", [(b"\n", "\n"), (b"\r\n", "\n"), (b"\r", "\r")])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_rows_are_read_at_the_files_own_line_breaks(tmp_path, ending, expected, gzipped):
+    """Lines end at \\n (or \\r\\n), or at \\r in a file without \\n; a stray \\r inside a line does not end it,
+    so the lines after it keep the numbers `sed -n` gives them, and a gene id holding it is named."""
+    from histcli.sources.common import file_line_break
+
+    files = _cell_files(tmp_path, _lines(1))
+    lines = _lines(30)
+    files["train"] = path = tmp_path / ("train.csv.gz" if gzipped else "train.csv")
+
+    def write(lines):
+        data = ending.join(line.encode() for line in lines) + ending
+        path.write_bytes(gzip.compress(data) if gzipped else data)
+
+    write(lines)
+    assert file_line_break(path) == expected
+    assert _read_all(path, chunk_rows=7)[1]["m4"] == [g % 7 for g in range(30) for _ in range(4)]
+    counts = np.concatenate(read_cell("c", files).counts)
+    np.testing.assert_array_equal(counts[10], [[10, 2 * b, 0, 1, 3] for b in range(1, 5)])
+    if ending != b"\r":
+        lines[40] = "g\r" + lines[40][1:]  # line 41, the first row of gene g10
+        write(lines)
+        with pytest.raises(InputError) as caught:
+            read_cell("c", files)
+        assert str(caught.value) == (f"{path}, line 41, field gene_id: gene id 'g\\r10' holds a control character")

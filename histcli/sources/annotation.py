@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from histcli.errors import InputError
-from histcli.sources.common import MAX_POSITION, ensembl_id, parse_integer, read_bytes, utf8_text
+from histcli.sources.common import MAX_POSITION, ensembl_id, parse_integer, read_bytes, text_lines, utf8_text
 
 _SKIPPED_PREFIXES = ("#", "track", "browser")
 _GTF_ATTRIBUTE = re.compile(r'(\w+)\s+"([^"]*)"')
@@ -126,7 +126,7 @@ def style_examples(names, shown: int = 3) -> str:
 def read_genes(path: Path) -> GeneTable:
     """Read a BED, GTF or GFF3 gene annotation (see the module docstring for the rules)."""
     path = Path(path)
-    lines = utf8_text(path, read_bytes(path)).splitlines()
+    lines = text_lines(utf8_text(path, read_bytes(path)), path)
     records = {"gtf": _gtf_records, "gff3": _gff3_records, "bed": _bed_records}[_format(path, lines)](path, lines)
     if not records:
         raise InputError(path, "no genes found (expected BED, GTF or GFF3 gene records)")

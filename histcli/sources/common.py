@@ -65,6 +65,45 @@ def not_utf8(path: Path, text: str, line: int) -> InputError | None:
                             f"{escaped.start() + 1}); save the file as UTF-8", line=line)
 
 
+def text_lines(text: str, path=None) -> list[str]:
+    """The lines of a file's text, as ``file_line_break`` and the streaming readers count them: split at
+    "\n" (a "\r\n" line loses its "\r"), or at "\r" in a file without any "\n" (old Mac files). Unlike
+    str.splitlines, a stray "\r", form feed or U+2028 does not end a line, so a line's number is the one
+    ``sed -n`` shows. With ``path``, such a control character inside a line is an InputError naming it: it
+    would otherwise end up inside a gene or chromosome name."""
+    if not text:
+        return []
+    lines = text.split("\n" if "\n" in text else "\r")
+    if lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if path is not None:
+        for number, line in enumerate(lines, start=1):
+            error = control_character(path, line, number)
+            if error is not None:
+                raise error
+    return lines
+
+
+def control_character(path: Path, line: str, number: int) -> InputError | None:
+    """An InputError naming a control character other than tab inside a line of text (see ``text_lines``)."""
+    if line.isprintable() or line.replace("\t", "").isprintable():
+        return None
+    character = next(c for c in line if not c.isprintable() and c != "\t")
+    return InputError(path, f"control character {character!r} inside the line, expected text fields "
+                            "(a stray carriage return, or binary data?)", line=number)
+
+
+def file_line_break(path: Path) -> str:
+    """What ends the lines of a (possibly gzip-compressed) text file, for readers that stream it: "\n" (also
+    for "\r\n" files, whose "\r" is whitespace to a number and trailing text to a header) if its first MiB
+    holds one, else "\r" if it holds that, else "\n". See ``text_lines``."""
+    opener = gzip.open if is_gzip(path) else open
+    with opener(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    return "\n" if b"\n" in head or b"\r" not in head else "\r"
+
+
 def utf8_text(path: Path, data: bytes) -> str:
     """``data``, the bytes of ``path``, as text; bytes that are not UTF-8 are an InputError naming the first line
     holding one (replacing them would turn a damaged gene id into another gene)."""
@@ -72,7 +111,7 @@ def utf8_text(path: Path, data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass  # the error path: find the line
-    lines = enumerate(data.decode("utf-8", errors="surrogateescape").splitlines(), start=1)
+    lines = enumerate(text_lines(data.decode("utf-8", errors="surrogateescape")), start=1)
     raise next(error for error in (not_utf8(path, text, number) for number, text in lines) if error is not None)
 
 

@@ -46,6 +46,7 @@ from histcli.sources.common import (
     labels_from_expression,
     parse_number,
     read_file_bytes,
+    text_lines,
     utf8_text,
 )
 from histcli.store import CellData, SourceFile
@@ -88,9 +89,9 @@ def _fields(line: str) -> list[str]:
     return fields
 
 
-def _content_lines(text: str) -> Iterator[tuple[int, list[str]]]:
+def _content_lines(lines: list[str]) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every line that is neither blank nor a comment."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         fields = _fields(line)
@@ -191,12 +192,12 @@ class ExpressionFile:
         return read_file_bytes(self.path)
 
     @cached_property
-    def _text(self) -> str:
-        return utf8_text(self.path, decoded_bytes(self.path, self._raw))
+    def _lines(self) -> list[str]:
+        return text_lines(utf8_text(self.path, decoded_bytes(self.path, self._raw)), self.path)
 
     @cached_property
     def _first(self) -> tuple[int, list[str]]:
-        return _first_line(self.path, _content_lines(self._text))
+        return _first_line(self.path, _content_lines(self._lines))
 
     @cached_property
     def source(self) -> SourceFile:
@@ -250,7 +251,7 @@ class ExpressionFile:
     def _read_at_once(self, wanted: list[str | None]) -> dict[str | None, ExpressionTable | None]:
         """The ``wanted`` columns from one pass over the file, converted a column at a time; None for a
         column that needs :meth:`_read_by_lines` to say what is wrong with it."""
-        lines = (fields for _, fields in _content_lines(self._text))
+        lines = (fields for _, fields in _content_lines(self._lines))
         first = next(lines)
         columns = _matrix_columns(first)
         if columns is None:
@@ -287,7 +288,7 @@ class ExpressionFile:
 
     def _read_by_lines(self, chosen: str | None) -> ExpressionTable:
         """The column read a line at a time, raising at the first line that is wrong."""
-        lines = _content_lines(self._text)
+        lines = _content_lines(self._lines)
         first_number, first = next(lines)
         if chosen is None:
             n_fields, index, field_name = 2, 1, "expression"

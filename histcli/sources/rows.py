@@ -20,6 +20,7 @@ from histcli.errors import InputError, printable
 from histcli.sources.common import (
     COUNT_OVERFLOW,
     CountBlocks,
+    file_line_break,
     is_gzip,
     is_number,
     not_utf8,
@@ -40,18 +41,24 @@ class Field:
 _SPACED_ID = "gene id has leading or trailing spaces"
 
 
+def _id_problem(gene: str) -> str | None:
+    if gene != gene.strip():
+        return _SPACED_ID
+    # A carriage return or other control character is damage (a stray "\r" of a line break, say), and would
+    # break the lines of every table the id is written to.
+    return None if gene.isprintable() else f"gene id {gene!r} holds a control character"
+
+
 def _problem(text: str, field: Field) -> str | None:
     """What is wrong with one field's text, or None."""
     if field.kind == "id":
-        if not text.strip():
-            return "empty gene id"
-        return _SPACED_ID if text != text.strip() else None
+        return "empty gene id" if not text.strip() else _id_problem(text)
     if field.kind == "id_bin":
         gene, sep, bin_text = text.rpartition("_")
         if not sep or not gene.strip():
             return f"{text!r} is not <gene>_<bin>"
-        if gene != gene.strip():
-            return _SPACED_ID
+        if _id_problem(gene) is not None:
+            return _id_problem(gene)
         problem = _problem(bin_text, Field(field.name, "bin"))
         if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
             # parse_number takes "1e2" and " 3"; the bin of a gene_bin field is plain digits.
@@ -114,15 +121,20 @@ def _pointing_out_a_header(error: InputError, text: str, schema: list[Field], se
                                   "remove it", line=error.line, field=error.field)
 
 
-def _open_lines(path: Path):
-    # Bytes that are not UTF-8 come through escaped, for diagnose_line to name (see common.not_utf8).
-    opener = gzip.open if is_gzip(path) else open
-    return opener(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+def open_lines(path: Path, line_break: str | None = None, shown=None):
+    """The file as text, its lines ending at ``line_break`` (default: ``file_line_break``'s), with their ends
+    kept, so that lines are numbered as pandas reads them with that ``lineterminator``. ``shown``: the name
+    errors give the file (default: the path)."""
+    # Bytes that are not UTF-8 come through escaped, for diagnose_line to name (see common.not_utf8); a
+    # byte-order mark is dropped, as pandas drops it.
+    opener = gzip.open if is_gzip(path, shown) else open
+    return opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape",
+                  newline=line_break or file_line_break(path))
 
 
 def first_bad_line(path: Path, schema: list[Field], start: int = 1, sep: str = ",") -> InputError | None:
     """Scan the file for the first invalid line at or after ``start`` (error path only)."""
-    with _open_lines(path) as handle:
+    with open_lines(path) as handle:
         for number, text in enumerate(handle, start=1):
             if number < start:
                 continue
@@ -154,9 +166,11 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
     first_line = skip_lines + 1
     reader = None
     try:
+        # Lines end where `sed` and `wc -l` see them end: pandas' default would also end one at a stray "\r".
+        line_break = file_line_break(path)
         # pandas would take surplus leading fields of the first rows as an index
         # and shift every column silently; the first row is checked exactly instead.
-        with _open_lines(path) as handle:
+        with open_lines(path, line_break) as handle:
             for number, text in enumerate(handle, start=1):
                 if number == first_line:
                     error = diagnose_line(path, text, number, schema, sep)
@@ -176,6 +190,7 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
             chunksize=chunk_rows,
             compression="gzip" if gzipped else None,
             engine="c",
+            lineterminator=line_break,
         )
         for chunk in reader:
             interrupt.check()
@@ -351,9 +366,9 @@ class GeneBlocks:
 
 
 def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
-    """Where a gene id is empty, has blanks around it, or runs over lines (a quote left open);
-    :func:`diagnose_line` says which."""
-    return np.fromiter((not gene or gene.strip() != gene or "\n" in gene or "\r" in gene for gene in gene_ids),
+    """Where a gene id is empty, has blanks around it, or holds a control character (a stray "\r", or a line
+    break inside a quote left open); :func:`diagnose_line` says which."""
+    return np.fromiter((not gene or gene.strip() != gene or not gene.isprintable() for gene in gene_ids),
                        dtype=bool, count=len(gene_ids))
 
 

@@ -78,11 +78,13 @@ from histcli.sources.common import (
     MAX_POSITION,
     CountBlocks,
     ValuesByGene,
+    control_character,
     not_utf8,
     parse_integer,
     parse_number,
     read_bytes,
     reads_inputs_once,
+    text_lines,
     too_large,
     utf8_text,
 )
@@ -200,6 +202,7 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
             header=None,
             comment="#",
             engine="c",
+            lineterminator="\n" if b"\n" in data else "\r",  # text_lines' line breaks, not any "\r"
             dtype={0: object},
             keep_default_na=False,  # "NA" could be a contig; "nan" values must fail below
         )
@@ -222,6 +225,8 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     if (values >= COUNT_OVERFLOW).any():
         return None
     codes, names = pd.factorize(frame[0], sort=False)
+    if not all(str(name).isprintable() for name in names):  # a stray "\r" inside a line, say
+        return None
     order = np.lexsort((starts, codes))
     codes, starts, ends, values = codes[order], starts[order], ends[order], values[order]
     if (starts[1:] < ends[:-1])[codes[1:] == codes[:-1]].any():
@@ -236,10 +241,10 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
 def _bedgraph_problem(path: Path, data: bytes) -> InputError:
     """The first bad line of a bedGraph that the fast parser refused, as an InputError."""
     records = []
-    for number, raw in enumerate(data.decode("utf-8", errors="surrogateescape").splitlines(), start=1):
-        undecodable = not_utf8(path, raw, number)
-        if undecodable is not None:
-            return undecodable
+    for number, raw in enumerate(text_lines(data.decode("utf-8", errors="surrogateescape")), start=1):
+        problem = not_utf8(path, raw, number) or control_character(path, raw, number)
+        if problem is not None:
+            return problem
         fields = raw.split("#", 1)[0].split()
         if not fields:
             continue
@@ -656,7 +661,7 @@ def _read_gene_values(path: Path, *, value_name: str, parse) -> _GeneValues:
     text = utf8_text(path, read_bytes(path))
     table = ValuesByGene(path, value_name)
     header_possible = True
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text_lines(text, path), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
