@@ -20,6 +20,7 @@ from histcli.errors import InputError, printable
 from histcli.sources.common import (
     COUNT_OVERFLOW,
     CountBlocks,
+    control_character,
     file_line_break,
     is_gzip,
     is_number,
@@ -46,7 +47,7 @@ def _id_problem(gene: str) -> str | None:
         return _SPACED_ID
     # A carriage return or other control character is damage (a stray "\r" of a line break, say), and would
     # break the lines of every table the id is written to.
-    return None if gene.isprintable() else f"gene id {gene!r} holds a control character"
+    return None if control_character(gene) is None else f"gene id {gene!r} holds a control character"
 
 
 def _problem(text: str, field: Field) -> str | None:
@@ -368,7 +369,7 @@ class GeneBlocks:
 def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
     """Where a gene id is empty, has blanks around it, or holds a control character (a stray "\r", or a line
     break inside a quote left open); :func:`diagnose_line` says which."""
-    return np.fromiter((not gene or gene.strip() != gene or not gene.isprintable() for gene in gene_ids),
+    return np.fromiter((not gene or gene.strip() != gene or control_character(gene) is not None for gene in gene_ids),
                        dtype=bool, count=len(gene_ids))
 
 

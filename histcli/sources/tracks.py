@@ -79,6 +79,7 @@ from histcli.sources.common import (
     CountBlocks,
     ValuesByGene,
     control_character,
+    control_character_error,
     not_utf8,
     parse_integer,
     parse_number,
@@ -225,7 +226,7 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     if (values >= COUNT_OVERFLOW).any():
         return None
     codes, names = pd.factorize(frame[0], sort=False)
-    if not all(str(name).isprintable() for name in names):  # a stray "\r" inside a line, say
+    if any(control_character(str(name)) for name in names):  # a stray "\r" inside a line, say
         return None
     order = np.lexsort((starts, codes))
     codes, starts, ends, values = codes[order], starts[order], ends[order], values[order]
@@ -242,7 +243,7 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
     """The first bad line of a bedGraph that the fast parser refused, as an InputError."""
     records = []
     for number, raw in enumerate(text_lines(data.decode("utf-8", errors="surrogateescape")), start=1):
-        problem = not_utf8(path, raw, number) or control_character(path, raw, number)
+        problem = not_utf8(path, raw, number) or control_character_error(path, raw, number)
         if problem is not None:
             return problem
         fields = raw.split("#", 1)[0].split()
