@@ -123,6 +123,10 @@ def test_evaluate_summary_columns_keep_their_places_whatever_the_order_of_models
         assert result.stdout.splitlines()[0].split("\t") == expected, names
     alone = reg.run("evaluate", "logistic", "--summary", "-f", "tsv", "-q").stdout.splitlines()[0].split("\t")
     assert alone == expected
+    # The per-cell rows too: a regressor's table and a classifier's have one header, so that they stack.
+    headers = {reg.run("evaluate", name, "-f", "tsv", "-q").stdout.splitlines()[0] for name in ("logistic-reg", "logistic")}
+    assert len(headers) == 1 and headers.pop().split("\t")[6:] == ["auc", "auprc", "accuracy", "pearson", "spearman",
+                                                                   "r2", "rmse", "task"]
 
 
 def test_compare_two_regressors_by_steiger_and_zou(reg):
