@@ -451,10 +451,7 @@ class Store:
         return self._read(lambda handle: self._summary(cell, self._group(handle, cell)))
 
     def summaries(self, cells: Sequence[str] | None = None) -> list[CellSummary]:
-        """Summaries of ``cells`` (default: every cell, sorted by name)."""
-        if not self.exists():
-            return []
-
+        """Summaries of ``cells`` (default: every cell, sorted by name); NoStoreError without a store."""
         def read(handle):
             names = cells
             if names is None:
