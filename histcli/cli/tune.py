@@ -61,7 +61,7 @@ def tune(
     search: Annotated[list[str], typer.Option(
         "--search", "-s", help="KEY=SPEC to search (repeat): loguniform:1e-4:1e-2, uniform:0.1:0.6, "
                                "choice:16,32,64 (choice:100,20|50,10 for tuples), int:1:3. Keys: the "
-                               "architecture's hyperparameters, lr, weight_decay, batch_size.")],
+                               "architecture's hyperparameters, lr, weight_decay, batch_size, clip_norm.")],
     samples: Annotated[int, typer.Option("--samples", min=1, help="Configurations to try.")] = 10,
     scheduler: Annotated[Scheduler, typer.Option(
         "--scheduler", case_sensitive=False, help="asha stops trials that fall behind at rungs of a ninth, a third "
