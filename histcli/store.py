@@ -427,6 +427,9 @@ class Store:
         )
 
     def cell_names(self) -> list[str]:
+        """Stored cells, sorted; none while the store does not exist (a first write creates it). A folder
+        given for the store is an error: no write can create a store there."""
+        self._check_not_folder()
         if not self.exists():
             return []
         with self._open() as handle:

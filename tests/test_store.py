@@ -280,6 +280,10 @@ def test_store_list_names_a_folder_given_for_the_store_as_every_store_command_do
         assert_one_line_error(result, f"store {tmp_path}: is a folder, not a store file", str(tmp_path / "store.h5"))
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "none.h5").summaries()
+    # Choosing every stored cell: not "the store holds no cells".
+    result = run_cli("train", "--all-cells", "--arch", "logistic", "--store", tmp_path)
+    assert_one_line_error(result, f"store {tmp_path}: is a folder, not a store file")
+    assert Store(tmp_path / "none.h5").cell_names() == []
 
 
 def test_store_that_is_not_hdf5_is_reported(tmp_path):
