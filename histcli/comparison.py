@@ -1,7 +1,8 @@
 """Compare models on the same genes: a paired test per cell, paired tests across cells.
 
-For each pair of models and each cell, both models' test predictions (cached
-by ``histcli.evaluation``) are scored on identical genes with one metric:
+For each pair of models and each cell, both models' predictions on the chosen
+split (test by default; cached by ``histcli.evaluation``) are scored on
+identical genes with one metric:
 
 * ``auc`` (any models, regressors by their predicted level): AUCs against the
   high/low labels, their difference with a 95% DeLong confidence interval and
