@@ -340,6 +340,10 @@ GpusPerTrialOption = Annotated[
     typer.Option("--gpus-per-trial", min=0.0, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
                  "above 0 trials train on CUDA.", rich_help_panel="Ray"),
 ]
+RetriesOption = Annotated[
+    int,
+    typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.", rich_help_panel="Ray"),
+]
 
 
 # Probability cut-off of a classifier's yes/no prediction (predict) and accuracy (evaluate).

@@ -30,6 +30,7 @@ from histcli.cli.options import (
     Precision,
     PrecisionOption,
     QuietOption,
+    RetriesOption,
     StoreOption,
     TargetOption,
     TaskName,
@@ -90,8 +91,7 @@ def tune(
         "--max-concurrent", min=1, help="Trials at a time [default: as many as fit]. ASHA's stops depend on the "
                                         "order trials reach its rungs: 1 makes an asha search repeat exactly.",
         rich_help_panel="Ray")] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.",
-                                         rich_help_panel="Ray")] = 2,
+    retries: RetriesOption = 2,
     overwrite: OverwriteOption = False,
     store_path: StoreOption = DEFAULT_STORE,
     models_path: ModelsOption = DEFAULT_MODELS,
