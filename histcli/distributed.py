@@ -89,6 +89,11 @@ def ray_session(address: str | None, purpose: str, tune: bool = False):
         ray.shutdown()
 
 
+def trial_device(gpus_per_trial: float) -> str:
+    """Where sweep's and tune's trials train: on CUDA when each reserves a share of a GPU, else on the CPU."""
+    return "cuda" if gpus_per_trial > 0 else "cpu"
+
+
 def trial_slots(ray, cpus_per_trial: float, gpus_per_trial: float) -> int:
     """How many trials the cluster runs at once; an impossible request is a usage error, not a hang."""
     resources = ray.cluster_resources()

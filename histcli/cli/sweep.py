@@ -108,7 +108,7 @@ def sweep(
     stopped. Ray runs on this machine unless --address (or RAY_ADDRESS) names a cluster.
     """
     from histcli.cli import console
-    from histcli.distributed import import_ray, plan_sweep, run_sweep
+    from histcli.distributed import import_ray, plan_sweep, run_sweep, trial_device
     from histcli.errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError
     from histcli.output import counted, render_rows
     from histcli.registry import Registry
@@ -127,7 +127,7 @@ def sweep(
     for cell in chosen:
         if cell not in known:
             store.load(cell)  # raises the store's message listing the known cells
-    device = "cuda" if gpus_per_trial > 0 else "cpu"
+    device = trial_device(gpus_per_trial)
 
     budget = budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule)

@@ -104,7 +104,7 @@ def tune(
     """
     from histcli.cli import console
     from histcli.cli.train import parse_params
-    from histcli.distributed import import_ray
+    from histcli.distributed import import_ray, trial_device
     from histcli.errors import EXIT_INTERRUPTED
     from histcli.output import render_rows
     from histcli.registry import Registry, check_model_name
@@ -117,7 +117,7 @@ def tune(
     model_name = check_model_name(name or f"{arch}-tuned")
     base = {**budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size,
                              lr=lr, weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
-            "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
+            "device": trial_device(gpus_per_trial), "threads": cpus_per_trial,
             "precision": precision.value}
 
     def searched(trials):
