@@ -500,7 +500,8 @@ class Store:
         if splits is not None:
             unknown = set(splits) - set(SPLITS)
             if unknown:
-                raise StoreError(f"unknown split {sorted(unknown)[0]!r}; expected one of {SPLITS}")
+                raise StoreError(f"store {self.path}: unknown split {sorted(unknown)[0]!r}; expected one of "
+                                 f"{', '.join(SPLITS)}")
         return self._read(lambda handle: self._load(cell, self._group(handle, cell), splits))
 
     def _load(self, cell: str, group, splits: Sequence[str] | None) -> CellData:

@@ -286,6 +286,14 @@ def test_store_list_names_a_folder_given_for_the_store_as_every_store_command_do
     assert Store(tmp_path / "none.h5").cell_names() == []
 
 
+def test_loading_an_unknown_split_names_the_store_and_the_splits(tmp_path):
+    path = tmp_path / "s.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", path, "-q").code == 0
+    with pytest.raises(StoreError) as error:
+        Store(path).load("sim01", splits=["holdout"])
+    assert str(error.value) == f"store {path}: unknown split 'holdout'; expected one of none, train, valid, test"
+
+
 def test_store_that_is_not_hdf5_is_reported(tmp_path):
     path = tmp_path / "s.h5"
     path.write_text("not hdf5")
