@@ -1,7 +1,8 @@
 """Compare models on the same genes: a paired test per cell, paired tests across cells.
 
-For each pair of models and each cell, both models' test predictions (cached
-by ``histcli.evaluation``) are scored on identical genes with one metric:
+For each pair of models and each cell, both models' predictions on the chosen
+split (test by default; cached by ``histcli.evaluation``) are scored on
+identical genes with one metric:
 
 * ``auc`` (any models, regressors by their predicted level): AUCs against the
   high/low labels, their difference with a 95% DeLong confidence interval and
@@ -165,7 +166,8 @@ def _metric_value(predictions: Predictions, metric: str, split: str, notes: list
         return None
     value = (pearson if metric == "pearson" else spearman)(measured, predictions.scores)
     if np.isnan(value):
-        notes.append(f"cell {cell}: {METRIC_LABELS[metric]} undefined (constant values); cell left out of the tests")
+        notes.append(f"cell {cell}: {METRIC_LABELS[metric]} of {predictions.model} undefined (constant values); "
+                     "cell left out of its tests")
         return None
     return value
 
@@ -215,11 +217,9 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         for model in models[1:]:
             _same_genes(first, per_model[model], metric)
         predictions[cell] = per_model
-        # The first model's value says whether the cell is usable (and notes why not); the others then follow.
-        first_value = _metric_value(first, metric, split, notes)
-        values[cell] = {model: first_value if model == models[0] else
-                        None if first_value is None else _metric_value(p, metric, split, [])
-                        for model, p in per_model.items()}
+        # Each model's own value: one model's constant predictions leave the cell out of its pairs only. Notes
+        # the models share (the cell's labels or measured values) are said once, below.
+        values[cell] = {model: _metric_value(p, metric, split, notes) for model, p in per_model.items()}
         if on_progress is not None:
             on_progress(done, len(chosen))
 

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import sys
 import time
@@ -38,11 +37,8 @@ from histcli.errors import (
     describe,
 )
 from histcli.fsutil import ensure_writable_dir
+from histcli.locations import name_part
 from histcli.store import CellData
-
-# Characters of a model name (histcli.registry): anything else in a grid value
-# (the comma of dense=100,20) becomes '_' in a default entry name.
-_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def import_ray(purpose: str, tune: bool = False):
@@ -87,6 +83,11 @@ def ray_session(address: str | None, purpose: str, tune: bool = False):
             yield ray
     finally:
         ray.shutdown()
+
+
+def trial_device(gpus_per_trial: float) -> str:
+    """Where sweep's and tune's trials train: on CUDA when each reserves a share of a GPU, else on the CPU."""
+    return "cuda" if gpus_per_trial > 0 else "cpu"
 
 
 def trial_slots(ray, cpus_per_trial: float, gpus_per_trial: float) -> int:
@@ -170,7 +171,7 @@ class Trial:
 
 def entry_name(template: str | None, arch: str, seed: int, several_seeds: bool, point: dict[str, str]) -> str:
     """The trial's entry name: the template filled in, or arch[-sSEED][-KEYVALUE...]."""
-    safe = {key: _NAME_UNSAFE.sub("_", value) for key, value in point.items()}
+    safe = {key: name_part(value) for key, value in point.items()}
     if template is None:
         return arch + (f"-s{seed}" if several_seeds else "") + "".join(f"-{k}{v}" for k, v in safe.items())
     try:

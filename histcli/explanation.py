@@ -65,6 +65,8 @@ log = logging.getLogger("histcli")
 METHODS = ("integrated-gradients", "deeplift", "gradient-shap", "saliency", "occlusion", "attention")
 BASELINES = ("zeros", "cell-mean")
 ATTENTION_ARCHITECTURES = ("attentivechrome",)
+#: The methods every architecture gives (attention needs one of ATTENTION_ARCHITECTURES): report's choices.
+ANY_MODEL_METHODS = tuple(method for method in METHODS if method != "attention")
 GROUPS = {"high": 1, "low": 0}  # summary groups of genes by label
 # Rows (genes x integration points) per forward/backward pass: on the CPU larger passes fall
 # out of the caches (integrated gradients of the E116 cnn: 15 s per 1,000 genes at 1,024 rows,
@@ -93,8 +95,8 @@ def check_method(entry: Entry, method: str) -> None:
     architecture = entry.config["architecture"]
     if method == "attention" and architecture not in ATTENTION_ARCHITECTURES:
         raise SettingError("method", method, f"needs a model with attention ({', '.join(ATTENTION_ARCHITECTURES)}); "
-                           f"{entry.name!r} is a {architecture} model: use integrated-gradients, deeplift, "
-                           "gradient-shap, saliency or occlusion")
+                           f"{entry.name!r} is a {architecture} model: use {', '.join(ANY_MODEL_METHODS[:-1])} or "
+                           f"{ANY_MODEL_METHODS[-1]}")
 
 
 def read_gene_list(source: str, stream: TextIO | None = None) -> list[str]:

@@ -118,16 +118,15 @@ def write(text: str, stream=None) -> None:
 
 
 def render_rows(rows: Sequence[dict], columns: Sequence[Column], fmt: str, *, title: str | None = None,
-                footer_rows: Sequence[dict] = (), json_payload: Any = None) -> None:
-    """Print rows in ``fmt``. ``footer_rows`` (e.g. summaries) appear below a rule in the
-    rich table only; JSON prints ``json_payload`` when given, else the rows."""
+                json_payload: Any = None) -> None:
+    """Print rows in ``fmt``; JSON prints ``json_payload`` when given, else the rows."""
     fmt = resolve_format(fmt)
     if fmt == "json":
         write(json.dumps(clean(json_payload if json_payload is not None else list(rows)), indent=2) + "\n")
     elif fmt in ("tsv", "csv"):
         write(delimited(rows, columns, "\t" if fmt == "tsv" else ","))
     else:
-        write_rich_table(rows, columns, title=title, footer_rows=footer_rows)
+        write_rich_table(rows, columns, title=title)
 
 
 def delimited(rows: Iterable[dict], columns: Sequence[Column], sep: str) -> str:
@@ -159,7 +158,7 @@ def console(stderr: bool = False):
 _streams_with_tables: weakref.WeakSet = weakref.WeakSet()
 
 
-def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -> None:
+def write_rich_table(rows, columns, *, title=None) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -182,16 +181,11 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
                          overflow="fold" if column.fold else "ellipsis")
     for row in rows:
         table.add_row(*(human_text(row.get(c.key), c) for c in columns))
-    if footer_rows:
-        table.add_section()
-        for row in footer_rows:
-            table.add_row(*(human_text(row.get(c.key), c) for c in columns), style="italic" if terminal else None)
     out = console()
     if rows and not fits(out, table, columns):
         # Too wide for the terminal: one key-value block per row, so that no value is cut.
         blocks = [(f"{title} ({index} of {len(rows)})" if title else None, record_table(row, columns, terminal))
                   for index, row in enumerate(rows, start=1)]
-        blocks += [(None, record_table(row, columns, terminal)) for row in footer_rows]
     else:
         blocks = [(title, table)]
     try:
@@ -204,8 +198,6 @@ def write_rich_table(rows, columns, *, title=None, footer_rows=(), extra=None) -
             if extra_heading and index == 0:
                 out.print(Text(extra_heading))
             out.print(block)
-        if extra is not None:
-            out.print(extra)
     except BrokenPipeError:
         raise StdoutClosed() from None
 

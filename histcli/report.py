@@ -39,7 +39,6 @@ LEVEL_POINTS = 2000
 TEST_DESCRIPTIONS = {"delong": "DeLong's test for two correlated ROC AUCs (its 95% CI too)",
                      "steiger": "Steiger's test for two correlations that share the measured levels, "
                                 "with Zou's 95% CI of their difference"}
-EXPLAIN_METHODS = ("saliency", "integrated-gradients", "deeplift", "gradient-shap", "occlusion")
 # plotly's default colours, so a run's line and its best-epoch star share one.
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -58,8 +57,11 @@ def require_plotly():
 
 
 def check_explain_method(method: str) -> None:
-    if method not in EXPLAIN_METHODS:
-        raise ChoiceError("explain_method", method, EXPLAIN_METHODS)
+    """A report explains models of any architecture: explain's methods but attention."""
+    from histcli.explanation import ANY_MODEL_METHODS
+
+    if method not in ANY_MODEL_METHODS:
+        raise ChoiceError("explain_method", method, ANY_MODEL_METHODS)
 
 
 def check_output(path: Path) -> None:

@@ -427,6 +427,9 @@ class Store:
         )
 
     def cell_names(self) -> list[str]:
+        """Stored cells, sorted; none while the store does not exist (a first write creates it). A folder
+        given for the store is an error: no write can create a store there."""
+        self._check_not_folder()
         if not self.exists():
             return []
         with self._open() as handle:
@@ -451,10 +454,7 @@ class Store:
         return self._read(lambda handle: self._summary(cell, self._group(handle, cell)))
 
     def summaries(self, cells: Sequence[str] | None = None) -> list[CellSummary]:
-        """Summaries of ``cells`` (default: every cell, sorted by name)."""
-        if not self.exists():
-            return []
-
+        """Summaries of ``cells`` (default: every cell, sorted by name); NoStoreError without a store."""
         def read(handle):
             names = cells
             if names is None:
@@ -500,7 +500,8 @@ class Store:
         if splits is not None:
             unknown = set(splits) - set(SPLITS)
             if unknown:
-                raise StoreError(f"unknown split {sorted(unknown)[0]!r}; expected one of {SPLITS}")
+                raise StoreError(f"store {self.path}: unknown split {sorted(unknown)[0]!r}; expected one of "
+                                 f"{', '.join(SPLITS)}")
         return self._read(lambda handle: self._load(cell, self._group(handle, cell), splits))
 
     def _load(self, cell: str, group, splits: Sequence[str] | None) -> CellData:

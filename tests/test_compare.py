@@ -296,3 +296,40 @@ def test_allowed_changed_data_is_warned_once_per_model_and_cell(workspace, tmp_p
         f"histcli: warning: cell sim01 in {store} changed since model {model!r} was trained on it (fingerprint "
         f"{registry.get(model, 'sim01').data.fingerprint[:12]} then, {now} now); evaluated anyway "
         "(--allow-changed-data)" for model in ("logistic", "deepchrome")]
+
+
+def test_one_models_constant_predictions_leave_the_cell_out_of_its_pairs_only(monkeypatch):
+    """Three regressors, one predicting a constant: its Pearson r is undefined, but the other two still compare
+    on every cell (each model's value is its own), and the note names the model whose r is undefined."""
+    from types import SimpleNamespace
+
+    from histcli import comparison
+    from histcli.evaluation import Predictions
+    from histcli.tasks import make_task
+
+    rng = np.random.default_rng(3)
+    cells = ["c1", "c2", "c3", "c4", "c5"]
+    measured = {cell: rng.normal(size=40) for cell in cells}
+    scores = {(model, cell): measured[cell] + rng.normal(scale=noise, size=40)
+              for cell in cells for model, noise in (("a", 0.5), ("b", 1.0))}
+    scores.update({("flat", cell): np.full(40, 1.5) for cell in cells})
+    task = make_task("regression", None)
+    registry = SimpleNamespace(require_cells=lambda model: cells,
+                               get=lambda model, cell: SimpleNamespace(model=model, task=task))
+    monkeypatch.setattr(comparison, "check_cells_stored", lambda store, entries: None)
+    monkeypatch.setattr(comparison, "predictions_for", lambda entry, store, cell, split, **_: Predictions(
+        entry.model, cell, cell, split, np.arange(40).astype(str), None, scores[(entry.model, cell)], measured[cell],
+        task))
+
+    result = comparison.compare(None, registry, ["flat", "a", "b"], metric="pearson")
+    pair = {(p.model_a, p.model_b): p for p in result.pairs}[("a", "b")]
+    assert pair.summary.n_cells == 5
+    for row in pair.cells:
+        assert row["pearson_a"] == pytest.approx(stats.pearsonr(measured[row["cell"]], scores[("a", row["cell"])])[0])
+        assert row["pearson_b"] == pytest.approx(stats.pearsonr(measured[row["cell"]], scores[("b", row["cell"])])[0])
+        assert row["steiger_p"] is not None
+    assert {(p.model_a, p.model_b): p.summary.n_cells for p in result.pairs} == {
+        ("flat", "a"): 0, ("flat", "b"): 0, ("a", "b"): 5}
+    # Named as the second model too (its note was dropped before).
+    second = comparison.compare(None, registry, ["a", "flat"], metric="pearson")
+    assert "cell c1: Pearson r of flat undefined (constant values); cell left out of its tests" in second.notes

@@ -84,6 +84,18 @@ def test_cells_and_models_share_one_name_rule(name, allowed):
                 check(name)
 
 
+@pytest.mark.parametrize("value", ["100,20", "a b/c", "x=é", "1e-3"])
+def test_sweeps_default_entry_names_follow_the_one_name_rule(value):
+    """Grid values become parts of default entry names through the name rule's own characters."""
+    from histcli.distributed import entry_name
+    from histcli.locations import name_part
+
+    name = entry_name(None, "rnn", 0, True, {"dense": value})
+    assert is_allowed_name(name)
+    assert name == f"rnn-s0-dense{name_part(value)}"
+    assert name_part(value) == "".join(c if c.isascii() and (c.isalnum() or c in "._+-") else "_" for c in value)
+
+
 def test_file_hash_matches_hashlib_over_the_whole_file(tmp_path):
     data = bytes(range(256)) * 9000  # > 1 MiB: several blocks
     (tmp_path / "f").write_bytes(data)

@@ -273,6 +273,27 @@ def test_store_path_under_a_file_is_one_line_error(tmp_path):
     assert_one_line_error(result, str(blocker))
 
 
+def test_store_list_names_a_folder_given_for_the_store_as_every_store_command_does(tmp_path):
+    """store list had its own check, which called a folder 'does not exist'; the store's check says what it is."""
+    for command in (["store", "list"], ["store", "show", "x"]):
+        result = run_cli(*command, "--store", tmp_path)
+        assert_one_line_error(result, f"store {tmp_path}: is a folder, not a store file", str(tmp_path / "store.h5"))
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "none.h5").summaries()
+    # Choosing every stored cell: not "the store holds no cells".
+    result = run_cli("train", "--all-cells", "--arch", "logistic", "--store", tmp_path)
+    assert_one_line_error(result, f"store {tmp_path}: is a folder, not a store file")
+    assert Store(tmp_path / "none.h5").cell_names() == []
+
+
+def test_loading_an_unknown_split_names_the_store_and_the_splits(tmp_path):
+    path = tmp_path / "s.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", path, "-q").code == 0
+    with pytest.raises(StoreError) as error:
+        Store(path).load("sim01", splits=["holdout"])
+    assert str(error.value) == f"store {path}: unknown split 'holdout'; expected one of none, train, valid, test"
+
+
 def test_store_that_is_not_hdf5_is_reported(tmp_path):
     path = tmp_path / "s.h5"
     path.write_text("not hdf5")

@@ -1,4 +1,4 @@
-"""`histcli compare`: per-cell DeLong tests and across-cell paired tests between models."""
+"""`histcli compare`: per-cell paired tests (DeLong for AUC, Steiger for correlations) and across-cell tests."""
 
 from __future__ import annotations
 

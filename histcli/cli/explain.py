@@ -129,6 +129,8 @@ def explain(
     from histcli.errors import ChangedDataError
     from histcli.evaluation import check_trained_data
     from histcli.explanation import (
+        COMPLETENESS_TOLERANCE,
+        MAX_STEP_DOUBLINGS,
         Explainer,
         LongWriter,
         Summary,
@@ -171,7 +173,7 @@ def explain(
     seconds = time.perf_counter() - started
     if explainer.incomplete:
         console.note(f"{explainer.incomplete} gene orientation(s) still miss completeness by more than "
-                     f"1% at {steps * 16} integration points")
+                     f"{COMPLETENESS_TOLERANCE:.0%} at {steps * 2 ** MAX_STEP_DOUBLINGS} integration points")
     n = len(chosen.gene_ids)
     console.note(f"explained {n} genes of {target_cell} with {entry.name} ({entry.cell}), {method.value}, "
                  f"{resolved_device}: {seconds:.2f} s" + (f", {1000 * seconds / n:.2f} s per 1,000 genes" if n else ""))

@@ -118,7 +118,7 @@ StoreOption = Annotated[
     typer.Option(
         "--store",
         envvar=STORE_ENV,
-        help="HDF5 dataset store (default: histcli-data/store.h5).",
+        help=f"HDF5 dataset store (default: {DEFAULT_STORE}).",
         show_default=False,
         rich_help_panel="Locations",
     ),
@@ -128,7 +128,7 @@ ModelsOption = Annotated[
     typer.Option(
         "--models",
         envvar=MODELS_ENV,
-        help="Model registry folder (default: histcli-data/models).",
+        help=f"Model registry folder (default: {DEFAULT_MODELS}).",
         show_default=False,
         rich_help_panel="Locations",
     ),
@@ -339,6 +339,10 @@ GpusPerTrialOption = Annotated[
     float,
     typer.Option("--gpus-per-trial", min=0.0, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
                  "above 0 trials train on CUDA.", rich_help_panel="Ray"),
+]
+RetriesOption = Annotated[
+    int,
+    typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.", rich_help_panel="Ray"),
 ]
 
 

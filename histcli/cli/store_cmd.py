@@ -62,12 +62,8 @@ def list_cells(store_path: StoreOption = DEFAULT_STORE, output_format: FormatOpt
     """One row per cell: genes per split, bins, bin size, marks and the fraction of positive labels."""
     from histcli.store import Store
 
-    store = Store(store_path)
-    if not store.exists():
-        from histcli.errors import StoreError
-
-        raise StoreError(f"store {store_path} does not exist; create it with 'histcli prepare'")
-    print_summaries(store.summaries(), output_format, title=f"{store_path}")
+    # The store names a missing store, or a folder given for its file (histcli.errors.NoStoreError).
+    print_summaries(Store(store_path).summaries(), output_format, title=f"{store_path}")
 
 
 @app.command("show", short_help="One cell: shape, splits, labels and sources.")

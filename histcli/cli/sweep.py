@@ -30,6 +30,7 @@ from histcli.cli.options import (
     Precision,
     PrecisionOption,
     QuietOption,
+    RetriesOption,
     StoreOption,
     TargetOption,
     TaskName,
@@ -94,8 +95,7 @@ def sweep(
     address: AddressOption = None,
     cpus_per_trial: CpusPerTrialOption = 1,
     gpus_per_trial: GpusPerTrialOption = 0.0,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.",
-                                         rich_help_panel="Ray")] = 2,
+    retries: RetriesOption = 2,
     overwrite: OverwriteOption = False,
     store_path: StoreOption = DEFAULT_STORE,
     models_path: ModelsOption = DEFAULT_MODELS,
@@ -108,7 +108,7 @@ def sweep(
     stopped. Ray runs on this machine unless --address (or RAY_ADDRESS) names a cluster.
     """
     from histcli.cli import console
-    from histcli.distributed import import_ray, plan_sweep, run_sweep
+    from histcli.distributed import import_ray, plan_sweep, run_sweep, trial_device
     from histcli.errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError
     from histcli.output import counted, render_rows
     from histcli.registry import Registry
@@ -127,7 +127,7 @@ def sweep(
     for cell in chosen:
         if cell not in known:
             store.load(cell)  # raises the store's message listing the known cells
-    device = "cuda" if gpus_per_trial > 0 else "cpu"
+    device = trial_device(gpus_per_trial)
 
     budget = budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                             weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule)

@@ -30,6 +30,7 @@ from histcli.cli.options import (
     Precision,
     PrecisionOption,
     QuietOption,
+    RetriesOption,
     StoreOption,
     TargetOption,
     TaskName,
@@ -61,7 +62,7 @@ def tune(
     search: Annotated[list[str], typer.Option(
         "--search", "-s", help="KEY=SPEC to search (repeat): loguniform:1e-4:1e-2, uniform:0.1:0.6, "
                                "choice:16,32,64 (choice:100,20|50,10 for tuples), int:1:3. Keys: the "
-                               "architecture's hyperparameters, lr, weight_decay, batch_size.")],
+                               "architecture's hyperparameters, lr, weight_decay, batch_size, clip_norm.")],
     samples: Annotated[int, typer.Option("--samples", min=1, help="Configurations to try.")] = 10,
     scheduler: Annotated[Scheduler, typer.Option(
         "--scheduler", case_sensitive=False, help="asha stops trials that fall behind at rungs of a ninth, a third "
@@ -90,8 +91,7 @@ def tune(
         "--max-concurrent", min=1, help="Trials at a time [default: as many as fit]. ASHA's stops depend on the "
                                         "order trials reach its rungs: 1 makes an asha search repeat exactly.",
         rich_help_panel="Ray")] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Times a trial whose worker died is run again.",
-                                         rich_help_panel="Ray")] = 2,
+    retries: RetriesOption = 2,
     overwrite: OverwriteOption = False,
     store_path: StoreOption = DEFAULT_STORE,
     models_path: ModelsOption = DEFAULT_MODELS,
@@ -104,7 +104,7 @@ def tune(
     """
     from histcli.cli import console
     from histcli.cli.train import parse_params
-    from histcli.distributed import import_ray
+    from histcli.distributed import import_ray, trial_device
     from histcli.errors import EXIT_INTERRUPTED
     from histcli.output import render_rows
     from histcli.registry import Registry, check_model_name
@@ -117,7 +117,7 @@ def tune(
     model_name = check_model_name(name or f"{arch}-tuned")
     base = {**budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size,
                              lr=lr, weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
-            "device": "cuda" if gpus_per_trial > 0 else "cpu", "threads": cpus_per_trial,
+            "device": trial_device(gpus_per_trial), "threads": cpus_per_trial,
             "precision": precision.value}
 
     def searched(trials):
