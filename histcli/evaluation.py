@@ -178,7 +178,7 @@ def _read_cache(path: Path, weights: str, fingerprint: str) -> dict | None:
 
 
 def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", *, device: str = "auto",
-                    allow_changed: bool = False, use_cache: bool = True) -> Predictions:
+                    allow_changed: bool = False) -> Predictions:
     """Predictions of a registry model for one stored cell and split, from the cache when valid.
 
     torch is imported only on a cache miss, so comparing cached models stays fast.
@@ -186,11 +186,9 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
     check_split_choice(split)
     weights = entry.metadata["weights_sha256"]
     path = _cache_path(entry, cell, split)
-    cached = fingerprint = None
-    if use_cache:
-        fingerprint = store.fingerprint(cell)
-        check_trained_data(entry, store, cell, fingerprint, allow_changed)
-        cached = _read_cache(path, weights, fingerprint)
+    fingerprint = store.fingerprint(cell)
+    check_trained_data(entry, store, cell, fingerprint, allow_changed)
+    cached = _read_cache(path, weights, fingerprint)
     if cached is None:
         # The fingerprint of the data actually loaded keys the cache, even if
         # another process replaced the cell a moment ago.

@@ -7,16 +7,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from histcli.cli.evaluate import AllowChangedOption, SplitOption
 from histcli.cli.options import (
     DEFAULT_MODELS,
     DEFAULT_STORE,
+    AllowChangedOption,
     CellsOption,
     Device,
     DeviceOption,
     MetricOption,
     ModelsOption,
     QuietOption,
+    SplitOption,
     StoreOption,
     TableFormat,
     TableFormatOption,

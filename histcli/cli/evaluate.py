@@ -1,4 +1,5 @@
-"""`histcli evaluate`: per-cell AUC, AUPRC and accuracy of registry models."""
+"""`histcli evaluate`: per-cell metrics of registry models (AUC, AUPRC and accuracy; for regression models
+Pearson r, Spearman rho, R², RMSE and the AUC of the predicted level), then a summary per model."""
 
 from __future__ import annotations
 
@@ -9,26 +10,19 @@ import typer
 from histcli.cli.options import (
     DEFAULT_MODELS,
     DEFAULT_STORE,
+    AllowChangedOption,
     CellsOption,
     Device,
     DeviceOption,
     ModelsOption,
     QuietOption,
+    SplitOption,
     StoreOption,
     TableFormat,
     TableFormatOption,
     complete_cells,
     complete_model_names,
 )
-
-SplitOption = Annotated[
-    str,
-    typer.Option("--split", help="Genes to evaluate on: test, valid, train, none (unsplit) or all."),
-]
-AllowChangedOption = Annotated[
-    bool,
-    typer.Option("--allow-changed-data", help="Evaluate even if the model's cell changed since training."),
-]
 
 
 def evaluate_columns(metrics: list[str]):

@@ -172,6 +172,14 @@ DeviceOption = Annotated[
     typer.Option("--device", help="auto uses CUDA when available.", case_sensitive=False),
 ]
 # The metric of compare and report (checked against the models' tasks by histcli.comparison.choose_metric).
+SplitOption = Annotated[
+    str,
+    typer.Option("--split", help="Genes to evaluate on: test, valid, train, none (unsplit) or all."),
+]
+AllowChangedOption = Annotated[
+    bool,
+    typer.Option("--allow-changed-data", help="Evaluate even if the model's cell changed since training."),
+]
 MetricOption = Annotated[
     Optional[str],
     typer.Option("--metric", help="auc (any models; regressors by their predicted level), pearson or spearman "
