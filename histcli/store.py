@@ -387,10 +387,14 @@ class Store:
         if self.path.is_dir():
             raise NoStoreError(self.path, f"is a folder, not a store file (e.g. {self.path / 'store.h5'})")
 
-    def _open(self):
+    def check_exists(self) -> None:
+        """NoStoreError unless a store file is at the path."""
         self._check_not_folder()
         if not self.path.exists():
             raise NoStoreError(self.path, "does not exist")
+
+    def _open(self):
+        self.check_exists()
         h5py = _h5py()
         try:
             # Files are never modified in place (see the module docstring), so

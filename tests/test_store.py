@@ -284,6 +284,15 @@ def test_store_list_names_a_folder_given_for_the_store_as_every_store_command_do
     result = run_cli("train", "--all-cells", "--arch", "logistic", "--store", tmp_path)
     assert_one_line_error(result, f"store {tmp_path}: is a folder, not a store file")
     assert Store(tmp_path / "none.h5").cell_names() == []
+    # A store that is not there, for train and sweep alike (one owner: cli.options.chosen_cells).
+    for command in ("train", "sweep"):
+        result = run_cli(command, "--all-cells", "--arch", "logistic", "--store", tmp_path / "none.h5")
+        assert_one_line_error(result, f"store {tmp_path / 'none.h5'}: does not exist")
+    empty = tmp_path / "empty.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", empty, "-q").code == 0
+    assert run_cli("store", "rm", "sim01", "--store", empty).code == 0
+    result = run_cli("sweep", "--all-cells", "--arch", "logistic", "--store", empty)
+    assert_one_line_error(result, f"--all-cells: the store {empty} holds no cells", code=2)
 
 
 def test_loading_an_unknown_split_names_the_store_and_the_splits(tmp_path):

@@ -322,6 +322,24 @@ PrecisionOption = Annotated[
                  "hardware has it; auto picks it then.", rich_help_panel="Training"),
 ]
 
+def chosen_cells(store, cells: list[str] | None, all_cells: bool) -> list[str]:
+    """The cells a training command asked for with --cell (repeatable) or --all-cells, each once, checked to be in
+    ``store``; a missing one is the store's own error listing the cells it holds."""
+    from histcli.errors import UsageError
+
+    if bool(cells) == all_cells:
+        raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
+    known = store.cell_names()
+    if all_cells and not known:
+        store.check_exists()
+        raise UsageError(f"--all-cells: the store {store.path} holds no cells")
+    chosen = known if all_cells else list(dict.fromkeys(cells))
+    for cell in chosen:
+        if cell not in known:
+            store.load(cell)  # raises the store's message listing the known cells
+    return chosen
+
+
 def budget_choices(*, task, target, epochs, patience, batch_size, lr, weight_decay, clip_norm, lr_schedule) -> dict:
     """The training options above as histcli.training.settings_for takes them (None keeps a default)."""
     from histcli.tasks import make_task

@@ -37,6 +37,7 @@ from histcli.cli.options import (
     TaskOption,
     WeightDecayOption,
     budget_choices,
+    chosen_cells,
     complete_architectures,
     parse_seeds,
 )
@@ -109,7 +110,7 @@ def sweep(
     """
     from histcli.cli import console
     from histcli.distributed import import_ray, plan_sweep, run_sweep, trial_device
-    from histcli.errors import EXIT_ERROR, EXIT_INTERRUPTED, UsageError
+    from histcli.errors import EXIT_ERROR, EXIT_INTERRUPTED
     from histcli.output import counted, render_rows
     from histcli.registry import Registry
     from histcli.store import Store
@@ -117,16 +118,8 @@ def sweep(
 
     console.setup(quiet)
     import_ray("histcli sweep")  # before any work: without the extra, one line says how to install it
-    if bool(cells) == all_cells:
-        raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
     store = Store(store_path)
-    known = store.cell_names()
-    chosen = known if all_cells else list(dict.fromkeys(cells))
-    if all_cells and not chosen:
-        raise UsageError(f"--all-cells: the store {store_path} holds no cells")
-    for cell in chosen:
-        if cell not in known:
-            store.load(cell)  # raises the store's message listing the known cells
+    chosen = chosen_cells(store, cells, all_cells)
     device = trial_device(gpus_per_trial)
 
     budget = budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,

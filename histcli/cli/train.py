@@ -34,6 +34,7 @@ from histcli.cli.options import (
     TaskOption,
     WeightDecayOption,
     budget_choices,
+    chosen_cells,
     complete_architectures,
     parse_seeds,
     seeds_text,
@@ -141,16 +142,8 @@ def train(
     if seed is not None and seeds is not None:
         raise UsageError("--seed and --seeds cannot be combined: --seeds trains an ensemble, one member per seed")
     seed_list = parse_seeds(seeds) if seeds is not None else [0 if seed is None else seed]
-    if bool(cells) == all_cells:
-        raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
     store = Store(store_path)
-    chosen = store.cell_names() if all_cells else list(dict.fromkeys(cells))
-    if all_cells and not chosen:
-        raise UsageError(f"--all-cells: the store {store_path} holds no cells")
-    known = set(store.cell_names())
-    for cell in chosen:
-        if cell not in known:
-            store.load(cell)  # raises the store's message listing the known cells
+    chosen = chosen_cells(store, cells, all_cells)
     model_name = check_model_name(name or arch)
     registry = Registry(models_path)
     settings = settings_for(
