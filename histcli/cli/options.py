@@ -322,6 +322,20 @@ PrecisionOption = Annotated[
                  "hardware has it; auto picks it then.", rich_help_panel="Training"),
 ]
 
+def parse_params(values: list[str]) -> dict[str, str]:
+    """train's and tune's --param KEY=VALUE options: sweep's grid (histcli.distributed.parse_grid) of one value
+    per key, so that a later value cannot silently win."""
+    from histcli.distributed import parse_grid
+    from histcli.errors import UsageError
+
+    grid = parse_grid(values)
+    for key, settings in grid.items():
+        if len(settings) > 1:
+            raise UsageError(f"--param '{key}={settings[1]}': {key} is given twice (also {key}={settings[0]}); "
+                             "give each hyperparameter once")
+    return {key: settings[0] for key, settings in grid.items()}
+
+
 def chosen_cells(store, cells: list[str] | None, all_cells: bool) -> list[str]:
     """The cells a training command asked for with --cell (repeatable) or --all-cells, each once, checked to be in
     ``store``; a missing one is the store's own error listing the cells it holds."""

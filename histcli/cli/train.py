@@ -36,6 +36,7 @@ from histcli.cli.options import (
     budget_choices,
     chosen_cells,
     complete_architectures,
+    parse_params,
     parse_seeds,
     seeds_text,
 )
@@ -45,22 +46,6 @@ def _architecture_help() -> str:
     from histcli.models import names
 
     return f"Architecture: {', '.join(names())}."
-
-
-def parse_params(values: list[str]) -> dict[str, str]:
-    from histcli.errors import UsageError
-
-    params = {}
-    for value in values:
-        key, sep, setting = value.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--param {value!r}: expected KEY=VALUE, e.g. dropout=0.3")
-        if key in params:  # the later value would silently win (sweep makes a grid of repeated keys)
-            raise UsageError(f"--param {value!r}: {key} is given twice (also {key}={params[key]}); "
-                             "give each hyperparameter once")
-        params[key] = setting.strip()
-    return params
 
 
 def train_columns(task, fmt: str = "tsv"):

@@ -38,6 +38,7 @@ from histcli.cli.options import (
     WeightDecayOption,
     budget_choices,
     complete_architectures,
+    parse_params,
 )
 
 
@@ -103,7 +104,6 @@ def tune(
     Prints one row per trial; the saved entry's metadata holds the whole search.
     """
     from histcli.cli import console
-    from histcli.cli.train import parse_params
     from histcli.distributed import import_ray, trial_device
     from histcli.errors import EXIT_INTERRUPTED
     from histcli.output import render_rows
