@@ -16,6 +16,7 @@ import numpy as np
 
 from histcli.errors import ChangedDataError, ModelError, StoreError, UnlabelledCellError
 from histcli.fsutil import atomic_path
+from histcli.metrics import DEFAULT_THRESHOLD
 from histcli.registry import Entry
 from histcli.splits import check_split_choice, splits_to_load
 from histcli.store import CellData, Store, orientation_unknown
@@ -240,7 +241,8 @@ def metric_columns(tasks) -> list[str]:
     return [metric for metric in METRIC_ORDER if metric in present]
 
 
-def metrics_row(predictions: Predictions, threshold: float = 0.5, columns: list[str] | None = None) -> dict:
+def metrics_row(predictions: Predictions, threshold: float = DEFAULT_THRESHOLD,
+                columns: list[str] | None = None) -> dict:
     """The task's metrics and counts, one key per name of ``columns`` (default: the task's own);
     undefined metrics are None with a note."""
     task = predictions.task
@@ -270,7 +272,7 @@ def metrics_row(predictions: Predictions, threshold: float = 0.5, columns: list[
 
 
 def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, on_cell: str | None = None,
-                    threshold: float = 0.5, device: str = "auto", allow_changed: bool = False,
+                    threshold: float = DEFAULT_THRESHOLD, device: str = "auto", allow_changed: bool = False,
                     on_entry=None) -> list[dict]:
     """``metrics_row`` of every entry on its own cell (or ``on_cell``), sorted by cell, model and
     training cell; ``on_entry()`` is called after each entry."""

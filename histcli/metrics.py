@@ -126,7 +126,11 @@ def average_precision(labels, scores) -> float:
     return float(np.sum(recall_gain * precision))
 
 
-def accuracy(labels, scores, threshold: float = 0.5) -> float:
+# Probability cut-off of a classifier's yes/no prediction (predict) and accuracy (evaluate).
+DEFAULT_THRESHOLD = 0.5
+
+
+def accuracy(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> float:
     """Share of samples whose prediction ``score >= threshold`` equals the label.
 
     A score exactly at the threshold predicts 1. Returns ``math.nan`` for

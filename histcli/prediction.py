@@ -28,6 +28,7 @@ from histcli import interrupt
 from histcli.errors import InputError, StdoutClosed
 from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
+from histcli.metrics import DEFAULT_THRESHOLD
 from histcli.registry import Entry
 from histcli.sources.common import COUNT_OVERFLOW, not_utf8
 from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, open_lines, read_chunks
@@ -42,7 +43,7 @@ class PredictionWriter:
     """Writes ``gene_id`` and the task's prediction columns (``probability  prediction``, or
     ``log_expression  expression``) as TSV rows or a JSON array, as they come."""
 
-    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = 0.5, on_written=None, task=None):
+    def __init__(self, stream: TextIO, fmt: str = "tsv", threshold: float = DEFAULT_THRESHOLD, on_written=None, task=None):
         from histcli.tasks import Classification
 
         self.stream = stream

@@ -101,8 +101,9 @@ def evaluate(
     """Metrics per (model, cell), sorted by cell: AUC, AUPRC and accuracy; for regression models Pearson r, Spearman
     rho, R², RMSE and the AUC of the predicted level against the high/low labels. Then a summary per model."""
     from histcli.cli import console
-    from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
+    from histcli.cli.options import check_threshold
     from histcli.evaluation import evaluation_payload, evaluation_rows, metric_columns
+    from histcli.metrics import DEFAULT_THRESHOLD
     from histcli.output import render_rows, resolve_format, write_rich_table
     from histcli.registry import Registry
     from histcli.splits import check_split_choice, split_genes

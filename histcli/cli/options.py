@@ -386,10 +386,6 @@ RetriesOption = Annotated[
 ]
 
 
-# Probability cut-off of a classifier's yes/no prediction (predict) and accuracy (evaluate).
-DEFAULT_THRESHOLD = 0.5
-
-
 def check_threshold(threshold: float | None, entries) -> None:
     """--threshold given for regression models only, whose levels it would not touch: a usage error."""
     from histcli.errors import UsageError

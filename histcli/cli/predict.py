@@ -80,8 +80,9 @@ def predict(
     import sys
 
     from histcli.cli import console
-    from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
+    from histcli.cli.options import check_threshold
     from histcli.fsutil import atomic_open, check_output_path
+    from histcli.metrics import DEFAULT_THRESHOLD
     from histcli.prediction import PredictionWriter, Predictor, predict_table
     from histcli.registry import Registry, read_entry
     from histcli.training import resolve_device
