@@ -387,10 +387,14 @@ class Store:
         if self.path.is_dir():
             raise NoStoreError(self.path, f"is a folder, not a store file (e.g. {self.path / 'store.h5'})")
 
-    def _open(self):
+    def require(self) -> None:
+        """Raise NoStoreError unless the store's file is there (a folder in its place is named as such)."""
         self._check_not_folder()
         if not self.path.exists():
             raise NoStoreError(self.path, "does not exist")
+
+    def _open(self):
+        self.require()
         h5py = _h5py()
         try:
             # Files are never modified in place (see the module docstring), so

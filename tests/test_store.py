@@ -525,3 +525,14 @@ def test_a_prepare_of_a_cell_another_run_is_preparing_fails_before_reading(tmp_p
                      "--overwrite", "-q")
     assert result.code == 0, result.stderr
     assert Store(store_path).cell_names() == ["other01", "sim01", "sim02"]
+
+
+def test_store_list_names_a_folder_given_as_the_store(tmp_path):
+    """`store list --store DIR` said the folder did not exist; every other command said it was a folder."""
+    store = tmp_path / "store.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", store, "-q").code == 0
+    listed = run_cli("store", "list", "--store", tmp_path)
+    assert_one_line_error(listed, f"store {tmp_path}: is a folder, not a store file (e.g. {store})")
+    assert listed.stdout == ""
+    assert_one_line_error(run_cli("store", "list", "--store", tmp_path / "none.h5"),
+                          f"store {tmp_path / 'none.h5'}: does not exist")

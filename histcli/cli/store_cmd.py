@@ -63,10 +63,7 @@ def list_cells(store_path: StoreOption = DEFAULT_STORE, output_format: FormatOpt
     from histcli.store import Store
 
     store = Store(store_path)
-    if not store.exists():
-        from histcli.errors import StoreError
-
-        raise StoreError(f"store {store_path} does not exist; create it with 'histcli prepare'")
+    store.require()  # an empty listing would hide a mistyped --store
     print_summaries(store.summaries(), output_format, title=f"{store_path}")
 
 
