@@ -536,3 +536,12 @@ def test_store_list_names_a_folder_given_as_the_store(tmp_path):
     assert listed.stdout == ""
     assert_one_line_error(run_cli("store", "list", "--store", tmp_path / "none.h5"),
                           f"store {tmp_path / 'none.h5'}: does not exist")
+
+
+def test_store_rm_lists_a_cell_named_twice_once(tmp_path):
+    store = tmp_path / "store.h5"
+    assert run_cli("prepare", "simulate", "--cells", 2, "--genes", 30, "--bins", 5, "--store", store, "-q").code == 0
+    removed = run_cli("store", "rm", "sim01", "sim01", "--store", store, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [row["cell"] for row in parse_tsv(removed.stdout)] == ["sim01"]
+    assert Store(store).cell_names() == ["sim02"]
