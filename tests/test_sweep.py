@@ -560,3 +560,17 @@ def test_a_failed_tune_trial_is_one_warning_line_without_tracebacks(cells, tmp_p
     assert all(row["status"] != "failed" for row in rows if row["kernel"] == 5)
     assert warnings == [f"histcli: warning: trial {row['trial']} (kernel=18) failed: {expected}; use more bins or a "
                         "smaller kernel or pool" for row in failed]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--cell", "sim01", "--lr", "0.05"], "--search and --lr cannot be combined: lr is both searched and fixed"),
+    (["--cell", "nosuch"], "no cell 'nosuch'"),
+])
+def test_tune_refused_before_searching_says_only_why(cells, tmp_path, args, said):
+    """tune announced 'searching ... configurations' before finding that it could not start: a refusal is the
+    one error line, the announcement comes once the search does start."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    result = run_cli("tune", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2", "--samples", 1,
+                     "--epochs", 1, *args, env=_env(cells, tmp_path / "models"))
+    assert result.code in (1, 2)
+    assert len(result.stderr.splitlines()) == 1 and said in result.stderr, result.stderr

@@ -130,13 +130,16 @@ def tune(
                      f"{sum(t.status == 'stopped' for t in trials)} stopped early, "
                      f"{sum(t.status == 'failed' for t in trials)} failed; training the best configuration")
 
-    console.note(f"searching {arch} on {cell}: {samples} configurations, {scheduler.value} scheduler")
+    def starting():
+        console.note(f"searching {arch} on {cell}: {samples} configurations, {scheduler.value} scheduler")
+
     try:
         entry, trials, best = tune_and_save(
             Store(store_path), cell, arch, Registry(models_path), model_name, base=base,
             fixed=parse_params(params or []), specs=specs, samples=samples, scheduler=scheduler.value, seed=seed,
             mirror=mirror.value, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, retries=retries,
-            address=address, overwrite=overwrite, max_concurrent=max_concurrent, on_searched=searched)
+            address=address, overwrite=overwrite, max_concurrent=max_concurrent, on_start=starting,
+            on_searched=searched)
     except KeyboardInterrupt:
         console.note("interrupted: the search is abandoned and nothing is saved")
         raise typer.Exit(EXIT_INTERRUPTED) from None
