@@ -574,3 +574,12 @@ def test_tune_refused_before_searching_says_only_why(cells, tmp_path, args, said
                      "--epochs", 1, *args, env=_env(cells, tmp_path / "models"))
     assert result.code in (1, 2)
     assert len(result.stderr.splitlines()) == 1 and said in result.stderr, result.stderr
+
+
+def test_tune_notes_count_one_configuration_and_one_trial(cells, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    result = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2",
+                     "--samples", 1, "--epochs", 1, "--max-concurrent", 1, env=_env(cells, tmp_path / "models"))
+    assert result.code == 0, result.stderr
+    assert "searching logistic on sim01: 1 configuration, asha scheduler" in result.stderr
+    assert "search done: 1 trial completed, 0 stopped early, 0 failed" in result.stderr

@@ -82,6 +82,7 @@ def predict(
     from histcli.cli import console
     from histcli.cli.options import DEFAULT_THRESHOLD, check_threshold
     from histcli.fsutil import atomic_open, check_output_path
+    from histcli.output import counted
     from histcli.prediction import PredictionWriter, Predictor, predict_table
     from histcli.registry import Registry, read_entry
     from histcli.training import resolve_device
@@ -111,7 +112,7 @@ def predict(
             writer.add(genes_cell.gene_ids, predictor.cell_scores(genes_cell, described=described))
             count = genes_cell.n_genes
         writer.close()
-    console.note(f"predicted {count} genes with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
+    console.note(f"predicted {counted(count, 'gene')} with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
 
 
 def _old_spellings(name, input_file, extra: list[str], model, other_input):

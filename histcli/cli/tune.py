@@ -106,7 +106,7 @@ def tune(
     from histcli.cli.train import parse_params
     from histcli.distributed import import_ray
     from histcli.errors import EXIT_INTERRUPTED
-    from histcli.output import render_rows
+    from histcli.output import counted, render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
     from histcli.tuning import parse_search, tune_and_save
@@ -126,12 +126,12 @@ def tune(
                 logging.getLogger("histcli").warning("trial %d (%s) failed: %s", trial.number,
                                                      " ".join(f"{k}={v}" for k, v in trial.params.items()),
                                                      trial.error)
-        console.note(f"search done: {sum(t.status == 'completed' for t in trials)} trials completed, "
+        console.note(f"search done: {counted(sum(t.status == 'completed' for t in trials), 'trial')} completed, "
                      f"{sum(t.status == 'stopped' for t in trials)} stopped early, "
                      f"{sum(t.status == 'failed' for t in trials)} failed; training the best configuration")
 
     def starting():
-        console.note(f"searching {arch} on {cell}: {samples} configurations, {scheduler.value} scheduler")
+        console.note(f"searching {arch} on {cell}: {counted(samples, 'configuration')}, {scheduler.value} scheduler")
 
     try:
         entry, trials, best = tune_and_save(
