@@ -198,3 +198,18 @@ def test_a_group_without_its_command_still_shows_its_help():
     result = run_cli("store")
     assert result.code == EXIT_USAGE
     assert result.stderr.startswith("Usage: histcli store [OPTIONS] COMMAND") and "upgrade" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "crnn", "deepchrome"], ["report", "crnn", "deepchrome"], ["demo"], ["prepare", "simulate"],
+    ["prepare", "tracks", "--cell", "X", "--track", "H3K4me3=t.bedGraph", "--genes", "g.bed", "--bin-size", "10",
+     "--window", "100"],
+    ["tune", "--cell", "X", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2"],
+])
+def test_a_negative_seed_is_bad_usage_not_a_traceback(args, tmp_path):
+    """numpy's generators take no negative seed: these commands ended in a ValueError traceback (compare and
+    report after scoring every cell); the option now says it, before any work."""
+    result = run_cli(*args, "--seed", "-1", cwd=tmp_path,  # demo's folder, were it to run
+                     env={"HISTCLI_STORE": str(tmp_path / "s.h5"), "HISTCLI_MODELS": str(tmp_path / "m")})
+    assert_one_line_error(result, "Invalid value for '--seed': -1 is not in the range x>=0", code=EXIT_USAGE)
+    assert len(result.stderr.splitlines()) == 1

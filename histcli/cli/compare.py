@@ -118,7 +118,7 @@ def compare(
     plot_cell: Annotated[Optional[str], typer.Option("--plot-cell", "--roc-cell", help="The cell of --plot's right-hand "
                                                      "panels (default: each pair's largest difference).",
                                                      autocompletion=complete_cells)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap CI.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the bootstrap CI.")] = 0,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
     store_path: StoreOption = DEFAULT_STORE,

@@ -69,7 +69,7 @@ def tune(
     = Scheduler.asha,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name of the best configuration "
                                                                      "[default: ARCH-tuned].")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and of every trial's training.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the sampling and of every trial's training.")] = 0,
     params: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Hyperparameter KEY=VALUE held fixed (repeat).")] = None,
     epochs: EpochsOption = None,
