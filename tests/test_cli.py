@@ -299,3 +299,13 @@ def test_notes_count_one_gene_as_one_gene(tiny_model):
                         stdin="SIMG0000001\n", env=tiny_model)
     assert explained.code == 0, explained.stderr
     assert "histcli: note: explained 1 gene of sim01 with logistic (sim01), saliency" in explained.stderr
+
+
+@pytest.mark.parametrize("command", [["evaluate", "logistic"], ["predict", "logistic", "--cell", "sim01",
+                                                                   "--from-store", "sim01"]])
+def test_a_nan_threshold_is_bad_usage(tiny_model, command):
+    """click's range check lets nan through (every comparison with it is false): evaluate scored an accuracy
+    with every gene called 0 and predict wrote 0 for every gene, exit 0."""
+    result = run_cli(*command, "--threshold", "nan", env=tiny_model)
+    assert_one_line_error(result, "--threshold nan: expected a probability from 0 to 1", code=2)
+    assert result.stdout == ""

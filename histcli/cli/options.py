@@ -347,9 +347,12 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def check_threshold(threshold: float | None, entries) -> None:
-    """--threshold given for regression models only, whose levels it would not touch: a usage error."""
+    """--threshold given for regression models only, whose levels it would not touch: a usage error. So is
+    nan, which the option's range lets through and which no probability reaches."""
     from histcli.errors import UsageError
 
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold {threshold}: expected a probability from 0 to 1")
     if threshold is not None and all(entry.task.name == "regression" for entry in entries):
         names = list(dict.fromkeys(entry.name for entry in entries))
         raise UsageError(f"--threshold applies to classifiers' probabilities; {', '.join(names)} "
