@@ -583,3 +583,13 @@ def test_tune_notes_count_one_configuration_and_one_trial(cells, tmp_path):
     assert result.code == 0, result.stderr
     assert "searching logistic on sim01: 1 configuration, asha scheduler" in result.stderr
     assert "search done: 1 trial completed, 0 stopped early, 0 failed" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+def test_nan_gpus_per_trial_is_bad_usage(cells, tmp_path, command):
+    """click's range check let nan through to Ray, whose resource arithmetic ended in a traceback."""
+    search = ["--search", "lr=loguniform:1e-3:1e-2"] if command == "tune" else []
+    result = run_cli(command, "--cell", "sim01", "--arch", "logistic", *search, "--epochs", 1,
+                     "--gpus-per-trial", "nan", env=_env(cells, tmp_path / "models"))
+    assert_one_line_error(result, "Invalid value for '--gpus-per-trial': nan is not a number", code=2)
+    assert len(result.stderr.splitlines()) == 1

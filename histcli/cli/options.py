@@ -335,9 +335,16 @@ CpusPerTrialOption = Annotated[
     typer.Option("--cpus-per-trial", min=1, help="CPUs Ray reserves per trial, and torch threads per trial.",
                  rich_help_panel="Ray"),
 ]
+def reject_nan(value: float) -> float:
+    """A float option's callback: click's range check lets nan through (it compares false with every bound)."""
+    if value != value:
+        raise typer.BadParameter("nan is not a number")
+    return value
+
+
 GpusPerTrialOption = Annotated[
     float,
-    typer.Option("--gpus-per-trial", min=0.0, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
+    typer.Option("--gpus-per-trial", min=0.0, callback=reject_nan, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
                  "above 0 trials train on CUDA.", rich_help_panel="Ray"),
 ]
 
