@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -545,3 +546,16 @@ def test_store_rm_lists_a_cell_named_twice_once(tmp_path):
     assert removed.code == 0, removed.stderr
     assert [row["cell"] for row in parse_tsv(removed.stdout)] == ["sim01"]
     assert Store(store).cell_names() == ["sim02"]
+
+
+def test_a_device_or_pipe_given_as_the_store_is_refused_and_left_alone(tmp_path):
+    """`--store /dev/null` made prepare rename its new link file over the device (as root, /dev/null became a
+    plain file) and put the cells folder beside it; a device or pipe is now refused before anything is written.
+    A FIFO stands in for the device here."""
+    fifo = tmp_path / "store.h5"
+    os.mkfifo(fifo)
+    for args in (("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5), ("store", "list")):
+        result = run_cli(*args, "--store", fifo, timeout=60)
+        assert_one_line_error(result, f"store {fifo}: is a device or pipe, not a store file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["store.h5"]
