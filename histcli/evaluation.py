@@ -46,6 +46,24 @@ class Predictions:
     task: object = None  # histcli.tasks task of the model
 
 
+def check_layout(entry: Entry, marks, n_bins: int, bin_size: int, tss_offset: int, what: str) -> None:
+    """An input's marks (by name), bins and TSS position against the model's; ModelError naming ``what``.
+
+    ``predict --track`` checks its tracks and window with it before reading a track."""
+    wanted = entry.input
+    where = f"model {entry.name!r} (trained on {entry.cell})"
+    missing = [mark for mark in wanted.marks if mark not in marks]
+    if missing:
+        raise ModelError(f"{where} needs mark(s) {', '.join(missing)}, which {what} lacks "
+                         f"(it has {', '.join(marks)})")
+    if n_bins != wanted.n_bins or bin_size != wanted.bin_size:
+        raise ModelError(f"{where} expects {wanted.n_bins} bins of {wanted.bin_size} bp, but {what} has "
+                         f"{n_bins} bins of {bin_size} bp")
+    if tss_offset != wanted.tss_offset:
+        raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but {what} has it "
+                         f"at {tss_offset} bp")
+
+
 def match_inputs(entry: Entry, cell: CellData, *, described: str | None = None) -> np.ndarray:
     """The cell's counts in the model's mark order and transform; shape and names are checked.
 
@@ -56,19 +74,10 @@ def match_inputs(entry: Entry, cell: CellData, *, described: str | None = None) 
     wanted = entry.input
     where = f"model {entry.name!r} (trained on {entry.cell})"
     what = described or f"cell {cell.name}"
-    missing = [mark for mark in wanted.marks if mark not in cell.marks]
-    if missing:
-        raise ModelError(f"{where} needs mark(s) {', '.join(missing)}, which {what} lacks "
-                         f"(it has {', '.join(cell.marks)})")
+    check_layout(entry, cell.marks, cell.n_bins, cell.bin_size, cell.tss_offset, what)
     extra = [mark for mark in cell.marks if mark not in wanted.marks]
     if extra:
         log.info("%s: mark(s) %s not used by %s", what, ", ".join(extra), entry.name)
-    if cell.n_bins != wanted.n_bins or cell.bin_size != wanted.bin_size:
-        raise ModelError(f"{where} expects {wanted.n_bins} bins of {wanted.bin_size} bp, but {what} has "
-                         f"{cell.n_bins} bins of {cell.bin_size} bp")
-    if cell.tss_offset != wanted.tss_offset:
-        raise ModelError(f"{where} expects the TSS {wanted.tss_offset} bp into the window, but {what} has it "
-                         f"at {cell.tss_offset} bp")
     # Its own cell is what the model was trained on; elsewhere nothing else would say it.
     if not wanted.mirror and orientation_unknown(cell.attrs) and (described is not None or cell.name != entry.cell):
         _warn_once(f"{what}: the genes' orientation is {cell.attrs['orientation']} (no strand), but {where} learnt "

@@ -383,18 +383,21 @@ class Store:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def _check_not_folder(self) -> None:
+    def _check_file_or_nothing(self) -> None:
         if self.path.is_dir():
             raise NoStoreError(self.path, f"is a folder, not a store file (e.g. {self.path / 'store.h5'})")
+        if self.path.exists() and not self.path.is_file():
+            # A device or pipe (--store /dev/null): a write would rename a new link file over it.
+            raise NoStoreError(self.path, "is a device or pipe, not a store file")
 
-    def check_exists(self) -> None:
-        """NoStoreError unless a store file is at the path."""
-        self._check_not_folder()
+    def require(self) -> None:
+        """Raise NoStoreError unless the store's file is there (a folder in its place is named as such)."""
+        self._check_file_or_nothing()
         if not self.path.exists():
             raise NoStoreError(self.path, "does not exist")
 
     def _open(self):
-        self.check_exists()
+        self.require()
         h5py = _h5py()
         try:
             # Files are never modified in place (see the module docstring), so
@@ -433,7 +436,7 @@ class Store:
     def cell_names(self) -> list[str]:
         """Stored cells, sorted; none while the store does not exist (a first write creates it). A folder
         given for the store is an error: no write can create a store there."""
-        self._check_not_folder()
+        self._check_file_or_nothing()
         if not self.exists():
             return []
         with self._open() as handle:
@@ -587,7 +590,7 @@ class Store:
     # writing -----------------------------------------------------------------
 
     def _check_paths(self) -> None:
-        self._check_not_folder()
+        self._check_file_or_nothing()
         ensure_writable_dir(self.path.parent.resolve(), "store")
         if self.path.exists():
             if not os.access(self.path, os.R_OK):

@@ -240,11 +240,14 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
                   specs: dict[str, SearchSpec], samples: int, scheduler: str, seed: int, mirror: str,
                   cpus_per_trial: int, gpus_per_trial: float, retries: int, address: str | None,
                   overwrite: bool, max_concurrent: int | None = None,
+                  on_start: Callable[[], None] | None = None,
                   on_searched: Callable[[list[TuneTrial]], None] | None = None):
     """Search, train the best configuration again and save it under ``name``.
 
-    Returns (entry, trials, best trial). ``on_searched`` is called with the
-    trials when the search ends, before the best is retrained.
+    Returns (entry, trials, best trial). ``on_start`` is called once the
+    settings, the cell and the registry entry have been checked, before the
+    search starts; ``on_searched`` with the trials when the search ends,
+    before the best is retrained.
     """
     from histcli.distributed import plain_cell, ray_session, run_trial
     from histcli.training import resolve_mirror, split_targets
@@ -257,6 +260,8 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
         task = trial_settings(arch, base, fixed, {}).task
         for split in ("train", "valid"):  # a cell no trial can train on fails here, not in every trial
             split_targets(cell, split, task)
+        if on_start is not None:
+            on_start()
         with ray_session(address, "histcli tune", tune=True) as ray:
             trials = run_search(cell, arch, base=base, fixed=fixed, specs=specs, samples=samples,
                                 scheduler=scheduler, seed=seed, cpus_per_trial=cpus_per_trial,

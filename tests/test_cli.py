@@ -285,3 +285,27 @@ def test_models_show_is_one_table_at_80_columns(workspace, monkeypatch, capsys):
     metadata = json.loads((workspace.models / "logistic" / "sim01" / "metadata.json").read_text())
     assert metadata["weights_sha256"] in "".join(text.split())
     assert ["training.seed", "0"] in [line.split() for line in text.splitlines()]
+
+
+def test_notes_count_one_gene_as_one_gene(tiny_model):
+    """'predicted 1 genes', 'explained 1 genes': the notes now count with output.counted."""
+    marks = ["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3"]
+    one_gene = "gene_id\tbin\t" + "\t".join(marks) + "\n" + "".join(f"G1\t{b}\t1\t2\t3\t4\t5\n" for b in range(1, 5))
+    predicted = run_cli("predict", "logistic", "--cell", "sim01", "--input", "-", stdin=one_gene, env=tiny_model)
+    assert predicted.code == 0, predicted.stderr
+    assert "histcli: note: predicted 1 gene with logistic (sim01)\n" in predicted.stderr
+    pytest.importorskip("captum", reason="the explain extra is not installed (pip install 'histcli[explain]')")
+    explained = run_cli("explain", "logistic", "--cell", "sim01", "--genes", "-", "--method", "saliency",
+                        stdin="SIMG0000001\n", env=tiny_model)
+    assert explained.code == 0, explained.stderr
+    assert "histcli: note: explained 1 gene of sim01 with logistic (sim01), saliency" in explained.stderr
+
+
+@pytest.mark.parametrize("command", [["evaluate", "logistic"], ["predict", "logistic", "--cell", "sim01",
+                                                                   "--from-store", "sim01"]])
+def test_a_nan_threshold_is_bad_usage(tiny_model, command):
+    """click's range check lets nan through (every comparison with it is false): evaluate scored an accuracy
+    with every gene called 0 and predict wrote 0 for every gene, exit 0."""
+    result = run_cli(*command, "--threshold", "nan", env=tiny_model)
+    assert_one_line_error(result, "--threshold nan: expected a probability from 0 to 1", code=2)
+    assert result.stdout == ""

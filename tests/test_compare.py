@@ -333,3 +333,24 @@ def test_one_models_constant_predictions_leave_the_cell_out_of_its_pairs_only(mo
     # Named as the second model too (its note was dropped before).
     second = comparison.compare(None, registry, ["a", "flat"], metric="pearson")
     assert "cell c1: Pearson r of flat undefined (constant values); cell left out of its tests" in second.notes
+
+
+def test_summary_lines_fold_long_model_names_within_the_panel():
+    """A phrase longer than the panel (two long model names) was left to rich, which wrapped it flush left,
+    splitting "= -0.0481" and "(ties 0)"; now it breaks between words, indented, at most the panel's width."""
+    from histcli.cli.compare import fold_phrases
+
+    a, b = "crnn-dropout0.3-units64-lr3e-4-seedsweep", "logistic-with-a-rather-long-descriptive-name"
+    verdict = (f"{a} and {b} each ahead in 1/2 cells (ties 0), Wilcoxon p = 1, Holm-adjusted p = 1; "
+               f"median ΔAUC ({a} − {b}) = -0.0481")
+    assert fold_phrases(verdict, 76) == [
+        f"{a} and",
+        f"  {b} each ahead in 1/2 cells",
+        "  (ties 0),",
+        "  Wilcoxon p = 1, Holm-adjusted p = 1;",
+        f"  median ΔAUC ({a} −",
+        f"  {b}) = -0.0481",
+    ]
+    short = "logistic > crnn in 2/2 cells, Wilcoxon p = 0.5; median ΔAUC (logistic − crnn) = +0.0511"
+    assert fold_phrases(short, 76) == ["logistic > crnn in 2/2 cells, Wilcoxon p = 0.5;",
+                                       "  median ΔAUC (logistic − crnn) = +0.0511"]

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, run_cli
 
 from histcli.errors import (
     EXIT_ERROR,
@@ -174,3 +174,42 @@ def test_an_os_error_without_a_file_is_not_prefixed_by_its_own_text():
     assert describe(OSError(errno.ENOSPC, "No space left on device")) == (
         "no space left on device; free some space or write elsewhere", 1)
     assert describe(PermissionError(errno.EACCES, "Permission denied")) == ("permission denied", 1)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["store", "list", "-f", "xml"],
+     "Invalid value for '--format' / '-f': 'xml' is not one of 'auto', 'table', 'tsv', 'json' "
+     "(see 'histcli store list -h')"),
+    (["train", "--cel", "E003"],
+     "No such option: --cel (Possible options: --cell, --help, --lr) (see 'histcli train -h')"),
+    (["evalute", "crnn"], "No such command 'evalute'. Did you mean 'evaluate'? (see 'histcli -h')"),
+    (["store", "show"], "Missing argument 'cell' (see 'histcli store show -h')"),
+])
+def test_bad_usage_that_click_finds_is_one_line_too(args, said):
+    """Click's own usage errors (unknown option or command, invalid value, missing argument) were a usage
+    line, a hint and an error block (a boxed panel on a terminal): now one line like histcli's own, exit 2."""
+    result = run_cli(*args)
+    assert result.code == EXIT_USAGE
+    assert result.stderr == f"histcli: error: {said}\n"
+    assert result.stdout == ""
+
+
+def test_a_group_without_its_command_still_shows_its_help():
+    result = run_cli("store")
+    assert result.code == EXIT_USAGE
+    assert result.stderr.startswith("Usage: histcli store [OPTIONS] COMMAND") and "upgrade" in result.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "crnn", "deepchrome"], ["report", "crnn", "deepchrome"], ["demo"], ["prepare", "simulate"],
+    ["prepare", "tracks", "--cell", "X", "--track", "H3K4me3=t.bedGraph", "--genes", "g.bed", "--bin-size", "10",
+     "--window", "100"],
+    ["tune", "--cell", "X", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2"],
+])
+def test_a_negative_seed_is_bad_usage_not_a_traceback(args, tmp_path):
+    """numpy's generators take no negative seed: these commands ended in a ValueError traceback (compare and
+    report after scoring every cell); the option now says it, before any work."""
+    result = run_cli(*args, "--seed", "-1", cwd=tmp_path,  # demo's folder, were it to run
+                     env={"HISTCLI_STORE": str(tmp_path / "s.h5"), "HISTCLI_MODELS": str(tmp_path / "m")})
+    assert_one_line_error(result, "Invalid value for '--seed': -1 is not in the range x>=0", code=EXIT_USAGE)
+    assert len(result.stderr.splitlines()) == 1

@@ -535,3 +535,21 @@ def test_a_bad_bin_is_reported_at_its_own_line(workspace, genes, tmp_path):
         path.write_text("\n".join(changed) + "\n")
         assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"), str(path),
                               f"gene {gene_ids[1]}", *fragments)
+
+
+@pytest.mark.parametrize("marks, options, said", [
+    (["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3"], [],
+     "needs mark(s) H3K27me3, which the track input lacks (it has H3K4me3, H3K4me1, H3K36me3, H3K9me3)"),
+    (["H3K4me3", "H3K4me1", "H3K36me3", "H3K9me3", "H3K27me3"], ["--bin-size", "50"],
+     "expects 4 bins of 100 bp, but the track input has 8 bins of 50 bp"),
+])
+def test_predict_from_tracks_that_cannot_fit_the_model_stops_before_reading_them(tiny_model, tmp_path, marks,
+                                                                                  options, said):
+    """A mark the model needs but --track lacks, or a --bin-size that gives other bins, is known from the
+    command line: it is the one error line before any track or gene file is read (these do not exist), instead
+    of after binning every track genome-wide and noting what the gene file held."""
+    tracks = [arg for mark in marks for arg in ("--track", f"{mark}={tmp_path / mark}.bedGraph.gz")]
+    result = run_cli("predict", "logistic", "--cell", "sim01", *tracks, "--genes", tmp_path / "genes.bed",
+                     *options, env=tiny_model)
+    assert_one_line_error(result, f"model 'logistic' (trained on sim01) {said}")
+    assert len(result.stderr.splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -555,3 +556,36 @@ def test_a_prepare_of_a_cell_another_run_is_preparing_fails_before_reading(tmp_p
                      "--overwrite", "-q")
     assert result.code == 0, result.stderr
     assert Store(store_path).cell_names() == ["other01", "sim01", "sim02"]
+
+
+def test_store_list_names_a_folder_given_as_the_store(tmp_path):
+    """`store list --store DIR` said the folder did not exist; every other command said it was a folder."""
+    store = tmp_path / "store.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5, "--store", store, "-q").code == 0
+    listed = run_cli("store", "list", "--store", tmp_path)
+    assert_one_line_error(listed, f"store {tmp_path}: is a folder, not a store file (e.g. {store})")
+    assert listed.stdout == ""
+    assert_one_line_error(run_cli("store", "list", "--store", tmp_path / "none.h5"),
+                          f"store {tmp_path / 'none.h5'}: does not exist")
+
+
+def test_store_rm_lists_a_cell_named_twice_once(tmp_path):
+    store = tmp_path / "store.h5"
+    assert run_cli("prepare", "simulate", "--cells", 2, "--genes", 30, "--bins", 5, "--store", store, "-q").code == 0
+    removed = run_cli("store", "rm", "sim01", "sim01", "--store", store, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [row["cell"] for row in parse_tsv(removed.stdout)] == ["sim01"]
+    assert Store(store).cell_names() == ["sim02"]
+
+
+def test_a_device_or_pipe_given_as_the_store_is_refused_and_left_alone(tmp_path):
+    """`--store /dev/null` made prepare rename its new link file over the device (as root, /dev/null became a
+    plain file) and put the cells folder beside it; a device or pipe is now refused before anything is written.
+    A FIFO stands in for the device here."""
+    fifo = tmp_path / "store.h5"
+    os.mkfifo(fifo)
+    for args in (("prepare", "simulate", "--cells", 1, "--genes", 30, "--bins", 5), ("store", "list")):
+        result = run_cli(*args, "--store", fifo, timeout=60)
+        assert_one_line_error(result, f"store {fifo}: is a device or pipe, not a store file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["store.h5"]

@@ -560,3 +560,36 @@ def test_a_failed_tune_trial_is_one_warning_line_without_tracebacks(cells, tmp_p
     assert all(row["status"] != "failed" for row in rows if row["kernel"] == 5)
     assert warnings == [f"histcli: warning: trial {row['trial']} (kernel=18) failed: {expected}; use more bins or a "
                         "smaller kernel or pool" for row in failed]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--cell", "sim01", "--lr", "0.05"], "--search and --lr cannot be combined: lr is both searched and fixed"),
+    (["--cell", "nosuch"], "no cell 'nosuch'"),
+])
+def test_tune_refused_before_searching_says_only_why(cells, tmp_path, args, said):
+    """tune announced 'searching ... configurations' before finding that it could not start: a refusal is the
+    one error line, the announcement comes once the search does start."""
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    result = run_cli("tune", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2", "--samples", 1,
+                     "--epochs", 1, *args, env=_env(cells, tmp_path / "models"))
+    assert result.code in (1, 2)
+    assert len(result.stderr.splitlines()) == 1 and said in result.stderr, result.stderr
+
+
+def test_tune_notes_count_one_configuration_and_one_trial(cells, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'histcli[ray]')")
+    result = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--search", "lr=loguniform:1e-3:1e-2",
+                     "--samples", 1, "--epochs", 1, "--max-concurrent", 1, env=_env(cells, tmp_path / "models"))
+    assert result.code == 0, result.stderr
+    assert "searching logistic on sim01: 1 configuration, asha scheduler" in result.stderr
+    assert "search done: 1 trial completed, 0 stopped early, 0 failed" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["sweep", "tune"])
+def test_nan_gpus_per_trial_is_bad_usage(cells, tmp_path, command):
+    """click's range check let nan through to Ray, whose resource arithmetic ended in a traceback."""
+    search = ["--search", "lr=loguniform:1e-3:1e-2"] if command == "tune" else []
+    result = run_cli(command, "--cell", "sim01", "--arch", "logistic", *search, "--epochs", 1,
+                     "--gpus-per-trial", "nan", env=_env(cells, tmp_path / "models"))
+    assert_one_line_error(result, "Invalid value for '--gpus-per-trial': nan is not a number", code=2)
+    assert len(result.stderr.splitlines()) == 1

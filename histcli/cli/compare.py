@@ -71,18 +71,30 @@ def _print_rich(result, split: str) -> None:
 
 def fold_phrases(statement: str, width: int) -> list[str]:
     """Lines of at most ``width`` that break only between phrases (after "; ", or after ", " before a word,
-    so "p = 0.38" and "[-0.02, +0.01]" stay whole); continuation lines are indented two spaces more."""
+    so "p = 0.38" and "[-0.02, +0.01]" stay whole); continuation lines are indented two spaces more. A phrase
+    longer than a line (long model names) breaks between its words, indented too, never before a number or "="
+    (so "= -0.0481" and "(ties 0)" stay whole)."""
     import re
+    import textwrap
 
     indent = " " * (len(statement) - len(statement.lstrip()) + 2)
     lines = [""]
     for phrase in re.split(r"(?<=;) |(?<=,) (?=[^\W\d])", statement):
         joined = f"{lines[-1]} {phrase}" if lines[-1] else phrase
         if lines[-1].strip() and len(joined) > width:
-            lines.append(indent + phrase)  # a phrase longer than a whole line is left for rich to wrap
+            lines.append(indent + phrase)
         else:
             lines[-1] = joined
-    return lines
+    glue = "\N{NO-BREAK SPACE}"  # not a place to break for textwrap
+    folded = []
+    for line in lines:
+        if len(line) <= width:
+            folded.append(line)
+            continue
+        parts = textwrap.wrap(re.sub(r" (?=[-+=]?\d|=)", glue, line), width, subsequent_indent=indent,
+                              break_long_words=False, break_on_hyphens=False)
+        folded += [part.replace(glue, " ") for part in parts]
+    return folded
 
 
 def _p(value) -> str:
@@ -107,7 +119,7 @@ def compare(
     plot_cell: Annotated[Optional[str], typer.Option("--plot-cell", "--roc-cell", help="The cell of --plot's right-hand "
                                                      "panels (default: each pair's largest difference).",
                                                      autocompletion=complete_cells)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap CI.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the bootstrap CI.")] = 0,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
     store_path: StoreOption = DEFAULT_STORE,

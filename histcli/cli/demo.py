@@ -21,7 +21,7 @@ def demo(
     bins: Annotated[int, typer.Option("--bins", min=14, help="Bins per gene (DeepChrome needs 14).")] = 20,
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Most epochs per model "
                                                   "[default: train's, which stops when a model has converged].")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of data and training.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of data and training.")] = 0,
     device: DeviceOption = Device.auto,
 ) -> None:
     """Simulate cells, prepare them, train logistic/DeepChrome/CRNN, evaluate and compare; print every table.

@@ -98,7 +98,7 @@ def explain(
     from histcli.errors import UsageError
     from histcli.explanation import check_method, read_gene_list, require_captum
     from histcli.fsutil import atomic_open, check_output_path
-    from histcli.output import resolve_format
+    from histcli.output import counted, resolve_format
     from histcli.plots import plotting_backend
     from histcli.registry import Registry
     from histcli.splits import check_split_choice
@@ -175,7 +175,7 @@ def explain(
         console.note(f"{explainer.incomplete} gene orientation(s) still miss completeness by more than "
                      f"{COMPLETENESS_TOLERANCE:.0%} at {steps * 2 ** MAX_STEP_DOUBLINGS} integration points")
     n = len(chosen.gene_ids)
-    console.note(f"explained {n} genes of {target_cell} with {entry.name} ({entry.cell}), {method.value}, "
+    console.note(f"explained {counted(n, 'gene')} of {target_cell} with {entry.name} ({entry.cell}), {method.value}, "
                  f"{resolved_device}: {seconds:.2f} s" + (f", {1000 * seconds / n:.2f} s per 1,000 genes" if n else ""))
     if summary:
         _print_summary(totals, fmt, output, title=f"{entry.name} ({entry.cell}) on {target_cell}, {method.value}")

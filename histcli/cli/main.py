@@ -23,10 +23,23 @@ def main() -> None:
     except KeyboardInterrupt:  # Ctrl-C while still starting up
         sys.exit(130)
 
+    import typer
+
+    click = click_exceptions()
     try:
-        app(prog_name="histcli")
-    except SystemExit as done:  # how click ends every command, successful or not
+        # Not standalone: click's own usage errors come back here, to be said in one line like ours.
+        code = app(prog_name="histcli", standalone_mode=False) or 0
+    except SystemExit as done:  # shell completion, or a command that exits itself
         code = done.code
+    except getattr(click, "NoArgsIsHelpError", ()) as shown:  # `histcli store`: its help (click >= 8.2)
+        if app.rich_markup_mode is None:  # on a terminal typer has already printed the rich help
+            shown.show()
+        code = shown.exit_code
+    except click.ClickException as failed:
+        print(f"histcli: error: {click_message(failed)}", file=sys.stderr)
+        code = failed.exit_code
+    except typer.Abort:  # end of input at a prompt
+        code = 1
     except KeyboardInterrupt:  # outside a command (typer maps those to 130 itself)
         code = 130
     except StdoutClosed:
@@ -38,9 +51,24 @@ def main() -> None:
         if code < 0:
             raise
         print(f"histcli: error: {message}", file=sys.stderr)
-    else:
-        code = 0
     exit_skipping_teardown(code)
+
+
+def click_exceptions():
+    """The module of the click exceptions typer raises: click's, or from typer 0.28 on its own copy of click."""
+    import typer
+
+    return sys.modules[typer.BadParameter.__module__]
+
+
+def click_message(failed) -> str:
+    """Click's message for a bad command line (unknown option, invalid value, missing argument), in one
+    line with where the command's help is, instead of click's usage, hint and error block."""
+    message = " ".join(failed.format_message().split()).removesuffix(".")
+    context = getattr(failed, "ctx", None)
+    if context is None:
+        return message
+    return f"{message} (see '{context.command_path} {context.help_option_names[0]}')"
 
 
 def exit_skipping_teardown(code: object) -> None:

@@ -345,7 +345,7 @@ def chosen_cells(store, cells: list[str] | None, all_cells: bool) -> list[str]:
         raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
     known = store.cell_names()
     if all_cells and not known:
-        store.check_exists()
+        store.require()
         raise UsageError(f"--all-cells: the store {store.path} holds no cells")
     chosen = known if all_cells else list(dict.fromkeys(cells))
     for cell in chosen:
@@ -375,9 +375,16 @@ CpusPerTrialOption = Annotated[
     typer.Option("--cpus-per-trial", min=1, help="CPUs Ray reserves per trial, and torch threads per trial.",
                  rich_help_panel="Ray"),
 ]
+def reject_nan(value: float) -> float:
+    """A float option's callback: click's range check lets nan through (it compares false with every bound)."""
+    if value != value:
+        raise typer.BadParameter("nan is not a number")
+    return value
+
+
 GpusPerTrialOption = Annotated[
     float,
-    typer.Option("--gpus-per-trial", min=0.0, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
+    typer.Option("--gpus-per-trial", min=0.0, callback=reject_nan, help="GPUs per trial, e.g. 0.25 packs four trials on a GPU; "
                  "above 0 trials train on CUDA.", rich_help_panel="Ray"),
 ]
 RetriesOption = Annotated[
@@ -387,9 +394,12 @@ RetriesOption = Annotated[
 
 
 def check_threshold(threshold: float | None, entries) -> None:
-    """--threshold given for regression models only, whose levels it would not touch: a usage error."""
+    """--threshold given for regression models only, whose levels it would not touch: a usage error. So is
+    nan, which the option's range lets through and which no probability reaches."""
     from histcli.errors import UsageError
 
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise UsageError(f"--threshold {threshold}: expected a probability from 0 to 1")
     if threshold is not None and all(entry.task.name == "regression" for entry in entries):
         names = list(dict.fromkeys(entry.name for entry in entries))
         raise UsageError(f"--threshold applies to classifiers' probabilities; {', '.join(names)} "

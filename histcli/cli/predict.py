@@ -26,6 +26,8 @@ from histcli.cli.options import (
 #: Earlier spellings put the input TSV after NAME (`predict NAME INPUT --cell C`, `predict --model DIR
 #: INPUT`); it still arrives there, as an extra argument that the help does not show.
 CONTEXT_SETTINGS = {"allow_extra_args": True}
+# How messages name genes binned from --track (their cell is named 'predict', nothing the user named).
+TRACK_INPUT = "the track input"
 
 
 def predict(
@@ -83,6 +85,7 @@ def predict(
     from histcli.cli.options import check_threshold
     from histcli.fsutil import atomic_open, check_output_path
     from histcli.metrics import DEFAULT_THRESHOLD
+    from histcli.output import counted
     from histcli.prediction import PredictionWriter, Predictor, predict_table
     from histcli.registry import Registry, read_entry
     from histcli.training import resolve_device
@@ -108,11 +111,11 @@ def predict(
         else:
             genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing,
                                    from_store, split or "test", store_path)
-            described = "the track input" if track else None  # the cell binned from tracks is named 'predict'
+            described = TRACK_INPUT if track else None
             writer.add(genes_cell.gene_ids, predictor.cell_scores(genes_cell, described=described))
             count = genes_cell.n_genes
         writer.close()
-    console.note(f"predicted {count} genes with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
+    console.note(f"predicted {counted(count, 'gene')} with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
 
 
 def _old_spellings(name, input_file, extra: list[str], model, other_input):
@@ -163,6 +166,7 @@ def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, fr
         from histcli.store import Store
 
         return Store(store_path).load(from_store, splits=splits_to_load(split))
+    from histcli.evaluation import check_layout
     from histcli.sources.tracks import read_tracks_cell
 
     trained_with = entry.input.aggregate
@@ -172,13 +176,17 @@ def _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing, fr
         aggregate = aggregate.value
         if trained_with and aggregate != trained_with:
             console.note(f"--aggregate {aggregate}, but the model was trained on tracks binned with {trained_with}")
+    tracks = parse_tracks(track)
+    bin_size, window = bin_size or entry.input.bin_size, window or entry.input.window
+    if 2 * window % bin_size == 0:  # else read_tracks_cell says why; a mismatch is said before reading a track
+        check_layout(entry, list(tracks), 2 * window // bin_size, bin_size, window, TRACK_INPUT)
     notes: list[str] = []
     cell = read_tracks_cell(
         "predict",
-        tracks=parse_tracks(track),
+        tracks=tracks,
         genes=genes,
-        bin_size=bin_size or entry.input.bin_size,
-        window=window or entry.input.window,
+        bin_size=bin_size,
+        window=window,
         aggregate=aggregate,
         drop_missing=drop_missing,
         notes=notes,

@@ -185,7 +185,7 @@ def tracks(
     split_fractions: Annotated[Optional[str], typer.Option(
         "--split-fractions", help="TRAIN,VALID,TEST fractions of a random split, e.g. 0.6,0.2,0.2.",
         rich_help_panel="Split")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of --split-fractions.", rich_help_panel="Split")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of --split-fractions.", rich_help_panel="Split")] = 0,
     aggregate: AggregateOption = Aggregate.sum,
     drop_missing: DropMissingOption = False,
     overwrite: OverwriteOption = False,
@@ -239,7 +239,7 @@ def simulate(
     cells: Annotated[int, typer.Option("--cells", min=1, help="Number of cells.")] = 3,
     genes: Annotated[int, typer.Option("--genes", min=3, help="Genes per cell (split in thirds).")] = 2000,
     bins: Annotated[int, typer.Option("--bins", min=1, help="Bins per gene.")] = 100,
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same cells.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same cells.")] = 0,
     prefix: Annotated[str, typer.Option("--prefix", help="Cell names are PREFIX01, PREFIX02, ...")] = "sim",
     bin_size: Annotated[int, typer.Option("--bin-size", min=1, help="Bin size in bp.")] = 100,
     overwrite: OverwriteOption = False,

@@ -37,7 +37,7 @@ def report(
                                                 "occlusion.")] = "saliency",
     explain_genes: Annotated[int, typer.Option("--explain-genes", min=1, help="At most this many genes per cell "
                                                "for --explain, evenly spaced through the split.")] = 500,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of compare's bootstrap CI.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of compare's bootstrap CI.")] = 0,
     device: DeviceOption = Device.auto,
     allow_changed_data: AllowChangedOption = False,
     store_path: StoreOption = DEFAULT_STORE,

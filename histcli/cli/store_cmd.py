@@ -122,6 +122,7 @@ def remove_cells(
     from histcli.store import Store
 
     store = Store(store_path)
+    cells = list(dict.fromkeys(cells))  # a cell named twice is removed, and listed, once
     removed = [store.summary(cell) for cell in cells]
     store.remove(cells)
     print_summaries(removed, output_format, title=f"removed from {store_path}")

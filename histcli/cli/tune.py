@@ -71,7 +71,7 @@ def tune(
     = Scheduler.asha,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name of the best configuration "
                                                                      "[default: ARCH-tuned].")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling and of every trial's training.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the sampling and of every trial's training.")] = 0,
     params: Annotated[Optional[list[str]], typer.Option(
         "--param", "-p", help="Hyperparameter KEY=VALUE held fixed (repeat).")] = None,
     epochs: EpochsOption = None,
@@ -106,7 +106,7 @@ def tune(
     from histcli.cli import console
     from histcli.distributed import import_ray, trial_device
     from histcli.errors import EXIT_INTERRUPTED
-    from histcli.output import render_rows
+    from histcli.output import counted, render_rows
     from histcli.registry import Registry, check_model_name
     from histcli.store import Store
     from histcli.tuning import parse_search, tune_and_save
@@ -126,17 +126,20 @@ def tune(
                 logging.getLogger("histcli").warning("trial %d (%s) failed: %s", trial.number,
                                                      " ".join(f"{k}={v}" for k, v in trial.params.items()),
                                                      trial.error)
-        console.note(f"search done: {sum(t.status == 'completed' for t in trials)} trials completed, "
+        console.note(f"search done: {counted(sum(t.status == 'completed' for t in trials), 'trial')} completed, "
                      f"{sum(t.status == 'stopped' for t in trials)} stopped early, "
                      f"{sum(t.status == 'failed' for t in trials)} failed; training the best configuration")
 
-    console.note(f"searching {arch} on {cell}: {samples} configurations, {scheduler.value} scheduler")
+    def starting():
+        console.note(f"searching {arch} on {cell}: {counted(samples, 'configuration')}, {scheduler.value} scheduler")
+
     try:
         entry, trials, best = tune_and_save(
             Store(store_path), cell, arch, Registry(models_path), model_name, base=base,
             fixed=parse_params(params or []), specs=specs, samples=samples, scheduler=scheduler.value, seed=seed,
             mirror=mirror.value, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, retries=retries,
-            address=address, overwrite=overwrite, max_concurrent=max_concurrent, on_searched=searched)
+            address=address, overwrite=overwrite, max_concurrent=max_concurrent, on_start=starting,
+            on_searched=searched)
     except KeyboardInterrupt:
         console.note("interrupted: the search is abandoned and nothing is saved")
         raise typer.Exit(EXIT_INTERRUPTED) from None
