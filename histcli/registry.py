@@ -269,13 +269,20 @@ class Registry:
 
         return self.root / check_model_name(name) / check_cell_name(cell)
 
+    def _check_root(self) -> None:
+        # A file given for --models would read as an empty registry and hide the mistake.
+        if self.root.exists() and not self.root.is_dir():
+            raise ModelError(f"{self.root}: is a file, not a model registry folder")
+
     def names(self) -> list[str]:
         """Model names with at least one entry."""
+        self._check_root()
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and is_allowed_name(p.name) and self.cells(p.name))
 
     def cells(self, name: str) -> list[str]:
+        self._check_root()
         folder = self.root / name
         if not folder.is_dir():
             return []
@@ -365,10 +372,10 @@ class Registry:
         if len(states) != len(files):
             raise ModelError(f"{len(states)} sets of weights for {len(files)} ensemble members")
         final = self.entry_path(name, cell)
-        final.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_name(final, "tmp")
         try:
-            temp.mkdir()
+            # With its parents in one call: `models rm` of the model's last entry removes the model's folder.
+            temp.mkdir(parents=True)
             hashes = []
             for filename, weights in zip(files, states, strict=True):
                 tensors = {key: value.detach().to("cpu").contiguous() for key, value in weights.items()}
@@ -414,4 +421,7 @@ class Registry:
                 doomed = temp_name(path, "old")
                 os.rename(path, doomed)
                 remove_path(doomed)
+            # The model's folder goes with its last entry (held by the lock, no run of this name is adding one).
+            with contextlib.suppress(OSError):  # not empty: other cells' entries remain
+                (self.root / name).rmdir()
         return cells

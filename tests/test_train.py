@@ -162,14 +162,20 @@ def test_models_list_show_and_rm(small_store, tmp_path):
     removed = run_cli("models", "rm", "logistic", "--cell", "sim01", "--models", models, "-f", "tsv")
     assert [(r["model"], r["cell"]) for r in parse_tsv(removed.stdout)] == [("logistic", "sim01")]
     assert Registry(models).cells("logistic") == ["sim02"]
+    assert (models / "logistic").is_dir()  # the model's folder stays while it has an entry
     result = run_cli("models", "show", "logistic", "--cell", "sim01", "--models", models)
     assert_one_line_error(result, "no model 'logistic' for cell 'sim01'", "sim02")
     assert train(small_store, models, "--cell", "sim03", "--arch", "logistic", "--epochs", 1).code == 0
     removed = run_cli("models", "rm", "logistic", "--models", models, "-f", "tsv")
     assert [r["cell"] for r in parse_tsv(removed.stdout)] == ["sim02", "sim03"]
     assert Registry(models).names() == []
+    assert not (models / "logistic").exists()  # with its last entry, the model's folder goes too
     assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 1).code == 0
     assert Registry(models).names() == ["logistic"]
+    # A file given for the registry is named, not read as an empty registry.
+    for command in (["models", "list"], ["evaluate", "logistic"]):
+        result = run_cli(*command, "--models", small_store)
+        assert_one_line_error(result, f"{small_store}: is a file, not a model registry folder")
 
 
 def test_training_needs_labels_and_known_cells(small_store, tmp_path):
@@ -190,6 +196,11 @@ def test_training_needs_labels_and_known_cells(small_store, tmp_path):
     assert not models.exists() or Registry(models).names() == []
     result = train(small_store, models, "--arch", "crnn")
     assert_one_line_error(result, "--all-cells", code=2)
+    result = train(small_store, models, "--arch", "crnn", "--all-cells", "--cell", "sim01")
+    assert_one_line_error(result, "--cell and --all-cells cannot be combined", code=2)
+    for seed_option in (["--seed", "-1"], ["--seed", str(2**64)], ["--seeds", f"0,{2**64}"]):
+        result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", *seed_option)
+        assert_one_line_error(result, seed_option[0], code=2)  # torch's generators take 0 to 2**64 - 1
 
 
 def test_ctrl_c_saves_the_best_epoch_marked_interrupted(small_store, tmp_path):

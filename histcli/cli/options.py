@@ -239,6 +239,10 @@ AggregateOption = Annotated[
 ]
 
 
+# The largest seed torch's generators take (numpy's take any non-negative integer).
+MAX_SEED = 2**64 - 1
+
+
 def parse_seeds(text: str) -> list[int]:
     """``0-4`` or ``0,2,7`` (or a mix, ``0-2,9``) as a list of distinct seeds in the given order."""
     from histcli.errors import UsageError
@@ -252,6 +256,8 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(f"--seeds {text!r}: expected a range or a comma list of integers, e.g. 0-4 or 0,2,7") from None
         if high < low:
             raise UsageError(f"--seeds {text!r}: the range {part.strip()} runs backwards")
+        if high > MAX_SEED:
+            raise UsageError(f"--seeds {text!r}: {high} is above the largest seed, {MAX_SEED}")
         seeds += range(low, high + 1)
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {text!r}: a seed is named twice")
@@ -341,7 +347,9 @@ def chosen_cells(store, cells: list[str] | None, all_cells: bool) -> list[str]:
     ``store``; a missing one is the store's own error listing the cells it holds."""
     from histcli.errors import UsageError
 
-    if bool(cells) == all_cells:
+    if cells and all_cells:
+        raise UsageError("--cell and --all-cells cannot be combined: --all-cells trains every cell of the store")
+    if not cells and not all_cells:
         raise UsageError("name the cells with --cell (repeatable) or pass --all-cells")
     known = store.cell_names()
     if all_cells and not known:

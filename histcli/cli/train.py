@@ -10,6 +10,7 @@ import typer
 from histcli.cli.options import (
     DEFAULT_MODELS,
     DEFAULT_STORE,
+    MAX_SEED,
     BatchSizeOption,
     CellsOption,
     ClipNormOption,
@@ -93,8 +94,8 @@ def train(
     lr_schedule: LrScheduleOption = None,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE "
                                                                              "(repeat), e.g. dropout=0.3.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of initialisation, dropout and batch order "
-                                                "[default: 0].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of initialisation, "
+                                                "dropout and batch order [default: 0].")] = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Train one model per seed (a range 0-4 or a list "
                                                  "0,2,7) and store them as one ensemble entry that predicts the "
                                                  "mean of their probabilities (regression: of their levels).")] = None,
