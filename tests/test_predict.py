@@ -114,6 +114,13 @@ def test_output_file_is_atomic(workspace, genes, tmp_path):
     assert workspace.run("predict", "logistic", bad, "--cell", "sim01", "-o", fresh).code == 1
     assert not fresh.exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # -o naming the input (or a link to it) would replace the user's counts with predictions: refused.
+    kept = good.read_bytes()
+    (tmp_path / "link.tsv").symlink_to(good)
+    for target in (good, tmp_path / "link.tsv"):
+        result = workspace.run("predict", "logistic", good, "--cell", "sim01", "-o", target)
+        assert_one_line_error(result, f"-o {target} is the input file {good}", code=2)
+        assert good.read_bytes() == kept
 
 
 BAD_LONG = {

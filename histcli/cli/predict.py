@@ -96,6 +96,7 @@ def predict(
                    drop_missing, split)
     if output is not None:
         check_output_path(output, "the predictions")
+        _check_output_is_no_input(output, [input_file, genes, *(value.partition("=")[2] for value in track or [])])
     entry = read_entry(model) if model is not None else Registry(models_path).get(name, cell)
     check_threshold(threshold, [entry])
     predictor = Predictor(entry, resolve_device(device.value))
@@ -116,6 +117,18 @@ def predict(
             count = genes_cell.n_genes
         writer.close()
     console.note(f"predicted {counted(count, 'gene')} with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
+
+
+def _check_output_is_no_input(output, inputs) -> None:
+    """-o naming an input file (or a link to one) would replace the user's data with the predictions."""
+    import os
+
+    from histcli.errors import UsageError
+
+    for given in inputs:
+        if given and given != "-" and os.path.exists(given) and os.path.exists(output) and os.path.samefile(given, output):
+            raise UsageError(f"-o {output} is the input file {given}: the predictions would replace it; "
+                             "write them to another file")
 
 
 def _old_spellings(name, input_file, extra: list[str], model, other_input):
