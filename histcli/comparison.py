@@ -253,12 +253,10 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         pairs.append(pair)
 
     if len(pairs) > 1:
-        raw = np.array([np.nan if p.summary.wilcoxon_p is None else p.summary.wilcoxon_p for p in pairs])
-        for pair, adjusted in zip(pairs, stats.holm(raw), strict=True):
-            pair.summary.wilcoxon_p_holm = None if np.isnan(adjusted) else float(adjusted)
-        raw_t = np.array([np.nan if p.summary.ttest_p is None else p.summary.ttest_p for p in pairs])
-        for pair, adjusted in zip(pairs, stats.holm(raw_t), strict=True):
-            pair.summary.ttest_p_holm = None if np.isnan(adjusted) else float(adjusted)
+        for test in ("wilcoxon_p", "ttest_p"):  # each test's p-values adjusted over the pairs
+            raw = np.array([np.nan if getattr(p.summary, test) is None else getattr(p.summary, test) for p in pairs])
+            for pair, adjusted in zip(pairs, stats.holm(raw), strict=True):
+                setattr(pair.summary, f"{test}_holm", None if np.isnan(adjusted) else float(adjusted))
     return Comparison(models, chosen, values, pairs, list(dict.fromkeys(notes)), metric)
 
 

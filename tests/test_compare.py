@@ -73,12 +73,13 @@ def test_three_models_compare_every_pair_with_holm(workspace, tmp_path):
     assert chosen.code == 0, chosen.stderr
     assert_plot_covers_every_pair(svg, payload, cell="sim02")
     assert pairs == [("logistic", "deepchrome"), ("logistic", "logistic-s2"), ("deepchrome", "logistic-s2")]
-    raw = np.array([p["summary"]["wilcoxon_p"] for p in payload["pairs"]])
-    order = np.argsort(raw)
-    expected = np.minimum(1, np.maximum.accumulate(raw[order] * (3 - np.arange(3))))
-    holm = np.empty(3)
-    holm[order] = expected
-    assert [p["summary"]["wilcoxon_p_holm"] for p in payload["pairs"]] == pytest.approx(list(holm))
+    for test in ("wilcoxon_p", "ttest_p"):
+        raw = np.array([p["summary"][test] for p in payload["pairs"]])
+        order = np.argsort(raw)
+        expected = np.minimum(1, np.maximum.accumulate(raw[order] * (3 - np.arange(3))))
+        holm = np.empty(3)
+        holm[order] = expected
+        assert [p["summary"][f"{test}_holm"] for p in payload["pairs"]] == pytest.approx(list(holm))
     summary_rows = parse_tsv(run_cli("compare", "logistic", "deepchrome", "logistic-s2", "--summary", "-f", "tsv",
                                      "-q", env=env).stdout)
     assert [(r["model_a"], r["model_b"]) for r in summary_rows] == pairs

@@ -112,6 +112,7 @@ def predict(
         else:
             genes_cell = _cell_for(entry, track, genes, bin_size, window, aggregate, drop_missing,
                                    from_store, split or "test", store_path)
+            bar.update(task, total=genes_cell.n_genes)  # known here, unlike for a streamed --input
             described = TRACK_INPUT if track else None
             writer.add(genes_cell.gene_ids, predictor.cell_scores(genes_cell, described=described))
             count = genes_cell.n_genes
