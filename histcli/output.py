@@ -197,7 +197,12 @@ def write_rich_table(rows, columns, *, title=None) -> None:
                 out.print(heading(block_title, terminal))
             if extra_heading and index == 0:
                 out.print(Text(extra_heading))
-            out.print(block)
+            if terminal:
+                out.print(block)
+            else:  # rich pads every cell to its column's width, the last too: no trailing blanks in a file
+                with out.capture() as captured:
+                    out.print(block)
+                out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
     except BrokenPipeError:
         raise StdoutClosed() from None
 
