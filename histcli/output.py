@@ -34,6 +34,9 @@ class Column:
     # A value every row has alike (store list's marks) is said once above the rich table, not repeated in
     # a column of each row; machine formats keep the column.
     shared: bool = False
+    # A comma-separated list (marks): in the rich table its items are separated by ", ", so that a folding
+    # column breaks between items, never inside one.
+    items: bool = False
 
     @property
     def title(self) -> str:
@@ -180,7 +183,8 @@ def write_rich_table(rows, columns, *, title=None) -> None:
         table.add_column(column.title, justify=column.justify, no_wrap=not column.fold,
                          overflow="fold" if column.fold else "ellipsis")
     for row in rows:
-        table.add_row(*(human_text(row.get(c.key), c) for c in columns))
+        table.add_row(*(human_text(row.get(c.key), c).replace(",", ", ") if c.items else human_text(row.get(c.key), c)
+                        for c in columns))
     out = console()
     if rows and not fits(out, table, columns):
         # Too wide for the terminal: one key-value block per row, so that no value is cut.

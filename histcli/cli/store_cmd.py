@@ -30,7 +30,7 @@ def summary_columns():
         Column("unsplit"),
         Column("bins", shared=True),
         Column("bin_size", shared=True),
-        Column("marks", justify="left", shared=True),
+        Column("marks", justify="left", shared=True, fold=True, items=True),
         Column("positive_fraction", "positive", percent=True),
     ]
 
