@@ -50,13 +50,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import BinaryIO, Iterable, Iterator, TextIO
 
 import numpy as np
 
 from histcli.errors import ChoiceError, EmptySplitError, InputError, MissingExtraError, SettingError
 from histcli.registry import Entry
-from histcli.sources.common import read_bytes, text_lines, utf8_text
+from histcli.sources.common import decoded_bytes, read_bytes, text_lines, utf8_text
 from histcli.splits import split_genes
 from histcli.store import CellData
 
@@ -99,18 +99,21 @@ def check_method(entry: Entry, method: str) -> None:
                            f"{ANY_MODEL_METHODS[-1]}")
 
 
-def read_gene_list(source: str, stream: TextIO | None = None) -> list[str]:
+def read_gene_list(source: str, stream: BinaryIO | None = None) -> list[str]:
     """Gene ids, one a line (the first tab-separated field); '#' lines, blank lines and a
     ``gene_id`` header are skipped. A gene given twice is an error naming both lines."""
     import sys
 
     shown = "<stdin>" if source == "-" else source
     if source == "-":
-        lines = text_lines((stream or sys.stdin).read(), shown)
+        # Bytes, decoded as a file's are (a byte-order mark dropped, gzip read, bytes that are not UTF-8 named).
+        raw = (stream or sys.stdin.buffer).read()
+        lines = text_lines(utf8_text(Path(shown), decoded_bytes(Path(shown), raw)), shown)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise InputError(shown, "is a folder, expected a file of gene ids" if path.is_dir() else "no such file")
+        if path.is_dir():
+            raise InputError(shown, "is a folder, expected a file of gene ids")
+        # read_bytes reads a pipe (bash's <(...)) once, as it reads a file.
         lines = text_lines(utf8_text(path, read_bytes(path)), shown)
     genes: list[str] = []
     first_line: dict[str, int] = {}

@@ -30,7 +30,7 @@ from histcli.fsutil import readable_inputs
 from histcli.marks import canonical_mark
 from histcli.metrics import DEFAULT_THRESHOLD
 from histcli.registry import Entry
-from histcli.sources.common import COUNT_OVERFLOW, not_utf8
+from histcli.sources.common import COUNT_OVERFLOW, is_gzip, not_utf8
 from histcli.sources.rows import Field, GeneBlocks, bad_ids, first_bad_line, open_lines, read_chunks
 from histcli.transforms import apply_transform
 
@@ -189,8 +189,9 @@ def _header(path: Path, shown: str) -> list[str]:
             line = handle.readline()
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(shown, f"truncated or corrupt gzip data ({exc})") from None
-    if not line:  # an empty plain file is caught above: this is gzip framing around nothing
-        raise InputError(shown, "gzip data with no content, expected a header line")
+    if not line:  # an empty plain file is caught above: gzip framing around nothing, or a byte-order mark alone
+        raise InputError(shown, f"{'gzip data' if is_gzip(path) else 'a byte-order mark'} with no content, "
+                                "expected a header line")
     undecodable = not_utf8(shown, line, 1)
     if undecodable is not None:
         raise undecodable

@@ -317,6 +317,7 @@ class Registry:
         (:class:`ModelBusyError`) instead of training in full and losing at
         save; runs writing other entries never wait. Released on death, too.
         """
+        self._check_root()
         ensure_writable_dir(self.root.resolve(), "model registry")
         locks = {}
         for name, cell in entries:

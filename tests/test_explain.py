@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, parse_tsv, run_cli
+from conftest import REPO, assert_one_line_error, parse_tsv, run_cli
 
 from histcli.explanation import bin_positions
 from histcli.sources.simulate import split_codes
@@ -301,3 +302,26 @@ def test_explaining_a_cell_changed_since_training_warns(tmp_path):
     assert changed.code == 0, changed.stderr
     assert "cell signal in" in changed.stderr and "changed since model 'logistic' was trained" in changed.stderr
     assert "explained as it is stored now" in changed.stderr
+
+
+def test_a_gene_list_is_read_like_any_input_file(tmp_path):
+    """From stdin too: a byte-order mark and CRLF line ends change nothing, gzip is read, and a byte that is not
+    UTF-8 is named by its line (stdin was read as text: the mark stayed in the first id, the byte became
+    U+DCFF or a traceback). A pipe (bash's <(...)) is read like a file."""
+    import gzip
+    import io
+    import subprocess
+
+    from histcli.errors import InputError
+    from histcli.explanation import read_gene_list
+
+    assert read_gene_list("-", io.BytesIO(b"\xef\xbb\xbfgene_id\r\nG1\r\nG2\r\n")) == ["G1", "G2"]
+    assert read_gene_list("-", io.BytesIO(gzip.compress(b"G3\nG1\n"))) == ["G3", "G1"]
+    with pytest.raises(InputError) as caught:
+        read_gene_list("-", io.BytesIO(b"G1\n\xff\r\n"))
+    assert str(caught.value).startswith("<stdin>, line 2: not UTF-8 text (byte 0xff")
+    code = "from histcli.explanation import read_gene_list as r; import sys; print(r(sys.argv[1]))"
+    script = f"{sys.executable} -c '{code}' <(printf 'G5\\nG6\\n')"
+    listed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert listed.stdout.strip() == "['G5', 'G6']", listed.stderr

@@ -121,6 +121,16 @@ def test_output_file_is_atomic(workspace, genes, tmp_path):
         result = workspace.run("predict", "logistic", good, "--cell", "sim01", "-o", target)
         assert_one_line_error(result, f"-o {target} is the input file {good}", code=2)
         assert good.read_bytes() == kept
+    # Nor the store (the input of --from-store), nor a file of the model.
+    store = workspace.store.read_bytes()
+    result = workspace.run("predict", "logistic", "--cell", "sim01", "--from-store", "sim02", "-o", workspace.store)
+    assert_one_line_error(result, f"-o {workspace.store} is the input file", code=2)
+    assert workspace.store.read_bytes() == store
+    folder = Registry(workspace.models).get("logistic", "sim01").path
+    config = (folder / "config.json").read_bytes()
+    result = workspace.run("predict", "--model", folder, good, "-o", folder / "config.json")
+    assert_one_line_error(result, "is inside the model's folder", code=2)
+    assert (folder / "config.json").read_bytes() == config
 
 
 BAD_LONG = {
@@ -221,6 +231,13 @@ def test_a_header_that_is_not_utf8_names_its_byte(workspace, genes, tmp_path):
     path.write_bytes(text.replace(b"H3K9me3", b"H3K9m\xe93", 1))
     assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"),
                           f"{path}, line 1: not UTF-8 text (byte 0xe9 at character")
+
+
+def test_an_input_of_a_byte_order_mark_alone_says_so(workspace, tmp_path):
+    path = tmp_path / "bom.tsv"
+    path.write_bytes(b"\xef\xbb\xbf")
+    assert_one_line_error(workspace.run("predict", "logistic", path, "--cell", "sim01"),
+                          f"{path}: a byte-order mark with no content, expected a header line")
 
 
 def test_an_empty_gzip_input_says_it_is_empty(workspace, tmp_path):

@@ -256,3 +256,24 @@ def test_rows_are_read_at_the_files_own_line_breaks(tmp_path, ending, expected, 
         with pytest.raises(InputError) as caught:
             read_cell("c", files)
         assert str(caught.value) == (f"{path}, line 41, field gene_id: gene id 'g\\r10' holds a control character")
+
+
+def test_the_line_break_is_found_past_the_first_mib(tmp_path):
+    """A "\\r\\n" split by the first MiB, or a stray "\\r" in a first line longer than a MiB, still makes a
+    "\\n" file, as text_lines decides for the whole text; only a file without any "\\n" breaks at "\\r"."""
+    from histcli.sources.common import file_line_break, text_lines
+
+    for text in ("a" * ((1 << 20) - 1) + "\r\nb\r\n", "a\rb" + "c" * (1 << 20) + "\nline2\n", "a\rb\r" * 400_000):
+        path = tmp_path / "t.txt"
+        path.write_bytes(text.encode())
+        assert file_line_break(path) == ("\n" if "\n" in text else "\r")
+        with rows.open_lines(path) as handle:
+            assert [line.removesuffix("\n").removesuffix("\r") for line in handle] == text_lines(text)
+
+
+def test_a_carriage_return_at_the_end_of_a_gene_id_is_named_as_such(tmp_path):
+    lines = _lines(3)
+    lines[4] = "\r" + lines[4]
+    with pytest.raises(InputError) as caught:
+        read_cell("c", _cell_files(tmp_path, lines))
+    assert str(caught.value) == f"{tmp_path / 'train.csv'}, line 5, field gene_id: gene id '\\rg1' holds a control character"

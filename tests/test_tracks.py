@@ -542,6 +542,9 @@ def test_tracks_sharing_no_chromosome_with_the_genes_are_refused(tmp_path):
         (["chr1\t0\t10\t1", "chr1\t10\t20\tNaN"], 2, "NaN"),
         (["chr1\t0\t10\t1", "chr1\t10\t20\tinf"], 2, "infinite"),
         (["chr1\t0\t10\t1", "chr1\t20\t20\t1"], 2, "not after start"),
+        # A "\r" next to a number is whitespace, as for the fast parser: the error is the real one, at line 3.
+        (["chr1\t\r0\t10\t1", "chr1\t10\t20\t1", "chr1\t15\t20\t1"], 3, "overlap"),
+        (["chr1\t0\t10\t1", "ch\rr1\t10\t20\t1"], 2, "control character '\\r' in the chromosome name"),
     ],
 )
 def test_bad_bedgraph_lines_are_named(tmp_path, lines, line, fragment):

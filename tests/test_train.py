@@ -173,7 +173,8 @@ def test_models_list_show_and_rm(small_store, tmp_path):
     assert train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 1).code == 0
     assert Registry(models).names() == ["logistic"]
     # A file given for the registry is named, not read as an empty registry.
-    for command in (["models", "list"], ["evaluate", "logistic"]):
+    for command in (["models", "list"], ["evaluate", "logistic", "--store", small_store],
+                    ["train", "--cell", "sim01", "--arch", "logistic", "--store", small_store]):
         result = run_cli(*command, "--models", small_store)
         assert_one_line_error(result, f"{small_store}: is a file, not a model registry folder")
 
@@ -198,7 +199,8 @@ def test_training_needs_labels_and_known_cells(small_store, tmp_path):
     assert_one_line_error(result, "--all-cells", code=2)
     result = train(small_store, models, "--arch", "crnn", "--all-cells", "--cell", "sim01")
     assert_one_line_error(result, "--cell and --all-cells cannot be combined", code=2)
-    for seed_option in (["--seed", "-1"], ["--seed", str(2**64)], ["--seeds", f"0,{2**64}"]):
+    for seed_option in (["--seed", "-1"], ["--seed", str(2**64)], ["--seeds", f"0,{2**64}"],
+                        ["--seeds", "0-100000000000"]):  # listing the range first filled memory
         result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", *seed_option)
         assert_one_line_error(result, seed_option[0], code=2)  # torch's generators take 0 to 2**64 - 1
 

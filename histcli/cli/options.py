@@ -241,6 +241,8 @@ AggregateOption = Annotated[
 
 # The largest seed torch's generators take (numpy's take any non-negative integer).
 MAX_SEED = 2**64 - 1
+# More seeds than any ensemble or sweep needs: a range past it is a typo (0-100000000000 filled memory).
+MAX_SEEDS = 10_000
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -258,6 +260,8 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(f"--seeds {text!r}: the range {part.strip()} runs backwards")
         if high > MAX_SEED:
             raise UsageError(f"--seeds {text!r}: {high} is above the largest seed, {MAX_SEED}")
+        if len(seeds) + high - low + 1 > MAX_SEEDS:
+            raise UsageError(f"--seeds {text!r}: more than {MAX_SEEDS} seeds")
         seeds += range(low, high + 1)
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"--seeds {text!r}: a seed is named twice")

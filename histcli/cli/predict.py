@@ -96,8 +96,10 @@ def predict(
                    drop_missing, split)
     if output is not None:
         check_output_path(output, "the predictions")
-        _check_output_is_no_input(output, [input_file, genes, *(value.partition("=")[2] for value in track or [])])
     entry = read_entry(model) if model is not None else Registry(models_path).get(name, cell)
+    if output is not None:
+        inputs = [input_file, genes, store_path, *(value.partition("=")[2] for value in track or [])]
+        _check_output_is_no_input(output, inputs, entry.path)
     check_threshold(threshold, [entry])
     predictor = Predictor(entry, resolve_device(device.value))
 
@@ -120,9 +122,11 @@ def predict(
     console.note(f"predicted {counted(count, 'gene')} with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
 
 
-def _check_output_is_no_input(output, inputs) -> None:
-    """-o naming an input file (or a link to one) would replace the user's data with the predictions."""
+def _check_output_is_no_input(output, inputs, model_folder) -> None:
+    """-o naming an input file, the store (or a link to either) or a file of the model would replace the user's
+    data with the predictions."""
     import os
+    from pathlib import Path
 
     from histcli.errors import UsageError
 
@@ -130,6 +134,9 @@ def _check_output_is_no_input(output, inputs) -> None:
         if given and given != "-" and os.path.exists(given) and os.path.exists(output) and os.path.samefile(given, output):
             raise UsageError(f"-o {output} is the input file {given}: the predictions would replace it; "
                              "write them to another file")
+    if Path(output).resolve().is_relative_to(Path(model_folder).resolve()):
+        raise UsageError(f"-o {output} is inside the model's folder {model_folder}: the predictions would replace "
+                         "part of it; write them to another file")
 
 
 def _old_spellings(name, input_file, extra: list[str], model, other_input):

@@ -108,20 +108,20 @@ def _control_error(path, character: str, line: int) -> InputError:
                             "(a stray carriage return, or binary data?)", line=line)
 
 
-def control_character_error(path, line: str, number: int) -> InputError | None:
-    """An InputError naming a control character inside ``line`` (see ``text_lines``), or None."""
-    character = control_character(line)
-    return None if character is None else _control_error(path, character, number)
-
 
 def file_line_break(path: Path) -> str:
     """What ends the lines of a (possibly gzip-compressed) text file, for readers that stream it: "\n" (also
-    for "\r\n" files, whose "\r" is whitespace to a number and trailing text to a header) if its first MiB
-    holds one, else "\r" if it holds that, else "\n". See ``text_lines``."""
+    for "\r\n" files, whose "\r" is whitespace to a number and trailing text to a header) if it holds one,
+    else "\r" if it holds that, else "\n", as ``text_lines`` decides for a whole text. Read up to the first
+    "\n": a MiB for most files, all of a file whose lines end at "\r"."""
     opener = gzip.open if is_gzip(path) else open
+    carriage_return = False
     with opener(path, "rb") as handle:
-        head = handle.read(1 << 20)
-    return "\n" if b"\n" in head or b"\r" not in head else "\r"
+        while block := handle.read(1 << 20):
+            if b"\n" in block:
+                return "\n"
+            carriage_return = carriage_return or b"\r" in block
+    return "\r" if carriage_return else "\n"
 
 
 def utf8_text(path: Path, data: bytes) -> str:

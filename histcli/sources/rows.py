@@ -43,11 +43,11 @@ _SPACED_ID = "gene id has leading or trailing spaces"
 
 
 def _id_problem(gene: str) -> str | None:
-    if gene != gene.strip():
-        return _SPACED_ID
     # A carriage return or other control character is damage (a stray "\r" of a line break, say), and would
-    # break the lines of every table the id is written to.
-    return None if control_character(gene) is None else f"gene id {gene!r} holds a control character"
+    # break the lines of every table the id is written to; named as such even at the id's ends.
+    if control_character(gene) is not None:
+        return f"gene id {gene!r} holds a control character"
+    return _SPACED_ID if gene != gene.strip() else None
 
 
 def _problem(text: str, field: Field) -> str | None:

@@ -79,7 +79,6 @@ from histcli.sources.common import (
     CountBlocks,
     ValuesByGene,
     control_character,
-    control_character_error,
     not_utf8,
     parse_integer,
     parse_number,
@@ -239,19 +238,28 @@ def _parse_bedgraph_fast(data: bytes) -> dict[str, Intervals] | None:
     }
 
 
+_BEDGRAPH_FIELD_BREAK = re.compile(r"[ \t]+")
+
+
 def _bedgraph_problem(path: Path, data: bytes) -> InputError:
     """The first bad line of a bedGraph that the fast parser refused, as an InputError."""
     records = []
     for number, raw in enumerate(text_lines(data.decode("utf-8", errors="surrogateescape")), start=1):
-        problem = not_utf8(path, raw, number) or control_character_error(path, raw, number)
-        if problem is not None:
-            return problem
-        fields = raw.split("#", 1)[0].split()
-        if not fields:
+        undecodable = not_utf8(path, raw, number)
+        if undecodable is not None:
+            return undecodable
+        # Fields as the fast parser splits them: at spaces and tabs only (a "\r" next to a number is whitespace
+        # to the number's parser, but part of a chromosome name).
+        content = raw.split("#", 1)[0].strip(" \t")
+        if not content:
             continue
+        fields = _BEDGRAPH_FIELD_BREAK.split(content)
         if len(fields) != 4:
             return InputError(path, f"expected 4 columns (chrom start end value), found {len(fields)}", line=number)
         chrom, start_text, end_text, value_text = fields
+        if control_character(chrom) is not None:
+            return InputError(path, f"control character {control_character(chrom)!r} in the chromosome name",
+                              line=number, field="chrom")
         coordinates = []
         for field, text in (("start", start_text), ("end", end_text)):
             try:
