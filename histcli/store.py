@@ -69,6 +69,7 @@ from histcli.fsutil import (
     remove_path,
     remove_stale,
     temp_name,
+    written_directly,
 )
 from histcli.locations import NAME_RULE, default_store_path, is_allowed_name
 
@@ -386,7 +387,7 @@ class Store:
     def _check_file_or_nothing(self) -> None:
         if self.path.is_dir():
             raise NoStoreError(self.path, f"is a folder, not a store file (e.g. {self.path / 'store.h5'})")
-        if self.path.exists() and not self.path.is_file():
+        if written_directly(self.path):
             # A device or pipe (--store /dev/null): a write would rename a new link file over it.
             raise NoStoreError(self.path, "is a device or pipe, not a store file")
 
@@ -436,8 +437,8 @@ class Store:
     def cell_names(self) -> list[str]:
         """Stored cells, sorted; none while the store does not exist (a first write creates it). A folder
         given for the store is an error: no write can create a store there."""
-        self._check_file_or_nothing()
         if not self.exists():
+            self._check_file_or_nothing()
             return []
         with self._open() as handle:
             return sorted(handle["cells"].keys()) if "cells" in handle else []

@@ -171,7 +171,6 @@ DeviceOption = Annotated[
     Device,
     typer.Option("--device", help="auto uses CUDA when available.", case_sensitive=False),
 ]
-# The metric of compare and report (checked against the models' tasks by histcli.comparison.choose_metric).
 SplitOption = Annotated[
     str,
     typer.Option("--split", help="Genes to evaluate on: test, valid, train, none (unsplit) or all."),
@@ -180,6 +179,7 @@ AllowChangedOption = Annotated[
     bool,
     typer.Option("--allow-changed-data", help="Evaluate even if the model's cell changed since training."),
 ]
+# The metric of compare and report (checked against the models' tasks by histcli.comparison.choose_metric).
 MetricOption = Annotated[
     Optional[str],
     typer.Option("--metric", help="auc (any models; regressors by their predicted level), pearson or spearman "
@@ -332,6 +332,7 @@ PrecisionOption = Annotated[
                  "hardware has it; auto picks it then.", rich_help_panel="Training"),
 ]
 
+
 def parse_params(values: list[str]) -> dict[str, str]:
     """train's and tune's --param KEY=VALUE options: sweep's grid (histcli.distributed.parse_grid) of one value
     per key, so that a later value cannot silently win."""
@@ -387,6 +388,8 @@ CpusPerTrialOption = Annotated[
     typer.Option("--cpus-per-trial", min=1, help="CPUs Ray reserves per trial, and torch threads per trial.",
                  rich_help_panel="Ray"),
 ]
+
+
 def reject_nan(value: float) -> float:
     """A float option's callback: click's range check lets nan through (it compares false with every bound)."""
     if value != value:

@@ -130,8 +130,9 @@ def _check_output_is_no_input(output, inputs, model_folder) -> None:
 
     from histcli.errors import UsageError
 
-    for given in inputs:
-        if given and given != "-" and os.path.exists(given) and os.path.exists(output) and os.path.samefile(given, output):
+    existing = [given for given in inputs if given and given != "-" and os.path.exists(given)]
+    for given in existing if os.path.exists(output) else []:
+        if os.path.samefile(given, output):
             raise UsageError(f"-o {output} is the input file {given}: the predictions would replace it; "
                              "write them to another file")
     if Path(output).resolve().is_relative_to(Path(model_folder).resolve()):

@@ -73,11 +73,11 @@ def text_lines(text: str, path=None) -> list[str]:
     would otherwise end up inside a gene or chromosome name."""
     if not text:
         return []
-    lines = text.split("\n" if "\n" in text else "\r")
+    line_break = "\n" if "\n" in text else "\r"
+    lines = text.split(line_break)
     if lines[-1] == "":
         lines.pop()
     if path is not None:
-        line_break = "\n" if "\n" in text else "\r"
         # The regular expression only where a quick look finds something that is not printable (it took twice
         # as long as the quick look on a GTF file).
         if not text.replace("\t", " ").replace("\r\n", "  ").replace(line_break, " ").isprintable():
@@ -106,7 +106,6 @@ def control_character(text: str) -> str | None:
 def _control_error(path, character: str, line: int) -> InputError:
     return InputError(path, f"control character {character!r} inside the line, expected text fields "
                             "(a stray carriage return, or binary data?)", line=line)
-
 
 
 def file_line_break(path: Path) -> str:

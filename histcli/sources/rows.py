@@ -58,9 +58,7 @@ def _problem(text: str, field: Field) -> str | None:
         gene, sep, bin_text = text.rpartition("_")
         if not sep or not gene.strip():
             return f"{text!r} is not <gene>_<bin>"
-        if _id_problem(gene) is not None:
-            return _id_problem(gene)
-        problem = _problem(bin_text, Field(field.name, "bin"))
+        problem = _id_problem(gene) or _problem(bin_text, Field(field.name, "bin"))
         if problem is None and not (bin_text.isascii() and bin_text.isdigit()):
             # parse_number takes "1e2" and " 3"; the bin of a gene_bin field is plain digits.
             problem = f"bin {bin_text!r} is not a positive whole number"

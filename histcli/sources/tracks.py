@@ -257,9 +257,10 @@ def _bedgraph_problem(path: Path, data: bytes) -> InputError:
         if len(fields) != 4:
             return InputError(path, f"expected 4 columns (chrom start end value), found {len(fields)}", line=number)
         chrom, start_text, end_text, value_text = fields
-        if control_character(chrom) is not None:
-            return InputError(path, f"control character {control_character(chrom)!r} in the chromosome name",
-                              line=number, field="chrom")
+        character = control_character(chrom)
+        if character is not None:
+            return InputError(path, f"control character {character!r} in the chromosome name", line=number,
+                              field="chrom")
         coordinates = []
         for field, text in (("start", start_text), ("end", end_text)):
             try:
