@@ -253,7 +253,9 @@ def config_of_entry(entry) -> dict:
             # entries written before revisions were recorded hold revision 1 of their architecture
             "architecture_revision": config.get("architecture_revision", 1),
             "hyperparameters": config["hyperparameters"],
-            "training": config["training"], "transform": entry.input.transform, "mirror": entry.input.mirror,
+            # entries written before refits existed saved the chosen run
+            "training": {"refit": False, **config["training"]}, "transform": entry.input.transform,
+            "mirror": entry.input.mirror,
             "fingerprint": entry.data.fingerprint, "expression": entry.data.expression_sha256}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histcli.errors import ChangedDataError, ModelError, StoreError, UnlabelledCellError
+from histcli.errors import ChangedDataError, HistcliError, ModelError, StoreError, UnlabelledCellError
 from histcli.fsutil import atomic_path
 from histcli.metrics import DEFAULT_THRESHOLD
 from histcli.registry import Entry
@@ -103,6 +103,16 @@ def predict_scores(entry: Entry, inputs: np.ndarray, device: str = "cpu", module
     outputs = predict_logits(module, torch.from_numpy(inputs).to(device), EVAL_BATCH,
                              mirror=entry.input.mirror)
     return entry.task.scores(outputs.float().cpu().numpy())
+
+
+def check_held_out(entry: Entry, cell: str, split: str) -> None:
+    """A model refit on its cell's validation genes cannot be scored on them as if they were unseen."""
+    if split == "valid" and cell == entry.cell and entry.refit:
+        raise HistcliError(
+            f"model {entry.name} was refit on the training and validation genes of {cell}, so its validation "
+            f"genes are not held out: score --split test, or read the validation {entry.task.selection_label} "
+            f"it was chosen by in 'histcli models show {entry.name} --cell {cell}' (train with --no-refit to "
+            "keep them out)")
 
 
 def check_trained_data(entry: Entry, store: Store, cell: str, fingerprint: str, allow_changed: bool) -> None:
@@ -194,6 +204,7 @@ def predictions_for(entry: Entry, store: Store, cell: str, split: str = "test", 
     torch is imported only on a cache miss, so comparing cached models stays fast.
     """
     check_split_choice(split)
+    check_held_out(entry, cell, split)
     weights = entry.metadata["weights_sha256"]
     path = _cache_path(entry, cell, split)
     fingerprint = store.fingerprint(cell)

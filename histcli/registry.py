@@ -154,6 +154,11 @@ class Entry:
         return self.metadata[f"best_valid_{self.selection_metric}"]
 
     @property
+    def refit(self) -> bool:
+        """Whether the weights learnt from the validation genes too (refit on train + valid)."""
+        return bool(self.metadata.get("refit", False))
+
+    @property
     def members(self) -> list[dict]:
         """The members of a seed ensemble (seed, weights file, results); empty for a single model."""
         return self.metadata.get("members", [])

@@ -11,6 +11,12 @@ validation epoch are kept; training stops after ``patience`` epochs without
 improvement. Runs are deterministic on the CPU for a given seed and thread
 count.
 
+Once the epoch count is chosen, the model is refit by default: a fresh model
+of the same seed learns from the training and validation genes together for
+that many epochs, with the chosen run's learning rate each epoch, and its last
+epoch is kept (see :func:`refit`). The entry's validation score stays the
+chosen run's, measured on genes it had not seen.
+
 The budget adapts to the cell (see :func:`resolve_budget`): a cell of 200
 training genes gives one optimizer step per epoch at the paper's batch of 200,
 a DeepChrome cell 33, so the batch size is chosen from the number of training
@@ -78,6 +84,7 @@ class TrainSettings:
     precision: str = "fp32"
     mirror: bool = False  # genes of unknown orientation: train on both, predict the average
     task: Task = field(default_factory=Classification)
+    refit: bool = True  # after choosing the epoch count on validation, train on train + valid (see refit)
 
     def __post_init__(self):
         """Refuse values no run can train with (the command line's option ranges; tune's searched values
@@ -110,6 +117,7 @@ class TrainSettings:
             "threads": self.threads,
             "precision": self.precision,
             "mirror": self.mirror,
+            "refit": self.refit,
             "optimizer": "Adam",
             "loss": self.task.loss_name,
             "selection": f"best validation {self.task.selection_label}",
@@ -126,6 +134,7 @@ class EpochReport:
     seconds: float
     patience: int
     lr: float
+    refit: bool = False  # an epoch of the refit on train + valid: nothing is scored (valid_score is nan)
 
 
 @dataclass
@@ -140,11 +149,26 @@ class TrainResult:
     n_parameters: int = 0
     settings: TrainSettings | None = None  # as resolved for the cell (batch size, patience, task scaling)
     best_valid_outputs: np.ndarray | None = None  # the module's validation outputs at the best epoch
+    refit: RefitRecord | None = None  # set when ``state`` holds the weights refit on train + valid
 
     @property
     def converged(self) -> bool:
         """Stopped by patience: the best epoch is not among the last ``patience`` epochs run."""
         return not self.interrupted and self.epochs_run - self.best_epoch >= self.settings.patience
+
+
+@dataclass
+class RefitRecord:
+    """How a chosen run's weights were refit on its cell's training and validation genes."""
+
+    genes: int
+    epochs: int
+    seconds: float
+    final_loss: float
+
+    def metadata(self) -> dict:
+        return {"refit_genes": self.genes, "refit_epochs": self.epochs, "refit_seconds": round(self.seconds, 3),
+                "refit_loss": self.final_loss}
 
 
 def resolve_device(requested: str) -> str:
@@ -178,7 +202,8 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
     arch = models.get(architecture)
     defaults = arch.training
     chosen = {key: value for key, value in training.items() if value is not None}
-    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision", "mirror", "task"}
+    unknown = set(chosen) - set(defaults) - {"seed", "device", "threads", "transform", "precision", "mirror", "task",
+                                             "refit"}
     if unknown:
         raise ModelError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     setting = {**defaults, **chosen}
@@ -199,6 +224,7 @@ def settings_for(architecture: str, *, overrides: dict | None = None, **training
         precision=chosen.get("precision", "fp32"),
         mirror=bool(chosen.get("mirror", False)),
         task=chosen.get("task", Classification()),
+        refit=bool(chosen.get("refit", True)),
     )
 
 
@@ -277,6 +303,50 @@ def train(cell: CellData, settings: TrainSettings, *,
     Ctrl-C ends training early: the result then holds the best weights so far
     (``interrupted`` is set), or no weights if no epoch finished.
     """
+    train_x, train_targets = split_arrays(cell, "train", settings.transform, settings.task)
+    valid_x, valid_targets = split_arrays(cell, "valid", settings.transform, settings.task)
+    return _fit(settings, train_x, train_targets, valid_x, valid_targets, on_epoch=on_epoch)
+
+
+def refit(cell: CellData, chosen: TrainResult, *,
+          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """The chosen run refit on the cell's training and validation genes together.
+
+    A fresh model of the same seed and resolved settings (batch size, patience) trains
+    for the chosen run's best epoch count, each epoch at the learning rate the chosen
+    run had then, and its last epoch is kept: nothing is selected, so no gene scores
+    it. The result is the chosen run with the refit weights and a ``refit`` record;
+    its validation score, outputs, best epoch and history stay the chosen run's
+    (measured on genes it had not seen). For regression the targets are standardised
+    by the training and validation genes' mean and scale.
+
+    Ctrl-C returns the chosen run as it was, marked ``interrupted``.
+    """
+    settings = chosen.settings
+    both = cell.split_mask("train") | cell.split_mask("valid")
+    # Labels or levels of both splits, checked as each split's are for training.
+    targets = np.empty(len(both), dtype=np.float32)
+    for split in ("train", "valid"):
+        targets[cell.split_mask(split)] = split_targets(cell, split, settings.task)
+    from histcli.transforms import apply_transform
+
+    inputs = apply_transform(settings.transform, cell.counts[both])
+    fitted = _fit(settings, inputs, targets[both], on_epoch=on_epoch,
+                  learning_rates=[record["lr"] for record in chosen.history[:chosen.best_epoch]])
+    if fitted.interrupted:
+        return dataclasses.replace(chosen, interrupted=True)
+    record = RefitRecord(genes=int(both.sum()), epochs=fitted.epochs_run, seconds=fitted.seconds,
+                         final_loss=fitted.history[-1]["loss"])
+    return dataclasses.replace(chosen, state=fitted.state, settings=fitted.settings, refit=record,
+                               seconds=chosen.seconds + fitted.seconds)
+
+
+def _fit(settings: TrainSettings, train_x: np.ndarray, train_targets: np.ndarray,
+         valid_x: np.ndarray | None = None, valid_targets: np.ndarray | None = None, *,
+         on_epoch: Callable[[EpochReport], None] | None = None,
+         learning_rates: list[float] | None = None) -> TrainResult:
+    """The training loop. With validation genes it keeps the best epoch and stops by patience; without,
+    it runs one epoch per entry of ``learning_rates`` at that rate and keeps the last (a refit)."""
     import torch
 
     from histcli import models
@@ -288,8 +358,7 @@ def train(cell: CellData, settings: TrainSettings, *,
     torch.use_deterministic_algorithms(settings.device == "cpu", warn_only=True)
     device = torch.device(settings.device)
 
-    train_x, train_targets = split_arrays(cell, "train", settings.transform, settings.task)
-    valid_x, valid_targets = split_arrays(cell, "valid", settings.transform, settings.task)
+    selecting = valid_x is not None
     task = settings.task.fitted(train_targets)
     # The thread count recorded is the one used (torch's choice when none was asked for): results depend on it.
     settings = dataclasses.replace(resolve_budget(settings, len(train_x)), task=task, threads=torch.get_num_threads())
@@ -300,14 +369,14 @@ def train(cell: CellData, settings: TrainSettings, *,
     n_parameters = sum(p.numel() for p in module.parameters())
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = None
-    if settings.lr_schedule == "plateau":
+    if settings.lr_schedule == "plateau" and selecting:
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=LR_FACTOR, patience=max(1, settings.patience // PLATEAU_FRACTION),
             threshold=0.0, min_lr=settings.lr * LR_FACTOR**LR_REDUCTIONS)
     loss_function = task.loss()
     train_inputs = torch.from_numpy(train_x).to(device)
     train_targets = torch.from_numpy(task.training_targets(train_targets)).to(device)
-    valid_inputs = torch.from_numpy(valid_x).to(device)
+    valid_inputs = torch.from_numpy(valid_x).to(device) if selecting else None
     order_generator = torch.Generator().manual_seed(settings.seed)
     # Mixed precision for the training steps only: validation, and so model
     # selection, stays in float32 like evaluation and prediction.
@@ -318,9 +387,13 @@ def train(cell: CellData, settings: TrainSettings, *,
     history: list[dict] = []
     interrupted = False
     epoch = 0
+    max_epochs = settings.max_epochs if selecting else len(learning_rates)
     try:
-        for epoch in range(1, settings.max_epochs + 1):
+        for epoch in range(1, max_epochs + 1):
             epoch_start = time.perf_counter()
+            if not selecting:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rates[epoch - 1]
             module.train()
             order = torch.randperm(len(train_inputs), generator=order_generator).to(device)
             total_loss = torch.zeros((), device=device)
@@ -342,6 +415,15 @@ def train(cell: CellData, settings: TrainSettings, *,
                 optimizer.step()
                 total_loss += loss.detach() * len(batch)
             mean_loss = float(total_loss) / len(order)
+            lr = optimizer.param_groups[0]["lr"]
+            if not selecting:
+                if not math.isfinite(mean_loss):
+                    raise DivergedError(epoch, mean_loss)
+                history.append({"epoch": epoch, "loss": mean_loss, "lr": lr})
+                if on_epoch is not None:
+                    on_epoch(EpochReport(epoch, mean_loss, math.nan, epoch, math.nan,
+                                         time.perf_counter() - epoch_start, settings.patience, lr, refit=True))
+                continue
             valid_outputs = predict_logits(module, valid_inputs, mirror=settings.mirror).float().cpu().numpy()
             if not math.isfinite(mean_loss) or not np.isfinite(valid_outputs).all():
                 raise DivergedError(epoch, mean_loss)
@@ -349,7 +431,6 @@ def train(cell: CellData, settings: TrainSettings, *,
             if valid_score > best_score:
                 best_score, best_epoch, best_outputs = valid_score, epoch, valid_outputs
                 best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
-            lr = optimizer.param_groups[0]["lr"]
             history.append({"epoch": epoch, "loss": mean_loss, f"valid_{metric}": valid_score, "lr": lr})
             if scheduler is not None:
                 scheduler.step(valid_score)
@@ -361,10 +442,13 @@ def train(cell: CellData, settings: TrainSettings, *,
     except KeyboardInterrupt:
         interrupted = True
         interrupt.clear()  # handled here: the best epoch so far is returned to be saved
+    if not selecting and not interrupted:
+        best_epoch = len(history)
+        best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
     return TrainResult(
         state=best_state,
         best_epoch=best_epoch,
-        best_valid_score=best_score if best_state is not None else math.nan,
+        best_valid_score=best_score if best_state is not None and selecting else math.nan,
         epochs_run=len(history),
         history=history,
         interrupted=interrupted,
@@ -452,6 +536,7 @@ def mirrored_ensemble_outputs(cell: CellData, members: list[TrainResult]) -> np.
 
 def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: list[int] | None = None,
                 mirror: str = "auto", on_member: Callable[[int], None] | None = None,
+                on_refit: Callable[[int, int], None] | None = None,
                 on_epoch: Callable[[EpochReport], None] | None = None):
     """Train a registry entry's model(s) on a cell in memory, without writing anything.
 
@@ -467,19 +552,25 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
 
     settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell.name}"))
     seeds = list(seeds) if seeds else [settings.seed]
-    members: list[TrainResult] = []
+    chosen: list[TrainResult] = []  # as selected on the validation genes
+    members: list[TrainResult] = []  # as saved: refit on train + valid unless settings.refit is off
     for seed in seeds:
         if on_member is not None:
             on_member(seed)
         result = train(cell, dataclasses.replace(settings, seed=seed), on_epoch=on_epoch)
         if result.state is not None:
+            chosen.append(result)
+            if settings.refit and not result.interrupted:
+                if on_refit is not None:
+                    on_refit(seed, result.best_epoch)
+                result = refit(cell, result, on_epoch=on_epoch)
             members.append(result)
         if result.interrupted:
             break
     if not members:
         return None, None, None, EntryResult([result], math.nan, interrupted=True)
     ensemble = len(seeds) > 1
-    outcome = EntryResult(members, ensemble_valid_score(cell, members) if ensemble else members[0].best_valid_score,
+    outcome = EntryResult(members, ensemble_valid_score(cell, chosen) if ensemble else members[0].best_valid_score,
                           interrupted=result.interrupted)
     training_config = outcome.settings.as_config()
     if ensemble:
@@ -518,6 +609,9 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "history": [] if ensemble else members[0].history,
+        # Whether every saved weight was refit on train + valid (Ctrl-C during a refit keeps the chosen run's).
+        "refit": all(member.refit is not None for member in members),
+        **({} if ensemble else _refit_metadata(members[0])),
     }
     if ensemble:
         from histcli.registry import member_weights_name
@@ -531,22 +625,31 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
             "converged": member.converged,
             "interrupted": member.interrupted,
             "train_seconds": round(member.seconds, 3),
+            **_refit_metadata(member),
             "history": member.history,
         } for member in members]
     states = [member.state for member in members] if ensemble else members[0].state
     return states, config, metadata, outcome
 
 
+def _refit_metadata(member: TrainResult) -> dict:
+    if member.refit is None:
+        return {"refit_genes": None, "refit_epochs": None, "refit_seconds": None, "refit_loss": None}
+    return member.refit.metadata()
+
+
 def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
                    seeds: list[int] | None = None, overwrite: bool = False, mirror: str = "auto",
                    on_member: Callable[[int], None] | None = None,
+                   on_refit: Callable[[int, int], None] | None = None,
                    on_epoch: Callable[[EpochReport], None] | None = None):
     """Train a model on one stored cell and write its registry entry.
 
     ``seeds`` of more than one seed train one member per seed (each exactly as
     a single run with that seed) and store them as one ensemble entry; a member
     that fails fails the whole entry, and nothing is written. ``on_member`` is
-    called with each seed before its training starts.
+    called with each seed before its training starts, ``on_refit`` with the seed
+    and the epochs to run before its refit on train + valid (``settings.refit``).
     ``mirror`` is auto, on or off (see :func:`resolve_mirror`).
     Returns (entry or None, EntryResult): no entry when training was
     interrupted before the first epoch finished. An interrupted run that has a
@@ -555,7 +658,8 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
     """
     cell = store.load(cell_name)
     states, config, metadata, outcome = train_entry(cell, settings, store_path=store.path, seeds=seeds,
-                                                    mirror=mirror, on_member=on_member, on_epoch=on_epoch)
+                                                    mirror=mirror, on_member=on_member, on_refit=on_refit,
+                                                    on_epoch=on_epoch)
     if states is None:
         return None, outcome
     entry = registry.save(name, cell.name, states, config, metadata, overwrite=overwrite)

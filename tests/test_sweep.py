@@ -451,6 +451,34 @@ def test_resuming_a_sweep_does_not_take_an_older_revision_of_an_architecture_for
             assert error.value.differs == ("architecture_revision",)
 
 
+def test_resuming_a_sweep_takes_an_entry_from_before_refits_for_a_no_refit_trial_only(cells, tmp_path):
+    """An entry written before refits existed holds the chosen run: a --no-refit trial skips it, a refit
+    trial (the default) names the clash 'training'."""
+    from histcli.distributed import check_existing
+    from histcli.errors import ModelExistsError
+    from histcli.registry import Registry
+    from histcli.training import settings_for
+
+    models = tmp_path / "models"
+    trained = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 2, "--threads", 1,
+                      "--device", "cpu", "--no-refit", "-q", env=_env(cells, models))
+    assert trained.code == 0, trained.stderr
+    config_path = models / "logistic" / "sim01" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["training"].pop("refit") is False
+    config_path.write_text(json.dumps(config))
+    store, registry = Store(cells), Registry(models)
+
+    def plan(refit):
+        return plan_sweep(["sim01"], ["logistic"], [0], [], None, lambda arch, overrides, seed: settings_for(
+            arch, overrides=overrides, seed=seed, device="cpu", threads=1, max_epochs=2, refit=refit))
+
+    assert check_existing(plan(False), store, registry, overwrite=False, mirror="auto")[0] == {0}
+    with pytest.raises(ModelExistsError) as error:
+        check_existing(plan(True), store, registry, overwrite=False, mirror="auto")
+    assert error.value.differs == ("training",)
+
+
 @pytest.mark.parametrize("search, option", [("lr=loguniform:1e-3:1e-2", "--lr=0.05"),
                                             ("weight_decay=uniform:0:0.1", "--weight-decay=0.5"),
                                             ("batch_size=choice:16,32", "--batch-size=64"),

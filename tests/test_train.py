@@ -72,9 +72,9 @@ def test_entry_holds_weights_config_and_metadata(small_store, tmp_path):
 
 
 def test_saved_weights_are_the_best_epoch(small_store, tmp_path):
-    """Re-scoring the validation split with the saved weights reproduces the recorded best AUC."""
+    """Without a refit, re-scoring the validation split with the saved weights reproduces the recorded best AUC."""
     models = tmp_path / "models"
-    result = train(small_store, models, "--cell", "sim02", "--arch", "deepchrome", "--epochs", 5)
+    result = train(small_store, models, "--cell", "sim02", "--arch", "deepchrome", "--epochs", 5, "--no-refit")
     assert result.code == 0, result.stderr
     evaluated = run_cli("evaluate", "deepchrome", "--split", "valid", "--store", small_store, "--models", models,
                         "-f", "json", "-q")
@@ -629,7 +629,7 @@ def test_a_mirrored_ensembles_validation_auc_is_that_of_its_predictions(small_st
 
     models = tmp_path / "models"
     result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--seeds", "0-2", "--epochs", 4,
-                   "--threads", 1, "--mirror", "on")
+                   "--threads", 1, "--mirror", "on", "--no-refit")
     assert result.code == 0, result.stderr
     entry = Registry(models).get("logistic", "sim01")
     cell = Store(small_store).load("sim01", splits=["valid"])

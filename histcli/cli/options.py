@@ -321,6 +321,13 @@ LrScheduleOption = Annotated[
                  "metric (AUC, or Pearson r) stalls for more than a quarter of the patience [default: constant].",
                  rich_help_panel="Training"),
 ]
+RefitOption = Annotated[
+    bool,
+    typer.Option("--refit/--no-refit", help="Once the best epoch is chosen on the validation genes, train the "
+                 "model again on the training and validation genes together for that many epochs and save that "
+                 "(the validation score shown stays the chosen run's). --no-refit saves the chosen run itself.",
+                 rich_help_panel="Training"),
+]
 MirrorOption = Annotated[
     Mirror,
     typer.Option("--mirror", case_sensitive=False, help="Train on genes in both orientations and predict the "
@@ -367,14 +374,15 @@ def chosen_cells(store, cells: list[str] | None, all_cells: bool) -> list[str]:
     return chosen
 
 
-def budget_choices(*, task, target, epochs, patience, batch_size, lr, weight_decay, clip_norm, lr_schedule) -> dict:
+def budget_choices(*, task, target, epochs, patience, batch_size, lr, weight_decay, clip_norm, lr_schedule,
+                   refit) -> dict:
     """The training options above as histcli.training.settings_for takes them (None keeps a default)."""
     from histcli.tasks import make_task
 
     return {"task": make_task(task.value, target.value if target else None),
             "max_epochs": epochs, "patience": patience, "batch_size": batch_size, "lr": lr,
             "weight_decay": weight_decay, "clip_norm": clip_norm,
-            "lr_schedule": lr_schedule.value if lr_schedule else None}
+            "lr_schedule": lr_schedule.value if lr_schedule else None, "refit": refit}
 
 
 # Where trials run (sweep, tune).

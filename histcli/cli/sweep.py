@@ -30,6 +30,7 @@ from histcli.cli.options import (
     Precision,
     PrecisionOption,
     QuietOption,
+    RefitOption,
     RetriesOption,
     StoreOption,
     TargetOption,
@@ -89,6 +90,7 @@ def sweep(
     weight_decay: WeightDecayOption = None,
     clip_norm: ClipNormOption = None,
     lr_schedule: LrScheduleOption = None,
+    refit: RefitOption = True,
     task: TaskOption = TaskName.classification,
     target: TargetOption = None,
     mirror: MirrorOption = Mirror.auto,
@@ -123,7 +125,8 @@ def sweep(
     device = trial_device(gpus_per_trial)
 
     budget = budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                            weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule)
+                            weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule,
+                            refit=refit)
 
     def make_settings(arch, overrides, seed):
         return settings_for(arch, overrides=overrides, seed=seed, device=device, threads=cpus_per_trial,

@@ -29,6 +29,7 @@ from histcli.cli.options import (
     Precision,
     PrecisionOption,
     QuietOption,
+    RefitOption,
     StoreOption,
     TargetOption,
     TaskName,
@@ -92,6 +93,7 @@ def train(
     weight_decay: WeightDecayOption = None,
     clip_norm: ClipNormOption = None,
     lr_schedule: LrScheduleOption = None,
+    refit: RefitOption = True,
     params: Annotated[Optional[list[str]], typer.Option("--param", "-p", help="Architecture hyperparameter KEY=VALUE "
                                                                              "(repeat), e.g. dropout=0.3.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of initialisation, "
@@ -136,7 +138,8 @@ def train(
         arch,
         overrides=parse_params(params or []),
         **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
+                         weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule,
+        refit=refit),
         seed=seed_list[0],
         device=(resolved := resolve_device(device.value)),
         threads=threads,
@@ -157,7 +160,15 @@ def train(
                     label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
                     task = bar.add_task(label, total=settings.max_epochs, status="")
 
+                def start_refit(member_seed, epochs, cell=cell):
+                    nonlocal task
+                    label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
+                    task = bar.add_task(f"{label} refit", total=epochs, status="")
+
                 def report(epoch):
+                    if epoch.refit:
+                        bar.update(task, completed=epoch.epoch, status=f"loss {epoch.loss:.4f} on train + valid")
+                        return
                     bar.update(task, completed=epoch.epoch,
                                # Short enough for an 80-column terminal next to the bar.
                                status=f"loss {epoch.loss:.4f} {metric_label} {epoch.valid_score:.4f} "
@@ -168,7 +179,8 @@ def train(
                 try:
                     entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
                                                    overwrite=overwrite, mirror=mirror.value,
-                                                   on_member=start_member, on_epoch=report)
+                                                   on_member=start_member, on_refit=start_refit,
+                                                   on_epoch=report)
                 except HistcliError as exc:
                     if len(chosen) == 1 or isinstance(exc, UsageError):  # a bad option fails every cell alike
                         raise

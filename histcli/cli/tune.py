@@ -30,6 +30,7 @@ from histcli.cli.options import (
     Precision,
     PrecisionOption,
     QuietOption,
+    RefitOption,
     RetriesOption,
     StoreOption,
     TargetOption,
@@ -81,6 +82,7 @@ def tune(
     weight_decay: WeightDecayOption = None,
     clip_norm: ClipNormOption = None,
     lr_schedule: LrScheduleOption = None,
+    refit: RefitOption = True,
     task: TaskOption = TaskName.classification,
     target: TargetOption = None,
     mirror: MirrorOption = Mirror.auto,
@@ -116,7 +118,8 @@ def tune(
     specs = parse_search(search)
     model_name = check_model_name(name or f"{arch}-tuned")
     base = {**budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size,
-                             lr=lr, weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule),
+                             lr=lr, weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule,
+                             refit=refit),
             "device": trial_device(gpus_per_trial), "threads": cpus_per_trial,
             "precision": precision.value}
 
