@@ -275,6 +275,14 @@ def seeds_text(seeds: list[int]) -> str:
     return ",".join(map(str, seeds))
 
 
+def seed_column(justify: str = "right"):
+    """The column of an entry's seeds (train, models list): TSV's and the table's ``seed`` is short text ("3",
+    "0-4"); JSON's ``seeds`` a list of integers, one for a single model, for an ensemble one per member."""
+    from histcli.output import Column
+
+    return Column("seed", justify=justify, field="seeds", text=seeds_text)
+
+
 # Training options of train, sweep and tune.
 TaskOption = Annotated[
     TaskName,

@@ -39,6 +39,7 @@ from histcli.cli.options import (
     complete_architectures,
     parse_params,
     parse_seeds,
+    seed_column,
     seeds_text,
 )
 
@@ -58,7 +59,7 @@ def train_columns(task, fmt: str = "tsv"):
     metric = task.selection_metric
     valid = Column(f"valid_{metric}", task.selection_header, digits=4)
     if resolve_format(fmt) == "table":
-        return [Column("model", justify="left"), Column("cell", justify="left"), Column("seed"),
+        return [Column("model", justify="left"), Column("cell", justify="left"), seed_column(),
                 Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid,
                 Column("seconds", "s", digits=1, fixed=True),
                 Column("converged")]
@@ -66,7 +67,7 @@ def train_columns(task, fmt: str = "tsv"):
         Column("model", justify="left"),
         Column("cell", justify="left"),
         Column("arch", justify="left"),
-        Column("seed"),
+        seed_column(),
         Column("best_epoch"),
         Column("epochs_run", "epochs"),
         Column(f"valid_{metric}", digits=4),
@@ -184,7 +185,7 @@ def train(
                     rows.append({
                         "model": model_name, "cell": cell, "arch": arch,
                         # What the entry holds: Ctrl-C leaves an ensemble without the seeds after it.
-                        "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(entry.seeds),
+                        "seeds": list(entry.seeds),
                         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         f"valid_{metric}": result.valid_score, "train_genes": sizes["train"],
                         "valid_genes": sizes["valid"], "seconds": result.seconds,

@@ -1,0 +1,93 @@
+"""One command line, one shape: JSON keys are the TSV's names, seeds have one JSON type, fixed names take any
+case, and every usage error says where the command's help is."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import parse_tsv, run_cli
+
+from histcli.store import SPLIT_CODES, CellData, SourceFile, Store
+
+
+def known_cell() -> CellData:
+    """7 genes (3 train, 2 valid, 1 test, 1 unsplit) x 4 bins x 2 marks, two source files: every field of
+    `store show` is known here."""
+    splits = ["train", "train", "train", "valid", "valid", "test", "none"]
+    return CellData(
+        name="Known1", counts=np.arange(7 * 4 * 2, dtype=np.int32).reshape(7, 4, 2),
+        gene_ids=np.array([f"g{i}" for i in range(7)], dtype=object), marks=("H3K4me3", "H3K27me3"),
+        bin_size=50, window=100, tss_offset=100, split=np.array([SPLIT_CODES[s] for s in splits], dtype=np.uint8),
+        labels=np.array([1, 0, 1, 0, 0, 1, 1], dtype=np.int8),
+        sources=[SourceFile("/data/a.csv", "a" * 64), SourceFile("/data/b.csv", "b" * 64)],
+        attrs={"source_format": "deepchrome", "label_rule": "labels as given"},
+    )
+
+
+def test_store_show_json_has_the_tsv_fields_with_sources_as_a_list(tmp_path):
+    store = tmp_path / "s.h5"
+    Store(store).write([known_cell()])
+    tsv = {row["field"]: row["value"] for row in parse_tsv(run_cli("store", "show", "Known1", "--store", store,
+                                                                    "-f", "tsv").stdout)}
+    shown = json.loads(run_cli("store", "show", "Known1", "--store", store, "-f", "json").stdout)
+    expected = {"cell": "Known1", "genes": 7, "genes_none": 1, "genes_train": 3, "genes_valid": 2, "genes_test": 1,
+                "bins": 4, "bin_size": 50, "window": 100, "tss_offset": 100, "marks": "H3K4me3,H3K27me3",
+                "counts_dtype": "int32", "positive_fraction": 4 / 7, "expression": False,
+                "source_format": "deepchrome", "label_rule": "labels as given"}
+    assert {key: shown[key] for key in expected} == expected
+    assert shown["sources"] == [{"path": "/data/a.csv", "sha256": "a" * 64}, {"path": "/data/b.csv", "sha256": "b" * 64}]
+    # The TSV's fields, in its order, with its values; only its numbered source fields are JSON's list.
+    numbered = {"source_1": "/data/a.csv", "source_1_sha256": "a" * 64,
+                "source_2": "/data/b.csv", "source_2_sha256": "b" * 64}
+    assert {key: tsv[key] for key in numbered} == numbered
+    assert [key for key in tsv if key not in numbered] == [key for key in shown if key != "sources"]
+    assert tsv["genes_train"] == "3" and tsv["expression"] == "false"
+    assert tsv["positive_fraction"] == repr(4 / 7)
+    for key in ("created", "fingerprint", "encoding_version", "stored_bytes"):
+        assert tsv[key] == str(shown[key])
+
+
+def test_store_list_json_rows_are_the_tsv_rows(tmp_path):
+    store = tmp_path / "s.h5"
+    Store(store).write([known_cell()])
+    (tsv,) = parse_tsv(run_cli("store", "list", "--store", store, "-f", "tsv").stdout)
+    (listed,) = json.loads(run_cli("store", "list", "--store", store, "-f", "json").stdout)
+    assert list(listed) == list(tsv)
+    assert listed == {"cell": "Known1", "genes": 7, "train": 3, "valid": 2, "test": 1, "unsplit": 1, "bins": 4,
+                      "bin_size": 50, "marks": "H3K4me3,H3K27me3", "positive_fraction": 4 / 7}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """One simulated cell of 60 genes x 4 bins."""
+    folder = tmp_path_factory.mktemp("consistency")
+    env = {"HISTCLI_STORE": str(folder / "s.h5"), "HISTCLI_MODELS": str(folder / "models")}
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 60, "--bins", 4, "-q", env=env).code == 0
+    return env
+
+
+def train(env: dict, *args, fmt: str = "json"):
+    result = run_cli("train", "--cell", "sim01", "--epochs", 1, "--threads", 1, "--device", "cpu", "-q", "-f", fmt,
+                     *args, env=env)
+    assert result.code == 0, result.stderr
+    return json.loads(result.stdout) if fmt == "json" else parse_tsv(result.stdout)
+
+
+def test_seeds_are_a_list_in_json_and_short_text_in_tsv(tiny, tmp_path):
+    env = {**tiny, "HISTCLI_MODELS": str(tmp_path / "models")}
+    (single,) = train(env, "--arch", "logistic", "--name", "single", "--seed", 7)
+    (ensemble,) = train(env, "--arch", "logistic", "--name", "trio", "--seeds", "0-2")
+    (pair,) = train(env, "--arch", "logistic", "--name", "pair", "--seeds", "5,2", fmt="tsv")
+    assert single["seeds"] == [7] and ensemble["seeds"] == [0, 1, 2]
+    assert "seed" not in single and "seed" not in ensemble
+    assert pair["seed"] == "5,2"
+
+    listed = {row["model"]: row for row in json.loads(run_cli("models", "list", "-f", "json", env=env).stdout)}
+    assert {name: row["seeds"] for name, row in listed.items()} == {"single": [7], "trio": [0, 1, 2], "pair": [5, 2]}
+    tsv = parse_tsv(run_cli("models", "list", "-f", "tsv", env=env).stdout)
+    assert {row["model"]: row["seed"] for row in tsv} == {"single": "7", "trio": "0-2", "pair": "5,2"}
+    # The JSON keys are the TSV columns, seed (text) being seeds (a list).
+    header = ["seeds" if key == "seed" else key for key in tsv[0]]
+    assert all(list(row) == header for row in listed.values())
