@@ -91,3 +91,35 @@ def test_seeds_are_a_list_in_json_and_short_text_in_tsv(tiny, tmp_path):
     # The JSON keys are the TSV columns, seed (text) being seeds (a list).
     header = ["seeds" if key == "seed" else key for key in tsv[0]]
     assert all(list(row) == header for row in listed.values())
+
+
+def test_fixed_names_take_any_case_and_are_recorded_in_lower_case(tiny, tmp_path):
+    env = {**tiny, "HISTCLI_MODELS": str(tmp_path / "models")}
+    (row,) = train(env, "--arch", "LOGISTIC")
+    assert (row["model"], row["arch"]) == ("logistic", "logistic")  # the default name is the canonical one
+    config = json.loads((tmp_path / "models" / "logistic" / "sim01" / "config.json").read_text())
+    assert config["architecture"] == "logistic"
+    (mixed,) = train(env, "--arch", "Logistic", "--name", "Mixed", "--task", "CLASSIFICATION", "--device", "CPU")
+    assert (mixed["model"], mixed["arch"]) == ("Mixed", "logistic")  # the model's name keeps its case
+
+    def evaluate(*args):
+        result = run_cli("evaluate", "logistic", "-f", "json", "-q", *args, env=env)
+        assert result.code == 0, result.stderr
+        return json.loads(result.stdout)["rows"]
+
+    (upper,), (lower,) = evaluate("--split", "TEST"), evaluate("--split", "test")
+    assert upper == lower and upper["split"] == "test"
+    compared = run_cli("compare", "logistic", "Mixed", "--metric", "AUC", "--split", "Valid", "-f", "json", "-q",
+                       env=env)
+    assert compared.code == 0, compared.stderr
+    payload = json.loads(compared.stdout)
+    assert payload["metric"] == "auc" and payload["summary"]["n_cells"] == 1
+    # Past the choice: --aggregate MEAN is taken, and the missing track file is what fails.
+    tracks = run_cli("prepare", "tracks", "--cell", "X", "--track", f"H3K4me3={tmp_path / 'none.bedGraph'}",
+                     "--genes", tmp_path / "none.bed", "--bin-size", 10, "--window", 100, "--aggregate", "MEAN",
+                     env=env)
+    assert tracks.code == 1 and "--aggregate" not in tracks.stderr and "none." in tracks.stderr
+    # Cell and model names are data: another case is another name.
+    assert run_cli("evaluate", "LOGISTIC", "-q", env=env).code == 1
+    assert run_cli("evaluate", "logistic", "--cell", "SIM01", "-q", env=env).code == 1
+

@@ -37,6 +37,7 @@ from histcli.cli.options import (
     budget_choices,
     chosen_cells,
     complete_architectures,
+    fixed_name,
     parse_params,
     parse_seeds,
     seed_column,
@@ -80,7 +81,8 @@ def train_columns(task, fmt: str = "tsv"):
 
 
 def train(
-    arch: Annotated[str, typer.Option("--arch", "-a", help=_architecture_help(), autocompletion=complete_architectures)],
+    arch: Annotated[str, typer.Option("--arch", "-a", callback=fixed_name, help=_architecture_help(),
+                                      autocompletion=complete_architectures)],
     cells: CellsOption = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Train on every cell in the store.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name (default: the architecture).")] = None,
