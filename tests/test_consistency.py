@@ -123,3 +123,31 @@ def test_fixed_names_take_any_case_and_are_recorded_in_lower_case(tiny, tmp_path
     assert run_cli("evaluate", "LOGISTIC", "-q", env=env).code == 1
     assert run_cli("evaluate", "logistic", "--cell", "SIM01", "-q", env=env).code == 1
 
+
+@pytest.mark.parametrize("args, command", [
+    (["store", "show", "--bogus"], "store show"),
+    (["store", "show", "a", "b"], "store show"),
+    (["store", "show", "a", "--store"], "store show"),
+    (["store", "upgrade", "--quiet=yes"], "store upgrade"),
+    (["models", "rm"], "models rm"),
+    (["models", "rm", "a", "--cell"], "models rm"),
+    (["models", "list", "--name"], "models list"),
+    (["train", "--cell", "c", "--arch", "logistic", "--epochs", "x"], "train"),
+    (["train", "--cell"], "train"),
+    (["evaluate", "m", "-f", "xml"], "evaluate"),
+    (["prepare", "simulate", "--cells", "x"], "prepare simulate"),
+    (["prepare", "bogus"], "prepare"),
+    (["--version=2"], ""),
+    # histcli's own usage errors, found as the command runs
+    (["compare", "onlyone"], "compare"),
+    (["train", "--cell", "c", "--arch", "logistic", "--seed", "1", "--seeds", "0-2"], "train"),
+    (["prepare", "tracks", "--cell", "X", "--track", "nofile", "--genes", "g.bed", "--bin-size", "10",
+      "--window", "100"], "prepare tracks"),
+])
+def test_every_usage_error_says_where_the_commands_help_is(args, command, tmp_path):
+    result = run_cli(*args, cwd=tmp_path, env={"HISTCLI_STORE": str(tmp_path / "s.h5"),
+                                                "HISTCLI_MODELS": str(tmp_path / "m")})
+    assert result.code == 2 and result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("histcli: error: ")
+    assert line.endswith(f" (see '{' '.join(['histcli', command]).strip()} -h')"), line
