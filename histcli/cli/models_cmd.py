@@ -31,7 +31,7 @@ def entry_row(entry) -> dict:
         "marks": ",".join(entry.input.marks),
         "bins": entry.input.n_bins,
         "bin_size": entry.input.bin_size,
-        "seeds": list(entry.seeds),  # seed_column: "0-4" in TSV
+        "seeds": list(entry.seeds),  # TSV's seed column shows them as text, "0-4" (seed_column)
         "members": len(entry.seeds),
         "best_epoch": metadata["best_epoch"],
         # The validation metric that selected the weights: AUC for classifiers, Pearson r for regressors.

@@ -167,6 +167,8 @@ CellsOption = Annotated[
 CellOption = Annotated[
     str, typer.Option("--cell", "-c", help="Cell type.", autocompletion=complete_cells)
 ]
+
+
 def fixed_name(value):
     """The callback of options whose values are fixed lowercase names that the library checks (--arch, --split,
     --metric, --explain-method): any case is taken, and the canonical name is used and recorded, as click does for
@@ -244,7 +246,7 @@ GenesOption = Annotated[
 AggregateOption = Annotated[
     Aggregate,
     typer.Option("--aggregate", case_sensitive=False, help="sum: values are read counts spread over their interval; "
-                                     "mean: values are signal averaged over the bin.",
+                 "mean: values are signal averaged over the bin.",
                  rich_help_panel="Tracks"),
 ]
 
