@@ -13,7 +13,7 @@ import math
 import sys
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from histcli.errors import StdoutClosed
 
@@ -37,10 +37,24 @@ class Column:
     # A comma-separated list (marks): in the rich table its items are separated by ", ", so that a folding
     # column breaks between items, never inside one.
     items: bool = False
+    # The row's key of the value where it is not the column's name, and the value's text where JSON keeps it as it
+    # is: an entry's seeds are a list in JSON (``seeds``: [0, 1, 2]) and short text under TSV's ``seed`` ("0-2").
+    field: str | None = None
+    text: Callable[[Any], str] | None = None
 
     @property
     def title(self) -> str:
         return self.header or self.key
+
+    def machine(self, row: dict) -> str:
+        """The row's value as TSV and CSV write it."""
+        value = row.get(self.field or self.key)
+        return self.text(value) if self.text and value is not None else machine_text(value)
+
+    def human(self, row: dict) -> str:
+        """The row's value as the rich table shows it."""
+        value = row.get(self.field or self.key)
+        return self.text(value) if self.text and value is not None else human_text(value, self)
 
 
 def field_value_columns() -> list[Column]:
@@ -141,10 +155,10 @@ def delimited(rows: Iterable[dict], columns: Sequence[Column], sep: str) -> str:
     if sep == ",":
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow([column.key for column in columns])
-        writer.writerows([machine_text(row.get(column.key)) for column in columns] for row in rows)
+        writer.writerows([column.machine(row) for column in columns] for row in rows)
         return buffer.getvalue()
     lines = [sep.join(column.key for column in columns)]
-    lines += [sep.join(machine_text(row.get(column.key)) for column in columns) for row in rows]
+    lines += [sep.join(column.machine(row) for column in columns) for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -168,11 +182,11 @@ def write_rich_table(rows, columns, *, title=None) -> None:
 
     terminal = stdout_is_terminal()
     alike = [column for column in columns if column.shared and len(rows) > 1
-             and len({human_text(row.get(column.key), column) for row in rows}) == 1]
+             and len({column.human(row) for row in rows}) == 1]
     if alike:
         columns = [column for column in columns if column not in alike]
         # key=value words: a narrow terminal wraps the line between them, never inside one.
-        said_once = " ".join(f"{column.title}={human_text(rows[0].get(column.key), column)}" for column in alike)
+        said_once = " ".join(f"{column.title}={column.human(rows[0])}" for column in alike)
         extra_heading = f"every row: {said_once}"
     else:
         extra_heading = None
@@ -183,8 +197,7 @@ def write_rich_table(rows, columns, *, title=None) -> None:
         table.add_column(column.title, justify=column.justify, no_wrap=not column.fold,
                          overflow="fold" if column.fold else "ellipsis")
     for row in rows:
-        table.add_row(*(human_text(row.get(c.key), c).replace(",", ", ") if c.items else human_text(row.get(c.key), c)
-                        for c in columns))
+        table.add_row(*(c.human(row).replace(",", ", ") if c.items else c.human(row) for c in columns))
     out = console()
     if rows and not fits(out, table, columns):
         # Too wide for the terminal: one key-value block per row, so that no value is cut.
@@ -259,5 +272,5 @@ def record_table(row: dict, columns: Sequence[Column], terminal: bool):
     table.add_column("field", style="bold" if terminal else None, no_wrap=True)
     table.add_column("value", overflow="fold")
     for column in columns:
-        table.add_row(column.title, human_text(row.get(column.key), column))
+        table.add_row(column.title, column.human(row))
     return table

@@ -249,18 +249,19 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
 
 
 def test_models_list_json_has_the_tsv_columns_and_models_show_tsv_full_precision(workspace, tmp_path):
-    """JSON rows carry the same keys as the TSV header (no text made for people), and `models show`'s
-    TSV history holds each epoch's metric at full precision, as metadata.json does."""
+    """JSON rows carry the same keys as the TSV header (no text made for people; the seed column is JSON's
+    list of seeds), and `models show`'s TSV history holds each epoch's metric at full precision, as
+    metadata.json does."""
     header = workspace.run("models", "list", "-f", "tsv").stdout.splitlines()[0].split("\t")
     listed = json.loads(workspace.run("models", "list", "-f", "json").stdout)
-    assert listed and all(list(row) == header for row in listed)
+    assert listed and all(list(row) == ["seeds" if key == "seed" else key for key in header] for row in listed)
     assert isinstance(listed[0]["valid_auc"], float)
-    # A single model's seed is a number, as in train's and sweep's JSON (an ensemble's is text: "0-4").
+    # A single model's seeds are a list of one, as in train's JSON (an ensemble's: one per member).
     models = ("--models", tmp_path / "models")
     trained = json.loads(workspace.run("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 1, "--seed", 7,
                                        *models, "-q", "-f", "json").stdout)
     (entry,) = json.loads(workspace.run("models", "list", *models, "-f", "json").stdout)
-    assert entry["seed"] == trained[0]["seed"] == 7
+    assert entry["seeds"] == trained[0]["seeds"] == [7]
     fields = {row["field"]: row["value"] for row in parse_tsv(workspace.run(
         "models", "show", "logistic", "--cell", "sim01", "-f", "tsv").stdout)}
     history = json.loads((workspace.models / "logistic" / "sim01" / "metadata.json").read_text())["history"]

@@ -136,7 +136,7 @@ def test_ensemble_predicts_the_mean_of_its_members(store, tmp_path):
     result = train(store, models, "--cell", "sim01", "--arch", "cnn", "--seeds", "0-2", "--epochs", 4, "--no-refit")
     assert result.code == 0, result.stderr
     (row,) = json.loads(result.stdout)
-    assert row["seed"] == "0-2"
+    assert row["seeds"] == [0, 1, 2]
     entry = Registry(models).get("cnn", "sim01")
     assert [m["seed"] for m in entry.metadata["members"]] == [0, 1, 2]
     assert sorted(p.name for p in entry.path.glob("*.safetensors")) == [
@@ -263,5 +263,5 @@ def test_ctrl_c_in_a_later_member_saves_the_members_so_far_marked_interrupted(st
     assert [m["seed"] for m in entry.metadata["members"]] == [0]
     assert entry.config["training"]["seeds"] == [0]
     row = json.loads(process.stdout)[0]
-    assert row["interrupted"] is True and row["seed"] == "0"  # the seeds the entry holds, not the ones asked for
+    assert row["interrupted"] is True and row["seeds"] == [0]  # the seeds the entry holds, not the ones asked for
     assert "saved seed(s) 0 of 0-2 marked as interrupted" in process.stderr

@@ -412,7 +412,7 @@ def test_train_summary_for_people_is_one_line_per_cell_at_80_columns(monkeypatch
     from histcli.cli.train import train_columns
     from histcli.tasks import Classification
 
-    rows = [{"model": "deepchrome-seed3", "cell": f"E{cell:03d}", "arch": "deepchrome", "seed": 3, "best_epoch": 482,
+    rows = [{"model": "deepchrome-seed3", "cell": f"E{cell:03d}", "arch": "deepchrome", "seeds": [3], "best_epoch": 482,
              "epochs_run": 1000, "valid_auc": 0.91234, "train_genes": 6601, "valid_genes": 6601, "seconds": 1234.5,
              "converged": False, "interrupted": False} for cell in range(3, 6)]
     buffer = io.StringIO()

@@ -21,6 +21,7 @@ from histcli.cli.options import (
     StoreOption,
     complete_cells,
     complete_model_names,
+    fixed_name,
 )
 
 
@@ -62,7 +63,8 @@ def explain(
                                       autocompletion=complete_cells)],
     on_cell: Annotated[Optional[str], typer.Option("--on-cell", help="Explain on this cell's genes instead "
                                                    "(transfer).", autocompletion=complete_cells)] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Genes: test, valid, train, none or all (default: test; "
+    split: Annotated[Optional[str], typer.Option("--split", callback=fixed_name,
+                                                 help="Genes: test, valid, train, none or all (default: test; "
                                                  "all with --genes).")] = None,
     genes: Annotated[Optional[str], typer.Option("--genes", help="File of gene ids, one a line ('-' for stdin); "
                                                  "explained in this order.")] = None,

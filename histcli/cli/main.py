@@ -19,7 +19,7 @@ def main() -> None:
 
         interrupt.install()
         from histcli.cli.app import app
-        from histcli.errors import EXIT_PIPE_CLOSED, StdoutClosed, describe
+        from histcli.errors import EXIT_PIPE_CLOSED, EXIT_USAGE, StdoutClosed, describe
     except KeyboardInterrupt:  # Ctrl-C while still starting up
         sys.exit(130)
 
@@ -50,6 +50,8 @@ def main() -> None:
         message, code = describe(exc)
         if code < 0:
             raise
+        if code == EXIT_USAGE:  # options that cannot work together, found by the command: its help as for click's
+            message = with_help_hint(message, command_context(exc))
         print(f"histcli: error: {message}", file=sys.stderr)
     exit_skipping_teardown(code)
 
@@ -64,11 +66,31 @@ def click_exceptions():
 def click_message(failed) -> str:
     """Click's message for a bad command line (unknown option, invalid value, missing argument), in one
     line with where the command's help is, instead of click's usage, hint and error block."""
-    message = " ".join(failed.format_message().split()).removesuffix(".")
-    context = getattr(failed, "ctx", None)
+    return with_help_hint(" ".join(failed.format_message().split()).removesuffix("."), command_context(failed))
+
+
+def with_help_hint(message: str, context) -> str:
+    """``message`` and where the help of the (sub)command of ``context`` is: "(see 'histcli store show -h')"."""
     if context is None:
         return message
     return f"{message} (see '{context.command_path} {context.help_option_names[0]}')"
+
+
+def command_context(exc: BaseException):
+    """The click context of the (sub)command whose command line ``exc`` rejects, or None. Click attaches it to
+    most of its errors but not to some of its parser's (an option without its value, a flag given one), and
+    histcli's own usage errors, raised as a command runs, have none: then it is the innermost ``ctx`` that the
+    exception passed through (the parser's or the command's invocation)."""
+    context = getattr(exc, "ctx", None)
+    if context is not None:
+        return context
+    frame = exc.__traceback__
+    while frame is not None:
+        found = frame.tb_frame.f_locals.get("ctx")
+        if hasattr(found, "command_path"):  # a click context, not some other ``ctx``; the innermost wins
+            context = found
+        frame = frame.tb_next
+    return context
 
 
 def exit_skipping_teardown(code: object) -> None:

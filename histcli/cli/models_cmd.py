@@ -13,7 +13,7 @@ from histcli.cli.options import (
     OutputFormat,
     complete_cells,
     complete_model_names,
-    seeds_text,
+    seed_column,
 )
 
 app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
@@ -31,8 +31,7 @@ def entry_row(entry) -> dict:
         "marks": ",".join(entry.input.marks),
         "bins": entry.input.n_bins,
         "bin_size": entry.input.bin_size,
-        # A number for a single model, text ("0-4") for an ensemble: as in train's and sweep's output.
-        "seed": entry.seeds[0] if len(entry.seeds) == 1 else seeds_text(entry.seeds),
+        "seeds": list(entry.seeds),  # TSV's seed column shows them as text, "0-4" (seed_column)
         "members": len(entry.seeds),
         "best_epoch": metadata["best_epoch"],
         # The validation metric that selected the weights: AUC for classifiers, Pearson r for regressors.
@@ -57,7 +56,7 @@ def people_columns():
     from histcli.output import Column
 
     return [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
-            Column("seed", justify="left"), Column("best_epoch", "best"), Column("valid", "valid"),
+            seed_column(justify="left"), Column("best_epoch", "best"), Column("valid", "valid"),
             Column("converged")]
 
 
@@ -66,7 +65,7 @@ def entry_columns():
 
     return [Column("model", justify="left"), Column("cell", justify="left"), Column("arch", justify="left"),
             Column("task", justify="left"), Column("marks", justify="left"), Column("bins"), Column("bin_size"),
-            Column("seed", justify="left"), Column("members"), Column("best_epoch"), Column("valid_auc", digits=4),
+            seed_column(justify="left"), Column("members"), Column("best_epoch"), Column("valid_auc", digits=4),
             Column("valid_pearson", digits=4), Column("converged"),
             Column("interrupted"),
             Column("created", justify="left")]

@@ -167,13 +167,25 @@ CellsOption = Annotated[
 CellOption = Annotated[
     str, typer.Option("--cell", "-c", help="Cell type.", autocompletion=complete_cells)
 ]
+
+
+def fixed_name(value):
+    """The callback of options whose values are fixed lowercase names that the library checks (--arch, --split,
+    --metric, --explain-method): any case is taken, and the canonical name is used and recorded, as click does for
+    the Enum options (case_sensitive=False). Cell and model names are the user's and keep their case."""
+    if isinstance(value, list):
+        return [item.lower() for item in value]
+    return value.lower() if isinstance(value, str) else value
+
+
 DeviceOption = Annotated[
     Device,
     typer.Option("--device", help="auto uses CUDA when available.", case_sensitive=False),
 ]
 SplitOption = Annotated[
     str,
-    typer.Option("--split", help="Genes to evaluate on: test, valid, train, none (unsplit) or all."),
+    typer.Option("--split", callback=fixed_name,
+                 help="Genes to evaluate on: test, valid, train, none (unsplit) or all."),
 ]
 AllowChangedOption = Annotated[
     bool,
@@ -182,8 +194,8 @@ AllowChangedOption = Annotated[
 # The metric of compare and report (checked against the models' tasks by histcli.comparison.choose_metric).
 MetricOption = Annotated[
     Optional[str],
-    typer.Option("--metric", help="auc (any models; regressors by their predicted level), pearson or spearman "
-                 "(regression models). Default: pearson when every model is a regressor, else auc."),
+    typer.Option("--metric", callback=fixed_name, help="auc (any models; regressors by their predicted level), "
+                 "pearson or spearman (regression models). Default: pearson when every model is a regressor, else auc."),
 ]
 MarksOption = Annotated[
     Optional[str],
@@ -233,8 +245,8 @@ GenesOption = Annotated[
 ]
 AggregateOption = Annotated[
     Aggregate,
-    typer.Option("--aggregate", help="sum: values are read counts spread over their interval; "
-                                     "mean: values are signal averaged over the bin.",
+    typer.Option("--aggregate", case_sensitive=False, help="sum: values are read counts spread over their interval; "
+                 "mean: values are signal averaged over the bin.",
                  rich_help_panel="Tracks"),
 ]
 
@@ -273,6 +285,14 @@ def seeds_text(seeds: list[int]) -> str:
     if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
         return f"{seeds[0]}-{seeds[-1]}"
     return ",".join(map(str, seeds))
+
+
+def seed_column(justify: str = "right"):
+    """The column of an entry's seeds (train, models list): TSV's and the table's ``seed`` is short text ("3",
+    "0-4"); JSON's ``seeds`` a list of integers, one for a single model, for an ensemble one per member."""
+    from histcli.output import Column
+
+    return Column("seed", justify=justify, field="seeds", text=seeds_text)
 
 
 # Training options of train, sweep and tune.

@@ -20,6 +20,7 @@ from histcli.cli.options import (
     StoreOption,
     complete_cells,
     complete_model_names,
+    fixed_name,
     parse_tracks,
 )
 
@@ -65,7 +66,8 @@ def predict(
         "--aggregate", case_sensitive=False, rich_help_panel="With --track",
         help="sum (read counts) or mean (signal); default: what the model's training cell used.")] = None,
     drop_missing: DropMissingOption = False,
-    split: Annotated[Optional[str], typer.Option("--split", help="test, valid, train, none or all [default: test].",
+    split: Annotated[Optional[str], typer.Option("--split", callback=fixed_name,
+                                                 help="test, valid, train, none or all [default: test].",
                                                  rich_help_panel="With --from-store")] = None,
     device: DeviceOption = Device.auto,
     store_path: StoreOption = DEFAULT_STORE,

@@ -20,6 +20,7 @@ from histcli.cli.options import (
     SplitOption,
     StoreOption,
     complete_model_names,
+    fixed_name,
 )
 
 
@@ -32,7 +33,7 @@ def report(
     title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: the models compared).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add attribution heatmaps (histcli explain --summary "
                                                             "per model and cell; the explain extra).")] = False,
-    explain_method: Annotated[str, typer.Option("--explain-method", help="Attribution method for --explain: "
+    explain_method: Annotated[str, typer.Option("--explain-method", callback=fixed_name, help="Attribution method for --explain: "
                                                 "saliency, integrated-gradients, deeplift, gradient-shap or "
                                                 "occlusion.")] = "saliency",
     explain_genes: Annotated[int, typer.Option("--explain-genes", min=1, help="At most this many genes per cell "

@@ -73,13 +73,10 @@ def show_cell(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """One cell in detail: shape, splits, labels, attributes and source files with SHA-256."""
-    from dataclasses import asdict
-
     from histcli.output import field_value_columns, render_rows
     from histcli.store import Store
 
     summary = Store(store_path).summary(cell)
-    details = asdict(summary)
     fields = {
         "cell": summary.name,
         "genes": summary.n_genes,
@@ -99,17 +96,14 @@ def show_cell(
         "encoding_version": summary.encoding_version,
         "stored_bytes": summary.stored_bytes,
     }
+    sources = {}
     for index, source in enumerate(summary.sources, start=1):
-        fields[f"source_{index}"] = source["path"]
-        fields[f"source_{index}_sha256"] = source["sha256"]
-    rows = [{"field": key, "value": value} for key, value in fields.items()]
-    render_rows(
-        rows,
-        field_value_columns(),
-        output_format.value,
-        title=f"{cell} in {store_path}",
-        json_payload=details,
-    )
+        sources[f"source_{index}"] = source["path"]
+        sources[f"source_{index}_sha256"] = source["sha256"]
+    rows = [{"field": key, "value": value} for key, value in {**fields, **sources}.items()]
+    # JSON: the TSV's fields under the same names, with the sources as a list rather than numbered fields.
+    render_rows(rows, field_value_columns(), output_format.value, title=f"{cell} in {store_path}",
+                json_payload={**fields, "sources": summary.sources})
 
 
 @app.command("rm", short_help="Remove cells (atomically; the others stay).")

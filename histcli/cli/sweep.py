@@ -40,6 +40,7 @@ from histcli.cli.options import (
     budget_choices,
     chosen_cells,
     complete_architectures,
+    fixed_name,
     parse_seeds,
 )
 
@@ -72,7 +73,7 @@ def progress_text(progress) -> str:
 
 
 def sweep(
-    archs: Annotated[list[str], typer.Option("--arch", "-a", help="Architecture (repeat for several).",
+    archs: Annotated[list[str], typer.Option("--arch", "-a", callback=fixed_name, help="Architecture (repeat for several).",
                                              autocompletion=complete_architectures)],
     cells: CellsOption = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Every cell in the store.")] = False,

@@ -38,8 +38,10 @@ from histcli.cli.options import (
     budget_choices,
     chosen_cells,
     complete_architectures,
+    fixed_name,
     parse_params,
     parse_seeds,
+    seed_column,
     seeds_text,
 )
 
@@ -59,7 +61,7 @@ def train_columns(task, fmt: str = "tsv"):
     metric = task.selection_metric
     valid = Column(f"valid_{metric}", task.selection_header, digits=4)
     if resolve_format(fmt) == "table":
-        return [Column("model", justify="left"), Column("cell", justify="left"), Column("seed"),
+        return [Column("model", justify="left"), Column("cell", justify="left"), seed_column(),
                 Column("best_epoch", "best"), Column("epochs_run", "epochs"), valid,
                 Column("seconds", "s", digits=1, fixed=True),
                 Column("converged")]
@@ -67,7 +69,7 @@ def train_columns(task, fmt: str = "tsv"):
         Column("model", justify="left"),
         Column("cell", justify="left"),
         Column("arch", justify="left"),
-        Column("seed"),
+        seed_column(),
         Column("best_epoch"),
         Column("epochs_run", "epochs"),
         Column(f"valid_{metric}", digits=4),
@@ -80,7 +82,8 @@ def train_columns(task, fmt: str = "tsv"):
 
 
 def train(
-    arch: Annotated[str, typer.Option("--arch", "-a", help=_architecture_help(), autocompletion=complete_architectures)],
+    arch: Annotated[str, typer.Option("--arch", "-a", callback=fixed_name, help=_architecture_help(),
+                                      autocompletion=complete_architectures)],
     cells: CellsOption = None,
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Train on every cell in the store.")] = False,
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Registry name (default: the architecture).")] = None,
@@ -196,7 +199,7 @@ def train(
                     rows.append({
                         "model": model_name, "cell": cell, "arch": arch,
                         # What the entry holds: Ctrl-C leaves an ensemble without the seeds after it.
-                        "seed": seed_list[0] if len(seed_list) == 1 else seeds_text(entry.seeds),
+                        "seeds": list(entry.seeds),
                         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                         f"valid_{metric}": result.valid_score, "train_genes": sizes["train"],
                         "valid_genes": sizes["valid"], "seconds": result.seconds,

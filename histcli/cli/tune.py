@@ -39,6 +39,7 @@ from histcli.cli.options import (
     WeightDecayOption,
     budget_choices,
     complete_architectures,
+    fixed_name,
     parse_params,
 )
 
@@ -60,7 +61,8 @@ def tune_columns(keys: list[str], task):
 
 def tune(
     cell: CellOption,
-    arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture.", autocompletion=complete_architectures)],
+    arch: Annotated[str, typer.Option("--arch", "-a", callback=fixed_name, help="Architecture.",
+                                      autocompletion=complete_architectures)],
     search: Annotated[list[str], typer.Option(
         "--search", "-s", help="KEY=SPEC to search (repeat): loguniform:1e-4:1e-2, uniform:0.1:0.6, "
                                "choice:16,32,64 (choice:100,20|50,10 for tuples), int:1:3. Keys: the "
