@@ -37,7 +37,7 @@ from common import MARKS, histcli, run, shared_data  # noqa: E402
 
 DEEP = ("crnn", "cnn", "rnn", "deepchrome", "attentivechrome")
 OLD_DEFAULTS = ["--batch-size", 200, "--epochs", 100, "--patience", 10, "--lr-schedule", "constant",
-                "--clip-norm", 0]
+                "--clip-norm", 0, "--no-refit"]
 LONG_BUDGET = ["--epochs", 1000, "--patience", 100]
 BUDGETS = {"default": [], "old": OLD_DEFAULTS, "long": LONG_BUDGET}
 

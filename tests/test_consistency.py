@@ -109,7 +109,7 @@ def test_fixed_names_take_any_case_and_are_recorded_in_lower_case(tiny, tmp_path
 
     (upper,), (lower,) = evaluate("--split", "TEST"), evaluate("--split", "test")
     assert upper == lower and upper["split"] == "test"
-    compared = run_cli("compare", "logistic", "Mixed", "--metric", "AUC", "--split", "Valid", "-f", "json", "-q",
+    compared = run_cli("compare", "logistic", "Mixed", "--metric", "AUC", "--split", "Test", "-f", "json", "-q",
                        env=env)
     assert compared.code == 0, compared.stderr
     payload = json.loads(compared.stdout)

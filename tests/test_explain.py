@@ -60,8 +60,9 @@ def space(tmp_path_factory) -> Space:
     space = Space(tmp_path_factory.mktemp("explain"))
     Store(space.folder / "store.h5").write([signal_cell()])
     space.ok("train", "--cell", "signal", "--arch", "logistic", "--epochs", 60, "--threads", 1, "--device", "cpu", "-q")
+    # Not refit: attributions do not depend on how the weights were trained, and this keeps the fixture quick.
     common = ("--cell", "signal", "--arch", "cnn", "--epochs", 20, "--threads", 1, "--device", "cpu", "-q",
-              "--param", "maps=8,8", "--param", "dense=16", "--param", "dropout=0", "--lr", 0.003)
+              "--param", "maps=8,8", "--param", "dense=16", "--param", "dropout=0", "--lr", 0.003, "--no-refit")
     space.ok("train", *common, "--name", "cnn", "--mirror", "off")
     space.ok("train", *common, "--name", "mirrored", "--mirror", "on")
     space.ok("train", *common, "--name", "ensemble", "--mirror", "off", "--seeds", "0-1")

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, parse_tsv, run_cli
 
 from histcli.registry import Registry
 from histcli.store import SPLIT_CODES, CellData, Store
@@ -92,6 +92,8 @@ def test_refit_keeps_the_chosen_runs_selection_and_records_the_refit(store, tmp_
     assert refit.metadata["refit_epochs"] == chosen.metadata["best_epoch"]
     assert refit.metadata["refit_genes"] == 200
     assert refit.metadata["weights_sha256"] != chosen.metadata["weights_sha256"]
+    listed = run_cli("models", "list", "--models", models, "-f", "tsv")
+    assert {row["model"]: row["refit"] for row in parse_tsv(listed.stdout)} == {"refit": "true", "chosen": "false"}
 
 
 def test_a_refit_model_is_not_scored_on_its_own_validation_genes(store, tmp_path):
@@ -128,7 +130,7 @@ def test_every_ensemble_member_is_refit_and_the_ensemble_keeps_its_chosen_valida
     registry = Registry(models)
     refit, chosen = registry.get("refit", "sim01"), registry.get("chosen", "sim01")
     assert refit.metadata["best_valid_auc"] == chosen.metadata["best_valid_auc"]
-    for member, plain in zip(refit.members, chosen.members):
+    for member, plain in zip(refit.members, chosen.members, strict=True):
         assert member["refit_epochs"] == plain["best_epoch"] and member["refit_genes"] == 200
         assert plain["refit_epochs"] is None
     # The chosen ensemble's validation AUC is that of its predictions on the validation genes.

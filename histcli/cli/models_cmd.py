@@ -40,6 +40,7 @@ def entry_row(entry) -> dict:
         "converged": metadata.get("converged"),  # None: trained before histcli recorded it
         "interrupted": metadata["interrupted"],
         "created": metadata["created"],
+        "refit": entry.refit,  # the weights learnt from the validation genes too (train --refit)
     }
 
 
@@ -68,7 +69,7 @@ def entry_columns():
             seed_column(justify="left"), Column("members"), Column("best_epoch"), Column("valid_auc", digits=4),
             Column("valid_pearson", digits=4), Column("converged"),
             Column("interrupted"),
-            Column("created", justify="left")]
+            Column("created", justify="left"), Column("refit")]
 
 
 @app.command("list", short_help="One row per entry (model name x cell).")
