@@ -115,8 +115,9 @@ def train(
     output_format: FormatOption = OutputFormat.auto,
     quiet: QuietOption = False,
 ) -> None:
-    """Train an architecture on each cell: keep the best validation epoch (AUC, or Pearson r for --task regression),
-    save it in the registry."""
+    """Train an architecture on each cell: choose the best validation epoch (AUC, or Pearson r for --task
+    regression), refit that many epochs on the training and validation genes (unless --no-refit), save it in the
+    registry."""
     from histcli.cli import console
     from histcli.errors import EXIT_INTERRUPTED, HistcliError, UsageError, describe
     from histcli.output import counted, render_rows
@@ -158,19 +159,17 @@ def train(
         with console.progress("status") as bar:
             task = None
             for cell in chosen:
-                def start_member(member_seed, cell=cell):
+                def start_member(member_seed, cell=cell, total=settings.max_epochs):
                     nonlocal task
                     label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
-                    task = bar.add_task(label, total=settings.max_epochs, status="")
+                    task = bar.add_task(label, total=total, status="")
 
-                def start_refit(member_seed, epochs, cell=cell):
-                    nonlocal task
-                    label = f"{model_name} {cell}" + (f" seed {member_seed}" if len(seed_list) > 1 else "")
-                    task = bar.add_task(f"{label} refit", total=epochs, status="")
+                def start_refit(member_seed, epochs):
+                    start_member(member_seed, total=epochs)
 
                 def report(epoch):
                     if epoch.refit:
-                        bar.update(task, completed=epoch.epoch, status=f"loss {epoch.loss:.4f} on train + valid")
+                        bar.update(task, completed=epoch.epoch, status=f"refit: loss {epoch.loss:.4f}, train + valid")
                         return
                     bar.update(task, completed=epoch.epoch,
                                # Short enough for an 80-column terminal next to the bar.
