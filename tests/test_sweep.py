@@ -47,7 +47,7 @@ def _same_entry(sweep_entry: Path, train_entry: Path) -> None:
     assert configs[0] == configs[1]
     metadata = [json.loads((entry / "metadata.json").read_text()) for entry in (sweep_entry, train_entry)]
     for content in metadata:
-        del content["created"], content["train_seconds"], content["weights_sha256"]
+        del content["created"], content["train_seconds"], content["refit_seconds"], content["weights_sha256"]
     assert metadata[0] == metadata[1]
 
 
