@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from histcli.errors import ChoiceError, HistcliError, SettingError, UsageError
-from histcli.evaluation import Predictions, check_cells_stored, predictions_for
+from histcli.evaluation import Predictions, check_cells_stored, check_held_out, predictions_for
 from histcli.registry import Registry
 from histcli.splits import split_genes
 from histcli.stats import PairedSummary
@@ -204,6 +204,9 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     chosen, notes = common_cells(registry, models, cells)
     metric = choose_metric(metric, {model: registry.get(model, chosen[0]).task for model in models})
     check_cells_stored(store, [registry.get(model, cell) for cell in chosen for model in models])
+    for cell in chosen:  # before any model is run
+        for model in models:
+            check_held_out(registry.get(model, cell), cell, split)
     test_name = CELL_TESTS[metric]
     predictions: dict[str, dict[str, Predictions]] = {}
     values: dict[str, dict[str, float | None]] = {}

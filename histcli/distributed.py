@@ -297,6 +297,14 @@ class SweepProgress:
         return (time.perf_counter() - self.started) / finished * (self.total - finished)
 
 
+def _differing(key: str, wanted, found) -> list[str]:
+    """A differing part of a config by name; training's named down to its setting (e.g. training.refit, for
+    an entry of an older histcli)."""
+    if key == "training" and isinstance(found, dict):
+        return [f"{key}.{setting}" for setting in wanted if wanted[setting] != found.get(setting)] or [key]
+    return [key]
+
+
 def check_existing(trials: list[Trial], store, registry, overwrite: bool,
                    mirror: str) -> tuple[set[int], dict[str, bool]]:
     """Find the trials whose entry exists with the same resolved config (to skip); refuse other clashes.
@@ -335,7 +343,8 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
         if found == wanted and not entry.metadata.get("interrupted"):
             skip.add(index)
         elif found != wanted:
-            differs = sorted(key for key in wanted if wanted[key] != found.get(key))
+            differs = sorted(name for key in wanted if wanted[key] != found.get(key)
+                             for name in _differing(key, wanted[key], found.get(key)))
             raise ModelExistsError(registry.root, trial.name, trial.cell, differs=differs)
     return skip, mirrors
 

@@ -115,10 +115,10 @@ class ModelError(HistcliError):
 class DivergedError(ModelError):
     """Training produced a non-finite loss or prediction."""
 
-    def __init__(self, epoch: int, loss: float):
+    def __init__(self, epoch: int, loss: float, during: str = "training"):
         self.epoch = epoch
         self.loss = loss
-        super().__init__(f"training diverged at epoch {epoch} (loss {loss:.4g})")
+        super().__init__(f"{during} diverged at epoch {epoch} (loss {loss:.4g})")
 
 
 class ModelExistsError(ModelError):

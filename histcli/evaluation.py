@@ -300,6 +300,8 @@ def evaluation_rows(entries: list[Entry], store: Store, split: str = "test", *, 
 
     if on_cell is None:
         check_cells_stored(store, entries)
+    for entry in entries:  # before any model is run
+        check_held_out(entry, on_cell or entry.cell, split)
     rows = []
     columns = metric_columns(every_task())
     for entry in entries:

@@ -59,6 +59,7 @@ PATIENCE_STEPS = 300
 # better validation AUC the learning rate is multiplied by LR_FACTOR, at most
 # LR_REDUCTIONS times. Off by default: it lowered validation AUC on E116 and Cell1.
 LR_SCHEDULES = ("constant", "plateau")
+REFIT_DIVERGED = "the refit on train + valid (--no-refit saves the chosen run)"
 PLATEAU_FRACTION = 4
 LR_FACTOR = 0.5
 LR_REDUCTIONS = 4
@@ -418,7 +419,7 @@ def _fit(settings: TrainSettings, train_x: np.ndarray, train_targets: np.ndarray
             lr = optimizer.param_groups[0]["lr"]
             if not selecting:
                 if not math.isfinite(mean_loss):
-                    raise DivergedError(epoch, mean_loss)
+                    raise DivergedError(epoch, mean_loss, REFIT_DIVERGED)
                 history.append({"epoch": epoch, "loss": mean_loss, "lr": lr})
                 if on_epoch is not None:
                     on_epoch(EpochReport(epoch, mean_loss, math.nan, epoch, math.nan,
@@ -445,6 +446,9 @@ def _fit(settings: TrainSettings, train_x: np.ndarray, train_targets: np.ndarray
     if not selecting and not interrupted:
         best_epoch = len(history)
         best_state = {key: value.detach().clone() for key, value in module.state_dict().items()}
+        # The last step's weights are never scored: a step that blew up shows only here.
+        if not all(bool(torch.isfinite(value).all()) for value in best_state.values() if value.is_floating_point()):
+            raise DivergedError(best_epoch, mean_loss, REFIT_DIVERGED)
     return TrainResult(
         state=best_state,
         best_epoch=best_epoch,
@@ -552,26 +556,34 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
 
     settings = dataclasses.replace(settings, mirror=resolve_mirror(mirror, cell.attrs, f"cell {cell.name}"))
     seeds = list(seeds) if seeds else [settings.seed]
-    chosen: list[TrainResult] = []  # as selected on the validation genes
-    members: list[TrainResult] = []  # as saved: refit on train + valid unless settings.refit is off
+    runs: list[tuple[TrainResult, TrainResult]] = []  # per member: as chosen on validation, as saved
     for seed in seeds:
         if on_member is not None:
             on_member(seed)
         result = train(cell, dataclasses.replace(settings, seed=seed), on_epoch=on_epoch)
         if result.state is not None:
-            chosen.append(result)
+            chosen = result
             if settings.refit and not result.interrupted:
-                if on_refit is not None:
-                    on_refit(seed, result.best_epoch)
-                result = refit(cell, result, on_epoch=on_epoch)
-            members.append(result)
+                try:
+                    if on_refit is not None:
+                        on_refit(seed, result.best_epoch)
+                    result = refit(cell, result, on_epoch=on_epoch)
+                except KeyboardInterrupt:  # before the refit's loop (its own Ctrl-C returns the chosen run)
+                    interrupt.clear()
+                    result = dataclasses.replace(result, interrupted=True)
+            runs.append((chosen, result))
         if result.interrupted:
             break
+    if any(saved.refit is not None for _, saved in runs):
+        # One entry has one target scaling (a regressor's refit is of train + valid genes): members Ctrl-C kept
+        # from their refit are left out of an entry whose other members were refit.
+        runs = [(chosen, saved) for chosen, saved in runs if saved.refit is not None]
+    members = [saved for _, saved in runs]
     if not members:
         return None, None, None, EntryResult([result], math.nan, interrupted=True)
     ensemble = len(seeds) > 1
-    outcome = EntryResult(members, ensemble_valid_score(cell, chosen) if ensemble else members[0].best_valid_score,
-                          interrupted=result.interrupted)
+    outcome = EntryResult(members, ensemble_valid_score(cell, [chosen for chosen, _ in runs]) if ensemble
+                          else members[0].best_valid_score, interrupted=result.interrupted)
     training_config = outcome.settings.as_config()
     if ensemble:
         del training_config["seed"]
@@ -609,8 +621,8 @@ def train_entry(cell: CellData, settings: TrainSettings, *, store_path, seeds: l
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
         "history": [] if ensemble else members[0].history,
-        # Whether every saved weight was refit on train + valid (Ctrl-C during a refit keeps the chosen run's).
-        "refit": all(member.refit is not None for member in members),
+        # Whether the saved weights were refit on train + valid: all members are, or none (see above).
+        "refit": members[0].refit is not None,
         **({} if ensemble else _refit_metadata(members[0])),
     }
     if ensemble:

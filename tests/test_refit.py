@@ -121,11 +121,12 @@ def test_a_regressor_is_refit_on_targets_standardised_by_train_and_valid(store, 
     assert task["target_scale"] == pytest.approx(levels.std())
 
 
-def test_every_ensemble_member_is_refit_and_the_ensemble_keeps_its_chosen_validation_auc(store, tmp_path):
+@pytest.mark.parametrize("mirror", ["off", "on"])  # a mirrored ensemble's validation outputs are run again
+def test_every_ensemble_member_is_refit_and_the_ensemble_keeps_its_chosen_validation_auc(store, tmp_path, mirror):
     models = tmp_path / "models"
     for name, flag in (("refit", "--refit"), ("chosen", "--no-refit")):
         result = train(store, models, "--cell", "sim01", "--arch", "logistic", "--name", name, "--epochs", 6,
-                       "--seeds", "0-1", flag)
+                       "--seeds", "0-1", "--mirror", mirror, flag)
         assert result.code == 0, result.stderr
     registry = Registry(models)
     refit, chosen = registry.get("refit", "sim01"), registry.get("chosen", "sim01")
@@ -168,3 +169,53 @@ def test_ctrl_c_during_the_refit_saves_the_chosen_run_marked_interrupted(store, 
     assert result.code == 0, result.stderr
     # What was saved is the chosen run itself.
     assert interrupted["weights_sha256"] == Registry(models).get("plain", "sim01").metadata["weights_sha256"]
+
+
+def interrupting_script(store, models, condition: str, *train_args: str) -> str:
+    """Python that runs `histcli train` with Ctrl-C raised in the first batch of the refit whose ``_fit`` call
+    satisfies ``condition`` (an expression in calls, the refits started so far, counting this one)."""
+    return (
+        "import runpy, sys, torch\n"
+        "import histcli.training as training\n"
+        "fit, calls = training._fit, [0]\n"
+        "def interrupted(self, *args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "def fit_interrupting(*args, **kwargs):\n"
+        "    if kwargs.get('learning_rates') is not None:\n"
+        "        calls[0] += 1\n"
+        f"        if {condition}:\n"
+        "            torch.nn.MSELoss.forward = torch.nn.BCEWithLogitsLoss.forward = interrupted\n"
+        "    return fit(*args, **kwargs)\n"
+        "training._fit = fit_interrupting\n"
+        f"sys.argv = ['histcli', 'train', '--cell', 'sim01', '--store', {str(store)!r}, '--models', {str(models)!r}, "
+        f"'--threads', '1', '-f', 'json', *{list(train_args)!r}]\n"
+        "runpy.run_module('histcli', run_name='__main__')\n"
+    )
+
+
+def test_ctrl_c_in_a_later_members_refit_keeps_only_the_refit_members(store, tmp_path):
+    """A regression ensemble's members share one target scaling, the refit's (train + valid genes): the member
+    whose refit was interrupted (trained on the training genes' scaling) is left out."""
+    models = tmp_path / "models"
+    script = interrupting_script(store, models, "calls[0] == 2", "--arch", "logistic", "--task", "regression",
+                                 "--epochs", "4", "--seeds", "0-2")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 130, process.stderr
+    assert "saved seed(s) 0 of 0-2 marked as interrupted (only members whose refit finished)" in process.stderr
+    entry = Registry(models).get("logistic", "sim01")
+    assert entry.seeds == [0] and entry.metadata["refit"] is True and entry.metadata["interrupted"] is True
+    cell = Store(store).load("sim01")
+    levels = np.log1p(cell.expression[cell.split_mask("train") | cell.split_mask("valid")])
+    assert entry.config["task"]["target_mean"] == pytest.approx(levels.mean())
+
+
+def test_a_refit_that_diverges_says_so_and_saves_nothing(store, tmp_path):
+    models = tmp_path / "models"
+    script = interrupting_script(store, models, "True", "--arch", "logistic", "--epochs", "3").replace(
+        "    raise KeyboardInterrupt\n", "    return torch.tensor(float('nan'), requires_grad=True)\n")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr
+    assert process.stderr.startswith("histcli: error: the refit on train + valid (--no-refit saves the chosen run) "
+                                     "diverged at epoch 1 (loss nan)")
+    assert "Traceback" not in process.stderr and len(process.stderr.strip().splitlines()) == 1
+    assert not Registry(models).exists("logistic", "sim01")

@@ -476,7 +476,7 @@ def test_resuming_a_sweep_takes_an_entry_from_before_refits_for_a_no_refit_trial
     assert check_existing(plan(False), store, registry, overwrite=False, mirror="auto")[0] == {0}
     with pytest.raises(ModelExistsError) as error:
         check_existing(plan(True), store, registry, overwrite=False, mirror="auto")
-    assert error.value.differs == ("training",)
+    assert error.value.differs == ("training.refit",)
 
 
 @pytest.mark.parametrize("search, option", [("lr=loguniform:1e-3:1e-2", "--lr=0.05"),

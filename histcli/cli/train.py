@@ -143,7 +143,7 @@ def train(
         overrides=parse_params(params or []),
         **budget_choices(task=task, target=target, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, clip_norm=clip_norm, lr_schedule=lr_schedule,
-        refit=refit),
+                         refit=refit),
         seed=seed_list[0],
         device=(resolved := resolve_device(device.value)),
         threads=threads,
@@ -166,6 +166,7 @@ def train(
 
                 def start_refit(member_seed, epochs):
                     start_member(member_seed, total=epochs)
+                    bar.update(task, status="refit: train + valid")
 
                 def report(epoch):
                     if epoch.refit:
@@ -214,9 +215,10 @@ def train(
                 if result.interrupted:
                     interrupted = True
                     if entry is not None and len(seed_list) > 1:
+                        kept = ("only members whose refit finished" if entry.refit
+                                else "a member stopped by Ctrl-C keeps its best epoch so far")
                         console.note(f"{model_name} {cell}: interrupted; saved seed(s) {seeds_text(entry.seeds)} "
-                                     f"of {seeds_text(seed_list)} marked as interrupted (a member stopped by Ctrl-C "
-                                     f"keeps its best epoch so far)")
+                                     f"of {seeds_text(seed_list)} marked as interrupted ({kept})")
                     elif entry is not None:
                         console.note(f"{model_name} {cell}: interrupted; saved the best epoch so far "
                                      f"({result.best_epoch}) marked as interrupted")
