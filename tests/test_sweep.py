@@ -180,9 +180,10 @@ def test_tune_keeps_the_best_trial_with_the_search_record(cells, tmp_path):
     from histcli.registry import Registry
 
     models = tmp_path / "models"
+    # Not refit, so that the saved weights can be scored on the validation genes below.
     result = run_cli("tune", "--cell", "sim01", "--arch", "rnn", "--search", "lr=loguniform:1e-3:3e-2",
                      "--search", "units=choice:8,16", "--samples", 4, "--epochs", 6, "--seed", 1, "-f", "json",
-                     env=_env(cells, models))
+                     "--no-refit", env=_env(cells, models))
     assert result.code == 0, result.stderr
     rows = json.loads(result.stdout)
     assert len(rows) == 4 and sum(r["best"] for r in rows) == 1
@@ -258,7 +259,8 @@ def test_sweep_and_tune_train_regression_models(cells, tmp_path):
     assert entry.task.name == "regression" and float(row["valid_pearson"]) == entry.metadata["best_valid_pearson"]
 
     tuned = run_cli("tune", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--search",
-                    "lr=loguniform:1e-3:3e-2", "--samples", 2, "--epochs", 3, "-f", "json", env=_env(cells, models))
+                    "lr=loguniform:1e-3:3e-2", "--samples", 2, "--epochs", 3, "-f", "json", "--no-refit",
+                    env=_env(cells, models))
     assert tuned.code == 0, tuned.stderr
     rows = json.loads(tuned.stdout)
     entry = Registry(models).get("logistic-tuned", "sim01")
