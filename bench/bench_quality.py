@@ -1,12 +1,13 @@
 """Test AUC with default settings on real data: E116 with the DeepChrome split, and DeepDiff's Cell1.
 
 Reproduces the README's quality tables. Every model is trained with the
-command's defaults (no flags but the seed), selected on validation AUC, and
-scored on the test genes, which nothing here looks at before the end:
+command's defaults (no flags but the seed): its epoch chosen on validation AUC,
+then refit on the training and validation genes; it is scored on the test genes,
+which nothing here looks at before the end:
 
 - E116 (`prepare tracks`, 10-kb bins, 100 kb each side of the TSS): every
   architecture with its defaults (seeds 0-2 for `crnn`), with the old defaults
-  (batch 200, 100 epochs, patience 10, constant learning rate, no clipping) and
+  (batch 200, 100 epochs, patience 10, constant learning rate, no clipping, no refit) and
   with a long budget (1,000 epochs, patience 100); then a 5-seed ensemble
   (`--seeds 0-4`) of the architecture with the best mean validation AUC,
   compared with `logistic` by `histcli compare` (DeLong).

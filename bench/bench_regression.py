@@ -2,10 +2,11 @@
 
 Reproduces the README's regression table. Every model is trained with
 `histcli train --task regression` and nothing else but the seed (target
-log(RPKM + 1), selection on validation Pearson r) and scored on the test genes
-by `histcli evaluate`, which nothing here looks at before the end. A yardstick
-is measured in the same run: ridge regression on the log1p counts of every bin
-and mark, its penalty chosen on the validation genes.
+log(RPKM + 1), the epoch chosen on validation Pearson r, then the default refit
+on train + valid) and scored on the test genes by `histcli evaluate`, which
+nothing here looks at before the end. A yardstick is measured in the same run:
+ridge regression on the log1p counts of every bin and mark, its penalty chosen on
+the validation genes, also refit on the training and validation genes.
 
 Trainings run as separate commands, ``--jobs`` at a time with ``--threads``
 torch threads each. With ``--keep DIR`` finished trainings are kept there and
