@@ -143,21 +143,7 @@ def test_every_ensemble_member_is_refit_and_the_ensemble_keeps_its_chosen_valida
 def test_ctrl_c_during_the_refit_saves_the_chosen_run_marked_interrupted(store, tmp_path):
     """Ctrl-C arrives in the refit's first batch (raised from inside the loss, deterministically)."""
     models = tmp_path / "models"
-    script = (
-        "import runpy, sys, torch\n"
-        "import histcli.training as training\n"
-        "fit = training._fit\n"
-        "def interrupted(self, *args, **kwargs):\n"
-        "    raise KeyboardInterrupt\n"
-        "def fit_interrupting_the_refit(*args, **kwargs):\n"
-        "    if kwargs.get('learning_rates') is not None:\n"
-        "        torch.nn.BCEWithLogitsLoss.forward = interrupted\n"
-        "    return fit(*args, **kwargs)\n"
-        "training._fit = fit_interrupting_the_refit\n"
-        f"sys.argv = ['histcli', 'train', '--cell', 'sim01', '--arch', 'logistic', '--epochs', '5', '--store', "
-        f"{str(store)!r}, '--models', {str(models)!r}, '--threads', '1', '-f', 'json']\n"
-        "runpy.run_module('histcli', run_name='__main__')\n"
-    )
+    script = interrupting_script(store, models, "True", "--arch", "logistic", "--epochs", "5")
     process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert process.returncode == 130, process.stderr
     assert "Traceback" not in process.stderr
