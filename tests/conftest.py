@@ -153,8 +153,9 @@ class Workspace:
     store: Path
     models: Path
 
-    def run(self, *args, **kwargs) -> Result:
-        return run_cli(*args, env={"HISTCLI_STORE": str(self.store), "HISTCLI_MODELS": str(self.models)}, **kwargs)
+    def run(self, *args, env_extra: dict | None = None, **kwargs) -> Result:
+        env = {"HISTCLI_STORE": str(self.store), "HISTCLI_MODELS": str(self.models), **(env_extra or {})}
+        return run_cli(*args, env=env, **kwargs)
 
 
 @pytest.fixture(scope="session")

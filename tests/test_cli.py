@@ -248,6 +248,31 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     assert "\x1b[" not in stdout
 
 
+def test_progress_lines_in_a_log_at_the_interval_asked_for(workspace, tmp_path):
+    """In a log, a long task writes a plain line now and then (HISTCLI_PROGRESS_SECONDS): with an interval
+    shorter than an epoch, one line per epoch whose loss is the one the entry's history records; by default
+    (60 s) a short command writes none, 0 turns them off, and a bad value is refused before any training."""
+    from histcli.registry import Registry
+
+    models = tmp_path / "models"
+    train = ("train", "--cell", "sim01", "--arch", "logistic", "--epochs", 5, "--no-refit", "--threads", 1,
+             "--models", models, "--overwrite", "-f", "tsv")
+    result = workspace.run(*train, env_extra={"HISTCLI_PROGRESS_SECONDS": "0.000001"})
+    assert result.code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("histcli: progress: ")]
+    history = Registry(models).get("logistic", "sim01").metadata["history"]
+    expected = [f"histcli: progress: logistic sim01 {record['epoch']}/5 loss {record['loss']:.4f} AUC "
+                f"{record['valid_auc']:.4f} " for record in history]
+    assert len(lines) == len(expected) == 5
+    assert all(line.startswith(prefix) and re.search(r" \d+:\d\d:\d\d$", line)
+               for line, prefix in zip(lines, expected, strict=True))
+    for env in ({}, {"HISTCLI_PROGRESS_SECONDS": "0"}):
+        result = workspace.run(*train, env_extra=env)
+        assert result.code == 0 and "progress" not in result.stderr, result.stderr
+    result = workspace.run(*train, env_extra={"HISTCLI_PROGRESS_SECONDS": "soon"})
+    assert_one_line_error(result, "HISTCLI_PROGRESS_SECONDS='soon'", "0 or more", code=2)
+
+
 def test_models_list_json_has_the_tsv_columns_and_models_show_tsv_full_precision(workspace, tmp_path):
     """JSON rows carry the same keys as the TSV header (no text made for people; the seed column is JSON's
     list of seeds), and `models show`'s TSV history holds each epoch's metric at full precision, as

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import time
 
 _quiet = False
 
@@ -19,6 +21,7 @@ def setup(quiet: bool = False) -> None:
     """Route the library's ``histcli`` logger to stderr; --quiet keeps only warnings."""
     global _quiet
     _quiet = quiet
+    progress_seconds()  # a bad HISTCLI_PROGRESS_SECONDS is refused before any work starts
     logger = logging.getLogger("histcli")
     logger.handlers[:] = [_NoteHandler()]
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -28,6 +31,12 @@ def setup(quiet: bool = False) -> None:
 def note(message: str) -> None:
     if not _quiet:
         print(f"histcli: note: {message}", file=sys.stderr)
+
+
+# In a log (stderr not a terminal) a long task writes a plain progress line this often, so that a
+# cluster job's log shows it is alive; commands shorter than this write none.
+PROGRESS_SECONDS_ENV = "HISTCLI_PROGRESS_SECONDS"
+DEFAULT_PROGRESS_SECONDS = 60.0
 
 
 class _NoProgress:
@@ -41,14 +50,84 @@ class _NoProgress:
         pass
 
 
+class _LogProgress:
+    """The progress bar's interface for a log: one line per task at most every ``seconds``, and a last
+    line when a task that has written one completes."""
+
+    def __init__(self, seconds: float, fields: tuple[str, ...]):
+        self.seconds = seconds
+        self.fields = fields
+        self.tasks: list[dict] = []
+
+    def add_task(self, description: str, total: float | None = None, **fields) -> int:
+        now = time.monotonic()
+        self.tasks.append({"description": description, "total": total, "completed": 0, "fields": fields,
+                           "started": now, "written": now, "lines": 0})
+        return len(self.tasks) - 1
+
+    def update(self, task_id: int, *, completed: float | None = None, total: float | None = None,
+               advance: float | None = None, description: str | None = None, **fields) -> None:
+        task = self.tasks[task_id]
+        if description is not None:
+            task["description"] = description
+        if total is not None:
+            task["total"] = total
+        if completed is not None:
+            task["completed"] = completed
+        if advance is not None:
+            task["completed"] += advance
+        task["fields"].update(fields)
+        now = time.monotonic()
+        finished = task["total"] is not None and task["completed"] >= task["total"]
+        if now - task["written"] >= self.seconds or (finished and task["lines"]):
+            task["written"] = now
+            task["lines"] += 1
+            print(f"histcli: progress: {self._line(task, now)}", file=sys.stderr, flush=True)
+            if finished:
+                task["lines"] = 0  # its last line is written; a later update starts a new round
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def _line(self, task: dict, now: float) -> str:
+        total = "?" if task["total"] is None else f"{task['total']:g}"
+        parts = [task["description"], f"{task['completed']:g}/{total}"]
+        parts += [str(task["fields"][name]) for name in self.fields if task["fields"].get(name)]
+        elapsed = int(now - task["started"])
+        parts.append(f"{elapsed // 3600}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}")
+        return " ".join(parts)
+
+
+def progress_seconds() -> float:
+    """HISTCLI_PROGRESS_SECONDS: seconds between progress lines in a log (0: none)."""
+    from histcli.errors import UsageError
+
+    value = os.environ.get(PROGRESS_SECONDS_ENV, "").strip()
+    if not value:
+        return DEFAULT_PROGRESS_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"{PROGRESS_SECONDS_ENV}={value!r}: expected seconds between progress lines in a log, "
+                         "0 or more (0: none)")
+    return seconds
+
+
 @contextlib.contextmanager
 def progress(*fields: str):
-    """A rich progress bar on a terminal's stderr; nothing with --quiet or in logs.
+    """A rich progress bar on a terminal's stderr; in a log, a plain line now and then (see
+    :func:`progress_seconds`); nothing with --quiet.
 
     ``fields`` are extra task columns.
     """
-    if _quiet or not sys.stderr.isatty():
+    if _quiet:
         yield _NoProgress()
+        return
+    if not sys.stderr.isatty():
+        seconds = progress_seconds()
+        yield _LogProgress(seconds, fields) if seconds > 0 else _NoProgress()
         return
     from histcli.output import console
 
