@@ -69,7 +69,8 @@ def tiny(tmp_path_factory) -> dict:
 
 
 def train(env: dict, *args, fmt: str = "json"):
-    result = run_cli("train", "--cell", "sim01", "--epochs", 1, "--threads", 1, "--device", "cpu", "-q", "-f", fmt,
+    device = () if "--device" in args else ("--device", "cpu")
+    result = run_cli("train", "--cell", "sim01", "--epochs", 1, "--threads", 1, *device, "-q", "-f", fmt,
                      *args, env=env)
     assert result.code == 0, result.stderr
     return json.loads(result.stdout) if fmt == "json" else parse_tsv(result.stdout)
@@ -151,3 +152,58 @@ def test_every_usage_error_says_where_the_commands_help_is(args, command, tmp_pa
     (line,) = result.stderr.splitlines()
     assert line.startswith("histcli: error: ")
     assert line.endswith(f" (see '{' '.join(['histcli', command]).strip()} -h')"), line
+
+
+def _every_command():
+    """(command path, click command) of every histcli command, sub-commands included."""
+    import typer.main
+
+    from histcli.cli.app import app
+
+    def walk(command, path):
+        children = getattr(command, "commands", None)
+        if children is None:
+            yield path, command
+            return
+        for name, child in children.items():
+            yield from walk(child, f"{path} {name}")
+
+    return list(walk(typer.main.get_command(app), "histcli"))
+
+
+def test_every_one_value_option_of_every_command_is_refused_twice():
+    """click keeps the last of two values of a one-value option; every command refuses the second instead
+    (a usage error naming the option), while options declared to repeat still take several."""
+    from histcli.cli.main import click_exceptions
+
+    usage_error = click_exceptions().UsageError
+    checked = repeatable = 0
+    for path, command in _every_command():
+        for param in command.params:
+            if param.param_type_name != "option" or param.name == "help" or param.is_eager:
+                continue
+            option = max(param.opts, key=len)
+            once = [option] if param.is_flag else [option, "1"]
+            if param.multiple:
+                command.make_context(path, [*once, *once], resilient_parsing=True)  # parsed without complaint
+                assert "repeat" in param.help, (path, option)  # the README says the help says so
+                repeatable += 1
+                continue
+            with pytest.raises(usage_error, match=f"^{'/'.join([option, *param.secondary_opts])} given twice; "):
+                command.make_context(path, [*once, *once])
+            checked += 1
+    assert checked > 100 and repeatable >= 8, (checked, repeatable)
+
+
+def test_a_one_value_option_given_twice_fails_before_anything_runs(tmp_path):
+    """`train --arch cnn --arch crnn` trained a CRNN alone, silently; now it is one usage error and no model."""
+    store = tmp_path / "s.h5"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 60, "--bins", 4, "--store", store, "-q").code == 0
+    models = tmp_path / "models"
+    result = run_cli("train", "--cell", "sim01", "--arch", "cnn", "--arch", "crnn", "--epochs", 1,
+                     "--store", store, "--models", models)
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr == "histcli: error: --arch given twice; it takes one value (see 'histcli train -h')\n"
+    assert not models.exists()
+    repeated = run_cli("store", "list", "--store", store, "-f", "tsv", "--format", "json")
+    assert repeated.code == 2 and "--format given twice" in repeated.stderr

@@ -11,10 +11,40 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from histcli.locations import DEFAULT_MODELS as DEFAULT_MODELS  # re-exported: the commands' defaults
 from histcli.locations import DEFAULT_STORE as DEFAULT_STORE
 from histcli.locations import MODELS_ENV, STORE_ENV, default_models_path, default_store_path
+
+
+class OnceCommand(TyperCommand):
+    """A command whose one-value options may be given once: click keeps the last of ``--arch cnn --arch crnn``
+    and drops the first without a word, which in a loop's command line trains, evaluates or deletes something
+    else than asked. Options that repeat (``--cell``, ``--track``) are declared so and stay repeatable."""
+
+    def make_parser(self, ctx):
+        parser = super().make_parser(ctx)
+        parse = parser.parse_args
+
+        def parse_once(args):
+            opts, rest, order = parse(args=args)
+            if not ctx.resilient_parsing:  # shell completion parses partial command lines
+                seen = set()
+                for param in order:
+                    if param.param_type_name != "option" or param.multiple or param.count:
+                        continue
+                    if param in seen:
+                        from histcli.cli.main import click_exceptions
+
+                        names = "/".join([max(param.opts, key=len), *param.secondary_opts])
+                        problem = "give it once" if param.is_flag else "it takes one value"
+                        raise click_exceptions().UsageError(f"{names} given twice; {problem}", ctx)
+                    seen.add(param)
+            return opts, rest, order
+
+        parser.parse_args = parse_once
+        return parser
 
 
 class OutputFormat(str, Enum):

@@ -79,8 +79,8 @@ def sweep(
     all_cells: Annotated[bool, typer.Option("--all-cells", help="Every cell in the store.")] = False,
     seeds: Annotated[str, typer.Option("--seeds", help="One trial per seed: a range 0-4 or a list 0,2,7.")] = "0",
     params: Annotated[Optional[list[str]], typer.Option(
-        "--param", "-p", help="Architecture hyperparameter KEY=VALUE; a key given more than once is a grid axis "
-                              "(--param units=32 --param units=64).")] = None,
+        "--param", "-p", help="Architecture hyperparameter KEY=VALUE (repeat); a key given more than once is a "
+                              "grid axis (--param units=32 --param units=64).")] = None,
     name: Annotated[Optional[str], typer.Option(
         "--name", "-n", help="Entry name template over {arch}, {seed} and the grid keys [default: the "
                              "architecture, -s{seed} with several seeds, -KEYVALUE per grid axis].")] = None,
