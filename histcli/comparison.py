@@ -202,17 +202,17 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
     if len(set(models)) != len(models):
         raise UsageError("each model may be named once")
     chosen, notes = common_cells(registry, models, cells)
-    metric = choose_metric(metric, {model: registry.get(model, chosen[0]).task for model in models})
-    check_cells_stored(store, [registry.get(model, cell) for cell in chosen for model in models])
-    for cell in chosen:  # before any model is run
-        for model in models:
-            check_held_out(registry.get(model, cell), cell, split)
+    entries = {(model, cell): registry.get(model, cell) for cell in chosen for model in models}
+    metric = choose_metric(metric, {model: entries[model, chosen[0]].task for model in models})
+    check_cells_stored(store, list(entries.values()))
+    for (_, cell), entry in entries.items():  # before any model is run
+        check_held_out(entry, cell, split)
     test_name = CELL_TESTS[metric]
     predictions: dict[str, dict[str, Predictions]] = {}
     values: dict[str, dict[str, float | None]] = {}
     for done, cell in enumerate(chosen, start=1):
         per_model = {
-            model: predictions_for(registry.get(model, cell), store, cell, split, device=device,
+            model: predictions_for(entries[model, cell], store, cell, split, device=device,
                                    allow_changed=allow_changed)
             for model in models
         }

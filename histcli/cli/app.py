@@ -22,9 +22,9 @@ from histcli.cli import (
     train,
     tune,
 )
-from histcli.cli.options import OnceCommand
+from histcli.cli.options import HistcliTyper
 
-app = typer.Typer(
+app = HistcliTyper(
     name="histcli",
     help="Predict gene expression from histone modification signals: prepare data, train CRNN, "
     "DeepChrome and AttentiveChrome models, evaluate and compare them across cell types.",
@@ -51,16 +51,16 @@ def root(
 
 
 # Short help for the command list: one line within 80 columns (the docstrings' first lines are longer).
-app.command("demo", cls=OnceCommand, short_help="Simulate four cells and run the whole pipeline on them.")(demo.demo)
+app.command("demo", short_help="Simulate four cells and run the whole pipeline on them.")(demo.demo)
 app.add_typer(prepare.app, name="prepare", short_help="Bring data into the dataset store.")
-app.command("train", cls=OnceCommand, short_help="Train an architecture; keep the best validation epoch.")(train.train)
-app.command("sweep", cls=OnceCommand, short_help="Train cells x architectures x seeds at once on Ray.")(sweep.sweep)
-app.command("tune", cls=OnceCommand, short_help="Search hyperparameters on validation data (Ray Tune).")(tune.tune)
-app.command("evaluate", cls=OnceCommand, short_help="Metrics per model and cell: AUC, or r for levels.")(evaluate.evaluate)
-app.command("compare", cls=OnceCommand, short_help="Paired tests of two or more models across cells.")(compare.compare)
-app.command("predict", cls=OnceCommand, context_settings=predict.CONTEXT_SETTINGS,
+app.command("train", short_help="Train an architecture; keep the best validation epoch.")(train.train)
+app.command("sweep", short_help="Train cells x architectures x seeds at once on Ray.")(sweep.sweep)
+app.command("tune", short_help="Search hyperparameters on validation data (Ray Tune).")(tune.tune)
+app.command("evaluate", short_help="Metrics per model and cell: AUC, or r for levels.")(evaluate.evaluate)
+app.command("compare", short_help="Paired tests of two or more models across cells.")(compare.compare)
+app.command("predict", context_settings=predict.CONTEXT_SETTINGS,
             short_help="Predict expression of the genes of a TSV, tracks or a cell.")(predict.predict)
-app.command("explain", cls=OnceCommand, short_help="Attributions of marks and positions (Captum).")(explain.explain)
-app.command("report", cls=OnceCommand, short_help="One self-contained HTML page of a study.")(report.report)
+app.command("explain", short_help="Attributions of marks and positions (Captum).")(explain.explain)
+app.command("report", short_help="One self-contained HTML page of a study.")(report.report)
 app.add_typer(store_cmd.app, name="store", short_help="Inspect the dataset store.")
 app.add_typer(models_cmd.app, name="models", short_help="Inspect the model registry.")

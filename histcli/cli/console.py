@@ -62,7 +62,7 @@ class _LogProgress:
     def add_task(self, description: str, total: float | None = None, **fields) -> int:
         now = time.monotonic()
         self.tasks.append({"description": description, "total": total, "completed": 0, "fields": fields,
-                           "started": now, "written": now, "lines": 0})
+                           "started": now, "written": now, "wrote": False})
         return len(self.tasks) - 1
 
     def update(self, task_id: int, *, completed: float | None = None, total: float | None = None,
@@ -79,12 +79,11 @@ class _LogProgress:
         task["fields"].update(fields)
         now = time.monotonic()
         finished = task["total"] is not None and task["completed"] >= task["total"]
-        if now - task["written"] >= self.seconds or (finished and task["lines"]):
+        if now - task["written"] >= self.seconds or (finished and task["wrote"]):
             task["written"] = now
-            task["lines"] += 1
+            # After a finished task's last line, a later update starts a new round.
+            task["wrote"] = not finished
             print(f"histcli: progress: {self._line(task, now)}", file=sys.stderr, flush=True)
-            if finished:
-                task["lines"] = 0  # its last line is written; a later update starts a new round
 
     def advance(self, task_id: int, advance: float = 1) -> None:
         self.update(task_id, advance=advance)

@@ -9,15 +9,15 @@ import typer
 from histcli.cli.options import (
     DEFAULT_MODELS,
     FormatOption,
+    HistcliTyper,
     ModelsOption,
-    OnceCommand,
     OutputFormat,
     complete_cells,
     complete_model_names,
     seed_column,
 )
 
-app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
+app = HistcliTyper(help="Inspect the model registry.", no_args_is_help=True)
 
 ModelName = Annotated[str, typer.Argument(help="Model name.", autocompletion=complete_model_names)]
 
@@ -73,7 +73,7 @@ def entry_columns():
             Column("created", justify="left"), Column("refit")]
 
 
-@app.command("list", cls=OnceCommand, short_help="One row per entry (model name x cell).")
+@app.command("list", short_help="One row per entry (model name x cell).")
 def list_models(
     name: Annotated[Optional[str], typer.Option("--name", "-n", help="Only this model name.",
                                                 autocompletion=complete_model_names)] = None,
@@ -112,7 +112,7 @@ def list_models(
         render_rows([entry_row(entry) for entry in entries], entry_columns(), fmt)
 
 
-@app.command("show", cls=OnceCommand, short_help="One entry: configuration, training and history.")
+@app.command("show", short_help="One entry: configuration, training and history.")
 def show_model(
     name: ModelName,
     cell: Annotated[str, typer.Option("--cell", "-c", help="Cell of the entry.", autocompletion=complete_cells)],
@@ -159,7 +159,7 @@ def _flat(value):
     return value
 
 
-@app.command("rm", cls=OnceCommand, short_help="Remove a model's entries, for one cell or all.")
+@app.command("rm", short_help="Remove a model's entries, for one cell or all.")
 def remove_model(
     name: ModelName,
     cell: Annotated[Optional[str], typer.Option("--cell", "-c", help="Only this cell (default: every cell).",

@@ -47,6 +47,13 @@ class OnceCommand(TyperCommand):
         return parser
 
 
+class HistcliTyper(typer.Typer):
+    """The Typer of histcli and its command groups: every command is a :class:`OnceCommand`."""
+
+    def command(self, *args, cls=OnceCommand, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
 class OutputFormat(str, Enum):
     auto = "auto"
     table = "table"

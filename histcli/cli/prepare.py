@@ -17,8 +17,8 @@ from histcli.cli.options import (
     ExpressionOption,
     FormatOption,
     GenesOption,
+    HistcliTyper,
     MarksOption,
-    OnceCommand,
     OutputFormat,
     OverwriteOption,
     QuietOption,
@@ -27,7 +27,7 @@ from histcli.cli.options import (
     parse_tracks,
 )
 
-app = typer.Typer(help="Bring data into the dataset store (one sub-command per input layout).",
+app = HistcliTyper(help="Bring data into the dataset store (one sub-command per input layout).",
                   no_args_is_help=True)
 
 
@@ -60,7 +60,7 @@ def _write(store_path: Path, cells, names: list[str], overwrite: bool, output_fo
     print_summaries(store.summaries(written), output_format, title=f"prepared in {store_path}")
 
 
-@app.command("deepchrome", cls=OnceCommand, short_help="DeepChrome CSVs: <cell>/classification/*.csv.")
+@app.command("deepchrome", short_help="DeepChrome CSVs: <cell>/classification/*.csv.")
 def deepchrome(
     path: Annotated[Path, typer.Argument(help="Folder of <cell>/classification/{train,valid,test}.csv, "
                                               "or one folder holding train.csv, valid.csv and test.csv.")],
@@ -126,7 +126,7 @@ def _with_expression(cell, expression_file, column: str | None, genes_source: st
     return attach_expression(cell, table, genes_source=genes_source, drop_missing=drop_missing, notes=notes)
 
 
-@app.command("deepdiff", cls=OnceCommand, short_help="AttentiveChrome/DeepDiff CSVs and expression.")
+@app.command("deepdiff", short_help="AttentiveChrome/DeepDiff CSVs and expression.")
 def deepdiff(
     path: Annotated[Path, typer.Argument(help="Folder holding <cell>.{train,valid,test}.csv and <cell>.expr.csv.")],
     cell: Annotated[str, typer.Option("--cell", "-c", help="File prefix of the cell (e.g. Cell1).")],
@@ -167,7 +167,7 @@ def deepdiff(
         console.note(message)
 
 
-@app.command("tracks", cls=OnceCommand, short_help="bedGraph or bigWig tracks binned around TSSs.")
+@app.command("tracks", short_help="bedGraph or bigWig tracks binned around TSSs.")
 def tracks(
     cell: Annotated[str, typer.Option("--cell", "-c", help="Name of the new cell in the store.")],
     track: TrackOption,
@@ -235,7 +235,7 @@ def tracks(
         console.note(message)
 
 
-@app.command("simulate", cls=OnceCommand, short_help="Synthetic cells with learnable signal.")
+@app.command("simulate", short_help="Synthetic cells with learnable signal.")
 def simulate(
     cells: Annotated[int, typer.Option("--cells", min=1, help="Number of cells.")] = 3,
     genes: Annotated[int, typer.Option("--genes", min=3, help="Genes per cell (split in thirds).")] = 2000,

@@ -9,14 +9,14 @@ import typer
 from histcli.cli.options import (
     DEFAULT_STORE,
     FormatOption,
-    OnceCommand,
+    HistcliTyper,
     OutputFormat,
     QuietOption,
     StoreOption,
     complete_cells,
 )
 
-app = typer.Typer(help="Inspect the dataset store.", no_args_is_help=True)
+app = HistcliTyper(help="Inspect the dataset store.", no_args_is_help=True)
 
 
 def summary_columns():
@@ -58,7 +58,7 @@ def print_summaries(summaries, fmt: OutputFormat, title: str) -> None:
     render_rows([summary_row(s) for s in summaries], summary_columns(), fmt.value, title=title)
 
 
-@app.command("list", cls=OnceCommand, short_help="One row per cell: genes per split, marks, bins.")
+@app.command("list", short_help="One row per cell: genes per split, marks, bins.")
 def list_cells(store_path: StoreOption = DEFAULT_STORE, output_format: FormatOption = OutputFormat.auto) -> None:
     """One row per cell: genes per split, bins, bin size, marks and the fraction of positive labels."""
     from histcli.store import Store
@@ -67,7 +67,7 @@ def list_cells(store_path: StoreOption = DEFAULT_STORE, output_format: FormatOpt
     print_summaries(Store(store_path).summaries(), output_format, title=f"{store_path}")
 
 
-@app.command("show", cls=OnceCommand, short_help="One cell: shape, splits, labels and sources.")
+@app.command("show", short_help="One cell: shape, splits, labels and sources.")
 def show_cell(
     cell: Annotated[str, typer.Argument(help="Cell name.", autocompletion=complete_cells)],
     store_path: StoreOption = DEFAULT_STORE,
@@ -107,7 +107,7 @@ def show_cell(
                 json_payload={**fields, "sources": summary.sources})
 
 
-@app.command("rm", cls=OnceCommand, short_help="Remove cells (atomically; the others stay).")
+@app.command("rm", short_help="Remove cells (atomically; the others stay).")
 def remove_cells(
     cells: Annotated[list[str], typer.Argument(help="Cells to remove.", autocompletion=complete_cells)],
     store_path: StoreOption = DEFAULT_STORE,
@@ -123,7 +123,7 @@ def remove_cells(
     print_summaries(removed, output_format, title=f"removed from {store_path}")
 
 
-@app.command("upgrade", cls=OnceCommand, short_help="Convert a store from before format 2.0.")
+@app.command("upgrade", short_help="Convert a store from before format 2.0.")
 def upgrade_store(
     store_path: StoreOption = DEFAULT_STORE,
     output_format: FormatOption = OutputFormat.auto,
