@@ -154,8 +154,12 @@ class TrainResult:
 
     @property
     def converged(self) -> bool:
-        """Stopped by patience: the best epoch is not among the last ``patience`` epochs run."""
-        return not self.interrupted and self.epochs_run - self.best_epoch >= self.settings.patience
+        """Stopped by patience: the best epoch is not among the last ``patience`` epochs run.
+
+        A selection cut short by Ctrl-C or the epoch cap never gets there; a chosen run whose refit was
+        interrupted did (it is saved as chosen, marked interrupted).
+        """
+        return self.epochs_run - self.best_epoch >= self.settings.patience
 
 
 @dataclass

@@ -141,20 +141,24 @@ def test_every_ensemble_member_is_refit_and_the_ensemble_keeps_its_chosen_valida
 
 
 def test_ctrl_c_during_the_refit_saves_the_chosen_run_marked_interrupted(store, tmp_path):
-    """Ctrl-C arrives in the refit's first batch (raised from inside the loss, deterministically)."""
+    """Ctrl-C arrives in the refit's first batch (raised from inside the loss, deterministically). The chosen
+    run had stopped by patience, so the saved run is still marked converged."""
     models = tmp_path / "models"
-    script = interrupting_script(store, models, "True", "--arch", "logistic", "--epochs", "5")
+    script = interrupting_script(store, models, "True", "--arch", "logistic", "--patience", "5")
     process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert process.returncode == 130, process.stderr
     assert "Traceback" not in process.stderr
     assert json.loads(process.stdout)[0]["interrupted"] is True
     interrupted = Registry(models).get("logistic", "sim01").metadata
     assert interrupted["interrupted"] is True and interrupted["refit"] is False
-    result = train(store, models, "--cell", "sim01", "--arch", "logistic", "--epochs", 5, "--name", "plain",
+    result = train(store, models, "--cell", "sim01", "--arch", "logistic", "--patience", 5, "--name", "plain",
                    "--no-refit")
     assert result.code == 0, result.stderr
-    # What was saved is the chosen run itself.
-    assert interrupted["weights_sha256"] == Registry(models).get("plain", "sim01").metadata["weights_sha256"]
+    # What was saved is the chosen run itself, which converged.
+    plain = Registry(models).get("plain", "sim01").metadata
+    assert interrupted["weights_sha256"] == plain["weights_sha256"]
+    assert plain["converged"] is True and interrupted["converged"] is True
+    assert interrupted["epochs_run"] - interrupted["best_epoch"] == 5
 
 
 def interrupting_script(store, models, condition: str, *train_args: str) -> str:
