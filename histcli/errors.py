@@ -181,6 +181,13 @@ class UsageError(HistcliError):
     """Arguments that cannot work together; exit code 2 like other usage errors."""
 
     exit_code = EXIT_USAGE
+    about_an_option = True  # the command line's message points to the command's help
+
+
+class EnvironmentVariableError(UsageError):
+    """A histcli environment variable's value cannot work (no option of any command's help sets it)."""
+
+    about_an_option = False
 
 
 class SettingError(UsageError):

@@ -271,6 +271,7 @@ def test_progress_lines_in_a_log_at_the_interval_asked_for(workspace, tmp_path):
         assert result.code == 0 and "progress" not in result.stderr, result.stderr
     result = workspace.run(*train, env_extra={"HISTCLI_PROGRESS_SECONDS": "soon"})
     assert_one_line_error(result, "HISTCLI_PROGRESS_SECONDS='soon'", "0 or more", code=2)
+    assert "see 'histcli" not in result.stderr  # no option of train's help sets it
 
 
 def test_models_list_json_has_the_tsv_columns_and_models_show_tsv_full_precision(workspace, tmp_path):

@@ -99,7 +99,7 @@ class _LogProgress:
 
 def progress_seconds() -> float:
     """HISTCLI_PROGRESS_SECONDS: seconds between progress lines in a log (0: none)."""
-    from histcli.errors import UsageError
+    from histcli.errors import EnvironmentVariableError
 
     value = os.environ.get(PROGRESS_SECONDS_ENV, "").strip()
     if not value:
@@ -109,7 +109,7 @@ def progress_seconds() -> float:
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise UsageError(f"{PROGRESS_SECONDS_ENV}={value!r}: expected seconds between progress lines in a log, "
+        raise EnvironmentVariableError(f"{PROGRESS_SECONDS_ENV}={value!r}: expected seconds between progress lines in a log, "
                          "0 or more (0: none)")
     return seconds
 

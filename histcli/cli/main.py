@@ -50,7 +50,8 @@ def main() -> None:
         message, code = describe(exc)
         if code < 0:
             raise
-        if code == EXIT_USAGE:  # options that cannot work together, found by the command: its help as for click's
+        if code == EXIT_USAGE and getattr(exc, "about_an_option", True):
+            # Options that cannot work together, found by the command: its help as for click's.
             message = with_help_hint(message, command_context(exc))
         print(f"histcli: error: {message}", file=sys.stderr)
     exit_skipping_teardown(code)
