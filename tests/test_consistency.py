@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import parse_tsv, run_cli
 
+from histcli.registry import Registry
 from histcli.store import SPLIT_CODES, CellData, SourceFile, Store
 
 
@@ -193,6 +194,45 @@ def test_every_one_value_option_of_every_command_is_refused_twice():
                 command.make_context(path, [*once, *once])
             checked += 1
     assert checked > 100 and repeatable >= 8, (checked, repeatable)
+
+
+def test_every_option_and_argument_of_every_command_refuses_an_empty_value():
+    """`--name "$unset"` is a usage error naming the option, not the default name (or, for a folder, the
+    current one); the same for arguments and for options that repeat."""
+    from histcli.cli.main import click_exceptions
+
+    usage_error = click_exceptions().UsageError
+    checked = 0
+    for path, command in _every_command():
+        for param in command.params:
+            if param.name == "help" or param.is_eager or getattr(param, "is_flag", False) or \
+                    getattr(param, "count", False):
+                continue
+            if param.param_type_name == "option":
+                args, shown = [max(param.opts, key=len), ""], "/".join([max(param.opts, key=len),
+                                                                         *param.secondary_opts])
+            else:
+                args, shown = [""], f"argument {param.human_readable_name}"
+            with pytest.raises(usage_error, match=f"^{shown} is empty \\(an unset shell variable\\?\\); give a value"):
+                command.make_context(path, args)
+            checked += 1
+    assert checked > 100, checked
+
+
+def test_an_empty_name_does_not_replace_the_entry_named_after_the_architecture(tmp_path):
+    """`train --name '' --overwrite` (an unset variable in a loop) trained and saved under the default name,
+    the architecture's, replacing the classifier stored there by a regressor."""
+    store, models = tmp_path / "s.h5", tmp_path / "models"
+    assert run_cli("prepare", "simulate", "--cells", 1, "--genes", 60, "--bins", 4, "--store", store, "-q").code == 0
+    common = ("--cell", "sim01", "--arch", "logistic", "--epochs", 2, "--store", store, "--models", models, "-q")
+    assert run_cli("train", *common).code == 0
+    stored = Registry(models).get("logistic", "sim01").metadata["weights_sha256"]
+    result = run_cli("train", *common, "--task", "regression", "--name", "", "--overwrite")
+    assert result.code == 2 and result.stdout == ""
+    assert result.stderr == ("histcli: error: --name is empty (an unset shell variable?); give a value or leave "
+                             "the option out (see 'histcli train -h')\n")
+    entry = Registry(models).get("logistic", "sim01")
+    assert entry.metadata["weights_sha256"] == stored and entry.config["task"]["name"] == "classification"
 
 
 def test_a_one_value_option_given_twice_fails_before_anything_runs(tmp_path):

@@ -19,9 +19,13 @@ from histcli.locations import MODELS_ENV, STORE_ENV, default_models_path, defaul
 
 
 class OnceCommand(TyperCommand):
-    """A command whose one-value options may be given once: click keeps the last of ``--arch cnn --arch crnn``
-    and drops the first without a word, which in a loop's command line trains, evaluates or deletes something
-    else than asked. Options that repeat (``--cell``, ``--track``) are declared so and stay repeatable."""
+    """A command whose one-value options may be given once, and never empty.
+
+    click keeps the last of ``--arch cnn --arch crnn`` and drops the first without a word, which in a loop's
+    command line trains, evaluates or deletes something else than asked. Options that repeat (``--cell``,
+    ``--track``) are declared so and stay repeatable. An empty value (``--name "$unset"``) would otherwise
+    stand for the default (``--name ''`` with ``--overwrite`` replaced the entry named after the
+    architecture) or for the current folder (``--models ''``)."""
 
     def make_parser(self, ctx):
         parser = super().make_parser(ctx)
@@ -30,21 +34,32 @@ class OnceCommand(TyperCommand):
         def parse_once(args):
             opts, rest, order = parse(args=args)
             if not ctx.resilient_parsing:  # shell completion parses partial command lines
+                from histcli.cli.main import click_exceptions
+
                 seen = set()
                 for param in order:
+                    values = opts.get(param.name)
+                    if values == "" or (isinstance(values, (list, tuple)) and "" in values):
+                        raise click_exceptions().UsageError(
+                            f"{_shown_name(param)} is empty (an unset shell variable?); give a value"
+                            + (" or leave the option out" if param.param_type_name == "option" else ""), ctx)
                     if param.param_type_name != "option" or param.multiple or param.count:
                         continue
                     if param in seen:
-                        from histcli.cli.main import click_exceptions
-
-                        names = "/".join([max(param.opts, key=len), *param.secondary_opts])
                         problem = "give it once" if param.is_flag else "it takes one value"
-                        raise click_exceptions().UsageError(f"{names} given twice; {problem}", ctx)
+                        raise click_exceptions().UsageError(f"{_shown_name(param)} given twice; {problem}", ctx)
                     seen.add(param)
             return opts, rest, order
 
         parser.parse_args = parse_once
         return parser
+
+
+def _shown_name(param) -> str:
+    """How a message names an option (its long names: ``--refit/--no-refit``) or an argument (``NAME``)."""
+    if param.param_type_name != "option":
+        return f"argument {param.human_readable_name}"
+    return "/".join([max(param.opts, key=len), *param.secondary_opts])
 
 
 class HistcliTyper(typer.Typer):
