@@ -29,7 +29,7 @@ import numpy as np
 
 from histcli.errors import ChoiceError, HistcliError, SettingError, UsageError
 from histcli.evaluation import Predictions, check_cells_stored, check_held_out, predictions_for
-from histcli.registry import Registry
+from histcli.registry import Registry, model_tasks
 from histcli.splits import split_genes
 from histcli.stats import PairedSummary
 from histcli.store import Store
@@ -203,7 +203,7 @@ def compare(store: Store, registry: Registry, models: list[str], cells: list[str
         raise UsageError("each model may be named once")
     chosen, notes = common_cells(registry, models, cells)
     entries = {(model, cell): registry.get(model, cell) for cell in chosen for model in models}
-    metric = choose_metric(metric, {model: entries[model, chosen[0]].task for model in models})
+    metric = choose_metric(metric, model_tasks(entries.values()))
     check_cells_stored(store, list(entries.values()))
     for (_, cell), entry in entries.items():  # before any model is run
         check_held_out(entry, cell, split)

@@ -325,6 +325,11 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
         mirrors[cell] = resolve_mirror(mirror, attrs, f"cell {cell}")
     skip = set()
     digests: dict[str, str | None] = {}  # cell: its expression values' digest, read when first needed
+    by_name: dict[str, list[Trial]] = {}
+    for trial in trials:
+        by_name.setdefault(trial.name, []).append(trial)
+    for name, named in by_name.items():
+        registry.check_task(name, [trial.cell for trial in named], named[0].settings.task.name)
     for index, trial in enumerate(trials):
         if not registry.exists(trial.name, trial.cell):
             continue

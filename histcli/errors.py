@@ -121,6 +121,25 @@ class DivergedError(ModelError):
         super().__init__(f"{during} diverged at epoch {epoch} (loss {loss:.4g})")
 
 
+class ModelTaskError(ModelError):
+    """One model name with entries of two tasks: evaluate, compare and report read a model as one task (its
+    metric, its summary across cells). ``cells_by_task``: task name -> cells of the model's entries;
+    ``writing``: (task, cell) of an entry refused because of them."""
+
+    def __init__(self, name: str, cells_by_task: dict[str, list[str]], writing: tuple[str, str] | None = None):
+        self.name = name
+        self.cells_by_task = cells_by_task
+        self.writing = writing
+        held = " and ".join(f"{task} entries (cells {', '.join(cells)})" for task, cells in cells_by_task.items())
+        if writing is not None:
+            task, cell = writing
+            super().__init__(f"model {name!r} holds {held}; a {task} entry for cell {cell!r} needs another model "
+                             "name")
+        else:
+            super().__init__(f"model {name!r} holds {held}; one model name is one task: train one task's cells "
+                             "again under another name")
+
+
 class ModelExistsError(ModelError):
     """Saving a model entry that the registry already holds, without ``overwrite``.
 

@@ -29,7 +29,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from histcli.errors import HyperparameterError, ModelBusyError, ModelError, ModelExistsError, NameNotAllowedError
+from histcli.errors import (
+    HyperparameterError,
+    ModelBusyError,
+    ModelError,
+    ModelExistsError,
+    ModelTaskError,
+    NameNotAllowedError,
+)
 from histcli.fsutil import (
     ensure_writable_dir,
     exclusive_lock,
@@ -224,6 +231,26 @@ _REQUIRED = {
 }
 
 
+def cells_by_task(entries) -> dict[str, list[str]]:
+    """Task name -> the cells of ``entries`` that do it."""
+    found: dict[str, list[str]] = {}
+    for entry in entries:
+        found.setdefault(entry.task.name, []).append(entry.cell)
+    return found
+
+
+def model_tasks(entries) -> dict:
+    """Model name -> its task, from ``entries``; a ModelTaskError for a model whose entries do two tasks
+    (written before `train` refused that)."""
+    by_model: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_model.setdefault(entry.name, []).append(entry)
+    for name, named in by_model.items():
+        if len(found := cells_by_task(named)) > 1:
+            raise ModelTaskError(name, found)
+    return {name: named[0].task for name, named in by_model.items()}
+
+
 def read_entry(path: Path) -> Entry:
     """Open an entry folder (from the registry or copied elsewhere) and check it is complete."""
     path = Path(path)
@@ -355,11 +382,22 @@ class Registry:
                             on_unreadable(exc)
         return found
 
-    def check_writable(self, name: str, cells, overwrite: bool) -> None:
+    def check_writable(self, name: str, cells, overwrite: bool, task: str) -> None:
+        """Before training: the registry can be written, no entry would be replaced without ``overwrite``,
+        and the model's other cells do the same ``task``."""
         ensure_writable_dir(self.root.resolve(), "model registry")
         for cell in cells:
             if not overwrite and self.exists(name, cell):
                 raise ModelExistsError(self.root, name, cell)
+        self.check_task(name, cells, task)
+
+    def check_task(self, name: str, cells, task: str) -> None:
+        """A ModelTaskError if model ``name`` has entries for cells other than ``cells`` (the entries about to
+        be written, replacing any there) that do another task than ``task``."""
+        cells = list(cells)
+        others = [entry for entry in self.entries(name) if entry.cell not in cells and entry.task.name != task]
+        if others:
+            raise ModelTaskError(name, cells_by_task(others), writing=(task, cells[0]))
 
     def save(self, name: str, cell: str, state: dict | list[dict], config: dict, metadata: dict, *,
              overwrite: bool) -> Entry:
@@ -407,10 +445,13 @@ class Registry:
                     handle.write("\n")
                     handle.flush()
                     os.fsync(handle.fileno())
-            with self._lock(name):
+            with self._lock(name):  # every save of this model waits here: parallel runs cannot mix tasks
                 remove_stale(final, "tmp")
                 if final.exists() and not overwrite:
                     raise ModelExistsError(self.root, name, cell)
+                from histcli.tasks import task_from_config
+
+                self.check_task(name, [cell], task_from_config(config).name)
                 replace_dir(temp, final)
         finally:
             remove_path(temp)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from histcli.errors import ChoiceError, MissingExtraError
-from histcli.registry import Entry, Registry
+from histcli.registry import Entry, Registry, model_tasks
 from histcli.store import Store
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def gather(store: Store, registry: Registry, models: list[str], cells: list[str]
     chosen, notes = common_cells(registry, models, cells)
     entries = {model: {cell: registry.get(model, cell) for cell in chosen} for model in models}
     # Checked before any work (also for one model), on the entries compare checks it on.
-    metric = choose_metric(metric, {model: entries[model][chosen[0]].task for model in models})
+    metric = choose_metric(metric, model_tasks(entry for by_cell in entries.values() for entry in by_cell.values()))
     progress("evaluating")
     rows = evaluation_rows([entries[m][c] for m in models for c in chosen], store, split, device=device,
                            allow_changed=allow_changed)  # first names a missing cell with its models

@@ -253,7 +253,7 @@ def tune_and_save(store, cell_name: str, arch: str, registry, name: str, *, base
     from histcli.training import resolve_mirror, split_targets
 
     with registry.reserve([(name, cell_name)]):
-        registry.check_writable(name, [cell_name], overwrite)
+        registry.check_writable(name, [cell_name], overwrite, base["task"].name)
         cell = plain_cell(store.load(cell_name))
         base = {**base, "seed": seed, "mirror": resolve_mirror(mirror, cell.attrs, f"cell {cell_name}")}
         check_space(arch, base, fixed, specs)

@@ -16,6 +16,7 @@ import pytest
 from conftest import Workspace, assert_one_line_error, assert_plot_covers_every_pair, copy_store, parse_tsv, run_cli, shared_data
 from scipy import stats
 
+from histcli.errors import ModelTaskError
 from histcli.registry import Registry
 from histcli.store import SPLIT_CODES, CellData, Store
 from histcli.tasks import Regression, make_task
@@ -301,3 +302,47 @@ def test_threshold_is_refused_for_regression_models_only(reg):
     labels = _measured(reg, "sim01")[1]
     assert rows["logistic"]["accuracy"] == pytest.approx(np.mean((probability >= 0.3) == labels), abs=1e-9)
     assert rows["logistic-reg"]["accuracy"] is None
+
+
+def test_one_model_name_holds_one_task(reg, tmp_path):
+    """A regressor saved under a name whose other cells hold classifiers (the default name is the architecture)
+    made compare pick Pearson r and call the classifier's cell one 'without expression', and evaluate's summary
+    average both tasks' AUCs. train refuses it, naming the cells, and writes nothing; replacing the model's only
+    entry by the other task is still a replacement."""
+    ws = Workspace(tmp_path, reg.store, tmp_path / "models")
+    shutil.copytree(reg.models / "logistic" / "sim02", ws.models / "logistic" / "sim02")  # a classifier
+    refused = ws.run("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--epochs", 2, *TRAIN)
+    assert_one_line_error(refused, "model 'logistic' holds classification entries (cells sim02); a regression "
+                                   "entry for cell 'sim01' needs another model name", code=1)
+    assert Registry(ws.models).cells("logistic") == ["sim02"]
+    # The registry's save checks it too, under the model's lock (what parallel trainings of two cells meet).
+    regressor = Registry(reg.models).get("logistic-reg", "sim01")
+    with pytest.raises(ModelTaskError, match="holds classification entries"):
+        Registry(ws.models).save("logistic", "sim01", regressor.load_state(), regressor.config, regressor.metadata,
+                                 overwrite=False)
+    assert Registry(ws.models).cells("logistic") == ["sim02"]
+    replaced = ws.run("train", "--cell", "sim02", "--arch", "logistic", "--task", "regression", "--epochs", 2,
+                      "--overwrite", *TRAIN)
+    assert replaced.code == 0, replaced.stderr
+    assert Registry(ws.models).get("logistic", "sim02").task.name == "regression"
+
+
+def test_a_model_of_two_tasks_from_an_older_registry_is_named_by_evaluate_compare_and_report(reg, tmp_path):
+    ws = Workspace(tmp_path, reg.store, tmp_path / "models")
+    for model, cell in (("logistic", "sim02"), ("logistic-reg", "sim01")):  # as trained under one name
+        shutil.copytree(reg.models / model / cell, ws.models / "mixed" / cell)
+        config = ws.models / "mixed" / cell / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "name": "mixed"}))
+    shutil.copytree(reg.models / "logistic-reg", ws.models / "logistic-reg")
+    message = ("model 'mixed' holds regression entries (cells sim01) and classification entries (cells sim02); "
+               "one model name is one task")
+    for command in (("evaluate", "mixed"), ("compare", "logistic-reg", "mixed"),
+                    ("report", "logistic-reg", "mixed", "-o", str(tmp_path / "r.html"))):
+        result = ws.run(*command, "-q")
+        assert_one_line_error(result, message, code=1)
+        assert result.stdout == ""
+    assert not (tmp_path / "r.html").exists()
+    # One task's cells alone are one task.
+    alone = ws.run("evaluate", "mixed", "--cell", "sim01", "-f", "json", "-q")
+    assert alone.code == 0, alone.stderr
+    assert json.loads(alone.stdout)["rows"][0]["task"] == "regression"

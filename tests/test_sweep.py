@@ -386,6 +386,32 @@ def test_resuming_a_sweep_skips_only_an_entry_of_the_same_regression_target(cell
     assert error.value.differs == ("task",)
 
 
+def test_a_sweep_refuses_names_whose_other_cells_do_another_task_before_ray_starts(cells, tmp_path):
+    """A regression entry for sim01 named like the sweep's classification trials on sim02 (both default to
+    the architecture): one model name is one task, checked for the cells the sweep does not write."""
+    from histcli.distributed import check_existing
+    from histcli.errors import ModelTaskError
+    from histcli.registry import Registry
+    from histcli.training import settings_for
+
+    models = tmp_path / "models"
+    trained = run_cli("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--epochs", 2,
+                      "--threads", 1, "--device", "cpu", "-q", env=_env(cells, models))
+    assert trained.code == 0, trained.stderr
+
+    def trials(cell_names):
+        def make_settings(arch, overrides, seed):
+            return settings_for(arch, overrides=overrides, seed=seed, device="cpu", threads=1, max_epochs=2)
+        return plan_sweep(cell_names, ["logistic"], [0], [], None, make_settings)
+
+    store, registry = Store(cells), Registry(models)
+    with pytest.raises(ModelTaskError, match=r"^model 'logistic' holds regression entries \(cells sim01\); a "
+                                             r"classification entry for cell 'sim02' needs another model name$"):
+        check_existing(trials(["sim02"]), store, registry, overwrite=False, mirror="auto")
+    # A sweep that replaces sim01 too (--overwrite) leaves no entry of the other task.
+    assert check_existing(trials(["sim01", "sim02"]), store, registry, overwrite=True, mirror="auto")[0] == set()
+
+
 def test_resuming_a_sweep_retrains_nothing_on_changed_expression_values(cells, tmp_path):
     """The cell fingerprint leaves expression values out: a regression entry learnt from other values is
     a clash named 'expression', not an entry to skip."""

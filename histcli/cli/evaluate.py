@@ -72,11 +72,14 @@ def summary_columns(tasks) -> list:
 
 def chosen_entries(registry, names: list[str], cells: list[str] | None):
     """(entry) for every model name and cell asked for, each once; by default every cell of each name."""
+    from histcli.registry import model_tasks
+
     entries = []
     for name in names:
         # A cell named twice is evaluated once: a repeated row would count twice in the summary over cells.
         model_cells = list(dict.fromkeys(cells)) if cells else registry.require_cells(name)
         entries.extend(registry.get(name, cell) for cell in model_cells)
+    model_tasks(entries)  # a model's summary over cells is of one task
     return entries
 
 

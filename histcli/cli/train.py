@@ -151,7 +151,7 @@ def train(
     )
     # Held from the existence check to the last save: a second run of this --name and cell fails at once.
     with registry.reserve((model_name, cell) for cell in chosen):
-        registry.check_writable(model_name, chosen, overwrite)
+        registry.check_writable(model_name, chosen, overwrite, settings.task.name)
         rows = []
         failed: list[str] = []
         interrupted = False
