@@ -170,6 +170,12 @@ def test_summary_tsv_splits_by_label_and_matches_the_long_output(space):
     assert {r["bin"] for r in rows if r["rank"] != "NA"} == {"all"}
 
 
+def test_output_dash_is_stdout_not_a_file_named_dash(space, tmp_path):
+    args = ("explain", "logistic", "--cell", "signal", "--method", "saliency", "--threads", 1)
+    assert space.ok(*args, "-o", "-", "-q", cwd=tmp_path).stdout == space.ok(*args, "-q").stdout
+    assert not (tmp_path / "-").exists()
+
+
 def test_plot_writes_a_heatmap(space, tmp_path):
     plot = tmp_path / "explain.png"
     result = space.ok("explain", "logistic", "--cell", "signal", "--method", "saliency", "--summary", "-f", "tsv",

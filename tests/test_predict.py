@@ -114,6 +114,10 @@ def test_output_file_is_atomic(workspace, genes, tmp_path):
     assert workspace.run("predict", "logistic", bad, "--cell", "sim01", "-o", fresh).code == 1
     assert not fresh.exists()
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # -o - is stdout (as an input of - is stdin), not a file named '-'.
+    to_stdout = workspace.run("predict", "logistic", good, "--cell", "sim01", "-o", "-", "-q", cwd=tmp_path)
+    assert to_stdout.code == 0 and to_stdout.stdout == before
+    assert not (tmp_path / "-").exists()
     # -o naming the input (or a link to it) would replace the user's counts with predictions: refused.
     kept = good.read_bytes()
     (tmp_path / "link.tsv").symlink_to(good)
@@ -158,6 +162,13 @@ BAD_LONG = {
                                           "line 1", "unknown mark name 'H3K9\\rme3'"),
     "carriage return inside a gene id": (lambda lines: lines[:30] + [lines[30][:1] + "\r" + lines[30][1:]] + lines[31:],
                                          "line 31", "field gene_id", "holds a control character"),
+    # Fields are split at every tab, never read as CSV quoting: pandas took '"G"' for the gene G (and so let a
+    # gene given again in quotes through) and a quoted tab for part of an id.
+    "CSV-quoted gene id": (lambda lines: lines[:21] + [f'"{line.split(chr(9), 1)[0]}"\t{line.split(chr(9), 1)[1]}'
+                                                       for line in lines[21:41]] + lines[41:],
+                           "line 22", "field gene_id", "holds a double quote", "quote = FALSE"),
+    "quoted tab inside a gene id": (lambda lines: lines[:3] + ['"G\tH"\t' + lines[3].split("\t", 1)[1]] + lines[4:],
+                                    "line 4", "expected 7 tab-separated fields"),
     "rows sorted by bin": (lambda lines: lines[:1] + sorted(lines[1:], key=lambda line: int(line.split("\t")[1])),
                            "line 5", "appears again (first at line 2)", "the rows of a gene must be consecutive"),
 }
@@ -205,6 +216,10 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
     unnamed.write_text("\n".join(lines[:2] + [" \t" + lines[2].split("\t", 1)[1]] + lines[3:]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", unnamed, "--cell", "sim01"),
                           "line 3", "field gene_id", "empty gene id")
+    quoted_again = tmp_path / "quoted.tsv"
+    quoted_again.write_text("\n".join(lines + [f'"{gene_ids[1]}"\t' + lines[2].split("\t", 1)[1]]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", quoted_again, "--cell", "sim01"),
+                          "line 6", "field gene_id", f'gene id "{gene_ids[1]}" holds a double quote')
     spaced = tmp_path / "spaced.tsv"
     spaced.write_text("\n".join(lines[:4] + [" " + lines[4]]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", spaced, "--cell", "sim01"),

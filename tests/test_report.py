@@ -646,6 +646,11 @@ def test_output_through_a_symlink_or_into_a_pipe_keeps_them(workspace, tmp_path)
     written = re.compile(r"<dt>written</dt><dd>[^<]*</dd>")
     assert written.sub("", received[0]) == written.sub("", page)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe", "real.html"]  # no temporaries
+    # -o - is stdout (as --input - is stdin), not a file named '-': the page alone, no path line after it.
+    result = run_cli("report", "logistic", "deepchrome", "--cell", "sim01", "-o", "-", "-q", env=env, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert written.sub("", result.stdout) == written.sub("", page)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "pipe", "real.html"]
 
 
 def test_a_report_on_data_changed_since_training_says_so_on_the_page(workspace, tmp_path):

@@ -33,7 +33,7 @@ def _lines(n_genes: int, n_bins: int = 4) -> list[str]:
 def test_values_and_ids_of_every_chunk(tmp_path):
     odd_but_valid = [
         "\ufeff007,1, 5,+.5,1e3,007,5,0",  # a byte-order mark, a numeric-looking id, blanks, signs, exponents
-        "007,2,5 ,0.5,1E+3,7,\"5\",0",  # a quoted number
+        "007,2,5 ,0.5,1E+3,7,5,0",
         "007,3,\t5,.5,1000.0,7.,5,0",
         "007,4,5,5e-1,1000,7,5,0",
     ]
@@ -195,16 +195,22 @@ def test_a_file_compressed_other_than_gzip_says_so(tmp_path):
         _read_all(path)
 
 
-@pytest.mark.parametrize("closed_at", [None, 9])
-def test_a_quote_left_open_is_named_at_its_line(tmp_path, closed_at):
-    # pandas reads a quoted field on until its closing quote, lines later or at the end of the file.
+@pytest.mark.parametrize("closed_at", [None, 6, 9])
+def test_a_quote_is_part_of_its_value_and_named_at_its_line(tmp_path, closed_at):
+    """No CSV quoting: pandas' read a field opened by a quote on to its closing quote, lines later or at the end
+    of the file, and took '"g1"' for g1 (so, past the first line, for a gene given again)."""
     lines = _lines(3)
     lines[5] = '"' + lines[5]
     if closed_at is not None:
         lines[closed_at - 1] = lines[closed_at - 1].replace(",", '",', 1)
-    with pytest.raises(InputError, match=r"train\.csv, line 6, field gene_id: a double quote opens a field that "
-                                         r"does not close on its line"):
+    shown = '"g1"' if closed_at == 6 else '"g1'
+    with pytest.raises(InputError, match=rf"train\.csv, line 6, field gene_id: gene id {shown} holds a double "
+                                         r"quote; fields are read as written, without CSV quoting"):
         read_cell("c", _cell_files(tmp_path, lines))
+    numbers = _lines(3)
+    numbers[7] = numbers[7].replace(",0,1,", ',0,"1",', 1)
+    with pytest.raises(InputError, match=r"train\.csv, line 8, field H3K4me3: '\"1\"' is not a number"):
+        read_cell("c", _cell_files(tmp_path, numbers))
 
 
 @pytest.mark.parametrize("text, lines", [

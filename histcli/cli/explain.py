@@ -21,6 +21,7 @@ from histcli.cli.options import (
     StoreOption,
     complete_cells,
     complete_model_names,
+    dash_means_stdout,
     fixed_name,
 )
 
@@ -81,8 +82,9 @@ def explain(
                        ] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a mark x position heatmap (PNG/SVG/PDF).")
                     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (written atomically; "
-                                                   "default stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", callback=dash_means_stdout,
+                                                   help="Output file (written atomically; default or '-': "
+                                                   "stdout).")] = None,
     output_format: FormatOption = OutputFormat.auto,
     device: DeviceOption = Device.auto,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: "

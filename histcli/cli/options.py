@@ -62,6 +62,11 @@ def _shown_name(param) -> str:
     return "/".join([max(param.opts, key=len), *param.secondary_opts])
 
 
+def dash_means_stdout(value: Optional[Path]) -> Optional[Path]:
+    """An output option's ``-`` (as ``--input -`` is stdin): stdout, not a file named ``-``."""
+    return None if value is not None and str(value) == "-" else value
+
+
 class HistcliTyper(typer.Typer):
     """The Typer of histcli and its command groups: every command is a :class:`OnceCommand`."""
 

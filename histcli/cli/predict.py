@@ -20,6 +20,7 @@ from histcli.cli.options import (
     StoreOption,
     complete_cells,
     complete_model_names,
+    dash_means_stdout,
     fixed_name,
     parse_tracks,
 )
@@ -49,8 +50,9 @@ def predict(
     from_store: Annotated[Optional[str], typer.Option("--from-store", help="A stored cell's genes.",
                                                       autocompletion=complete_cells,
                                                       rich_help_panel="Input: one of")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o",
-                                                   help="Output TSV (written atomically; default stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", callback=dash_means_stdout,
+                                                   help="Output TSV (written atomically; default or '-': stdout).")
+                      ] = None,
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", min=0.0, max=1.0, help="Classifiers: prediction = probability >= threshold [default: 0.5]."
     )] = None,

@@ -20,6 +20,7 @@ from histcli.cli.options import (
     SplitOption,
     StoreOption,
     complete_model_names,
+    dash_means_stdout,
     fixed_name,
 )
 
@@ -29,7 +30,8 @@ def report(
     cells: CellsOption = None,
     split: SplitOption = "test",
     metric: MetricOption = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", callback=dash_means_stdout,
+                                                   help="HTML file to write ('-': stdout).")] = Path("report.html"),
     title: Annotated[Optional[str], typer.Option("--title", help="Page title (default: the models compared).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Add attribution heatmaps (histcli explain --summary "
                                                             "per model and cell; the explain extra).")] = False,
@@ -56,7 +58,8 @@ def report(
     console.setup(quiet)
     check_explain_method(explain_method)
     plotly_js = require_plotly()
-    check_output(output)
+    if output is not None:
+        check_output(output)
     if explain:
         from histcli.explanation import require_captum
 
@@ -68,7 +71,11 @@ def report(
                         explain=explain_method if explain else None, explain_genes=explain_genes,
                         on_progress=lambda step: bar.update(task, description=step))
     page = render(inputs, plotly_js)
-    write_report(page, output)
+    if output is None:
+        write(page)
+    else:
+        write_report(page, output)
     console.note(f"report of {len(inputs.models)} model(s) on {len(inputs.cells)} cell(s): "
                  f"{len(page.encode()) / 1e6:.1f} MB")
-    write(f"{output}\n")
+    if output is not None:
+        write(f"{output}\n")  # where the page is, for a script

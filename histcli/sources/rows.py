@@ -8,6 +8,7 @@ fails, the offending line is read again as text to say exactly what is wrong.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import zlib
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ def _id_problem(gene: str) -> str | None:
     # break the lines of every table the id is written to; named as such even at the id's ends.
     if control_character(gene) is not None:
         return f"gene id {gene!r} holds a control character"
+    if '"' in gene:
+        return f"gene id {gene} holds a double quote; fields are read as written, without CSV quoting " \
+               "(in R: write.table(..., quote = FALSE))"
     return _SPACED_ID if gene != gene.strip() else None
 
 
@@ -98,10 +102,6 @@ def diagnose_line(path: Path, text: str, line: int, schema: list[Field], sep: st
         found = "a blank line" if not text.strip() else len(fields)
         return InputError(path, f"expected {len(schema)} {kind}-separated fields ({names}), found {found}", line=line)
     for value, field in zip(fields, schema, strict=True):
-        if value.startswith('"') and (len(value) == 1 or not value.endswith('"')):
-            # pandas would read this field on, across lines, to the next quote in the file.
-            return InputError(path, "a double quote opens a field that does not close on its line", line=line,
-                              field=field.name)
         problem = _problem(value, field)
         if problem is not None:
             return InputError(path, problem, line=line, field=field.name)
@@ -190,6 +190,10 @@ def read_chunks(path: Path, schema: list[Field], *, sep: str = ",", skip_lines: 
             compression="gzip" if gzipped else None,
             engine="c",
             lineterminator=line_break,
+            # Fields are split at every separator, as diagnose_line and `cut` split them: a quote is part of a
+            # value, never CSV quoting (which took '"G1"' for G1 past the first line, a quoted tab for part of an
+            # id, and a quote left open for the start of a field lines long).
+            quoting=csv.QUOTE_NONE,
         )
         for chunk in reader:
             interrupt.check()
@@ -365,10 +369,10 @@ class GeneBlocks:
 
 
 def bad_ids(gene_ids: np.ndarray) -> np.ndarray:
-    """Where a gene id is empty, has blanks around it, or holds a control character (a stray "\r", or a line
-    break inside a quote left open); :func:`diagnose_line` says which."""
-    return np.fromiter((not gene or gene.strip() != gene or control_character(gene) is not None for gene in gene_ids),
-                       dtype=bool, count=len(gene_ids))
+    """Where a gene id is empty, has blanks around it, or holds a control character (a stray "\r") or a double
+    quote (a CSV-quoted id); :func:`diagnose_line` says which."""
+    return np.fromiter((not gene or gene.strip() != gene or '"' in gene or control_character(gene) is not None
+                        for gene in gene_ids), dtype=bool, count=len(gene_ids))
 
 
 def check_unique_genes(parts: list[tuple[Path, np.ndarray, np.ndarray]]) -> None:
