@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import weakref
 from dataclasses import dataclass
@@ -167,8 +168,11 @@ def console(stderr: bool = False):
 
     stream = sys.stderr if stderr else sys.stdout
     terminal = stream.isatty()
+    # Piped, a table is as wide as its values need (up to 200 columns), unless COLUMNS says how wide to fit it
+    # (`COLUMNS=80 histcli ... -f table | less`); rich reads COLUMNS when the width is left to it.
+    sized = terminal or os.environ.get("COLUMNS", "").isdigit()
     return Console(file=stream, force_terminal=terminal, no_color=not terminal, highlight=False,
-                   soft_wrap=not terminal, width=None if terminal else 200)
+                   soft_wrap=not sized, width=None if sized else 200)
 
 
 # Streams that a table was written to: the next table on one of them starts after a blank line.

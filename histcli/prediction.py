@@ -311,6 +311,12 @@ def _predict_long(predictor, path, shown, header, writer, genes_per_chunk) -> in
     return duplicates.count
 
 
+def _bin_list(mark: str, bins: list[int]) -> str:
+    """Column names of a mark's bins, the first three and how many more: H3K9me3_4, H3K9me3_7 (and 5 more)."""
+    shown = ", ".join(f"{mark}_{b}" for b in bins[:3])
+    return shown + (f" (and {len(bins) - 3} more)" if len(bins) > 3 else "")
+
+
 def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> int:
     positions: dict[tuple[str, int], int] = {}
     found = []
@@ -328,8 +334,12 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
     for mark in predictor.marks:
         bins = sorted(b for (m, b) in positions if m == mark)
         if bins != list(range(1, predictor.n_bins + 1)):
-            raise InputError(shown, f"mark {mark} has {len(bins)} bin columns ({mark}_{bins[0]}..{mark}_{bins[-1]}); "
-                                    f"the model expects {mark}_1..{mark}_{predictor.n_bins}", line=1)
+            missing = [b for b in range(1, predictor.n_bins + 1) if b not in bins]
+            extra = [b for b in bins if b > predictor.n_bins]
+            problems = ([f"no column {_bin_list(mark, missing)}"] if missing else []) + \
+                       ([f"columns past the model's bins: {_bin_list(mark, extra)}"] if extra else [])
+            raise InputError(shown, f"mark {mark} has {len(bins)} bin columns, {'; '.join(problems)}; the model "
+                                    f"expects {mark}_1..{mark}_{predictor.n_bins}", line=1)
     # Value columns in the model's order: bin-major, then mark, matching (genes, bins, marks).
     take = np.array([[positions[(mark, b)] for mark in predictor.marks]
                      for b in range(1, predictor.n_bins + 1)]).ravel()

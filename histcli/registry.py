@@ -366,7 +366,16 @@ class Registry:
         path = self.entry_path(name, cell)
         if not path.is_dir():
             raise ModelError(f"no model {name!r} for cell {cell!r}{self.known_hint(name)}")
-        return read_entry(path)
+        return self._read(path)
+
+    @staticmethod
+    def _read(path: Path) -> Entry:
+        """The entry in ``path``, named by its model folder: the name a user gives (a folder copied or
+        renamed within the registry keeps the old name in its config.json)."""
+        entry = read_entry(path)
+        if entry.name != path.parent.name:
+            entry = dataclasses.replace(entry, config={**entry.config, "name": path.parent.name})
+        return entry
 
     def entries(self, name: str | None = None, cell: str | None = None, *, on_unreadable=None) -> list[Entry]:
         """The readable entries (of model ``name``, for ``cell``); ``on_unreadable(error)`` is called with the
@@ -376,7 +385,7 @@ class Registry:
             for entry_cell in self.cells(model):
                 if cell is None or entry_cell == cell:
                     try:
-                        found.append(read_entry(self.root / model / entry_cell))
+                        found.append(self._read(self.root / model / entry_cell))
                     except ModelError as exc:
                         if on_unreadable is not None:
                             on_unreadable(exc)

@@ -338,3 +338,20 @@ def test_a_nan_threshold_is_bad_usage(tiny_model, command):
     result = run_cli(*command, "--threshold", "nan", env=tiny_model)
     assert_one_line_error(result, "--threshold nan: expected a probability from 0 to 1", code=2)
     assert result.stdout == ""
+
+
+def test_a_piped_table_fits_the_width_columns_asks_for(workspace):
+    """`COLUMNS=80 histcli ... -f table | less` folds as an 80-column terminal does, cutting no value; without
+    COLUMNS a piped table keeps a value on one line (up to 200 columns)."""
+    show = ("models", "show", "logistic", "--cell", "sim01", "-f", "table")
+    digest = parse_tsv(workspace.run(*show[:-1], "tsv").stdout)
+    digest = {row["field"]: row["value"] for row in digest}["weights_sha256"]
+    narrow = workspace.run(*show, env_extra={"COLUMNS": "80"})
+    assert narrow.code == 0, narrow.stderr
+    lines = narrow.stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    at = next(i for i, line in enumerate(lines) if line.startswith("weights_sha256"))
+    value_column = lines[at].index(digest[:8])
+    assert "".join(line[value_column:].strip() for line in lines[at:at + 2]) == digest  # folded, not cut
+    wide = workspace.run(*show, env_extra={"COLUMNS": ""})
+    assert any(line.split() == ["weights_sha256", digest] for line in wide.stdout.splitlines())

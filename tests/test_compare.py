@@ -316,7 +316,7 @@ def test_one_models_constant_predictions_leave_the_cell_out_of_its_pairs_only(mo
     scores.update({("flat", cell): np.full(40, 1.5) for cell in cells})
     task = make_task("regression", None)
     registry = SimpleNamespace(require_cells=lambda model: cells,
-                               get=lambda model, cell: SimpleNamespace(model=model, task=task))
+                               get=lambda model, cell: SimpleNamespace(model=model, name=model, cell=cell, task=task))
     monkeypatch.setattr(comparison, "check_cells_stored", lambda store, entries: None)
     monkeypatch.setattr(comparison, "predictions_for", lambda entry, store, cell, split, **_: Predictions(
         entry.model, cell, cell, split, np.arange(40).astype(str), None, scores[(entry.model, cell)], measured[cell],

@@ -201,7 +201,19 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
     short = tmp_path / "short.tsv"
     short.write_text("\n".join(["\t".join(line.split("\t")[:-1]) for line in lines]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", short, "--cell", "sim01"),
-                          "line 1", "mark H3K27me3 has 19 bin columns", "H3K27me3_1..H3K27me3_20")
+                          "line 1", "mark H3K27me3 has 19 bin columns, no column H3K27me3_20; the model expects "
+                          "H3K27me3_1..H3K27me3_20")
+    # Columns named from the header: the missing ones (not only how many), and any past the model's bins.
+    header = lines[0].split("\t")
+    renamed = {"H3K9me3_4": "H3K9me3_21", "H3K9me3_5": "H3K9me3_22", **{f"H3K9me3_{b}": None for b in range(6, 9)}}
+    keep = [i for i, name in enumerate(header) if renamed.get(name, name) is not None]
+    shifted = tmp_path / "shifted.tsv"
+    shifted.write_text("\n".join(["\t".join(renamed.get(header[i], header[i]) for i in keep)]
+                                 + ["\t".join(line.split("\t")[i] for i in keep) for line in lines[1:]]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", shifted, "--cell", "sim01"),
+                          "line 1", "mark H3K9me3 has 17 bin columns, no column H3K9me3_4, H3K9me3_5, H3K9me3_6 "
+                          "(and 2 more); columns past the model's bins: H3K9me3_21, H3K9me3_22; the model expects "
+                          "H3K9me3_1..H3K9me3_20")
     duplicated = tmp_path / "dup.tsv"
     duplicated.write_text("\n".join(lines + [lines[2]]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", duplicated, "--cell", "sim01"),

@@ -346,3 +346,17 @@ def test_a_model_of_two_tasks_from_an_older_registry_is_named_by_evaluate_compar
     alone = ws.run("evaluate", "mixed", "--cell", "sim01", "-f", "json", "-q")
     assert alone.code == 0, alone.stderr
     assert json.loads(alone.stdout)["rows"][0]["task"] == "regression"
+
+
+def test_a_model_folder_copied_within_the_registry_goes_by_its_folder_name(reg, tmp_path):
+    """Its config.json keeps the name it was trained under; rows and messages named that model instead."""
+    ws = Workspace(tmp_path, reg.store, tmp_path / "models")
+    shutil.copytree(reg.models / "logistic-reg", ws.models / "renamed")
+    shutil.copytree(reg.models / "logistic-reg", ws.models / "logistic-reg")
+    evaluated = ws.run("evaluate", "renamed", "logistic-reg", "--cell", "sim01", "-f", "json", "-q")
+    assert evaluated.code == 0, evaluated.stderr
+    rows = json.loads(evaluated.stdout)["rows"]
+    assert sorted(row["model"] for row in rows) == ["logistic-reg", "renamed"]
+    assert rows[0]["pearson"] == rows[1]["pearson"]
+    predicted = ws.run("predict", "renamed", "--cell", "sim01", "--from-store", "sim01")
+    assert predicted.code == 0 and "with renamed (sim01)" in predicted.stderr, predicted.stderr
