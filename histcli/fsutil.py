@@ -100,6 +100,34 @@ def check_output_path(path: Path, what: str) -> None:
         raise InputError(path, f"cannot write {what}: permission denied")
 
 
+def check_outputs_spare(outputs: list[tuple[str, Path | None, str]], inputs: list, folders: dict[str, Path]
+                        ) -> None:
+    """Refuse before any work (a usage error) an output that would replace what the command reads or keeps.
+
+    ``outputs``: (option, path or None, what it holds), e.g. ("-o", path, "the predictions"). An output may
+    not be one of the ``inputs`` (files as given; "-" and None skipped) or a link to one, lie inside one of
+    the ``folders`` (description -> folder: the model's, the store's cell files), or be another output.
+    """
+    from histcli.errors import UsageError
+
+    given = [(option, Path(path), what) for option, path, what in outputs if path is not None]
+    for index, (option, path, what) in enumerate(given):
+        if path.exists():
+            for source in inputs:
+                if source is not None and str(source) != "-" and os.path.exists(source) and \
+                        os.path.samefile(source, path):
+                    raise UsageError(f"{option} {path} is the input file {source}: {what} would replace it; "
+                                     "give another file")
+        for description, folder in folders.items():
+            if path.resolve().is_relative_to(Path(folder).resolve()):
+                raise UsageError(f"{option} {path} is inside {description} {folder}: {what} would replace part "
+                                 "of it; give another file")
+        for other_option, other, other_what in given[:index]:
+            if path.resolve() == other.resolve():
+                raise UsageError(f"{option} {path} is also {other_option}: {what} would replace {other_what}; "
+                                 "give each its own file")
+
+
 def written_directly(path: Path) -> bool:
     """Whether an output path holds something other than a file (a device or pipe: /dev/stdout, a FIFO), which is
     written in place, not replaced (check_output_path refuses a folder before this)."""

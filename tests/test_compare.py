@@ -279,6 +279,17 @@ def test_plot_cell_without_plot_is_refused(workspace):
     assert result.stdout == ""
 
 
+def test_a_plot_is_never_written_over_the_store_or_into_the_registry(workspace):
+    weights = workspace.models / "logistic" / "sim01" / "weights.safetensors"
+    for target, said in ((workspace.models / "logistic" / "plot.png", "is inside the model registry"),
+                         (workspace.store.parent / f"{workspace.store.name}.cells" / "plot.png",
+                          "is inside the store's cell folder")):
+        result = workspace.run("compare", "logistic", "deepchrome", "--plot", target)
+        assert_one_line_error(result, f"--plot {target}", said, "the plot would replace part of it", code=2)
+        assert result.stdout == "" and not target.exists()
+    assert weights.is_file()
+
+
 def test_allowed_changed_data_is_warned_once_per_model_and_cell(workspace, tmp_path):
     store = tmp_path / "store.h5"
     copy_store(workspace.store, store)

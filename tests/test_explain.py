@@ -176,6 +176,32 @@ def test_output_dash_is_stdout_not_a_file_named_dash(space, tmp_path):
     assert not (tmp_path / "-").exists()
 
 
+def test_outputs_never_replace_the_store_the_model_the_gene_list_or_each_other(space, tmp_path):
+    """-o and --plot were written over whatever they named: the store, a weights file, the --genes list, or
+    each other. Each is a usage error before any work, and every file stays as it was."""
+    store = space.folder / "store.h5"
+    weights = space.folder / "models" / "logistic" / "signal" / "weights.safetensors"
+    cell_file = next((space.folder / "store.h5.cells").iterdir())
+    genes = tmp_path / "genes.txt"
+    genes.write_text(parse_tsv(space.ok("explain", "logistic", "--cell", "signal", "--method", "saliency",
+                                        "--threads", 1, "-q").stdout)[0]["gene_id"] + "\n")
+    kept = {path: path.read_bytes() for path in (store, weights, cell_file, genes)}
+    explain = ("explain", "logistic", "--cell", "signal", "--method", "saliency", "--threads", 1)
+    for args, said in (
+        (("-o", store), f"-o {store} is the input file {store}: the attributions would replace it"),
+        (("-o", weights), f"-o {weights} is inside the model's folder {weights.parent}"),
+        (("-o", cell_file), f"-o {cell_file} is inside the store's cell folder {cell_file.parent}"),
+        (("--genes", genes, "-o", genes), f"-o {genes} is the input file {genes}"),
+        (("--summary", "--plot", tmp_path / "same.png", "-o", tmp_path / "same.png"),
+         f"--plot {tmp_path / 'same.png'} is also -o: the plot would replace the attributions"),
+    ):
+        result = space.run(*explain, *args)
+        assert_one_line_error(result, said, code=2)
+        assert result.stdout == ""
+    assert all(path.read_bytes() == content for path, content in kept.items())
+    assert not (tmp_path / "same.png").exists()
+
+
 def test_plot_writes_a_heatmap(space, tmp_path):
     plot = tmp_path / "explain.png"
     result = space.ok("explain", "logistic", "--cell", "signal", "--method", "saliency", "--summary", "-f", "tsv",

@@ -135,6 +135,11 @@ def test_output_file_is_atomic(workspace, genes, tmp_path):
     result = workspace.run("predict", "--model", folder, good, "-o", folder / "config.json")
     assert_one_line_error(result, "is inside the model's folder", code=2)
     assert (folder / "config.json").read_bytes() == config
+    cell_file = next(Store(workspace.store).cells_dir.iterdir())
+    content = cell_file.read_bytes()
+    result = workspace.run("predict", "logistic", good, "--cell", "sim01", "-o", cell_file)
+    assert_one_line_error(result, f"-o {cell_file} is inside the store's cell folder", code=2)
+    assert cell_file.read_bytes() == content
 
 
 BAD_LONG = {

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import REPO, Workspace, assert_one_line_error, copy_store, parse_tsv, run_cli
 
+from histcli.registry import Registry
 from histcli.store import Store
 
 pytest.importorskip("plotly")
@@ -292,6 +293,14 @@ def test_bad_input_gives_one_line_errors_and_no_file(space, tmp_path):
     assert_one_line_error(space.run("report", "logistic", "--explain", "--explain-method", "attention", "-o", path),
                           "--explain-method", code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # Nor over what the report reads: the store, its cell files, the registry.
+    store = space.store.read_bytes()
+    for target, said in ((space.store, f"-o {space.store} is the input file"),
+                         (space.models / "logistic" / "sim01" / "config.json", "is inside the model registry"),
+                         (space.store.parent / f"{space.store.name}.cells" / "r.html", "is inside the store's cell folder")):
+        assert_one_line_error(space.run("report", "logistic", "-o", target), said, "the report would replace", code=2)
+    assert space.store.read_bytes() == store
+    assert Registry(space.models).get("logistic", "sim01").config["architecture"] == "logistic"
     # Without plotly: one line saying how to install the extra.
     fake = tmp_path.parent / f"{tmp_path.name}-fake"
     (fake / "plotly").mkdir(parents=True)

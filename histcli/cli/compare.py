@@ -135,6 +135,7 @@ def compare(
     from histcli.comparison import SUMMARY_KEYS, cell_keys, common_cells, json_payload, summary_row
     from histcli.comparison import compare as run_compare
     from histcli.errors import UsageError
+    from histcli.fsutil import check_outputs_spare
     from histcli.output import Column, clean, delimited, resolve_format, write
     from histcli.plots import check_plot_cell, plotting_backend, write_plot
     from histcli.registry import Registry
@@ -145,6 +146,8 @@ def compare(
         raise UsageError("--plot-cell goes with --plot (the cell of the plot's right-hand panels)")
     pyplot = plotting_backend(plot) if plot is not None else None
     store, registry = Store(store_path), Registry(models_path)
+    check_outputs_spare([("--plot", plot, "the plot")], [store_path],
+                        {"the model registry": models_path, "the store's cell folder": store.cells_dir})
     if plot is not None and plot_cell is not None:
         check_plot_cell(plot_cell, common_cells(registry, list(names), cells)[0])
     with console.progress() as bar:

@@ -101,7 +101,7 @@ def explain(
     from histcli.cli import console
     from histcli.errors import UsageError
     from histcli.explanation import check_method, read_gene_list, require_captum
-    from histcli.fsutil import atomic_open, check_output_path
+    from histcli.fsutil import atomic_open, check_output_path, check_outputs_spare
     from histcli.output import counted, resolve_format
     from histcli.plots import plotting_backend
     from histcli.registry import Registry
@@ -124,6 +124,8 @@ def explain(
         raise UsageError("--format table needs --summary (one row per gene, bin and mark is for machines: tsv or json)")
     pyplot = plotting_backend(plot) if plot is not None else None
     entry = Registry(models_path).get(name, cell)
+    check_outputs_spare([("-o", output, "the attributions"), ("--plot", plot, "the plot")], [genes, store_path],
+                        {"the model's folder": entry.path, "the store's cell folder": Store(store_path).cells_dir})
     check_method(entry, method.value)
     if method != Method.attention:
         require_captum()

@@ -87,11 +87,12 @@ def predict(
 
     from histcli.cli import console
     from histcli.cli.options import check_threshold
-    from histcli.fsutil import atomic_open, check_output_path
+    from histcli.fsutil import atomic_open, check_output_path, check_outputs_spare
     from histcli.metrics import DEFAULT_THRESHOLD
     from histcli.output import counted
     from histcli.prediction import PredictionWriter, Predictor, predict_table
     from histcli.registry import Registry, read_entry
+    from histcli.store import Store
     from histcli.training import resolve_device
 
     console.setup(quiet)
@@ -101,9 +102,9 @@ def predict(
     if output is not None:
         check_output_path(output, "the predictions")
     entry = read_entry(model) if model is not None else Registry(models_path).get(name, cell)
-    if output is not None:
-        inputs = [input_file, genes, store_path, *(value.partition("=")[2] for value in track or [])]
-        _check_output_is_no_input(output, inputs, entry.path)
+    check_outputs_spare([("-o", output, "the predictions")],
+                        [input_file, genes, store_path, *(value.partition("=")[2] for value in track or [])],
+                        {"the model's folder": entry.path, "the store's cell folder": Store(store_path).cells_dir})
     check_threshold(threshold, [entry])
     predictor = Predictor(entry, resolve_device(device.value))
 
@@ -124,24 +125,6 @@ def predict(
             count = genes_cell.n_genes
         writer.close()
     console.note(f"predicted {counted(count, 'gene')} with {entry.name} ({entry.cell})" + (f" into {output}" if output else ""))
-
-
-def _check_output_is_no_input(output, inputs, model_folder) -> None:
-    """-o naming an input file, the store (or a link to either) or a file of the model would replace the user's
-    data with the predictions."""
-    import os
-    from pathlib import Path
-
-    from histcli.errors import UsageError
-
-    existing = [given for given in inputs if given and given != "-" and os.path.exists(given)]
-    for given in existing if os.path.exists(output) else []:
-        if os.path.samefile(given, output):
-            raise UsageError(f"-o {output} is the input file {given}: the predictions would replace it; "
-                             "write them to another file")
-    if Path(output).resolve().is_relative_to(Path(model_folder).resolve()):
-        raise UsageError(f"-o {output} is inside the model's folder {model_folder}: the predictions would replace "
-                         "part of it; write them to another file")
 
 
 def _old_spellings(name, input_file, extra: list[str], model, other_input):

@@ -50,6 +50,7 @@ def report(
     """Write one HTML page (offline, self-contained) of evaluate and compare: tables, figures, training.
     Classifiers and regressors alike; the paired comparison uses --metric as compare does."""
     from histcli.cli import console
+    from histcli.fsutil import check_outputs_spare
     from histcli.output import write
     from histcli.registry import Registry
     from histcli.report import check_explain_method, check_output, gather, render, require_plotly, write_report
@@ -60,6 +61,8 @@ def report(
     plotly_js = require_plotly()
     if output is not None:
         check_output(output)
+    check_outputs_spare([("-o", output, "the report")], [store_path],
+                        {"the model registry": models_path, "the store's cell folder": Store(store_path).cells_dir})
     if explain:
         from histcli.explanation import require_captum
 
