@@ -369,7 +369,10 @@ class Store:
     """A histcli HDF5 store at ``path``; safe for concurrent readers and writers."""
 
     def __init__(self, path: Path | str | None = None):
-        self.path = Path(path) if path is not None else default_store_path()
+        path = Path(path) if path is not None else default_store_path()
+        # A link to a store is that store: its cell folder, lock and renamed link file are beside the real
+        # file (beside the link, a write replaced the link and put the cells where the store never looks).
+        self.path = Path(os.path.realpath(path)) if path.is_symlink() else path
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"

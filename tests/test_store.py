@@ -589,3 +589,20 @@ def test_a_device_or_pipe_given_as_the_store_is_refused_and_left_alone(tmp_path)
         assert_one_line_error(result, f"store {fifo}: is a device or pipe, not a store file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["store.h5"]
+
+
+def test_a_link_to_a_store_writes_the_store_it_points_at(tmp_path):
+    """Written through a link, a store was left as it was: the link was replaced by a new link file, and new
+    cells went to a cell folder beside the link that the store never reads."""
+    shared, mine = tmp_path / "shared" / "store.h5", tmp_path / "me" / "store.h5"
+    shared.parent.mkdir()
+    mine.parent.mkdir()
+    Store(shared).write([make_cell("E001"), make_cell("E002", seed=2)])
+    mine.symlink_to(Path("..") / "shared" / "store.h5")
+    Store(mine).remove(["E001"])
+    Store(mine).write([make_cell("E003", seed=3)])
+    assert Store(shared).cell_names() == ["E002", "E003"] == Store(mine).cell_names()
+    assert mine.is_symlink() and sorted(p.name for p in mine.parent.iterdir()) == ["store.h5"]
+    result = run_cli("store", "rm", "E002", "--store", mine)
+    assert result.code == 0, result.stderr
+    assert Store(shared).cell_names() == ["E003"]
