@@ -474,6 +474,18 @@ class Store:
 
         return self._read(read)
 
+    def readable_summaries(self, on_unreadable: Callable[[StoreError], None]) -> list[CellSummary]:
+        """Summaries of every cell that can be read, sorted by name; ``on_unreadable(error)`` for each cell
+        whose file is missing or damaged (``remove`` clears it), which is left out."""
+        found = []
+        for name in self.cell_names():
+            try:
+                found.append(self.summary(name))
+            except StoreError as exc:
+                if name in self.cell_names():  # not removed by another run meanwhile
+                    on_unreadable(exc)
+        return found
+
     def _summary(self, name: str, group) -> CellSummary:
         attrs = {key: _decode(value) for key, value in group.attrs.items()}
         counts = group["counts"]

@@ -606,3 +606,27 @@ def test_a_link_to_a_store_writes_the_store_it_points_at(tmp_path):
     result = run_cli("store", "rm", "E002", "--store", mine)
     assert result.code == 0, result.stderr
     assert Store(shared).cell_names() == ["E003"]
+
+
+def test_a_cell_whose_file_is_missing_or_damaged_is_left_out_of_the_list_and_removed_by_rm(tmp_path):
+    """One lost or damaged cell file made `store list` fail for every cell (so a loop over its cells ran zero
+    times) and `store rm` fail for that cell, the one command that could clear it."""
+    path = tmp_path / "s.h5"
+    Store(path).write([make_cell("E001"), make_cell("E002", seed=2), make_cell("E003", seed=3)])
+    cells = Store(path).cells_dir
+    next(cells.glob("E002.*")).unlink()
+    next(cells.glob("E003.*")).write_bytes(b"junk")
+    listed = run_cli("store", "list", "--store", path, "-f", "tsv")
+    assert listed.code == 0, listed.stderr
+    assert [row["cell"] for row in parse_tsv(listed.stdout)] == ["E001"]
+    notes = [line for line in listed.stderr.splitlines() if line.startswith("histcli: note: left out")]
+    assert len(notes) == 2 and "cell 'E002'" in notes[0] and "is missing" in notes[0] and "cell 'E003'" in notes[1]
+    removed = run_cli("store", "rm", "E002", "E003", "--store", path, "-f", "tsv")
+    assert removed.code == 0, removed.stderr
+    assert [(row["cell"], row["genes"]) for row in parse_tsv(removed.stdout)] == [("E002", "NA"), ("E003", "NA")]
+    assert removed.stderr.count("histcli: note: removing an unreadable cell") == 2
+    assert Store(path).cell_names() == ["E001"]
+    clean = run_cli("store", "list", "--store", path, "-f", "tsv")
+    assert clean.code == 0 and clean.stderr == "" and [row["cell"] for row in parse_tsv(clean.stdout)] == ["E001"]
+    # A cell that is not stored at all is still an error for rm.
+    assert_one_line_error(run_cli("store", "rm", "E009", "--store", path), "no cell 'E009'")

@@ -61,10 +61,13 @@ def print_summaries(summaries, fmt: OutputFormat, title: str) -> None:
 @app.command("list", short_help="One row per cell: genes per split, marks, bins.")
 def list_cells(store_path: StoreOption = DEFAULT_STORE, output_format: FormatOption = OutputFormat.auto) -> None:
     """One row per cell: genes per split, bins, bin size, marks and the fraction of positive labels."""
+    from histcli.cli import console
     from histcli.store import Store
 
     # The store names a missing store, or a folder given for its file (histcli.errors.NoStoreError).
-    print_summaries(Store(store_path).summaries(), output_format, title=f"{store_path}")
+    summaries = Store(store_path).readable_summaries(
+        lambda exc: console.note(f"left out an unreadable cell: {exc}; 'histcli store rm' removes it"))
+    print_summaries(summaries, output_format, title=f"{store_path}")
 
 
 @app.command("show", short_help="One cell: shape, splits, labels and sources.")
@@ -114,13 +117,29 @@ def remove_cells(
     output_format: FormatOption = OutputFormat.auto,
 ) -> None:
     """Remove cells from the store (atomically; other cells are untouched); prints what was removed."""
+    from histcli.output import render_rows
     from histcli.store import Store
 
     store = Store(store_path)
     cells = list(dict.fromkeys(cells))  # a cell named twice is removed, and listed, once
-    removed = [store.summary(cell) for cell in cells]
+    removed = [_removal_row(store, cell) for cell in cells]
     store.remove(cells)
-    print_summaries(removed, output_format, title=f"removed from {store_path}")
+    render_rows(removed, summary_columns(), output_format.value, title=f"removed from {store_path}")
+
+
+def _removal_row(store, cell: str) -> dict:
+    """summary_row of a cell about to be removed; a cell whose file is missing or damaged, which rm is the way to
+    clear, gives its name only (with a note)."""
+    from histcli.cli import console
+    from histcli.errors import StoreError
+
+    try:
+        return summary_row(store.summary(cell))
+    except StoreError as exc:
+        if cell not in store.cell_names():
+            raise
+        console.note(f"removing an unreadable cell: {exc}")
+        return {"cell": cell}
 
 
 @app.command("upgrade", short_help="Convert a store from before format 2.0.")
