@@ -217,7 +217,12 @@ class SettingError(UsageError):
         self.setting = setting
         self.value = value
         self.problem = problem
-        super().__init__(f"{setting} {value!r}: {problem}")
+        super().__init__(f"{_setting_said(setting, value)}: {problem}")
+
+
+def _setting_said(setting: str, value) -> str:
+    """A setting and its value as a message gives them; a setting left out (None) is "not given"."""
+    return f"{setting} not given" if value is None else f"{setting} {value!r}"
 
 
 class ColumnNeededError(SettingError):
@@ -307,7 +312,7 @@ _HINTS: list[tuple[type, Callable[[BaseException], str]]] = [
     (EmptySplitError, lambda exc: f"{exc}; choose another --split"),
     (ColumnNeededError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}; "
                                     f"pick one with {option_name(exc.column_setting)}"),
-    (SettingError, lambda exc: f"{option_name(exc.setting)} {exc.value!r}: {exc.problem}"),
+    (SettingError, lambda exc: f"{_setting_said(option_name(exc.setting), exc.value)}: {exc.problem}"),
     # Hyperparameters come from --param (tune's searched ones are reported as --search settings).
     (HyperparameterError, lambda exc: f"--param: {exc}"),
     (ConflictError, lambda exc: f"{' and '.join(map(option_name, exc.settings))} cannot be combined: {exc.reason}"),

@@ -315,7 +315,7 @@ class Registry:
 
     def cells(self, name: str) -> list[str]:
         self._check_root()
-        folder = self.root / name
+        folder = self.root / check_model_name(name)  # '../x' would list a folder outside the registry
         if not folder.is_dir():
             return []
         return sorted(p.name for p in folder.iterdir() if p.is_dir() and is_allowed_name(p.name))

@@ -62,6 +62,8 @@ from histcli.errors import (
      "--explain-method 'x': expected one of saliency"),
     (SettingError("split_fractions", "0.5", "expected three fractions"), "split_fractions '0.5': expected three fractions",
      "--split-fractions '0.5': expected three fractions"),
+    # A setting left out is "not given", not Python's None.
+    (SettingError("cell", None, "name one cell"), "cell not given: name one cell", "--cell not given: name one cell"),
     (ConflictError(["split_file", "split_fractions"], "give at most one way to split"),
      "split_file and split_fractions cannot be combined: give at most one way to split",
      "--split-file and --split-fractions cannot be combined: give at most one way to split"),

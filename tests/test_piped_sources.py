@@ -79,6 +79,11 @@ def _assert_same_cell(piped, regular, given: list[Path], contents: list[bytes]) 
     # Sources are named as given, with the digest of the bytes read through each pipe.
     assert [source.path for source in piped.sources] == [str(path) for path in given]
     assert [source.sha256 for source in piped.sources] == [hashlib.sha256(data).hexdigest() for data in contents]
+    # So is a piped expression table in the attributes that say where the levels and labels came from (not
+    # the kernel's /proc/<pid>/fd/pipe:[inode], nor the bare name "63" of /dev/fd/63).
+    if "expression_file" in regular.attrs:
+        expression = next(path for path in given if str(path) == piped.attrs["expression_file"])
+        assert piped.attrs["label_rule"].endswith(f"of {expression}")
 
 
 # prepare hands the readers one ExpressionFile that several cells share; it reads its pipe once too.

@@ -195,6 +195,10 @@ def test_training_needs_labels_and_known_cells(small_store, tmp_path):
     result = train(small_store, models, "--cell", "sim01", "--arch", "logistic", "--name", "../up")
     assert_one_line_error(result, "model name '../up' is not allowed", code=2)
     assert not models.exists() or Registry(models).names() == []
+    # Nor does models list read a folder outside the registry by its name.
+    (models.parent / "up").mkdir(exist_ok=True)
+    listed = run_cli("models", "list", "-n", "../up", "--models", models)
+    assert_one_line_error(listed, "model name '../up' is not allowed", code=2)
     result = train(small_store, models, "--arch", "crnn")
     assert_one_line_error(result, "--all-cells", code=2)
     result = train(small_store, models, "--arch", "crnn", "--all-cells", "--cell", "sim01")

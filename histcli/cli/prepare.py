@@ -147,6 +147,7 @@ def deepdiff(
     from histcli.cli import console
     from histcli.marks import DEEPDIFF_ORDER
     from histcli.sources import deepdiff as layout
+    from histcli.sources.common import shown_name
     from histcli.store import Store, check_cell_name
 
     console.setup(quiet)
@@ -157,7 +158,7 @@ def deepdiff(
     Store(store_path).check_writable([stored_name], overwrite)
     notes: list[str] = []
     if expression is not None and own_expression is not None:
-        notes.append(f"--expression {expression.name} replaces {own_expression.name}")
+        notes.append(f"--expression {shown_name(expression)} replaces {own_expression.name}")
     # A generator, so that parsing runs inside the progress bar.
     parsed = (layout.read_cell(stored_name, splits, own_expression if expression_file is None else expression_file,
                                marks=mark_names, bin_size=bin_size, drop_missing=drop_missing, notes=notes,

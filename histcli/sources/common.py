@@ -147,14 +147,34 @@ def ensembl_id(name: str) -> str:
     return match.group(1) if match else name
 
 
+def shown_name(path: Path) -> str:
+    """How a message names an input: a file by its name, a pipe (bash's ``<(...)``: /dev/fd/63) as given."""
+    return path.name if path.is_file() else str(path)
+
+
+def recorded_path(path: Path) -> str:
+    """How a cell records an input: a file by its absolute path, a pipe as given (its resolved name would be
+    the kernel's pipe:[inode])."""
+    return str(path.resolve() if path.is_file() else path)
+
+
 def sources_as_given(cell, given: dict[str, str]):
     """The cell with the sources it read from copies (``fsutil.ReadableInputs``) named as the caller gave
-    them; a copy's digest is that of what was read."""
+    them, in its sources (a copy's digest is that of what was read) and as the expression table its labels
+    came from."""
     import dataclasses
 
     named = {str(Path(copy).resolve()): path for copy, path in given.items()}
-    return dataclasses.replace(cell, sources=[dataclasses.replace(source, path=named.get(source.path, source.path))
-                                              for source in cell.sources])
+    attrs = dict(cell.attrs)
+    for copy, path in given.items():
+        if attrs.get("expression_file") == str(Path(copy).resolve()):
+            attrs["expression_file"] = path
+            # The rule ends with the table as messages name it: the copy's file name.
+            rule, name = attrs["label_rule"], Path(copy).name
+            attrs["label_rule"] = rule.removesuffix(name) + shown_name(Path(path)) if rule.endswith(name) else rule
+    return dataclasses.replace(cell, attrs=attrs,
+                               sources=[dataclasses.replace(source, path=named.get(source.path, source.path))
+                                        for source in cell.sources])
 
 
 def reads_inputs_once(*arguments: str):

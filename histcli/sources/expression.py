@@ -46,6 +46,8 @@ from histcli.sources.common import (
     labels_from_expression,
     parse_number,
     read_file_bytes,
+    recorded_path,
+    shown_name,
     text_lines,
     utf8_text,
 )
@@ -75,7 +77,7 @@ class ExpressionTable:
     @property
     def source(self) -> str:
         """How messages and the cell's attributes name the table (and its column)."""
-        return f"column {self.column} of {self.path.name}" if self.column else self.path.name
+        return f"column {self.column} of {shown_name(self.path)}" if self.column else shown_name(self.path)
 
 
 def _fields(line: str) -> list[str]:
@@ -133,7 +135,7 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
             header = first[1] if len(first) == 2 and not is_number(first[1]) else None
             if header != column:
                 named = f"named {header!r}" if header else "without a header"
-                raise SettingError("expression_column", column, f"{path.name} has one value column ({named}); a "
+                raise SettingError("expression_column", column, f"{shown_name(path)} has one value column ({named}); a "
                                    "column is picked from a matrix with one column per cell")
         return None
     wanted = column if column is not None else cell
@@ -143,12 +145,12 @@ def _choose_column(path: Path, first: list[str], column: str | None, cell: str |
     if column is not None:
         if column not in columns:
             raise SettingError("expression_column", column,
-                               f"no such column in {path.name} ({_describe_columns(columns)}){unnamed_ids}")
+                               f"no such column in {shown_name(path)} ({_describe_columns(columns)}){unnamed_ids}")
         return column
     if cell is not None and cell in columns:
         return cell
     unnamed = f"; no column is named like the cell {cell!r}" if cell is not None else ""
-    raise ColumnNeededError("expression", path.name, f"has {_describe_columns(columns)}{unnamed}{unnamed_ids}",
+    raise ColumnNeededError("expression", shown_name(path), f"has {_describe_columns(columns)}{unnamed}{unnamed_ids}",
                             column_setting="expression_column")
 
 
@@ -205,8 +207,7 @@ class ExpressionFile:
         named as given (its resolved name would be the kernel's pipe:[inode])."""
         import hashlib
 
-        path = self.path.resolve() if self.path.is_file() else self.path
-        return SourceFile(str(path), hashlib.sha256(self._raw).hexdigest())
+        return SourceFile(recorded_path(self.path), hashlib.sha256(self._raw).hexdigest())
 
     def keys_by_number(self, keys: pd.Index) -> pd.Index | None:
         """A table's ``keys`` with human Ensembl ids as bare numbers (ENSG00000000003 as "3"), None when none
@@ -227,7 +228,7 @@ class ExpressionFile:
         _, first = self._first
         chosen = {cell: _choose_column(self.path, first, column, cell) for cell in cells}
         if len(cells) > 1 and len(set(chosen.values())) == 1:
-            what = f"column {column}" if column else self.path.name
+            what = f"column {column}" if column else shown_name(self.path)
             raise SettingError("expression", what, f"holds one cell's values, but {len(cells)} cells are prepared; "
                                "prepare one cell, or give a matrix with a column named like each cell")
         # Added to, not replaced: a reader checking its own cell keeps the batch its caller asked for.
@@ -366,7 +367,7 @@ def _cell_keys(table: ExpressionTable, gene_ids: np.ndarray, notes: list[str]) -
     if names and all(name.isascii() and name.isdigit() for name in names):
         table_keys = table.origin.keys_by_number(table.keys)
         if table_keys is not None:
-            notes.append(f"{table.path.name}: the cell's gene ids are bare numbers (as in the DeepChrome CSVs); "
+            notes.append(f"{shown_name(table.path)}: the cell's gene ids are bare numbers (as in the DeepChrome CSVs); "
                          "matched them to Ensembl ids by number (000003 = ENSG00000000003)")
             return np.asarray([str(int(name)) for name in names], dtype=object), table_keys
     return np.asarray([gene_key(name) for name in names], dtype=object), table.keys
@@ -391,7 +392,7 @@ def match_expression(
     are noted (not done for layouts whose files hold a sample of the genes).
     """
     if table.repeated:
-        notes.append(f"{table.path.name}: {table.repeated} rows repeat a gene with the same expression value; "
+        notes.append(f"{shown_name(table.path)}: {table.repeated} rows repeat a gene with the same expression value; "
                      "each gene is used once")
     gene_ids = np.asarray(gene_ids, dtype=object)
     cell_keys, table_keys = _cell_keys(table, gene_ids, notes)
@@ -407,16 +408,16 @@ def match_expression(
         if not drop_missing:
             raise MissingGenesError(table.path, summary, missing=int((~keep).sum()), total=len(gene_ids),
                                     example=str(gene_ids[np.argmax(~keep)]))
-        notes.append(f"{table.path.name}: {summary}; left out")
+        notes.append(f"{shown_name(table.path)}: {summary}; left out")
     if listed_ids is not None:
         extra = int((~table_keys.isin(_cell_keys(table, listed_ids, [])[0])).sum())
         if extra:
-            notes.append(f"{table.path.name}: {extra} of {len(table_keys)} genes are not in {genes_source}")
+            notes.append(f"{shown_name(table.path)}: {extra} of {len(table_keys)} genes are not in {genes_source}")
 
     values = table.values[position[keep]]
     derived = (values > threshold).astype(np.int8)
     median_rule = f"expression is above {threshold:g}, the median over all {len(table.rows)} rows of {table.source}"
-    attrs = {"expression_file": str(table.path.resolve()), "label_threshold": threshold}
+    attrs = {"expression_file": recorded_path(table.path), "label_threshold": threshold}
     if table.column is not None:
         attrs["expression_column"] = table.column
     if labels is None:
