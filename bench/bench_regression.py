@@ -73,7 +73,7 @@ class RegressionRunner(Runner):
 
     def __call__(self, job: tuple) -> dict:
         cell, arch, seeds = job
-        seed_option = ["--seeds", seeds] if "-" in seeds else ["--seed", seeds]
+        seed_option = ["--seeds", seeds] if "-" in seeds or "," in seeds else ["--seed", seeds]
         name = f"{arch}-regression-s{seeds}"
         if (name, cell) in self.done:
             return self.done[name, cell]

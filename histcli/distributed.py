@@ -372,6 +372,9 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
         outcomes[index] = TrialOutcome(trials[index], "skipped", entry.best_valid_score,
                                        entry.metadata["best_epoch"], entry.metadata.get("train_seconds"))
     queue = deque(index for index in range(len(trials)) if index not in outcomes)
+    run_cells: dict[str, list[str]] = {}  # per entry name, the cells this sweep writes (see Registry.save)
+    for trial in trials:
+        run_cells.setdefault(trial.name, []).append(trial.cell)
     progress = SweepProgress(total=len(queue))
     if not queue:
         return [outcomes[i] for i in range(len(trials))], False
@@ -443,7 +446,7 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
                         finished(index, TrialOutcome(trial, "failed", error=describe_failure(exc)))
                         continue
                     registry.save(trial.name, trial.cell, result["states"], result["config"], result["metadata"],
-                                  overwrite=overwrite or trial.replaces)
+                                  overwrite=overwrite or trial.replaces, run_cells=run_cells[trial.name])
                     finished(index, TrialOutcome(trial, "trained", result["valid_score"], result["best_epoch"],
                                                  result["seconds"], result["node"],
                                                  converged=result["converged"]))

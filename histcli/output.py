@@ -170,7 +170,8 @@ def console(stderr: bool = False):
     terminal = stream.isatty()
     # Piped, a table is as wide as its values need (up to 200 columns), unless COLUMNS says how wide to fit it
     # (`COLUMNS=80 histcli ... -f table | less`); rich reads COLUMNS when the width is left to it.
-    sized = terminal or os.environ.get("COLUMNS", "").isdigit()
+    columns = os.environ.get("COLUMNS", "")
+    sized = terminal or (columns.isdigit() and int(columns) > 0)
     return Console(file=stream, force_terminal=terminal, no_color=not terminal, highlight=False,
                    soft_wrap=not sized, width=None if sized else 200)
 

@@ -335,9 +335,9 @@ def _predict_wide(predictor, path, shown, header, writer, genes_per_chunk) -> in
         bins = sorted(b for (m, b) in positions if m == mark)
         if bins != list(range(1, predictor.n_bins + 1)):
             missing = [b for b in range(1, predictor.n_bins + 1) if b not in bins]
-            extra = [b for b in bins if b > predictor.n_bins]
+            extra = [b for b in bins if not 1 <= b <= predictor.n_bins]
             problems = ([f"no column {_bin_list(mark, missing)}"] if missing else []) + \
-                       ([f"columns past the model's bins: {_bin_list(mark, extra)}"] if extra else [])
+                       ([f"columns outside the model's bins: {_bin_list(mark, extra)}"] if extra else [])
             raise InputError(shown, f"mark {mark} has {len(bins)} bin columns, {'; '.join(problems)}; the model "
                                     f"expects {mark}_1..{mark}_{predictor.n_bins}", line=1)
     # Value columns in the model's order: bin-major, then mark, matching (genes, bins, marks).

@@ -231,6 +231,11 @@ _REQUIRED = {
 }
 
 
+def model_folders(root, names) -> dict[str, Path]:
+    """The folders of models ``names`` in the registry at ``root``, by how a message names them."""
+    return {f"model {name!r}'s folder": Path(root) / name for name in names}
+
+
 def cells_by_task(entries) -> dict[str, list[str]]:
     """Task name -> the cells of ``entries`` that do it."""
     found: dict[str, list[str]] = {}
@@ -409,8 +414,11 @@ class Registry:
             raise ModelTaskError(name, cells_by_task(others), writing=(task, cells[0]))
 
     def save(self, name: str, cell: str, state: dict | list[dict], config: dict, metadata: dict, *,
-             overwrite: bool) -> Entry:
+             overwrite: bool, run_cells=()) -> Entry:
         """Write an entry atomically; returns it as read back from disk.
+
+        ``run_cells``: the other cells the same run writes under ``name`` (``train --overwrite`` of several
+        cells, a sweep), whose entries of another task it is about to replace.
 
         ``state`` is one module's weights, or a list with one per ensemble
         member in the order of ``metadata["members"]``, each of which names its
@@ -460,7 +468,7 @@ class Registry:
                     raise ModelExistsError(self.root, name, cell)
                 from histcli.tasks import task_from_config
 
-                self.check_task(name, [cell], task_from_config(config).name)
+                self.check_task(name, [cell, *run_cells], task_from_config(config).name)
                 replace_dir(temp, final)
         finally:
             remove_path(temp)

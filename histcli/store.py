@@ -372,7 +372,9 @@ class Store:
         path = Path(path) if path is not None else default_store_path()
         # A link to a store is that store: its cell folder, lock and renamed link file are beside the real
         # file (beside the link, a write replaced the link and put the cells where the store never looks).
-        self.path = Path(os.path.realpath(path)) if path.is_symlink() else path
+        # A link to a pipe or device (/dev/stdout, bash's <(...)) stays as given, to be refused as such.
+        linked_file = path.is_symlink() and (path.is_file() or not path.exists())
+        self.path = Path(os.path.realpath(path)) if linked_file else path
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
@@ -476,7 +478,9 @@ class Store:
 
     def readable_summaries(self, on_unreadable: Callable[[StoreError], None]) -> list[CellSummary]:
         """Summaries of every cell that can be read, sorted by name; ``on_unreadable(error)`` for each cell
-        whose file is missing or damaged (``remove`` clears it), which is left out."""
+        whose file is missing or damaged (``remove`` clears it), which is left out; NoStoreError without a
+        store."""
+        self.require()
         found = []
         for name in self.cell_names():
             try:

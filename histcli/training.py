@@ -656,7 +656,7 @@ def _refit_metadata(member: TrainResult) -> dict:
 
 def train_and_save(store, cell_name: str, settings: TrainSettings, registry, name: str, *,
                    seeds: list[int] | None = None, overwrite: bool = False, mirror: str = "auto",
-                   on_member: Callable[[int], None] | None = None,
+                   run_cells=(), on_member: Callable[[int], None] | None = None,
                    on_refit: Callable[[int, int], None] | None = None,
                    on_epoch: Callable[[EpochReport], None] | None = None):
     """Train a model on one stored cell and write its registry entry.
@@ -666,7 +666,8 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
     that fails fails the whole entry, and nothing is written. ``on_member`` is
     called with each seed before its training starts, ``on_refit`` with the seed
     and the epochs to run before its refit on train + valid (``settings.refit``).
-    ``mirror`` is auto, on or off (see :func:`resolve_mirror`).
+    ``mirror`` is auto, on or off (see :func:`resolve_mirror`); ``run_cells`` are the other cells the run
+    writes under ``name`` (see :meth:`Registry.save`).
     Returns (entry or None, EntryResult): no entry when training was
     interrupted before the first epoch finished. An interrupted run that has a
     best epoch is saved with ``interrupted: true`` in its metadata (for an
@@ -678,5 +679,5 @@ def train_and_save(store, cell_name: str, settings: TrainSettings, registry, nam
                                                     on_epoch=on_epoch)
     if states is None:
         return None, outcome
-    entry = registry.save(name, cell.name, states, config, metadata, overwrite=overwrite)
+    entry = registry.save(name, cell.name, states, config, metadata, overwrite=overwrite, run_cells=run_cells)
     return entry, outcome

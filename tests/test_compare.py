@@ -279,9 +279,9 @@ def test_plot_cell_without_plot_is_refused(workspace):
     assert result.stdout == ""
 
 
-def test_a_plot_is_never_written_over_the_store_or_into_the_registry(workspace):
+def test_a_plot_is_never_written_over_the_store_or_into_a_compared_models_folder(workspace):
     weights = workspace.models / "logistic" / "sim01" / "weights.safetensors"
-    for target, said in ((workspace.models / "logistic" / "plot.png", "is inside the model registry"),
+    for target, said in ((workspace.models / "logistic" / "plot.png", "is inside model 'logistic''s folder"),
                          (workspace.store.parent / f"{workspace.store.name}.cells" / "plot.png",
                           "is inside the store's cell folder")):
         result = workspace.run("compare", "logistic", "deepchrome", "--plot", target)

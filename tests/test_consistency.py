@@ -219,6 +219,12 @@ def test_every_option_and_argument_of_every_command_refuses_an_empty_value():
     assert checked > 100, checked
 
 
+def test_help_is_shown_whatever_else_the_command_line_holds():
+    for args in (("--name", ""), ("--arch", "cnn", "--arch", "crnn")):
+        result = run_cli("train", *args, "--help")
+        assert result.code == 0 and result.stdout.startswith("Usage: histcli train"), result.stderr
+
+
 def test_an_empty_name_does_not_replace_the_entry_named_after_the_architecture(tmp_path):
     """`train --name '' --overwrite` (an unset variable in a loop) trained and saved under the default name,
     the architecture's, replacing the classifier stored there by a regressor."""

@@ -208,6 +208,11 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
     assert_one_line_error(workspace.run("predict", "logistic", short, "--cell", "sim01"),
                           "line 1", "mark H3K27me3 has 19 bin columns, no column H3K27me3_20; the model expects "
                           "H3K27me3_1..H3K27me3_20")
+    zero_based = tmp_path / "zero.tsv"
+    zero_based.write_text("\n".join([lines[0].replace("H3K27me3_20", "H3K27me3_0")] + lines[1:]) + "\n")
+    assert_one_line_error(workspace.run("predict", "logistic", zero_based, "--cell", "sim01"),
+                          "line 1", "mark H3K27me3 has 20 bin columns, no column H3K27me3_20; columns outside the "
+                          "model's bins: H3K27me3_0; the model expects H3K27me3_1..H3K27me3_20")
     # Columns named from the header: the missing ones (not only how many), and any past the model's bins.
     header = lines[0].split("\t")
     renamed = {"H3K9me3_4": "H3K9me3_21", "H3K9me3_5": "H3K9me3_22", **{f"H3K9me3_{b}": None for b in range(6, 9)}}
@@ -217,7 +222,7 @@ def test_bad_wide_input_names_the_line(workspace, genes, tmp_path):
                                  + ["\t".join(line.split("\t")[i] for i in keep) for line in lines[1:]]) + "\n")
     assert_one_line_error(workspace.run("predict", "logistic", shifted, "--cell", "sim01"),
                           "line 1", "mark H3K9me3 has 17 bin columns, no column H3K9me3_4, H3K9me3_5, H3K9me3_6 "
-                          "(and 2 more); columns past the model's bins: H3K9me3_21, H3K9me3_22; the model expects "
+                          "(and 2 more); columns outside the model's bins: H3K9me3_21, H3K9me3_22; the model expects "
                           "H3K9me3_1..H3K9me3_20")
     duplicated = tmp_path / "dup.tsv"
     duplicated.write_text("\n".join(lines + [lines[2]]) + "\n")

@@ -321,10 +321,28 @@ def test_one_model_name_holds_one_task(reg, tmp_path):
         Registry(ws.models).save("logistic", "sim01", regressor.load_state(), regressor.config, regressor.metadata,
                                  overwrite=False)
     assert Registry(ws.models).cells("logistic") == ["sim02"]
+    # Unless the same run (a sweep, a train of both cells) is about to replace sim02's entry too.
+    Registry(tmp_path / "copy").save("logistic", "sim02", *_entry_parts(Registry(ws.models).get("logistic", "sim02")),
+                                     overwrite=False)
+    Registry(tmp_path / "copy").save("logistic", "sim01", *_entry_parts(regressor), overwrite=False,
+                                     run_cells=["sim02"])
+    assert [entry.task.name for entry in Registry(tmp_path / "copy").entries("logistic")] == \
+        ["regression", "classification"]
     replaced = ws.run("train", "--cell", "sim02", "--arch", "logistic", "--task", "regression", "--epochs", 2,
                       "--overwrite", *TRAIN)
     assert replaced.code == 0, replaced.stderr
     assert Registry(ws.models).get("logistic", "sim02").task.name == "regression"
+    # One run replacing every cell's entry by the other task: each save counts the run's other cells as replaced.
+    assert ws.run("train", "--cell", "sim01", "--arch", "logistic", "--task", "regression", "--epochs", 2,
+                  *TRAIN).code == 0
+    back = ws.run("train", "--cell", "sim01", "--cell", "sim02", "--arch", "logistic", "--epochs", 2, "--overwrite",
+                  *TRAIN)
+    assert back.code == 0, back.stderr
+    assert [entry.task.name for entry in Registry(ws.models).entries("logistic")] == ["classification"] * 2
+
+
+def _entry_parts(entry):
+    return entry.load_state(), entry.config, entry.metadata
 
 
 def test_a_model_of_two_tasks_from_an_older_registry_is_named_by_evaluate_compare_and_report(reg, tmp_path):

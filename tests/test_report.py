@@ -296,7 +296,7 @@ def test_bad_input_gives_one_line_errors_and_no_file(space, tmp_path):
     # Nor over what the report reads: the store, its cell files, the registry.
     store = space.store.read_bytes()
     for target, said in ((space.store, f"-o {space.store} is the input file"),
-                         (space.models / "logistic" / "sim01" / "config.json", "is inside the model registry"),
+                         (space.models / "logistic" / "sim01" / "config.json", "is inside model 'logistic''s folder"),
                          (space.store.parent / f"{space.store.name}.cells" / "r.html", "is inside the store's cell folder")):
         assert_one_line_error(space.run("report", "logistic", "-o", target), said, "the report would replace", code=2)
     assert space.store.read_bytes() == store

@@ -606,6 +606,11 @@ def test_a_link_to_a_store_writes_the_store_it_points_at(tmp_path):
     result = run_cli("store", "rm", "E002", "--store", mine)
     assert result.code == 0, result.stderr
     assert Store(shared).cell_names() == ["E003"]
+    # A link to a pipe (bash's /dev/fd/63 is one) is refused as a pipe, not followed to the kernel's pipe:[inode].
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "to-fifo").symlink_to(tmp_path / "fifo")
+    assert_one_line_error(run_cli("store", "list", "--store", tmp_path / "to-fifo"),
+                          f"store {tmp_path / 'to-fifo'}: is a device or pipe, not a store file")
 
 
 def test_a_cell_whose_file_is_missing_or_damaged_is_left_out_of_the_list_and_removed_by_rm(tmp_path):

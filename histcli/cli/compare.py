@@ -138,7 +138,7 @@ def compare(
     from histcli.fsutil import check_outputs_spare
     from histcli.output import Column, clean, delimited, resolve_format, write
     from histcli.plots import check_plot_cell, plotting_backend, write_plot
-    from histcli.registry import Registry
+    from histcli.registry import Registry, model_folders
     from histcli.store import Store
 
     console.setup(quiet)
@@ -147,7 +147,7 @@ def compare(
     pyplot = plotting_backend(plot) if plot is not None else None
     store, registry = Store(store_path), Registry(models_path)
     check_outputs_spare([("--plot", plot, "the plot")], [store_path],
-                        {"the model registry": models_path, "the store's cell folder": store.cells_dir})
+                        {**model_folders(models_path, names), "the store's cell folder": store.cells_dir})
     if plot is not None and plot_cell is not None:
         check_plot_cell(plot_cell, common_cells(registry, list(names), cells)[0])
     with console.progress() as bar:

@@ -33,7 +33,8 @@ class OnceCommand(TyperCommand):
 
         def parse_once(args):
             opts, rest, order = parse(args=args)
-            if not ctx.resilient_parsing:  # shell completion parses partial command lines
+            # Shell completion parses partial command lines; --help shows the help whatever else is given.
+            if not ctx.resilient_parsing and not opts.get("help"):
                 from histcli.cli.main import click_exceptions
 
                 seen = set()

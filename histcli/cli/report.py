@@ -52,7 +52,7 @@ def report(
     from histcli.cli import console
     from histcli.fsutil import check_outputs_spare
     from histcli.output import write
-    from histcli.registry import Registry
+    from histcli.registry import Registry, model_folders
     from histcli.report import check_explain_method, check_output, gather, render, require_plotly, write_report
     from histcli.store import Store
 
@@ -62,7 +62,7 @@ def report(
     if output is not None:
         check_output(output)
     check_outputs_spare([("-o", output, "the report")], [store_path],
-                        {"the model registry": models_path, "the store's cell folder": Store(store_path).cells_dir})
+                        {**model_folders(models_path, names), "the store's cell folder": Store(store_path).cells_dir})
     if explain:
         from histcli.explanation import require_captum
 

@@ -181,7 +181,7 @@ def train(
 
                 try:
                     entry, result = train_and_save(store, cell, settings, registry, model_name, seeds=seed_list,
-                                                   overwrite=overwrite, mirror=mirror.value,
+                                                   overwrite=overwrite, mirror=mirror.value, run_cells=chosen,
                                                    on_member=start_member, on_refit=start_refit,
                                                    on_epoch=report)
                 except HistcliError as exc:
