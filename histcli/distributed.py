@@ -305,6 +305,14 @@ def _differing(key: str, wanted, found) -> list[str]:
     return [key]
 
 
+def trials_by_name(trials: list[Trial]) -> dict[str, list[Trial]]:
+    """The trials of each entry name (one per cell the name is trained on), in trial order."""
+    found: dict[str, list[Trial]] = {}
+    for trial in trials:
+        found.setdefault(trial.name, []).append(trial)
+    return found
+
+
 def check_existing(trials: list[Trial], store, registry, overwrite: bool,
                    mirror: str) -> tuple[set[int], dict[str, bool]]:
     """Find the trials whose entry exists with the same resolved config (to skip); refuse other clashes.
@@ -325,10 +333,7 @@ def check_existing(trials: list[Trial], store, registry, overwrite: bool,
         mirrors[cell] = resolve_mirror(mirror, attrs, f"cell {cell}")
     skip = set()
     digests: dict[str, str | None] = {}  # cell: its expression values' digest, read when first needed
-    by_name: dict[str, list[Trial]] = {}
-    for trial in trials:
-        by_name.setdefault(trial.name, []).append(trial)
-    for name, named in by_name.items():
+    for name, named in trials_by_name(trials).items():
         registry.check_task(name, [trial.cell for trial in named], named[0].settings.task.name)
     for index, trial in enumerate(trials):
         if not registry.exists(trial.name, trial.cell):
@@ -372,9 +377,8 @@ def run_sweep(trials: list[Trial], *, store, registry, overwrite: bool, mirror: 
         outcomes[index] = TrialOutcome(trials[index], "skipped", entry.best_valid_score,
                                        entry.metadata["best_epoch"], entry.metadata.get("train_seconds"))
     queue = deque(index for index in range(len(trials)) if index not in outcomes)
-    run_cells: dict[str, list[str]] = {}  # per entry name, the cells this sweep writes (see Registry.save)
-    for trial in trials:
-        run_cells.setdefault(trial.name, []).append(trial.cell)
+    # Per entry name, the cells this sweep writes (see Registry.save).
+    run_cells = {name: [trial.cell for trial in named] for name, named in trials_by_name(trials).items()}
     progress = SweepProgress(total=len(queue))
     if not queue:
         return [outcomes[i] for i in range(len(trials))], False

@@ -427,6 +427,8 @@ class Registry:
         """
         from safetensors.torch import save
 
+        from histcli.tasks import task_from_config
+
         members = metadata.get("members", [])
         states = state if members else [state]
         files = [member["weights"] for member in members] if members else [WEIGHTS]
@@ -462,13 +464,12 @@ class Registry:
                     handle.write("\n")
                     handle.flush()
                     os.fsync(handle.fileno())
+            task = task_from_config(config).name
             with self._lock(name):  # every save of this model waits here: parallel runs cannot mix tasks
                 remove_stale(final, "tmp")
                 if final.exists() and not overwrite:
                     raise ModelExistsError(self.root, name, cell)
-                from histcli.tasks import task_from_config
-
-                self.check_task(name, [cell, *run_cells], task_from_config(config).name)
+                self.check_task(name, [cell, *run_cells], task)
                 replace_dir(temp, final)
         finally:
             remove_path(temp)

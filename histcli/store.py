@@ -480,7 +480,12 @@ class Store:
         """Summaries of every cell that can be read, sorted by name; ``on_unreadable(error)`` for each cell
         whose file is missing or damaged (``remove`` clears it), which is left out; NoStoreError without a
         store."""
-        self.require()
+        try:
+            return self.summaries()  # one pass over the link file, as long as every cell reads
+        except NoStoreError:
+            raise
+        except StoreError:
+            pass  # a cell cannot be read: cell by cell, to leave out only it
         found = []
         for name in self.cell_names():
             try:
